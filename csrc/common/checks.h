@@ -1,0 +1,36 @@
+// Input checks for op bindings. Every message names the op, the argument, what was expected
+// and what came: "fusedops.linear: weight must be 2-D [out_features, in_features], got shape
+// [3, 4, 5]".
+#pragma once
+#include <ATen/ATen.h>
+
+#include <sstream>
+#include <string>
+
+namespace fusedops {
+
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << "]";
+  return s.str();
+}
+
+#define FUSEDOPS_CHECK(cond, op, ...) TORCH_CHECK(cond, "fusedops.", op, ": ", __VA_ARGS__)
+
+// float32 or float64 on the CPU.
+inline void check_cpu_float(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fusedops.",
+                   op, ": ", arg, " must be float32 or float64, got ", t.scalar_type());
+  FUSEDOPS_CHECK(t.device().is_cpu(), op, arg, " must be a CPU tensor, got device ", t.device());
+}
+
+inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* op,
+                             const char* arg, const char* ref_arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "fusedops.", op, ": ", arg,
+                   " must have the dtype of ", ref_arg, " (", ref.scalar_type(), "), got ",
+                   t.scalar_type());
+}
+
+}  // namespace fusedops

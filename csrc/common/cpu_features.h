@@ -1,0 +1,30 @@
+// CPU facts the kernels dispatch on: instruction set and cache sizes, read once at load.
+// FUSEDOPS_ISA=generic|avx2|avx512 in the environment caps the instruction set (tests use it
+// to run every path the CPU supports).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace fusedops {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+struct CpuInfo {
+  Isa best = Isa::generic;       // widest instruction set the CPU and OS support
+  int64_t l1d = 32 * 1024;       // bytes, per core
+  int64_t l2 = 512 * 1024;       // bytes, per core
+  int64_t l3 = 8 * 1024 * 1024;  // bytes, shared
+  std::string model;
+};
+
+const CpuInfo& cpu_info();
+const char* isa_name(Isa isa);
+// Parses "generic" / "avx2" / "avx512"; returns false for anything else.
+bool parse_isa(const std::string& name, Isa* out);
+
+// The instruction set kernels use now: the CPU's best, capped by FUSEDOPS_ISA or set_isa().
+Isa active_isa();
+// Caps the instruction set (never above what the CPU supports). Returns the one in force.
+Isa set_isa(Isa isa);
+
+}  // namespace fusedops

@@ -1,0 +1,91 @@
+// The Python module fusedops._C. Importing it runs the operator registrations (ops.cpp and
+// the backend files); its few functions describe the machine and the build, for
+// fusedops.__init__, the tests and the benchmarks.
+#include <Python.h>
+
+#include <string>
+
+#include "common/cpu_features.h"
+#include "cpu/kernels/gemm/gemm.h"
+
+#ifndef FUSEDOPS_TORCH_VERSION
+#define FUSEDOPS_TORCH_VERSION "unknown"
+#endif
+
+namespace {
+
+using fusedops::Isa;
+
+void set_str(PyObject* d, const char* key, const std::string& v) {
+  PyObject* o = PyUnicode_FromString(v.c_str());
+  PyDict_SetItemString(d, key, o);
+  Py_DECREF(o);
+}
+
+void set_int(PyObject* d, const char* key, long long v) {
+  PyObject* o = PyLong_FromLongLong(v);
+  PyDict_SetItemString(d, key, o);
+  Py_DECREF(o);
+}
+
+// _cpu_info() -> dict: model, best and active instruction set, caches, GEMM microkernels.
+PyObject* cpu_info(PyObject*, PyObject*) {
+  const auto& ci = fusedops::cpu_info();
+  const Isa isa = fusedops::active_isa();
+  PyObject* d = PyDict_New();
+  set_str(d, "model", ci.model);
+  set_str(d, "best_isa", fusedops::isa_name(ci.best));
+  set_str(d, "isa", fusedops::isa_name(isa));
+  set_int(d, "l1d", ci.l1d);
+  set_int(d, "l2", ci.l2);
+  set_int(d, "l3", ci.l3);
+  auto f32 = fusedops::cpu::microkernel_info<float>(isa);
+  auto f64 = fusedops::cpu::microkernel_info<double>(isa);
+  set_str(d, "gemm_f32", std::to_string(f32.mr) + "x" + std::to_string(f32.nr));
+  set_str(d, "gemm_f64", std::to_string(f64.mr) + "x" + std::to_string(f64.nr));
+  return d;
+}
+
+// _set_isa(name) -> str: caps the instruction set ("generic", "avx2", "avx512"); returns the
+// one in force (never above what the CPU supports).
+PyObject* set_isa(PyObject*, PyObject* arg) {
+  PyObject* bytes = PyUnicode_AsUTF8String(arg);
+  if (!bytes) return nullptr;
+  std::string name = PyBytes_AsString(bytes);
+  Py_DECREF(bytes);
+  Isa isa;
+  if (!fusedops::parse_isa(name, &isa)) {
+    PyErr_SetString(PyExc_ValueError,
+                    "fusedops._set_isa: expected 'generic', 'avx2' or 'avx512'");
+    return nullptr;
+  }
+  return PyUnicode_FromString(fusedops::isa_name(fusedops::set_isa(isa)));
+}
+
+// _fma_peak_gflops(threads, seconds) -> float: sustained fp32 FMA rate with the widest
+// vectors in force.
+PyObject* fma_peak(PyObject*, PyObject* args) {
+  int threads = 1;
+  double seconds = 0.2;
+  if (!PyArg_ParseTuple(args, "id", &threads, &seconds)) return nullptr;
+  double r;
+  Py_BEGIN_ALLOW_THREADS r = fusedops::cpu::fma_peak_gflops(threads, seconds);
+  Py_END_ALLOW_THREADS return PyFloat_FromDouble(r);
+}
+
+PyMethodDef methods[] = {
+    {"_cpu_info", cpu_info, METH_NOARGS, "CPU model, instruction sets, caches, GEMM tiles."},
+    {"_set_isa", set_isa, METH_O, "Cap the instruction set the kernels use."},
+    {"_fma_peak_gflops", fma_peak, METH_VARARGS, "Measured fp32 FMA peak (threads, seconds)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fusedops compiled kernels", -1, methods,
+                      nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) PyObject* PyInit__C() {
+  PyObject* m = PyModule_Create(&module);
+  if (m) PyModule_AddStringConstant(m, "torch_version", FUSEDOPS_TORCH_VERSION);
+  return m;
+}

@@ -1,0 +1,125 @@
+// GEMM entry points: dispatch on the instruction set in force, and the reference oracle.
+#include "gemm.h"
+
+#include <omp.h>
+
+namespace fusedops::cpu {
+
+#define FUSEDOPS_DECLARE_ISA(ns)                                                       \
+  namespace ns {                                                                       \
+  template <typename T> void gemm_run(const GemmArgs<T>&);                             \
+  template <typename T> MicrokernelInfo info();                                        \
+  template <typename T>                                                                \
+  void bias_act_backward_run(int64_t, int64_t, const T*, int64_t, int64_t, const T*,   \
+                             int64_t, T*, Activation, T*);                             \
+  double fma_peak_run(int threads, double seconds);                                    \
+  }
+FUSEDOPS_DECLARE_ISA(generic)
+#if defined(__x86_64__)
+FUSEDOPS_DECLARE_ISA(avx2)
+FUSEDOPS_DECLARE_ISA(avx512)
+#endif
+#undef FUSEDOPS_DECLARE_ISA
+
+template <typename T>
+void gemm_with_isa(Isa isa, const GemmArgs<T>& args) {
+#if defined(__x86_64__)
+  if (isa == Isa::avx512) return avx512::gemm_run<T>(args);
+  if (isa == Isa::avx2) return avx2::gemm_run<T>(args);
+#endif
+  (void)isa;
+  generic::gemm_run<T>(args);
+}
+
+template <typename T>
+void gemm(const GemmArgs<T>& args) {
+  gemm_with_isa<T>(active_isa(), args);
+}
+
+template <typename T>
+void gemm_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a, int64_t stride_b,
+                  int64_t stride_c) {
+  auto at = [&](int64_t b) {
+    GemmArgs<T> g = args;
+    g.A += b * stride_a;
+    g.B += b * stride_b;
+    g.C += b * stride_c;
+    return g;
+  };
+  if (stride_c == 0) {  // reduction into one C: in order, each product parallel inside
+    for (int64_t b = 0; b < batch; ++b) {
+      GemmArgs<T> g = at(b);
+      if (b > 0) g.beta = T(1);
+      gemm<T>(g);
+    }
+    return;
+  }
+  const double flops = 2.0 * double(args.M) * double(args.N) * double(args.K);
+  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (batch >= nt && flops < 4e6) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t b = 0; b < batch; ++b) gemm<T>(at(b));  // nested: each runs single-threaded
+    return;
+  }
+  for (int64_t b = 0; b < batch; ++b) gemm<T>(at(b));
+}
+
+template <typename T>
+MicrokernelInfo microkernel_info(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::avx512) return avx512::info<T>();
+  if (isa == Isa::avx2) return avx2::info<T>();
+#endif
+  (void)isa;
+  return generic::info<T>();
+}
+
+template <typename T>
+void bias_act_backward(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
+                       int64_t ldz, T* dz, Activation act, T* db) {
+#if defined(__x86_64__)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512) return avx512::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+  if (isa == Isa::avx2) return avx2::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+#endif
+  generic::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+}
+
+double fma_peak_gflops(int threads, double seconds) {
+#if defined(__x86_64__)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512) return avx512::fma_peak_run(threads, seconds);
+  if (isa == Isa::avx2) return avx2::fma_peak_run(threads, seconds);
+#endif
+  return generic::fma_peak_run(threads, seconds);
+}
+
+template <typename T>
+void gemm_reference(const GemmArgs<T>& g) {
+  for (int64_t i = 0; i < g.M; ++i)
+    for (int64_t j = 0; j < g.N; ++j) {
+      long double acc = 0;
+      for (int64_t k = 0; k < g.K; ++k)
+        acc += (long double)g.A[i * g.rsa + k * g.csa] * (long double)g.B[k * g.rsb + j * g.csb];
+      T* c = g.C + i * g.ldc + j;
+      T v = T(g.alpha * acc) + (g.beta == T(0) ? T(0) : g.beta * *c);
+      if (g.bias_mode == BiasMode::per_col) v += g.bias[j];
+      if (g.bias_mode == BiasMode::per_row) v += g.bias[i];
+      if (g.preact) g.preact[i * g.ld_preact + j] = v;
+      *c = activation_reference(v, g.act);
+    }
+}
+
+#define FUSEDOPS_INSTANTIATE(T)                                                          \
+  template void gemm<T>(const GemmArgs<T>&);                                             \
+  template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
+  template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \
+  template void gemm_reference<T>(const GemmArgs<T>&);                                   \
+  template MicrokernelInfo microkernel_info<T>(Isa);                                     \
+  template void bias_act_backward<T>(int64_t, int64_t, const T*, int64_t, int64_t, const T*, \
+                                     int64_t, T*, Activation, T*);
+FUSEDOPS_INSTANTIATE(float)
+FUSEDOPS_INSTANTIATE(double)
+#undef FUSEDOPS_INSTANTIATE
+
+}  // namespace fusedops::cpu

@@ -1,0 +1,76 @@
+// CPU GEMM: C[M,N] = act(alpha * A[M,K] @ B[K,N] + beta * C + bias), torch-free.
+//
+// A and B are read through (row stride, column stride) pairs, so transposed, strided and
+// expanded (stride 0) operands need no copies: packing absorbs them. C is row-major with
+// leading dimension ldc. beta == 0 never reads C (NaN in C does not leak). The epilogue
+// (bias, pre-activation store, activation) runs on each tile while it is in L1.
+//
+// Structure (BLIS): loops over NC columns of B, KC rows of K, MC rows of A; B packed into
+// KC x NR micro-panels shared by all threads, A into MR x KC micro-panels per thread; a
+// register-blocked microkernel per instruction set. See gemm_impl.h.
+#pragma once
+#include <cstdint>
+
+#include "../../../common/cpu_features.h"
+#include "../activation.h"
+
+namespace fusedops::cpu {
+
+enum class BiasMode : int { none = 0, per_col = 1, per_row = 2 };  // bias[n] or bias[m]
+
+template <typename T>
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  T alpha = T(1);
+  const T* A = nullptr;
+  int64_t rsa = 0, csa = 0;  // A(i, k) = A[i * rsa + k * csa]
+  const T* B = nullptr;
+  int64_t rsb = 0, csb = 0;  // B(k, j) = B[k * rsb + j * csb]
+  T beta = T(0);
+  T* C = nullptr;
+  int64_t ldc = 0;  // C(i, j) = C[i * ldc + j]
+  const T* bias = nullptr;
+  BiasMode bias_mode = BiasMode::none;
+  Activation act = Activation::none;
+  T* preact = nullptr;  // optional: receives alpha*AB + beta*C + bias before the activation
+  int64_t ld_preact = 0;
+  int max_threads = 0;  // 0: the OpenMP pool's size (torch.set_num_threads)
+};
+
+// Runs on the instruction set in force (active_isa()).
+template <typename T>
+void gemm(const GemmArgs<T>& args);
+
+// A batch of GEMMs: the b-th reads A + b * stride_a, B + b * stride_b, writes C + b * stride_c
+// (bias, preact unbatched). A stride of 0 broadcasts that operand; stride_c == 0 sums every
+// product into the one C (beta applies once). Small products run in parallel over the batch.
+template <typename T>
+void gemm_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a, int64_t stride_b,
+                  int64_t stride_c);
+
+// Runs on the given instruction set (must be supported by the CPU); for tests.
+template <typename T>
+void gemm_with_isa(Isa isa, const GemmArgs<T>& args);
+
+// Plain triple loop in long double accumulation: the oracle for the tests.
+template <typename T>
+void gemm_reference(const GemmArgs<T>& args);
+
+// Gradient of bias + activation for a [M, N] gradient g (strides rsg, csg; 0 for expanded):
+// dz = g * act'(z) when act != none (z row-major with ldz, dz row-major [M, N]); db = column
+// sums of dz (of g when act == none) when db != nullptr.
+template <typename T>
+void bias_act_backward(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
+                       int64_t ldz, T* dz, Activation act, T* db);
+
+// Sustained fp32 FMA rate of the instruction set in force on `threads` threads, GFLOP/s.
+double fma_peak_gflops(int threads, double seconds);
+
+struct MicrokernelInfo {
+  int mr, nr;
+  const char* name;
+};
+template <typename T>
+MicrokernelInfo microkernel_info(Isa isa);
+
+}  // namespace fusedops::cpu

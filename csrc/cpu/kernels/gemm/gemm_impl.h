@@ -1,0 +1,258 @@
+// The GEMM driver, packing routines and register-blocked microkernel, written once over a
+// register trait V (vec.h) and instantiated per instruction set by gemm_<isa>.cpp, each in its
+// own namespace FUSEDOPS_ISA_NS. Include <algorithm>, <cmath>, <cstring>, <omp.h> and
+// <vector> before selecting the instruction set.
+//
+// Loop nest (BLIS): jc over NC columns -> pc over KC of K -> [pack B panel, all threads] ->
+//   ic over MC rows (threads) -> [pack A block] -> jr over NR -> ir over MR -> microkernel.
+// The B micro-panel (KC x NR) stays in L1 across the ir loop, the A block (MC x KC) in L2,
+// the packed B panel (KC x NC) in L3.
+#pragma once
+
+#include "../vec/activation_impl.h"
+#include "gemm.h"
+
+namespace fusedops::cpu::FUSEDOPS_ISA_NS {
+
+// ---- blocking -------------------------------------------------------------------------------
+
+struct Blocking {
+  int64_t kc, mc, nc;
+};
+
+// Block sizes from the cache sizes: a B micro-panel (KC x NR) as large as L1 (the A
+// micro-panel streams from L2 beside it; measured on Zen3: KC 512 beats 256 by ~5%, fewer
+// passes over C), an A block (MC x KC) ~55% of L2, the packed B panel a quarter of L3
+// (shared by the threads).
+template <typename T, int MR, int NR>
+Blocking blocking_for_cpu() {
+  const CpuInfo& ci = cpu_info();
+  const int64_t sz = sizeof(T);
+  int64_t kc = std::clamp<int64_t>(ci.l1d / (NR * sz), 128, 512);
+  int64_t mc = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kc * sz), MR, 1024) / MR * MR;
+  int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 64 << 20);
+  int64_t nc = std::clamp<int64_t>(l3 / 4 / (kc * sz), NR, 8192) / NR * NR;
+  return {kc, mc, nc};
+}
+
+// ---- packing --------------------------------------------------------------------------------
+
+// A block rows [0, mc) x cols [0, kc) -> micro-panels of MR rows, k-major, zero-padded rows.
+template <typename T, int MR>
+void pack_a(const T* A, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, T* Ap) {
+  for (int64_t i0 = 0; i0 < mc; i0 += MR, Ap += MR * kc) {
+    const int64_t mr = std::min<int64_t>(MR, mc - i0);
+    const T* a = A + i0 * rsa;
+    if (mr == MR && csa == 1) {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) Ap[k * MR + i] = a[i * rsa + k];
+    } else if (mr == MR && rsa == 1) {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) Ap[k * MR + i] = a[k * csa + i];
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) Ap[k * MR + i] = i < mr ? a[i * rsa + k * csa] : T(0);
+    }
+  }
+}
+
+// B block rows [0, kc) x cols [0, nc) -> micro-panels of NR columns, k-major, zero-padded.
+template <class V, int NR>
+void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nr,
+                  typename V::T* Bp) {
+  using T = typename V::T;
+  if (nr == NR && csb == 1) {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int j = 0; j < NR; j += V::W) V::store(Bp + k * NR + j, V::loadu(B + k * rsb + j));
+  } else if (nr == NR && rsb == 1) {
+    for (int j = 0; j < NR; ++j) {
+      const T* b = B + j * csb;
+      for (int64_t k = 0; k < kc; ++k) Bp[k * NR + j] = b[k];
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int j = 0; j < NR; ++j) Bp[k * NR + j] = j < nr ? B[k * rsb + j * csb] : T(0);
+  }
+}
+
+// ---- microkernel ----------------------------------------------------------------------------
+
+// C[0:m, 0:n] = alpha * Ap @ Bp + beta * C for one MR x NR tile; m < MR or n < NR go through
+// a scratch tile. Accumulators: MR x NV registers.
+template <class V, int MR, int NV>
+void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename V::T* __restrict Bp,
+                 typename V::T* C, int64_t ldc, typename V::T alpha, typename V::T beta, int m,
+                 int n) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int NR = NV * V::W;
+  R acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    // The C tile is needed only after the k loop: fetch it meanwhile.
+    __builtin_prefetch(C + i * ldc, 1);
+    __builtin_prefetch(C + i * ldc + NR - 1, 1);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  }
+
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    R b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + v * V::W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      R a = V::bcast(Ap + i);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(a, b[v], acc[i][v]);
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+
+  const R va = V::set1(alpha);
+  if (m == MR && n == NR) {
+    if (beta == T(0)) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) V::storeu(C + i * ldc + v * V::W, V::mul(va, acc[i][v]));
+    } else {
+      const R vb = V::set1(beta);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          T* c = C + i * ldc + v * V::W;
+          V::storeu(c, V::fmadd(va, acc[i][v], V::mul(vb, V::loadu(c))));
+        }
+    }
+    return;
+  }
+  alignas(64) T tile[MR * NR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) V::store(tile + i * NR + v * V::W, V::mul(va, acc[i][v]));
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      T* c = C + i * ldc + j;
+      *c = beta == T(0) ? tile[i * NR + j] : tile[i * NR + j] + beta * *c;
+    }
+}
+
+// ---- driver ---------------------------------------------------------------------------------
+
+template <typename T>
+T* scratch(std::vector<T>& buf, size_t n) {
+  // 64-byte aligned view into a per-thread buffer that only grows (no page faults per call).
+  const size_t pad = 64 / sizeof(T);
+  if (buf.size() < n + pad) buf.resize(n + pad);
+  auto p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
+}
+
+template <class V, int MR, int NV>
+struct Gemm {
+  using T = typename V::T;
+  static constexpr int NR = NV * V::W;
+
+  static void epilogue_tile(const GemmArgs<T>& g, int64_t i0, int64_t j0, int m, int n) {
+    for (int i = 0; i < m; ++i) {
+      const int64_t row = i0 + i;
+      const T* bias_col = g.bias_mode == BiasMode::per_col ? g.bias + j0 : nullptr;
+      const T bias_row = g.bias_mode == BiasMode::per_row ? g.bias[row] : T(0);
+      T* pre = g.preact ? g.preact + row * g.ld_preact + j0 : nullptr;
+      epilogue_row<V>(g.C + row * g.ldc + j0, n, bias_col, bias_row, g.act, pre);
+    }
+  }
+
+  static bool has_epilogue(const GemmArgs<T>& g) {
+    return g.bias_mode != BiasMode::none || g.act != Activation::none || g.preact != nullptr;
+  }
+
+  // K == 0: C = beta * C, then the epilogue.
+  static void run_k0(const GemmArgs<T>& g) {
+    for (int64_t i = 0; i < g.M; ++i) {
+      T* c = g.C + i * g.ldc;
+      for (int64_t j = 0; j < g.N; ++j) c[j] = g.beta == T(0) ? T(0) : g.beta * c[j];
+    }
+    if (!has_epilogue(g)) return;
+    for (int64_t i0 = 0; i0 < g.M; i0 += MR)
+      for (int64_t j0 = 0; j0 < g.N; j0 += NR)
+        epilogue_tile(g, i0, j0, int(std::min<int64_t>(MR, g.M - i0)),
+                      int(std::min<int64_t>(NR, g.N - j0)));
+  }
+
+  static int choose_threads(const GemmArgs<T>& g) {
+    if (omp_in_parallel()) return 1;
+    int nt = g.max_threads > 0 ? g.max_threads : omp_get_max_threads();
+    // Below ~2 MFLOP per thread the fork/join costs more than it saves.
+    const double flops = 2.0 * double(g.M) * double(g.N) * double(g.K);
+    return std::max(1, std::min<int>(nt, int(flops / 2e6)));
+  }
+
+  static void run(const GemmArgs<T>& g) {
+    if (g.M <= 0 || g.N <= 0) return;
+    if (g.K <= 0) return run_k0(g);
+    static const Blocking blk = blocking_for_cpu<T, MR, NR>();
+    const int nt = choose_threads(g);
+    const int64_t nc_max = std::min<int64_t>(blk.nc, (g.N + NR - 1) / NR * NR);
+    const int64_t kc_max = std::min<int64_t>(blk.kc, g.K);
+    // Even split of M into blocks of at most MC rows, a multiple of the thread count.
+    int64_t mblocks = (g.M + blk.mc - 1) / blk.mc;
+    if (mblocks > 1 || nt == 1) mblocks = (mblocks + nt - 1) / nt * nt;
+    int64_t mc = ((g.M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+    mblocks = (g.M + mc - 1) / mc;
+    // Few row blocks: split the columns of each block between threads too.
+    const int64_t nparts = mblocks >= nt ? 1 : (nt + mblocks - 1) / mblocks;
+
+    static thread_local std::vector<T> bbuf;
+    T* Bp = scratch(bbuf, size_t(kc_max) * nc_max);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const int tid = omp_get_thread_num();
+      const int nth = omp_get_num_threads();
+      static thread_local std::vector<T> abuf;
+      T* Ap = scratch(abuf, size_t(kc_max) * mc);
+
+      for (int64_t jc = 0; jc < g.N; jc += nc_max) {
+        const int64_t nc = std::min(nc_max, g.N - jc);
+        const int64_t npanels = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+          const int64_t kc = std::min(kc_max, g.K - pc);
+          const bool first = pc == 0, last = pc + kc == g.K;
+          const T beta = first ? g.beta : T(1);
+
+          for (int64_t p = tid * npanels / nth; p < (tid + 1) * npanels / nth; ++p)
+            pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
+                                std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
+#pragma omp barrier
+          for (int64_t item = tid; item < mblocks * nparts; item += nth) {
+            const int64_t ib = item / nparts, part = item % nparts;
+            const int64_t ic = ib * mc, mcur = std::min(mc, g.M - ic);
+            const int64_t p0 = part * npanels / nparts, p1 = (part + 1) * npanels / nparts;
+            if (p0 == p1) continue;
+            pack_a<T, MR>(g.A + ic * g.rsa + pc * g.csa, g.rsa, g.csa, mcur, kc, Ap);
+            for (int64_t p = p0; p < p1; ++p) {
+              const int64_t j0 = jc + p * NR;
+              const int n = int(std::min<int64_t>(NR, g.N - j0));
+              for (int64_t i0 = 0; i0 < mcur; i0 += MR) {
+                const int m = int(std::min<int64_t>(MR, mcur - i0));
+                T* c = g.C + (ic + i0) * g.ldc + j0;
+                microkernel<V, MR, NV>(kc, Ap + i0 * kc, Bp + p * NR * kc, c, g.ldc, g.alpha,
+                                       beta, m, n);
+                if (last && has_epilogue(g)) epilogue_tile(g, ic + i0, j0, m, n);
+              }
+            }
+          }
+#pragma omp barrier
+        }
+      }
+    }
+  }
+};
+
+}  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -1,0 +1,49 @@
+// Instantiates the GEMM of gemm_impl.h for one instruction set. Included once by each
+// gemm_<isa>.cpp after it defines FUSEDOPS_ISA_NS, the traits and tiles, and selects the
+// instruction set:
+//   FUSEDOPS_VEC_F32 / FUSEDOPS_VEC_F64: register traits; FUSEDOPS_MR_F32, FUSEDOPS_NV_F32,
+//   FUSEDOPS_MR_F64, FUSEDOPS_NV_F64: microkernel tiles (rows, registers per row).
+#pragma once
+
+#include "../vec/pointwise_isa.h"
+#include "gemm_impl.h"
+
+namespace fusedops::cpu::FUSEDOPS_ISA_NS {
+
+using GemmF32 = Gemm<FUSEDOPS_VEC_F32, FUSEDOPS_MR_F32, FUSEDOPS_NV_F32>;
+using GemmF64 = Gemm<FUSEDOPS_VEC_F64, FUSEDOPS_MR_F64, FUSEDOPS_NV_F64>;
+
+template <typename T>
+void gemm_run(const GemmArgs<T>& args) {
+  if constexpr (sizeof(T) == 4) GemmF32::run(args);
+  else GemmF64::run(args);
+}
+template void gemm_run<float>(const GemmArgs<float>&);
+template void gemm_run<double>(const GemmArgs<double>&);
+
+template <typename T>
+MicrokernelInfo info() {
+  if constexpr (sizeof(T) == 4) return {FUSEDOPS_MR_F32, GemmF32::NR, FUSEDOPS_ISA_NAME};
+  else return {FUSEDOPS_MR_F64, GemmF64::NR, FUSEDOPS_ISA_NAME};
+}
+template MicrokernelInfo info<float>();
+template MicrokernelInfo info<double>();
+
+template <typename T>
+void bias_act_backward_run(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
+                           int64_t ldz, T* dz, Activation act, T* db) {
+  if constexpr (sizeof(T) == 4)
+    bias_act_backward<FUSEDOPS_VEC_F32>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+  else
+    bias_act_backward<FUSEDOPS_VEC_F64>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+}
+template void bias_act_backward_run<float>(int64_t, int64_t, const float*, int64_t, int64_t,
+                                           const float*, int64_t, float*, Activation, float*);
+template void bias_act_backward_run<double>(int64_t, int64_t, const double*, int64_t, int64_t,
+                                            const double*, int64_t, double*, Activation, double*);
+
+double fma_peak_run(int threads, double seconds) {
+  return fma_peak<FUSEDOPS_VEC_F32>(threads, seconds);
+}
+
+}  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

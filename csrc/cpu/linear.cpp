@@ -1,0 +1,307 @@
+// CPU bindings of linear, linear_act, linear_backward, matmul, matmul_backward: argument
+// checks, output allocation, strides handed to the GEMM (no copies of transposed or expanded
+// operands), dispatch on dtype. The math is in kernels/gemm.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "common/checks.h"
+#include "cpu/kernels/gemm/gemm.h"
+
+namespace fusedops {
+namespace {
+
+using cpu::Activation;
+using cpu::BiasMode;
+using cpu::GemmArgs;
+
+Activation activation_arg(const std::optional<c10::string_view>& name, const char* op) {
+  Activation act = Activation::none;
+  if (name.has_value()) {
+    std::string s(name->data(), name->size());
+    FUSEDOPS_CHECK(cpu::parse_activation(s.c_str(), &act), op,
+                   "activation must be None, \"relu\", \"gelu\" or \"gelu_tanh\", got \"", s, "\"");
+  }
+  return act;
+}
+
+// ---- linear ---------------------------------------------------------------------------------
+
+void check_linear(const at::Tensor& input, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, const char* op) {
+  check_cpu_float(input, op, "input");
+  check_cpu_float(weight, op, "weight");
+  check_same_dtype(weight, input, op, "weight", "input");
+  FUSEDOPS_CHECK(input.dim() >= 1, op,
+                 "input must have at least 1 dimension [..., in_features], got a 0-d tensor");
+  FUSEDOPS_CHECK(weight.dim() == 2, op, "weight must be 2-D [out_features, in_features], got shape ",
+                 shape_str(weight.sizes()));
+  FUSEDOPS_CHECK(input.size(-1) == weight.size(1), op, "input's last dimension (", input.size(-1),
+                 ") must equal weight's in_features (", weight.size(1), "); input shape ",
+                 shape_str(input.sizes()), ", weight shape ", shape_str(weight.sizes()));
+  if (bias.has_value()) {
+    check_cpu_float(*bias, op, "bias");
+    check_same_dtype(*bias, input, op, "bias", "input");
+    FUSEDOPS_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                   "bias must be 1-D [out_features] = [", weight.size(0), "], got shape ",
+                   shape_str(bias->sizes()));
+  }
+}
+
+// input [..., K] -> [M, K] (a view when the strides allow).
+at::Tensor rows_of(const at::Tensor& t) {
+  const int64_t K = t.size(-1);
+  int64_t M = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) M *= t.size(d);
+  return t.reshape({M, K});
+}
+
+std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
+  std::vector<int64_t> out(sizes.begin(), sizes.end());
+  out.back() = last;
+  return out;
+}
+
+// out2[M, N] = act(x2 @ w.T + bias); preact2 receives the pre-activation when defined.
+void linear_into(const at::Tensor& x2, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                 Activation act, at::Tensor& out2, at::Tensor* preact2) {
+  AT_DISPATCH_FLOATING_TYPES(x2.scalar_type(), "fusedops.linear", [&] {
+    GemmArgs<scalar_t> g;
+    g.M = x2.size(0);
+    g.N = w.size(0);
+    g.K = x2.size(1);
+    g.A = x2.data_ptr<scalar_t>();
+    g.rsa = x2.stride(0);
+    g.csa = x2.stride(1);
+    g.B = w.data_ptr<scalar_t>();  // B(k, n) = w[n, k]
+    g.rsb = w.stride(1);
+    g.csb = w.stride(0);
+    g.C = out2.data_ptr<scalar_t>();
+    g.ldc = g.N;
+    if (bias.has_value()) {
+      g.bias = bias->contiguous().data_ptr<scalar_t>();
+      g.bias_mode = BiasMode::per_col;
+    }
+    g.act = act;
+    if (preact2) {
+      g.preact = preact2->data_ptr<scalar_t>();
+      g.ld_preact = g.N;
+    }
+    cpu::gemm<scalar_t>(g);
+  });
+}
+
+at::Tensor linear_cpu(const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias,
+                      std::optional<c10::string_view> activation) {
+  check_linear(input, weight, bias, "linear");
+  const Activation act = activation_arg(activation, "linear");
+  const at::Tensor x2 = rows_of(input);
+  at::Tensor out = at::empty(with_last(input.sizes(), weight.size(0)), input.options());
+  at::Tensor out2 = out.view({x2.size(0), weight.size(0)});
+  linear_into(x2, weight, bias, act, out2, nullptr);
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> linear_act_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                                  const std::optional<at::Tensor>& bias,
+                                                  c10::string_view activation) {
+  check_linear(input, weight, bias, "linear_act");
+  const Activation act = activation_arg(activation, "linear_act");
+  const auto shape = with_last(input.sizes(), weight.size(0));
+  at::Tensor out = at::empty(shape, input.options());
+  at::Tensor pre = at::empty(shape, input.options());
+  const at::Tensor x2 = rows_of(input);
+  at::Tensor out2 = out.view({x2.size(0), weight.size(0)});
+  at::Tensor pre2 = pre.view({x2.size(0), weight.size(0)});
+  linear_into(x2, weight, bias, act, out2, &pre2);
+  return {out, pre};
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& act_input,
+                    std::optional<c10::string_view> activation, std::array<bool, 3> mask) {
+  const char* op = "linear_backward";
+  check_linear(input, weight, std::nullopt, op);
+  check_cpu_float(grad_output, op, "grad_output");
+  check_same_dtype(grad_output, input, op, "grad_output", "input");
+  const Activation act = activation_arg(activation, op);
+  const auto out_shape = with_last(input.sizes(), weight.size(0));
+  FUSEDOPS_CHECK(grad_output.sizes().vec() == out_shape, op, "grad_output must have shape ",
+                 shape_str(out_shape), ", got ", shape_str(grad_output.sizes()));
+  if (act != Activation::none) {
+    FUSEDOPS_CHECK(act_input.has_value(), op, "act_input is required when activation is set");
+    check_same_dtype(*act_input, input, op, "act_input", "input");
+    FUSEDOPS_CHECK(act_input->sizes().vec() == out_shape, op, "act_input must have shape ",
+                   shape_str(out_shape), ", got ", shape_str(act_input->sizes()));
+  }
+  const at::Tensor x2 = rows_of(input);
+  const int64_t M = x2.size(0), K = x2.size(1), N = weight.size(0);
+  const at::Tensor g2 = grad_output.reshape({M, N});
+  std::optional<at::Tensor> gx, gw, gb;
+  if (mask[0]) gx = at::empty(input.sizes(), input.options());
+  if (mask[1]) gw = at::empty({N, K}, input.options());
+  if (mask[2]) gb = at::empty({N}, input.options());
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_backward", [&] {
+    // dz: the gradient w.r.t. the pre-activation, as a strided [M, N] matrix.
+    const scalar_t* dz = g2.data_ptr<scalar_t>();
+    int64_t rs = g2.stride(0), cs = g2.stride(1);
+    at::Tensor dz_buf;
+    if (act != Activation::none && (mask[0] || mask[1] || mask[2])) {
+      const at::Tensor z2 = act_input->reshape({M, N}).contiguous();
+      dz_buf = at::empty({M, N}, input.options());
+      cpu::bias_act_backward<scalar_t>(M, N, dz, rs, cs, z2.data_ptr<scalar_t>(), N,
+                                       dz_buf.data_ptr<scalar_t>(), act,
+                                       gb ? gb->data_ptr<scalar_t>() : nullptr);
+      dz = dz_buf.data_ptr<scalar_t>();
+      rs = N;
+      cs = 1;
+    } else if (gb) {
+      cpu::bias_act_backward<scalar_t>(M, N, dz, rs, cs, nullptr, 0, nullptr, Activation::none,
+                                       gb->data_ptr<scalar_t>());
+    }
+    if (gx) {  // [M, K] = dz @ w
+      GemmArgs<scalar_t> g;
+      g.M = M, g.N = K, g.K = N;
+      g.A = dz, g.rsa = rs, g.csa = cs;
+      g.B = weight.data_ptr<scalar_t>(), g.rsb = weight.stride(0), g.csb = weight.stride(1);
+      g.C = gx->data_ptr<scalar_t>(), g.ldc = K;
+      cpu::gemm<scalar_t>(g);
+    }
+    if (gw) {  // [N, K] = dz.T @ x
+      GemmArgs<scalar_t> g;
+      g.M = N, g.N = K, g.K = M;
+      g.A = dz, g.rsa = cs, g.csa = rs;
+      g.B = x2.data_ptr<scalar_t>(), g.rsb = x2.stride(0), g.csb = x2.stride(1);
+      g.C = gw->data_ptr<scalar_t>(), g.ldc = K;
+      cpu::gemm<scalar_t>(g);
+    }
+  });
+  return {gx, gw, gb};
+}
+
+// ---- matmul ---------------------------------------------------------------------------------
+
+// A 2-D or 3-D operand as a batch of matrices: rows x cols, strides, batch stride (0 when the
+// operand has no batch or a batch of 1 that broadcasts).
+struct Batched {
+  int64_t batch, rows, cols, rs, cs, bs;
+};
+
+Batched batched(const at::Tensor& t) {
+  if (t.dim() == 2) return {1, t.size(0), t.size(1), t.stride(0), t.stride(1), 0};
+  return {t.size(0), t.size(1), t.size(2), t.stride(1), t.stride(2),
+          t.size(0) == 1 ? 0 : t.stride(0)};
+}
+
+void check_matmul(const at::Tensor& a, const at::Tensor& b, const char* op) {
+  check_cpu_float(a, op, "self");
+  check_cpu_float(b, op, "other");
+  check_same_dtype(b, a, op, "other", "self");
+  FUSEDOPS_CHECK(a.dim() == 2 || a.dim() == 3, op, "self must be 2-D or 3-D, got shape ",
+                 shape_str(a.sizes()));
+  FUSEDOPS_CHECK(b.dim() == 2 || b.dim() == 3, op, "other must be 2-D or 3-D, got shape ",
+                 shape_str(b.sizes()));
+  FUSEDOPS_CHECK(a.size(-1) == b.size(-2), op, "self's last dimension (", a.size(-1),
+                 ") must equal other's second-to-last (", b.size(-2), "); self shape ",
+                 shape_str(a.sizes()), ", other shape ", shape_str(b.sizes()));
+  if (a.dim() == 3 && b.dim() == 3)
+    FUSEDOPS_CHECK(a.size(0) == b.size(0) || a.size(0) == 1 || b.size(0) == 1, op,
+                   "batch sizes must match or be 1, got self shape ", shape_str(a.sizes()),
+                   " and other shape ", shape_str(b.sizes()));
+}
+
+std::vector<int64_t> matmul_shape(const at::Tensor& a, const at::Tensor& b) {
+  if (a.dim() == 2 && b.dim() == 2) return {a.size(0), b.size(1)};
+  const int64_t batch = a.dim() == 2 ? b.size(0) : b.dim() == 2 ? a.size(0)
+                                                                 : std::max(a.size(0), b.size(0));
+  return {batch, a.size(-2), b.size(-1)};
+}
+
+at::Tensor matmul_cpu(const at::Tensor& self, const at::Tensor& other) {
+  check_matmul(self, other, "matmul");
+  const auto shape = matmul_shape(self, other);
+  at::Tensor out = at::empty(shape, self.options());
+  if (out.numel() == 0) return out;
+  const int64_t batch = shape.size() == 3 ? shape[0] : 1;
+  // [B, M, K] @ [K, N] with rows that stack: one GEMM of B*M rows.
+  at::Tensor a = self;
+  if (self.dim() == 3 && other.dim() == 2 && self.stride(0) == self.size(1) * self.stride(1))
+    a = self.reshape({-1, self.size(2)});
+  AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "fusedops.matmul", [&] {
+    const Batched A = batched(a), B = batched(other);
+    GemmArgs<scalar_t> g;
+    g.M = A.rows, g.N = B.cols, g.K = A.cols;
+    g.A = a.data_ptr<scalar_t>(), g.rsa = A.rs, g.csa = A.cs;
+    g.B = other.data_ptr<scalar_t>(), g.rsb = B.rs, g.csb = B.cs;
+    g.C = out.data_ptr<scalar_t>(), g.ldc = g.N;
+    if (a.dim() == 2 && other.dim() == 2) return cpu::gemm<scalar_t>(g);
+    cpu::gemm_batched<scalar_t>(g, batch, A.bs, B.bs, g.M * g.N);
+  });
+  return out;
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& self, const at::Tensor& other,
+    std::array<bool, 2> mask) {
+  const char* op = "matmul_backward";
+  check_matmul(self, other, op);
+  check_cpu_float(grad_output, op, "grad_output");
+  check_same_dtype(grad_output, self, op, "grad_output", "self");
+  const auto shape = matmul_shape(self, other);
+  FUSEDOPS_CHECK(grad_output.sizes().vec() == shape, op, "grad_output must have shape ",
+                 shape_str(shape), ", got ", shape_str(grad_output.sizes()));
+  std::optional<at::Tensor> ga, gb;
+  if (mask[0]) ga = at::empty(self.sizes(), self.options());
+  if (mask[1]) gb = at::empty(other.sizes(), other.options());
+  const int64_t batch = shape.size() == 3 ? shape[0] : 1;
+  // An operand whose batch broadcasts (2-D, or batch 1 against B > 1) sums its gradient.
+  auto reduces = [&](const at::Tensor& t) { return batch > 1 && (t.dim() == 2 || t.size(0) == 1); };
+  AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "fusedops.matmul_backward", [&] {
+    const Batched G = batched(grad_output), A = batched(self), B = batched(other);
+    if (ga && ga->numel() > 0) {  // dA = dC @ B.T
+      GemmArgs<scalar_t> g;
+      g.M = A.rows, g.N = A.cols, g.K = B.cols;
+      g.A = grad_output.data_ptr<scalar_t>(), g.rsa = G.rs, g.csa = G.cs;
+      g.B = other.data_ptr<scalar_t>(), g.rsb = B.cs, g.csb = B.rs;
+      g.C = ga->data_ptr<scalar_t>(), g.ldc = g.N;
+      cpu::gemm_batched<scalar_t>(g, batch, G.bs, B.bs, reduces(self) ? 0 : g.M * g.N);
+    }
+    if (gb && gb->numel() > 0) {  // dB = A.T @ dC
+      GemmArgs<scalar_t> g;
+      g.M = B.rows, g.N = B.cols, g.K = A.rows;
+      at::Tensor a = self, gr = grad_output;
+      int64_t nb = batch, abs = A.bs, grbs = G.bs;
+      if (reduces(other) && self.dim() == 3 && self.size(0) == batch) {
+        // sum_b A_b.T dC_b = [B*M, K].T @ [B*M, N]: one GEMM with a long K.
+        a = self.reshape({-1, self.size(2)});
+        gr = grad_output.reshape({-1, grad_output.size(2)});
+        nb = 1, abs = 0, grbs = 0;
+        g.K = a.size(0);
+      }
+      const Batched A2 = batched(a), G2 = batched(gr);
+      g.A = a.data_ptr<scalar_t>(), g.rsa = A2.cs, g.csa = A2.rs;
+      g.B = gr.data_ptr<scalar_t>(), g.rsb = G2.rs, g.csb = G2.cs;
+      g.C = gb->data_ptr<scalar_t>(), g.ldc = g.N;
+      cpu::gemm_batched<scalar_t>(g, nb, abs, grbs, reduces(other) ? 0 : g.M * g.N);
+    }
+  });
+  return {ga, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("linear", &linear_cpu);
+  m.impl("linear_act", &linear_act_cpu);
+  m.impl("linear_backward", &linear_backward_cpu);
+  m.impl("matmul", &matmul_cpu);
+  m.impl("matmul_backward", &matmul_backward_cpu);
+}
+
+}  // namespace fusedops

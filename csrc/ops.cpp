@@ -1,0 +1,22 @@
+// Every fusedops operator schema, one line each. Implementations register per backend:
+// csrc/cpu/*.cpp (CPU), csrc/cuda/*.cu (CUDA); autograd and fake (meta) functions in
+// fusedops/ops/*.py. Names and defaults match the Python functions in fusedops.ops.
+#include <torch/library.h>
+
+TORCH_LIBRARY(fusedops, m) {
+  // ---- linear / matmul (fusedops/ops/linear.py) ----
+  // act(input @ weight.T + bias); activation: None, "relu", "gelu", "gelu_tanh".
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias=None, str? activation=None) -> Tensor");
+  // linear that also returns the pre-activation (saved for backward when training).
+  m.def("linear_act(Tensor input, Tensor weight, Tensor? bias, str activation) -> (Tensor, Tensor)");
+  // Gradients of linear w.r.t. (input, weight, bias); act_input: the pre-activation (the output
+  // suffices for relu); outputs not in output_mask are None.
+  m.def(
+      "linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor? act_input, "
+      "str? activation, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
+  // self @ other for 2-D and 3-D operands, batch dimension broadcast as torch.matmul.
+  m.def("matmul(Tensor self, Tensor other) -> Tensor");
+  m.def(
+      "matmul_backward(Tensor grad_output, Tensor self, Tensor other, bool[2] output_mask) "
+      "-> (Tensor?, Tensor?)");
+}

@@ -1,0 +1,5 @@
+"""Drop-in modules: the constructor signature, parameters, init and state_dict of their
+torch.nn counterparts, with the forward pass in fusedops kernels."""
+from .linear import Linear
+
+__all__ = ["Linear"]
