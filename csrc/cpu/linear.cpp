@@ -68,6 +68,7 @@ std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
 // out2[M, N] = act(x2 @ w.T + bias); preact2 receives the pre-activation when defined.
 void linear_into(const at::Tensor& x2, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                  Activation act, at::Tensor& out2, at::Tensor* preact2) {
+  const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x2.scalar_type(), "fusedops.linear", [&] {
     GemmArgs<scalar_t> g;
     g.M = x2.size(0);
@@ -81,8 +82,8 @@ void linear_into(const at::Tensor& x2, const at::Tensor& w, const std::optional<
     g.csb = w.stride(0);
     g.C = out2.data_ptr<scalar_t>();
     g.ldc = g.N;
-    if (bias.has_value()) {
-      g.bias = bias->contiguous().data_ptr<scalar_t>();
+    if (bias_c.defined()) {
+      g.bias = bias_c.data_ptr<scalar_t>();
       g.bias_mode = BiasMode::per_col;
     }
     g.act = act;
