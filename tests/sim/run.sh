@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Build and run the CUDA simulator tests (tests/sim/sim_tests.cu) without a GPU:
+#   plain   fibers, -O2
+#   asan    fibers, AddressSanitizer + UBSan, bounds-checked SMEM_ARRAY; and the deliberate
+#           out-of-bounds kernel, which AddressSanitizer must report
+#   tsan    one OS thread per CUDA thread, ThreadSanitizer; and the deliberately racy
+#           kernel, which ThreadSanitizer must report
+#   nvcc    the same kernels compiled by nvcc for sm_80 and sm_90 (skipped without nvcc)
+# Build outputs and logs go to build/sim/. Exit status 0 only if every step passed.
+set -u
+cd "$(dirname "$0")/../.."
+OUT=build/sim
+mkdir -p "$OUT"
+CXX=${CXX:-g++}
+
+# ---- CUDA headers: $CUDA_HOME, else ask nvcc where its toolkit is ----------------------------
+cuda_include() {
+  if [[ -n "${CUDA_HOME:-}" && -f "$CUDA_HOME/include/cuda_fp16.h" ]]; then
+    echo "$CUDA_HOME/include"
+    return
+  fi
+  if command -v nvcc >/dev/null; then
+    # nvcc may be a wrapper script; its dry run prints the real toolkit paths
+    local dry inc top
+    dry=$(nvcc -v --dryrun -x cu -c /dev/null -o /dev/null 2>&1)
+    inc=$(sed -n 's/^#\$ INCLUDES="-I\([^"]*\)".*/\1/p' <<<"$dry" | head -1)
+    if [[ -n "$inc" && -f "$inc/cuda_fp16.h" ]]; then echo "$inc"; return; fi
+    top=$(sed -n 's/^#\$ TOP=\(.*\)$/\1/p' <<<"$dry" | head -1)
+    if [[ -n "$top" && -f "$top/include/cuda_fp16.h" ]]; then echo "$top/include"; return; fi
+  fi
+  if [[ -f /usr/local/cuda/include/cuda_fp16.h ]]; then echo /usr/local/cuda/include; return; fi
+  return 1
+}
+CUDA_INC=$(cuda_include) || { echo "run.sh: CUDA headers not found (set CUDA_HOME)"; exit 1; }
+echo "CUDA headers: $CUDA_INC"
+
+SIM_FLAGS=(-std=c++20 -pthread -Wall -Wextra -Werror -isystem "$CUDA_INC" -x c++ -include csrc/sim/cuda_sim.h)
+SRC=tests/sim/sim_tests.cu
+
+# ---- step bookkeeping --------------------------------------------------------------------
+passed=0
+failed=0
+report() {  # report NAME STATUS(0=ok) LOG SECONDS
+  if [[ $2 -eq 0 ]]; then
+    passed=$((passed + 1))
+    printf 'ok    %-28s %5.1fs\n' "$1" "$4"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL  %-28s %5.1fs  (log: %s)\n' "$1" "$4" "$3"
+    tail -n 25 "$3" | sed 's/^/      /'
+  fi
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- builds, two at a time -----------------------------------------------------------------
+declare -A BUILD_CMD
+BUILD_CMD[plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $SRC -o $OUT/sim_tests_plain"
+BUILD_CMD[asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined -DCUDASIM_CHECK_SMEM -DCUDASIM_SELFTEST_OOB $SRC -o $OUT/sim_tests_asan"
+BUILD_CMD[tsan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fsanitize=thread -DCUDASIM_SELFTEST_RACE $SRC -o $OUT/sim_tests_tsan"
+BUILDS=(tsan asan plain)
+if command -v nvcc >/dev/null; then
+  for arch in sm_80 sm_90; do
+    BUILD_CMD[nvcc_$arch]="nvcc -std=c++20 -arch=$arch -Werror all-warnings -c tests/sim/nvcc_check.cu \
+      -o $OUT/nvcc_check_$arch.o"
+    BUILDS+=("nvcc_$arch")
+  done
+else
+  echo "nvcc not found: skipping the nvcc compile check"
+fi
+
+t_all=$(now)
+declare -A PID START
+for b in "${BUILDS[@]}"; do
+  while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
+  START[$b]=$(now)
+  bash -c "${BUILD_CMD[$b]}" >"$OUT/build_$b.log" 2>&1 &
+  PID[$b]=$!
+done
+for b in "${BUILDS[@]}"; do
+  wait "${PID[$b]}"
+  report "build $b" $? "$OUT/build_$b.log" "$(elapsed "${START[$b]}")"
+done
+
+# ---- test runs -----------------------------------------------------------------------------
+run_tests() {  # run_tests MODE: all tests must pass, no sanitizer report
+  local bin="$OUT/sim_tests_$1" log="$OUT/run_$1.log" t
+  t=$(now)
+  if [[ ! -x "$bin" ]]; then report "tests $1" 1 "$log" 0; return; fi
+  ASAN_OPTIONS=detect_leaks=1 TSAN_OPTIONS=halt_on_error=0 "$bin" >"$log" 2>&1
+  local rc=$?
+  report "tests $1: $(tail -n 1 "$log")" $rc "$log" "$(elapsed "$t")"
+}
+expect_report() {  # expect_report MODE FLAG PATTERN...: the run must fail with every PATTERN in its output
+  local mode=$1 flag=$2 bin="$OUT/sim_tests_$1" log="$OUT/run_$1$2.log" t rc=0
+  shift 2
+  t=$(now)
+  if [[ ! -x "$bin" ]]; then report "$mode $flag reported" 1 "$log" 0; return; fi
+  "$bin" "$flag" >"$log" 2>&1 && rc=1  # passing silently is the failure here
+  for p in "$@"; do grep -q -- "$p" "$log" || { echo "missing in output: $p" >>"$log"; rc=1; }; done
+  report "$mode $flag reported" $rc "$log" "$(elapsed "$t")"
+}
+
+run_tests plain
+run_tests asan
+expect_report asan --oob "ERROR: AddressSanitizer: heap-buffer-overflow" "in sim_selftest::out_of_bounds" \
+  "sim_selftest.cuh:"
+run_tests tsan
+expect_report tsan --race "WARNING: ThreadSanitizer: data race" "sim_selftest::racy_reverse" "sim_selftest.cuh:"
+
+echo "run.sh: $passed passed, $failed failed ($(elapsed "$t_all")s)"
+((failed == 0))
