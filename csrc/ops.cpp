@@ -1,9 +1,12 @@
 // Every fusedops operator schema, one line each. Implementations register per backend:
 // csrc/cpu/*.cpp (CPU), csrc/cuda/*.cu (CUDA); autograd and fake (meta) functions in
 // fusedops/ops/*.py. Names and defaults match the Python functions in fusedops.ops.
-#include <torch/library.h>
+// The CUDA simulator registers the same schemas under fusedops_sim (csrc/sim/sim_ops.cpp).
+#include "ops.h"
 
-TORCH_LIBRARY(fusedops, m) {
+namespace fusedops {
+
+void define_schemas(torch::Library& m) {
   // ---- linear / matmul (fusedops/ops/linear.py) ----
   // act(input @ weight.T + bias); activation: None, "relu", "gelu", "gelu_tanh".
   m.def("linear(Tensor input, Tensor weight, Tensor? bias=None, str? activation=None) -> Tensor");
@@ -20,3 +23,7 @@ TORCH_LIBRARY(fusedops, m) {
       "matmul_backward(Tensor grad_output, Tensor self, Tensor other, bool[2] output_mask) "
       "-> (Tensor?, Tensor?)");
 }
+
+}  // namespace fusedops
+
+TORCH_LIBRARY(fusedops, m) { fusedops::define_schemas(m); }

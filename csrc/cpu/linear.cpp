@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/checks.h"
+#include "common/linear_args.h"
 #include "cpu/kernels/gemm/gemm.h"
 
 namespace fusedops {
@@ -18,16 +19,6 @@ using cpu::Activation;
 using cpu::BiasMode;
 using cpu::GemmArgs;
 
-Activation activation_arg(const std::optional<c10::string_view>& name, const char* op) {
-  Activation act = Activation::none;
-  if (name.has_value()) {
-    std::string s(name->data(), name->size());
-    FUSEDOPS_CHECK(cpu::parse_activation(s.c_str(), &act), op,
-                   "activation must be None, \"relu\", \"gelu\" or \"gelu_tanh\", got \"", s, "\"");
-  }
-  return act;
-}
-
 // ---- linear ---------------------------------------------------------------------------------
 
 void check_linear(const at::Tensor& input, const at::Tensor& weight,
@@ -35,34 +26,11 @@ void check_linear(const at::Tensor& input, const at::Tensor& weight,
   check_cpu_float(input, op, "input");
   check_cpu_float(weight, op, "weight");
   check_same_dtype(weight, input, op, "weight", "input");
-  FUSEDOPS_CHECK(input.dim() >= 1, op,
-                 "input must have at least 1 dimension [..., in_features], got a 0-d tensor");
-  FUSEDOPS_CHECK(weight.dim() == 2, op, "weight must be 2-D [out_features, in_features], got shape ",
-                 shape_str(weight.sizes()));
-  FUSEDOPS_CHECK(input.size(-1) == weight.size(1), op, "input's last dimension (", input.size(-1),
-                 ") must equal weight's in_features (", weight.size(1), "); input shape ",
-                 shape_str(input.sizes()), ", weight shape ", shape_str(weight.sizes()));
   if (bias.has_value()) {
     check_cpu_float(*bias, op, "bias");
     check_same_dtype(*bias, input, op, "bias", "input");
-    FUSEDOPS_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
-                   "bias must be 1-D [out_features] = [", weight.size(0), "], got shape ",
-                   shape_str(bias->sizes()));
   }
-}
-
-// input [..., K] -> [M, K] (a view when the strides allow).
-at::Tensor rows_of(const at::Tensor& t) {
-  const int64_t K = t.size(-1);
-  int64_t M = 1;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) M *= t.size(d);
-  return t.reshape({M, K});
-}
-
-std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
-  std::vector<int64_t> out(sizes.begin(), sizes.end());
-  out.back() = last;
-  return out;
+  check_linear_shapes(input, weight, bias, op);
 }
 
 // out2[M, N] = act(x2 @ w.T + bias); preact2 receives the pre-activation when defined.
@@ -131,15 +99,8 @@ linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
   check_cpu_float(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   const Activation act = activation_arg(activation, op);
-  const auto out_shape = with_last(input.sizes(), weight.size(0));
-  FUSEDOPS_CHECK(grad_output.sizes().vec() == out_shape, op, "grad_output must have shape ",
-                 shape_str(out_shape), ", got ", shape_str(grad_output.sizes()));
-  if (act != Activation::none) {
-    FUSEDOPS_CHECK(act_input.has_value(), op, "act_input is required when activation is set");
-    check_same_dtype(*act_input, input, op, "act_input", "input");
-    FUSEDOPS_CHECK(act_input->sizes().vec() == out_shape, op, "act_input must have shape ",
-                   shape_str(out_shape), ", got ", shape_str(act_input->sizes()));
-  }
+  check_linear_backward_shapes(grad_output, input, weight, act_input, act != Activation::none, op);
+  if (act != Activation::none) check_same_dtype(*act_input, input, op, "act_input", "input");
   const at::Tensor x2 = rows_of(input);
   const int64_t M = x2.size(0), K = x2.size(1), N = weight.size(0);
   const at::Tensor g2 = grad_output.reshape({M, N});
@@ -188,40 +149,11 @@ linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
 
 // ---- matmul ---------------------------------------------------------------------------------
 
-// A 2-D or 3-D operand as a batch of matrices: rows x cols, strides, batch stride (0 when the
-// operand has no batch or a batch of 1 that broadcasts).
-struct Batched {
-  int64_t batch, rows, cols, rs, cs, bs;
-};
-
-Batched batched(const at::Tensor& t) {
-  if (t.dim() == 2) return {1, t.size(0), t.size(1), t.stride(0), t.stride(1), 0};
-  return {t.size(0), t.size(1), t.size(2), t.stride(1), t.stride(2),
-          t.size(0) == 1 ? 0 : t.stride(0)};
-}
-
 void check_matmul(const at::Tensor& a, const at::Tensor& b, const char* op) {
   check_cpu_float(a, op, "self");
   check_cpu_float(b, op, "other");
   check_same_dtype(b, a, op, "other", "self");
-  FUSEDOPS_CHECK(a.dim() == 2 || a.dim() == 3, op, "self must be 2-D or 3-D, got shape ",
-                 shape_str(a.sizes()));
-  FUSEDOPS_CHECK(b.dim() == 2 || b.dim() == 3, op, "other must be 2-D or 3-D, got shape ",
-                 shape_str(b.sizes()));
-  FUSEDOPS_CHECK(a.size(-1) == b.size(-2), op, "self's last dimension (", a.size(-1),
-                 ") must equal other's second-to-last (", b.size(-2), "); self shape ",
-                 shape_str(a.sizes()), ", other shape ", shape_str(b.sizes()));
-  if (a.dim() == 3 && b.dim() == 3)
-    FUSEDOPS_CHECK(a.size(0) == b.size(0) || a.size(0) == 1 || b.size(0) == 1, op,
-                   "batch sizes must match or be 1, got self shape ", shape_str(a.sizes()),
-                   " and other shape ", shape_str(b.sizes()));
-}
-
-std::vector<int64_t> matmul_shape(const at::Tensor& a, const at::Tensor& b) {
-  if (a.dim() == 2 && b.dim() == 2) return {a.size(0), b.size(1)};
-  const int64_t batch = a.dim() == 2 ? b.size(0) : b.dim() == 2 ? a.size(0)
-                                                                 : std::max(a.size(0), b.size(0));
-  return {batch, a.size(-2), b.size(-1)};
+  check_matmul_shapes(a, b, op);
 }
 
 at::Tensor matmul_cpu(const at::Tensor& self, const at::Tensor& other) {
@@ -232,8 +164,7 @@ at::Tensor matmul_cpu(const at::Tensor& self, const at::Tensor& other) {
   const int64_t batch = shape.size() == 3 ? shape[0] : 1;
   // [B, M, K] @ [K, N] with rows that stack: one GEMM of B*M rows.
   at::Tensor a = self;
-  if (self.dim() == 3 && other.dim() == 2 && self.stride(0) == self.size(1) * self.stride(1))
-    a = self.reshape({-1, self.size(2)});
+  if (other.dim() == 2 && rows_stack(self)) a = self.reshape({-1, self.size(2)});
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "fusedops.matmul", [&] {
     const Batched A = batched(a), B = batched(other);
     GemmArgs<scalar_t> g;
