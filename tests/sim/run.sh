@@ -6,6 +6,8 @@
 #   tsan    one OS thread per CUDA thread, ThreadSanitizer; and the deliberately racy
 #           kernel, which ThreadSanitizer must report
 #   nvcc    the same kernels compiled by nvcc for sm_80 and sm_90 (skipped without nvcc)
+#   gemm    tests/sim/gemm_tests.cu (GEMM and bias/activation backward kernels): fibers -O2 on
+#           every case, and ASan+UBSan on a few small shapes per variant (--quick)
 # Build outputs and logs go to build/sim/. Exit status 0 only if every step passed.
 set -u
 cd "$(dirname "$0")/../.."
@@ -59,7 +61,13 @@ BUILD_CMD[plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $SRC -o $OUT/sim_tests_plain"
 BUILD_CMD[asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined -DCUDASIM_CHECK_SMEM -DCUDASIM_SELFTEST_OOB $SRC -o $OUT/sim_tests_asan"
 BUILD_CMD[tsan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fsanitize=thread -DCUDASIM_SELFTEST_RACE $SRC -o $OUT/sim_tests_tsan"
-BUILDS=(tsan asan plain)
+# GEMM / bias-activation-backward kernels (tests/sim/gemm_tests.cu): fibers -O2 (every case) and
+# AddressSanitizer + UBSan with bounds-checked SMEM_ARRAY (--quick: a few small shapes per variant)
+GEMM_SRC=tests/sim/gemm_tests.cu
+BUILD_CMD[gemm_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $GEMM_SRC -o $OUT/gemm_tests_plain"
+BUILD_CMD[gemm_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined -DCUDASIM_CHECK_SMEM $GEMM_SRC -o $OUT/gemm_tests_asan"
+BUILDS=(tsan asan gemm_asan plain gemm_plain)
 if command -v nvcc >/dev/null; then
   for arch in sm_80 sm_90; do
     BUILD_CMD[nvcc_$arch]="nvcc -std=c++20 -arch=$arch -Werror all-warnings -c tests/sim/nvcc_check.cu \
@@ -108,6 +116,18 @@ expect_report asan --oob "ERROR: AddressSanitizer: heap-buffer-overflow" "in sim
   "sim_selftest.cuh:"
 run_tests tsan
 expect_report tsan --race "WARNING: ThreadSanitizer: data race" "sim_selftest::racy_reverse" "sim_selftest.cuh:"
+
+run_gemm_tests() {  # run_gemm_tests MODE [ARGS...]
+  local mode=$1 bin="$OUT/gemm_tests_$1" log="$OUT/run_gemm_$1.log" t
+  shift
+  t=$(now)
+  if [[ ! -x "$bin" ]]; then report "gemm tests $mode" 1 "$log" 0; return; fi
+  ASAN_OPTIONS=detect_leaks=1 "$bin" "$@" >"$log" 2>&1
+  local rc=$?
+  report "gemm $mode: $(tail -n 1 "$log")" $rc "$log" "$(elapsed "$t")"
+}
+run_gemm_tests plain
+run_gemm_tests asan --quick
 
 echo "run.sh: $passed passed, $failed failed ($(elapsed "$t_all")s)"
 ((failed == 0))
