@@ -6,7 +6,8 @@
 #
 # Files that include torch headers need a CUDA build's headers (the CPU wheel lacks
 # c10/cuda/impl/cuda_cmake_macros.h): they come from a CUDA torch wheel, unpacked once into
-# build/torch-cuda-include (FUSEDOPS_TORCH_CUDA_WHEEL=<version> picks the wheel). The
+# build/torch-cuda-include (FUSEDOPS_TORCH_CUDA_WHEEL=<version> picks the wheel).
+# Usage: tools/cuda_check.sh [FILE...]   (default: every CUDA source) The
 # extension itself is only ever built against the installed torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,16 @@ if ! command -v "$NVCC" >/dev/null 2>&1; then
   echo "cuda-check: nvcc not found, nothing compiled"
   exit 0
 fi
-mapfile -t files < <(find csrc -name '*.cu' -o -path 'csrc/cuda/kernels/*.cuh' 2>/dev/null | sort)
+if [ $# -gt 0 ]; then  # the files named on the command line only
+  files=("$@")
+else
+  mapfile -t files < <(find csrc -name '*.cu' 2>/dev/null | sort)
+  # A kernel header that a binding includes is compiled (and its resource usage printed) there.
+  for h in csrc/cuda/kernels/*.cuh; do
+    [ -e "$h" ] || continue
+    grep -qs "kernels/$(basename "$h")" csrc/cuda/*.cu csrc/cuda/*.h || files+=("$h")
+  done
+fi
 if [ ${#files[@]} -eq 0 ]; then
   echo "cuda-check: no .cu files"
   exit 0

@@ -46,7 +46,10 @@ inline bool on_device(const at::Tensor& t) { return t.is_cuda(); }
 inline cudaStream_t stream_for(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
-using DeviceGuard = c10::cuda::CUDAGuard;
+struct DeviceGuard {
+  explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
+  c10::cuda::CUDAGuard guard;
+};
 template <class F>
 void launch(const char*, F&& f) {
   f();
