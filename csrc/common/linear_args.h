@@ -83,9 +83,11 @@ inline void check_matmul_shapes(const at::Tensor& a, const at::Tensor& b, const 
 
 inline std::vector<int64_t> matmul_shape(const at::Tensor& a, const at::Tensor& b) {
   if (a.dim() == 2 && b.dim() == 2) return {a.size(0), b.size(1)};
+  // A batch of 1 broadcasts against any other, 0 included.
   const int64_t batch = a.dim() == 2   ? b.size(0)
                         : b.dim() == 2 ? a.size(0)
-                                       : std::max(a.size(0), b.size(0));
+                        : a.size(0) == 1 ? b.size(0)
+                                         : a.size(0);
   return {batch, a.size(-2), b.size(-1)};
 }
 
@@ -104,6 +106,11 @@ inline Batched batched(const at::Tensor& t) {
 // [B, M, K] whose rows stack evenly -> [B*M, K] view, so [B, M, K] @ [K, N] is one GEMM.
 inline bool rows_stack(const at::Tensor& t) {
   return t.dim() == 3 && t.stride(0) == t.size(1) * t.stride(1);
+}
+
+// [B, M, K] -> [B*M, K] (a view when the rows stack; sizes explicit so K == 0 works).
+inline at::Tensor stack_rows(const at::Tensor& t) {
+  return t.reshape({t.size(0) * t.size(1), t.size(2)});
 }
 
 }  // namespace fusedops

@@ -164,7 +164,7 @@ at::Tensor matmul_cpu(const at::Tensor& self, const at::Tensor& other) {
   const int64_t batch = shape.size() == 3 ? shape[0] : 1;
   // [B, M, K] @ [K, N] with rows that stack: one GEMM of B*M rows.
   at::Tensor a = self;
-  if (other.dim() == 2 && rows_stack(self)) a = self.reshape({-1, self.size(2)});
+  if (other.dim() == 2 && rows_stack(self)) a = stack_rows(self);
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "fusedops.matmul", [&] {
     const Batched A = batched(a), B = batched(other);
     GemmArgs<scalar_t> g;
@@ -192,8 +192,9 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward
   if (mask[0]) ga = at::empty(self.sizes(), self.options());
   if (mask[1]) gb = at::empty(other.sizes(), other.options());
   const int64_t batch = shape.size() == 3 ? shape[0] : 1;
-  // An operand whose batch broadcasts (2-D, or batch 1 against B > 1) sums its gradient.
-  auto reduces = [&](const at::Tensor& t) { return batch > 1 && (t.dim() == 2 || t.size(0) == 1); };
+  // An operand whose batch broadcasts (2-D, or batch 1 against B != 1) sums its gradient (an
+  // empty sum when B == 0).
+  auto reduces = [&](const at::Tensor& t) { return batch != 1 && (t.dim() == 2 || t.size(0) == 1); };
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "fusedops.matmul_backward", [&] {
     const Batched G = batched(grad_output), A = batched(self), B = batched(other);
     if (ga && ga->numel() > 0) {  // dA = dC @ B.T
@@ -211,8 +212,8 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward
       int64_t nb = batch, abs = A.bs, grbs = G.bs;
       if (reduces(other) && self.dim() == 3 && self.size(0) == batch) {
         // sum_b A_b.T dC_b = [B*M, K].T @ [B*M, N]: one GEMM with a long K.
-        a = self.reshape({-1, self.size(2)});
-        gr = grad_output.reshape({-1, grad_output.size(2)});
+        a = stack_rows(self);
+        gr = stack_rows(grad_output);
         nb = 1, abs = 0, grbs = 0;
         g.K = a.size(0);
       }

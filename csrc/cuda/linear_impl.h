@@ -103,6 +103,11 @@ template <typename T>
 void run_gemm_reduce(const char* op, k::GemmParams<T> p, int64_t batch, cudaStream_t s) {
   const T* A = p.A;
   const T* B = p.B;
+  if (batch <= 0) {  // an empty sum: C = beta * C
+    p.K = 0;
+    p.batch = 1;
+    run_gemm<T>(op, p, s);
+  }
   for (int64_t b = 0; b < batch; ++b) {
     p.A = A + b * p.batch_stride_a;
     p.B = B + b * p.batch_stride_b;
@@ -252,7 +257,7 @@ inline at::Tensor matmul(const at::Tensor& self, const at::Tensor& other) {
   if (out.numel() == 0) return out;
   const int64_t batch = shape.size() == 3 ? shape[0] : 1;
   at::Tensor a = self;
-  if (other.dim() == 2 && rows_stack(self)) a = self.reshape({-1, self.size(2)});
+  if (other.dim() == 2 && rows_stack(self)) a = stack_rows(self);
   dispatch(self.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
     const Batched A = batched(a), B = batched(other);
@@ -285,7 +290,7 @@ inline std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_b
   if (mask[0]) ga = at::empty(self.sizes(), self.options());
   if (mask[1]) gb = at::empty(other.sizes(), other.options());
   const int64_t batch = shape.size() == 3 ? shape[0] : 1;
-  auto reduces = [&](const at::Tensor& t) { return batch > 1 && (t.dim() == 2 || t.size(0) == 1); };
+  auto reduces = [&](const at::Tensor& t) { return batch != 1 && (t.dim() == 2 || t.size(0) == 1); };
   const cudaStream_t s = stream_for(self);
   dispatch(self.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
@@ -309,8 +314,8 @@ inline std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_b
       int64_t nb = batch;
       if (reduces(other) && self.dim() == 3 && self.size(0) == batch) {
         // sum_b A_b.T dC_b = [B*M, K].T @ [B*M, N]: one GEMM with a long K.
-        a = self.reshape({-1, self.size(2)});
-        gr = grad_output.reshape({-1, grad_output.size(2)});
+        a = stack_rows(self);
+        gr = stack_rows(grad_output);
         nb = 1;
       }
       const Batched A2 = batched(a), G2 = batched(gr);

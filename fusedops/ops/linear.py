@@ -3,6 +3,8 @@
 Backward passes run in our kernels (`linear_backward`, `matmul_backward`). A linear with a
 fused GELU, when it needs gradients, runs `linear_act`, which also returns the
 pre-activation for the backward; called directly, `torch.ops.fusedops.linear` recomputes it.
+Higher-order gradients (`create_graph=True`) differentiate torch's own composite formulas,
+so they are correct to any order but do not run in our kernels.
 """
 from typing import Optional
 
@@ -37,10 +39,10 @@ def linear(
     return _ops.linear(input, weight, bias, activation)
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D and 3-D operands, with the batch dimension broadcast as
+def matmul(self: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``self @ other`` for 2-D and 3-D operands, with the batch dimension broadcast as
     ``torch.matmul`` does ([B, M, K] @ [K, N], [M, K] @ [B, K, N], batch 1 against B)."""
-    return _ops.matmul(a, b)
+    return _ops.matmul(self, other)
 
 
 # ---- fake (meta) implementations -------------------------------------------------------------
@@ -56,13 +58,23 @@ def _linear_shape(input, weight):
     return (*input.shape[:-1], weight.shape[0])
 
 
+def _check_bias(bias, weight):
+    if bias is not None:
+        torch._check(
+            bias.dim() == 1 and bias.shape[0] == weight.shape[0],
+            lambda: "fusedops.linear: bias must be 1-D [out_features]",
+        )
+
+
 @torch.library.register_fake("fusedops::linear")
 def _linear_fake(input, weight, bias=None, activation=None):
+    _check_bias(bias, weight)
     return input.new_empty(_linear_shape(input, weight))
 
 
 @torch.library.register_fake("fusedops::linear_act")
 def _linear_act_fake(input, weight, bias, activation):
+    _check_bias(bias, weight)
     shape = _linear_shape(input, weight)
     return input.new_empty(shape), input.new_empty(shape)
 
@@ -87,7 +99,11 @@ def _matmul_shape(a, b):
     elif b.dim() == 2:
         batch = a.shape[0]
     else:
-        batch = a.shape[0] if b.shape[0] == 1 else b.shape[0]
+        torch._check(
+            a.shape[0] == b.shape[0] or a.shape[0] == 1 or b.shape[0] == 1,
+            lambda: "fusedops.matmul: batch sizes must match or be 1",
+        )
+        batch = b.shape[0] if a.shape[0] == 1 else a.shape[0]
     return (batch, a.shape[-2], b.shape[-1])
 
 
@@ -106,23 +122,46 @@ def _matmul_backward_fake(grad_output, a, b, output_mask):
 
 # ---- autograd -------------------------------------------------------------------------------
 
+_TORCH_ACT = {
+    None: lambda z: z,
+    "relu": torch.nn.functional.relu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda z: torch.nn.functional.gelu(z, approximate="tanh"),
+}
+
+
+def _needs(ctx, n):
+    # Trailing arguments left at their defaults may be missing from needs_input_grad.
+    nig = tuple(ctx.needs_input_grad)
+    return [bool(nig[i]) if i < len(nig) else False for i in range(n)]
+
+
+def _composite_grads(fn, inputs, needs, grad):
+    """Gradients of fn(*inputs) through torch's differentiable ops, keeping the graph: the
+    double-backward path (create_graph=True)."""
+    with torch.enable_grad():
+        out = fn(*inputs)
+        wrt = [t for t, n in zip(inputs, needs) if n]
+        got = iter(torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True))
+    return [next(got) if n else None for n in needs]
+
 
 def _linear_setup(ctx, inputs, output):
-    input, weight, bias, activation = inputs
+    input, weight, bias, activation = (list(inputs) + [None, None])[:4]
     ctx.activation = activation
-    gelu = activation in ("gelu", "gelu_tanh")
     # relu's derivative reads the output; gelu's the pre-activation, recomputed from the bias.
-    ctx.save_for_backward(
-        input, weight, bias if gelu else None, output if activation == "relu" else None
-    )
+    ctx.save_for_backward(input, weight, bias, output if activation == "relu" else None)
 
 
 def _linear_backward(ctx, grad):
     input, weight, bias, act_input = ctx.saved_tensors
-    if ctx.activation in ("gelu", "gelu_tanh"):
+    act, mask = ctx.activation, _needs(ctx, 3)
+    if torch.is_grad_enabled():
+        fn = lambda x, w, b: _TORCH_ACT[act](torch.nn.functional.linear(x, w, b))  # noqa: E731
+        return (*_composite_grads(fn, (input, weight, bias), mask, grad), None)
+    if act in ("gelu", "gelu_tanh"):
         act_input = _ops.linear(input, weight, bias, None)
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-    gx, gw, gb = _ops.linear_backward(grad, input, weight, act_input, ctx.activation, mask)
+    gx, gw, gb = _ops.linear_backward(grad, input, weight, act_input, act, mask)
     return gx, gw, gb, None
 
 
@@ -132,13 +171,18 @@ torch.library.register_autograd("fusedops::linear", _linear_backward, setup_cont
 def _linear_act_setup(ctx, inputs, output):
     input, weight, bias, activation = inputs
     ctx.activation = activation
-    ctx.save_for_backward(input, weight, output[1])
+    # The pre-activation is returned to be saved for backward, not to be differentiated.
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(input, weight, bias, output[1])
 
 
 def _linear_act_backward(ctx, grad, _grad_preact):
-    input, weight, preact = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-    gx, gw, gb = _ops.linear_backward(grad, input, weight, preact, ctx.activation, mask)
+    input, weight, bias, preact = ctx.saved_tensors
+    act, mask = ctx.activation, _needs(ctx, 3)
+    if torch.is_grad_enabled():
+        fn = lambda x, w, b: _TORCH_ACT[act](torch.nn.functional.linear(x, w, b))  # noqa: E731
+        return (*_composite_grads(fn, (input, weight, bias), mask, grad), None)
+    gx, gw, gb = _ops.linear_backward(grad, input, weight, preact, act, mask)
     return gx, gw, gb, None
 
 
@@ -153,7 +197,9 @@ def _matmul_setup(ctx, inputs, output):
 
 def _matmul_backward(ctx, grad):
     a, b = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
+    mask = _needs(ctx, 2)
+    if torch.is_grad_enabled():
+        return tuple(_composite_grads(torch.matmul, (a, b), mask, grad))
     return tuple(_ops.matmul_backward(grad, a, b, mask))
 
 

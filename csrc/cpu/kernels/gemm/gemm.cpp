@@ -47,6 +47,11 @@ void gemm_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a, int6
     return g;
   };
   if (stride_c == 0) {  // reduction into one C: in order, each product parallel inside
+    if (batch <= 0) {     // an empty sum: C = beta * C (+ epilogue)
+      GemmArgs<T> g = args;
+      g.K = 0;
+      gemm<T>(g);
+    }
     for (int64_t b = 0; b < batch; ++b) {
       GemmArgs<T> g = at(b);
       if (b > 0) g.beta = T(1);

@@ -1,0 +1,190 @@
+"""Shared fixtures for the fusedops test suite.
+
+- `isa`: runs a test once per instruction set the GEMM has (generic, avx2, avx512), capping the
+  kernels with fusedops._C._set_isa; a set the CPU lacks is skipped, saying so.
+- Tolerances: forward values are checked element by element against a float64 torch
+  reference with the bound a dot product of length K earns in floating point,
+  `c * sqrt(K) * eps * (|A| @ |B|)`; gradients with the error-budget rule of STYLE.md
+  (ours may be off the float64 truth by at most a small multiple of torch's own error).
+- `python_subprocess`: runs a snippet in a fresh interpreter, for checks that must survive a crash of
+  the code under test (a segfault there fails one test instead of ending the run) or need a
+  process of their own (thread counts).
+"""
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+# Test the checkout this file lives in, whichever way pytest was started (`pytest` does not
+# put the working directory on sys.path; `python -m pytest` does).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[0] != REPO_ROOT:
+    sys.path.insert(0, REPO_ROOT)
+
+import fusedops  # noqa: E402
+
+ISAS = ("generic", "avx2", "avx512")
+BEST_ISA = fusedops._C._cpu_info()["best_isa"]
+# the instruction set in force at start: the CPU's best, or lower under FUSEDOPS_ISA
+START_ISA = fusedops._C._cpu_info()["isa"]
+
+
+# ---- instruction sets ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Caps the kernels at one instruction set for the test; restores the one in force at the
+    start after it."""
+    name = request.param
+    in_force = fusedops._C._set_isa(name)
+    if in_force != name:
+        fusedops._C._set_isa(START_ISA)
+        pytest.skip(f"CPU lacks {name} (best instruction set here: {BEST_ISA})")
+    assert fusedops._C._cpu_info()["isa"] == name
+    yield name
+    fusedops._C._set_isa(START_ISA)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    """Every test starts from the same seed, and leaves the thread count as it found it."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- references and tolerances ---------------------------------------------------------------
+
+ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+
+
+def torch_activation(x, activation):
+    """The activation as torch computes it (the reference for ours)."""
+    if activation is None:
+        return x
+    if activation == "relu":
+        return F.relu(x)
+    if activation == "gelu":
+        return F.gelu(x)
+    if activation == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    raise AssertionError(activation)
+
+
+def _check_elementwise(out, ref, tol, what):
+    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    if out.numel() == 0:
+        return
+    err = (out.double() - ref).abs()
+    bad = ~(err <= tol)  # NaN in ours counts as bad
+    if bad.any():
+        worst = int(torch.argmax(torch.where(bad, err - tol, torch.zeros_like(err)).nan_to_num(
+            nan=float("inf")).flatten()))
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), err.shape))
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {out.numel()} elements off; worst at {idx}: "
+            f"ours {out[idx].item()!r}, reference {ref[idx].item()!r}, "
+            f"error {err[idx].item():.3e} > tolerance {tol[idx].item():.3e}"
+        )
+
+
+def assert_product_close(out, ref, bound, k, pre=None, activation=None, what="output"):
+    """`out` (ours, any float dtype) against `ref` (float64 truth) for a product with inner
+    dimension `k`: |out - ref| <= 4 sqrt(k) eps |A||B| elementwise (`bound` = |A| @ |B| + |bias|
+    in float64), plus, after an activation, the error of a vector erf/tanh (a few eps times
+    the pre-activation `pre`)."""
+    eps = torch.finfo(out.dtype).eps
+    tol = 4.0 * eps * math.sqrt(max(k, 1)) * bound
+    if activation is not None:
+        # activations are at most 1.13-Lipschitz; their own error is a few eps relative to |x|
+        tol = 1.2 * tol + 8.0 * eps * pre.abs()
+    # no absolute floor: where the bound is 0 (K == 0, no bias) the result must be exactly 0
+    _check_elementwise(out, ref, tol, what)
+
+
+def linear_reference(x, w, b=None, activation=None):
+    """(truth, bound, pre-activation) in float64 for act(x @ w.T + b)."""
+    x64, w64 = x.detach().double(), w.detach().double()
+    b64 = None if b is None else b.detach().double()
+    pre = F.linear(x64, w64, b64)
+    bound = F.linear(x64.abs(), w64.abs(), None if b64 is None else b64.abs())
+    return torch_activation(pre, activation), bound, pre
+
+
+def assert_linear_close(out, x, w, b=None, activation=None, what="linear"):
+    ref, bound, pre = linear_reference(x, w, b, activation)
+    assert out.dtype == x.dtype, f"{what}: dtype {out.dtype} != {x.dtype}"
+    assert_product_close(out, ref, bound, x.shape[-1], pre, activation, what)
+
+
+def assert_matmul_close(out, a, b, what="matmul"):
+    a64, b64 = a.detach().double(), b.detach().double()
+    ref = torch.matmul(a64, b64)
+    bound = torch.matmul(a64.abs(), b64.abs())
+    assert out.dtype == a.dtype, f"{what}: dtype {out.dtype} != {a.dtype}"
+    assert_product_close(out, ref, bound, a.shape[-1], what=what)
+
+
+def assert_within_budget(ours, theirs, truth, what, floor_ulps=16):
+    """Error-budget rule: max |ours - truth| <= 2 max |theirs - truth| + a floor of
+    `floor_ulps` eps of the largest value (so that an exact `theirs` does not demand an exact
+    `ours`).
+    `theirs` is torch's result in the same dtype as ours, `truth` a float64 result."""
+    assert ours is not None, f"{what}: missing (None)"
+    assert ours.shape == truth.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(truth.shape)}"
+    assert ours.dtype == theirs.dtype, f"{what}: dtype {ours.dtype} != {theirs.dtype}"
+    if truth.numel() == 0:
+        return
+    truth = truth.double()
+    ours_err = (ours.double() - truth).abs().max().item()
+    theirs_err = (theirs.double() - truth).abs().max().item()
+    eps = torch.finfo(ours.dtype).eps
+    floor = floor_ulps * eps * max(truth.abs().max().item(), 1e-30)
+    budget = 2.0 * theirs_err + floor
+    assert ours_err <= budget, (
+        f"{what}: max error {ours_err:.3e} vs float64 exceeds budget {budget:.3e} "
+        f"(torch's own error {theirs_err:.3e})"
+    )
+
+
+@pytest.fixture(scope="session")
+def check():
+    """The comparison helpers, as one namespace for the test modules."""
+
+    class Check:
+        linear = staticmethod(assert_linear_close)
+        matmul = staticmethod(assert_matmul_close)
+        budget = staticmethod(assert_within_budget)
+        activation = staticmethod(torch_activation)
+
+    return Check
+
+
+# ---- isolated processes ----------------------------------------------------------------------
+
+
+def run_python(code, timeout=120, env=None):
+    """Runs `code` in a fresh interpreter rooted at the checkout; returns CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = REPO_ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def python_subprocess():
+    return run_python
