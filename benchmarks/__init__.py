@@ -1,0 +1,1 @@
+"""Benchmarks of fusedops against its peers; run `python -m benchmarks --help`."""
