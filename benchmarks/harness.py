@@ -32,6 +32,10 @@ ERR_TOLERANCE = 1e-3  # relative error above which a result is flagged as wrong
 # A call this long is its own warm-up (one-time costs are small next to it); when every peer's
 # first call is, those first calls are the first round, which saves a round of the largest cases.
 LONG_CALL_S = 0.5
+# OpenBLAS worker threads busy-wait for about 2^28 cycles (~0.1 s) after a call before they
+# sleep; measured here: whatever ran within that window after numpy took 2-3x longer. The
+# block after numpy's therefore waits this long.
+OPENBLAS_SPIN_S = 0.25
 
 
 @dataclass
@@ -171,9 +175,14 @@ def time_peers(fns: Dict[str, Callable], s: Settings):
     interleave, and each block starts after a pause. Returns (samples, warm-up outputs, calls
     per block)."""
     outputs, per_call, warm_up_calls = {}, {}, {}
+    def pause(previous):
+        time.sleep(OPENBLAS_SPIN_S if previous == "numpy" else s.pause_s)
+
+    previous = None
     for name, fn in fns.items():
-        time.sleep(s.pause_s)
+        pause(previous)
         outputs[name], per_call[name], warm_up_calls[name] = _warm_up(fn, s.block_s)
+        previous = name
     calls = {name: max(1, round(s.block_s / per_call[name])) for name in fns}
     round_s = sum(calls[name] * per_call[name] + s.pause_s for name in fns)
     rounds = min(s.max_rounds, max(s.min_rounds, int(s.budget_s / round_s)))
@@ -183,7 +192,8 @@ def time_peers(fns: Dict[str, Callable], s: Settings):
         rounds -= 1
     for _ in range(rounds):
         for name, fn in fns.items():
-            time.sleep(s.pause_s)
+            pause(previous)
+            previous = name
             t0 = time.perf_counter()
             for _ in range(calls[name]):
                 fn()

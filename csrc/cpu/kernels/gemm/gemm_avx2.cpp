@@ -1,9 +1,11 @@
 // AVX2 + FMA GEMM: fp32 6 x 16 tile (12 ymm accumulators), fp64 6 x 8.
 #if defined(__x86_64__)
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <immintrin.h>

@@ -1,9 +1,11 @@
 // AVX-512 GEMM: fp32 14 x 32 tile (28 zmm accumulators), fp64 14 x 16.
 #if defined(__x86_64__)
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <immintrin.h>

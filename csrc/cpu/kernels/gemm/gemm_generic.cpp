@@ -1,9 +1,11 @@
 // Portable GEMM: scalar "vectors", a 4 x 4 tile. The fallback on any CPU, and the build on
 // non-x86 machines.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <omp.h>

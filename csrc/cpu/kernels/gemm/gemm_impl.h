@@ -1,7 +1,7 @@
 // The GEMM driver, packing routines and register-blocked microkernel, written once over a
 // register trait V (vec.h) and instantiated per instruction set by gemm_<isa>.cpp, each in its
-// own namespace FUSEDOPS_ISA_NS. Include <algorithm>, <cmath>, <cstring>, <omp.h> and
-// <vector> before selecting the instruction set.
+// own namespace FUSEDOPS_ISA_NS. Include <algorithm>, <atomic>, <cmath>, <cstring>, <memory>,
+// <omp.h> and <vector> before selecting the instruction set.
 //
 // Loop nest (BLIS): jc over NC columns -> pc over KC of K -> [pack B panel, all threads] ->
 //   ic over MC rows (threads) -> [pack A block] -> jr over NR -> ir over MR -> microkernel.
@@ -22,16 +22,16 @@ struct Blocking {
 
 // Block sizes from the cache sizes: a B micro-panel (KC x NR) as large as L1 (the A
 // micro-panel streams from L2 beside it; measured on Zen3: KC 512 beats 256 by ~5%, fewer
-// passes over C), an A block (MC x KC) ~55% of L2, the packed B panel a quarter of L3
-// (shared by the threads).
+// passes over C), an A block (MC x KC) ~55% of L2, the packed B panel (two of them, see
+// run()) an eighth of L3 each. Virtual machines may report the host's whole L3: capped at 32 MB.
 template <typename T, int MR, int NR>
 Blocking blocking_for_cpu() {
   const CpuInfo& ci = cpu_info();
   const int64_t sz = sizeof(T);
   int64_t kc = std::clamp<int64_t>(ci.l1d / (NR * sz), 128, 512);
   int64_t mc = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kc * sz), MR, 1024) / MR * MR;
-  int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 64 << 20);
-  int64_t nc = std::clamp<int64_t>(l3 / 4 / (kc * sz), NR, 8192) / NR * NR;
+  int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 32 << 20);
+  int64_t nc = std::clamp<int64_t>(l3 / 8 / (kc * sz), NR, 8192) / NR * NR;
   return {kc, mc, nc};
 }
 
@@ -200,37 +200,49 @@ struct Gemm {
     const int nt = choose_threads(g);
     const int64_t nc_max = std::min<int64_t>(blk.nc, (g.N + NR - 1) / NR * NR);
     const int64_t kc_max = std::min<int64_t>(blk.kc, g.K);
-    // Even split of M into blocks of at most MC rows, a multiple of the thread count.
+    // M in blocks of at most MC rows, at least two per thread when M allows: threads take
+    // blocks from a shared counter, so a thread that loses its core to another process (a
+    // spinning BLAS pool, a busy machine) delays the call by a block, not by its whole share.
     int64_t mblocks = (g.M + blk.mc - 1) / blk.mc;
-    if (mblocks > 1 || nt == 1) mblocks = (mblocks + nt - 1) / nt * nt;
+    if (nt > 1 && mblocks < 2 * nt && g.M >= 2 * nt * 4 * MR) mblocks = 2 * nt;
     int64_t mc = ((g.M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
     mblocks = (g.M + mc - 1) / mc;
     // Few row blocks: split the columns of each block between threads too.
     const int64_t nparts = mblocks >= nt ? 1 : (nt + mblocks - 1) / mblocks;
+    const int64_t items = mblocks * nparts;
 
+    // Two packed-B buffers, used by alternate steps: the barrier after a step's packing also
+    // tells that every thread is done with the step before, so no barrier closes a step.
     static thread_local std::vector<T> bbuf;
-    T* Bp = scratch(bbuf, size_t(kc_max) * nc_max);
+    const size_t bsize = (size_t(kc_max) * nc_max + 15) / 16 * 16;
+    T* const Bbuf = scratch(bbuf, 2 * bsize);
+    // Per (jc, pc) step: a counter of packed B panels handed out and one of work items.
+    const int64_t steps = ((g.N + nc_max - 1) / nc_max) * ((g.K + kc_max - 1) / kc_max);
+    std::unique_ptr<std::atomic<int64_t>[]> counters(new std::atomic<int64_t>[2 * steps]);
+    for (int64_t i = 0; i < 2 * steps; ++i) counters[i].store(0, std::memory_order_relaxed);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-      const int tid = omp_get_thread_num();
-      const int nth = omp_get_num_threads();
       static thread_local std::vector<T> abuf;
       T* Ap = scratch(abuf, size_t(kc_max) * mc);
-
+      int64_t step = 0;
       for (int64_t jc = 0; jc < g.N; jc += nc_max) {
         const int64_t nc = std::min(nc_max, g.N - jc);
         const int64_t npanels = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+        for (int64_t pc = 0; pc < g.K; pc += kc_max, ++step) {
           const int64_t kc = std::min(kc_max, g.K - pc);
           const bool first = pc == 0, last = pc + kc == g.K;
           const T beta = first ? g.beta : T(1);
+          T* const Bp = Bbuf + (step % 2) * bsize;
 
-          for (int64_t p = tid * npanels / nth; p < (tid + 1) * npanels / nth; ++p)
-            pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
-                                std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
+          std::atomic<int64_t>& next_panel = counters[2 * step];
+          for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
+            for (int64_t p = p0; p < std::min(p0 + 4, npanels); ++p)
+              pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
+                                  std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
 #pragma omp barrier
-          for (int64_t item = tid; item < mblocks * nparts; item += nth) {
+          std::atomic<int64_t>& next_item = counters[2 * step + 1];
+          for (int64_t item; (item = next_item.fetch_add(1)) < items;) {
             const int64_t ib = item / nparts, part = item % nparts;
             const int64_t ic = ib * mc, mcur = std::min(mc, g.M - ic);
             const int64_t p0 = part * npanels / nparts, p1 = (part + 1) * npanels / nparts;
@@ -248,7 +260,6 @@ struct Gemm {
               }
             }
           }
-#pragma omp barrier
         }
       }
     }
