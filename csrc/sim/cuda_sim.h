@@ -88,6 +88,7 @@ template <class T, std::size_t... N> using array_t = typename array_of<T, N...>:
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -767,6 +768,10 @@ inline void run_blocks(Launch& L, unsigned nblocks) {
     unsigned generation = 0, finished = 0;
     bool quit = false;
   } c;
+  // Every thread of a block passes this before running the kernel body. Without it, a thread
+  // that finished (and took c.mu) before another one started would order its accesses before
+  // the other's for ThreadSanitizer, hiding the very races this backend exists to find.
+  std::barrier<> started((std::ptrdiff_t)n);
   auto worker = [&](unsigned i) {
     Thread& me = L.threads[i];
     g_self = &me;
@@ -780,6 +785,7 @@ inline void run_blocks(Launch& L, unsigned nblocks) {
         if (c.quit) return;
         seen = c.generation;
       }
+      started.arrive_and_wait();
       try {
         L.body(L.job);
         thread_exit(me);
