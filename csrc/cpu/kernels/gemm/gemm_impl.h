@@ -198,8 +198,12 @@ struct Gemm {
     if (g.K <= 0) return run_k0(g);
     static const Blocking blk = blocking_for_cpu<T, MR, NR>();
     const int nt = choose_threads(g);
-    const int64_t nc_max = std::min<int64_t>(blk.nc, (g.N + NR - 1) / NR * NR);
-    const int64_t kc_max = std::min<int64_t>(blk.kc, g.K);
+    // K and N in equal steps no larger than KC and NC (K = 768 as 384 + 384, not 512 + 256:
+    // a short last step would pay a whole pass over C for half the work).
+    const int64_t ksteps = (g.K + blk.kc - 1) / blk.kc;
+    const int64_t kc_max = (g.K + ksteps - 1) / ksteps;
+    const int64_t nsteps = (g.N + blk.nc - 1) / blk.nc;
+    const int64_t nc_max = ((g.N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
     // M in blocks of at most MC rows, at least two per thread when M allows: threads take
     // blocks from a shared counter, so a thread that loses its core to another process (a
     // spinning BLAS pool, a busy machine) delays the call by a block, not by its whole share.
