@@ -1358,4 +1358,94 @@ CUDASIM_HFMA(__hfma_relu, __hfma2_relu, 1)
 CUDASIM_HFMA(__hfma_sat, __hfma2_sat, 2)
 #undef CUDASIM_HFMA
 
+// ---- nvcuda::wmma, emulated with the whole tile in every thread ----------------------------
+// Each lane's fragment holds the full tile, so kernels must not depend on which elements a
+// lane owns (csrc/README.md). Loads and mma are per lane; a store is written once, by the
+// warp's first live lane, between two __syncwarp so no lane reads the tile before it is there.
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+namespace detail {
+template <class Use, int M, int N, int K> struct dims;
+template <int M, int N, int K> struct dims<matrix_a, M, N, K> { static constexpr int r = M, c = K; };
+template <int M, int N, int K> struct dims<matrix_b, M, N, K> { static constexpr int r = K, c = N; };
+template <int M, int N, int K> struct dims<accumulator, M, N, K> { static constexpr int r = M, c = N; };
+template <class T> struct storage { using type = T; };
+template <> struct storage<precision::tf32> { using type = float; };
+template <class T> inline float to_float(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else return static_cast<float>(v);
+}
+template <class T> inline T from_float(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
+  else return static_cast<T>(v);
+}
+}  // namespace detail
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  using element_type = typename detail::storage<T>::type;
+  static constexpr int rows = detail::dims<Use, M, N, K>::r, cols = detail::dims<Use, M, N, K>::c;
+  static constexpr int num_elements = rows * cols;
+  element_type x[num_elements];
+};
+template <class Use, int M, int N, int K, class T, class L, class V>
+inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const V& v) {
+  for (auto& e : f.x) e = static_cast<typename fragment<Use, M, N, K, T, L>::element_type>(v);
+}
+template <class Use, int M, int N, int K, class T, class L, class P>
+inline void load_tile(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm, bool row) {
+  using F = fragment<Use, M, N, K, T, L>;
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = p[row ? size_t(r) * ldm + c : size_t(c) * ldm + r];
+}
+template <class Use, int M, int N, int K, class T, class P>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, row_major>& f, const P* p, unsigned ldm) {
+  load_tile(f, p, ldm, true);
+}
+template <class Use, int M, int N, int K, class T, class P>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, col_major>& f, const P* p, unsigned ldm) {
+  load_tile(f, p, ldm, false);
+}
+template <int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm,
+                             layout_t layout) {
+  load_tile(f, p, ldm, layout == mem_row_major);
+}
+template <int M, int N, int K, class T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm,
+                              layout_t layout) {
+  __syncwarp(__activemask());
+  if ((unsigned)__builtin_ctz(__activemask()) == cudasim::g_self->lane)
+    for (int r = 0; r < M; ++r)
+      for (int c = 0; c < N; ++c)
+        p[layout == mem_row_major ? size_t(r) * ldm + c : size_t(c) * ldm + r] = f.x[r * N + c];
+  __syncwarp(__activemask());
+}
+template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
+inline void mma_sync(fragment<accumulator, M, N, K, TC>& d,
+                     const fragment<matrix_a, M, N, K, TA, LA>& a,
+                     const fragment<matrix_b, M, N, K, TB, LB>& b,
+                     const fragment<accumulator, M, N, K, TC>& c) {
+  float out[M * N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float acc = detail::to_float(c.x[i * N + j]);
+      for (int k = 0; k < K; ++k)
+        acc = std::fma(detail::to_float(a.x[i * K + k]), detail::to_float(b.x[k * N + j]), acc);
+      out[i * N + j] = acc;
+    }
+  for (int e = 0; e < M * N; ++e) d.x[e] = detail::from_float<TC>(out[e]);
+}
+}  // namespace nvcuda::wmma
+
 #endif  // !__CUDACC__

@@ -335,6 +335,21 @@ TEST(mma_m16n8k8_tf32_vs_reference) {
     }
 }
 
+TEST(wmma_emulation_vs_reference) {
+  auto Af = random_floats(256, 11), Bf = random_floats(256, 12), C = random_floats(256, 13);
+  std::vector<__half> A(256), B(256);
+  for (int i = 0; i < 256; ++i) A[i] = __float2half(Af[i]), B[i] = __float2half(Bf[i]);
+  const std::vector<float> C0 = C;
+  LAUNCH(wmma_16x16x16, dim3(1), dim3(32), 0, 0, A.data(), B.data(), C.data());
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      double ref = 0.5 * C0[i * 16 + j];
+      for (int k = 0; k < 16; ++k)  // B is column-major: B(k, j) = B[j * 16 + k]
+        ref += (double)__half2float(A[i * 16 + k]) * __half2float(B[j * 16 + k]);
+      CHECK_NEAR(C[i * 16 + j], ref, 1e-4);
+    }
+}
+
 TEST(mma_requires_full_warp) {
   std::vector<float> A(128), B(64), C(128);
   expect_error([&] { LAUNCH(mma_16x8x8_tf32, dim3(1), dim3(16), 0, 0, A.data(), B.data(), C.data()); },

@@ -8,6 +8,8 @@
 #pragma once
 #include "ptx.cuh"
 
+#include <mma.h>
+
 #include <cstdint>
 #include <type_traits>
 
@@ -250,6 +252,21 @@ __global__ void mma_16x8x16(const T* A, const T* B, float* C) {
 }
 
 // ---- C[16,8] = A[16,8] B[8,8] in tf32, fragments loaded straight from global ---------------
+// C[16,16] = A[16,16] (row-major) @ B[16,16] (column-major) through nvcuda::wmma, one warp;
+// the accumulator is loaded from C first, so C is added to.
+__global__ void wmma_16x16x16(const __half* A, const __half* B, float* C) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+  wmma::load_matrix_sync(c, C, 16, wmma::mem_row_major);
+  wmma::load_matrix_sync(a, A, 16);
+  wmma::load_matrix_sync(b, B, 16);
+  for (int i = 0; i < c.num_elements; ++i) c.x[i] *= 0.5f;  // layout-free elementwise use
+  wmma::mma_sync(c, a, b, c);
+  wmma::store_matrix_sync(C, c, 16, wmma::mem_row_major);
+}
+
 __global__ void mma_16x8x8_tf32(const float* A, const float* B, float* C) {
   const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
   const std::uint32_t a[4] = {float_to_tf32(A[g * 8 + t]), float_to_tf32(A[(g + 8) * 8 + t]),
