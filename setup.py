@@ -71,13 +71,12 @@ include_dirs = [os.path.join(ROOT, "csrc")]
 if with_sim:
     srcs += sources("sim/*.cpp")
     cxx += ["-isystem", cuda_inc, "-DFUSEDOPS_WITH_SIM=1"]
+# torch >= 2.6 builds abi3 extensions (and defines Py_LIMITED_API itself).
 limited_api = torch_version_tuple() >= (2, 6)
-macros = [("Py_LIMITED_API", "0x03090000")] if limited_api else []
 kwargs = dict(
     name="fusedops._C",
     include_dirs=include_dirs,
     extra_link_args=["-fopenmp", "-pthread"],
-    define_macros=macros,
     py_limited_api=limited_api,
 )
 if with_cuda:
@@ -96,5 +95,5 @@ else:
 setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if limited_api else {},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if limited_api else {},
 )
