@@ -5,7 +5,8 @@
   (nvcc on PATH or CUDA_HOME); FUSEDOPS_SIM=0 leaves them out.
 - The CUDA kernels (csrc/cuda/*.cu) when the installed torch has CUDA and nvcc is found;
   TORCH_CUDA_ARCH_LIST picks the architectures (default 8.0 and 9.0).
-DEBUG=1 builds -O0 -g. No -march=native: SIMD code is chosen at run time (csrc/common).
+DEBUG=1 builds -O0 -g. No flags for the build machine's own CPU: SIMD code is chosen at run
+time (csrc/common).
 Install with `pip install --no-build-isolation -e .` so the build uses the torch you have.
 """
 import glob
