@@ -132,6 +132,16 @@ def assert_matmul_close(out, a, b, what="matmul"):
     assert_product_close(out, ref, bound, a.shape[-1], what=what)
 
 
+def assert_raises_named(fn, exc, words, op):
+    """fn() raises exc with a message naming `fusedops.<op>` and every one of `words`."""
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    assert f"fusedops.{op}" in msg, msg
+    for word in words:
+        assert word in msg, f"{word!r} not in {msg!r}"
+
+
 def assert_within_budget(ours, theirs, truth, what, floor_ulps=16):
     """Error-budget rule: max |ours - truth| <= 2 max |theirs - truth| + a floor of
     `floor_ulps` eps of the largest value (so that an exact `theirs` does not demand an exact

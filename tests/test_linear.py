@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 import fusedops
-from conftest import torch_activation as torch_act  # tests/ is on sys.path under pytest
+from conftest import assert_raises_named  # tests/ is on sys.path under pytest
+from conftest import torch_activation as torch_act
 from fusedops.ops import linear
 
 ops = torch.ops.fusedops
@@ -602,31 +603,22 @@ BAD_LINEAR = {
 }
 
 
-def _assert_raises(fn, exc, words, op):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    assert f"fusedops.{op}" in msg, msg
-    for word in words:
-        assert word in msg, f"{word!r} not in {msg!r}"
-
-
 @pytest.mark.parametrize("case", list(BAD_LINEAR))
 def test_bad_input_linear(case):
     args, exc, words = BAD_LINEAR[case]
-    _assert_raises(lambda: linear(*args), exc, words, "linear")
-    _assert_raises(lambda: ops.linear(*args, "relu"), exc, words, "linear")
-    _assert_raises(lambda: ops.linear_act(*args, "gelu"), exc, words, "linear_act")
+    assert_raises_named(lambda: linear(*args), exc, words, "linear")
+    assert_raises_named(lambda: ops.linear(*args, "relu"), exc, words, "linear")
+    assert_raises_named(lambda: ops.linear_act(*args, "gelu"), exc, words, "linear_act")
 
 
 @pytest.mark.parametrize("name", ["tanh", "GELU", "", "none"])
 def test_bad_activation_name(name):
     x, w = _f32(3, 5), _f32(4, 5)
-    _assert_raises(lambda: linear(x, w, None, name), ValueError, ["activation", repr(name)], "linear")
+    assert_raises_named(lambda: linear(x, w, None, name), ValueError, ["activation", repr(name)], "linear")
     if name != "none":  # the operator itself spells "no activation" as None or "none"
-        _assert_raises(lambda: ops.linear(x, w, None, name), RuntimeError, ["activation", name], "linear")
-        _assert_raises(lambda: ops.linear_act(x, w, None, name), RuntimeError, ["activation"], "linear_act")
-        _assert_raises(lambda: ops.linear_backward(_f32(3, 4), x, w, _f32(3, 4), name, [True] * 3),
+        assert_raises_named(lambda: ops.linear(x, w, None, name), RuntimeError, ["activation", name], "linear")
+        assert_raises_named(lambda: ops.linear_act(x, w, None, name), RuntimeError, ["activation"], "linear_act")
+        assert_raises_named(lambda: ops.linear_backward(_f32(3, 4), x, w, _f32(3, 4), name, [True] * 3),
                        RuntimeError, ["activation"], "linear_backward")
 
 
@@ -650,7 +642,7 @@ BAD_LINEAR_BACKWARD = {
 @pytest.mark.parametrize("case", list(BAD_LINEAR_BACKWARD))
 def test_bad_input_linear_backward(case):
     args, exc, words = BAD_LINEAR_BACKWARD[case]
-    _assert_raises(lambda: ops.linear_backward(*args, [True, True, True]), exc, words, "linear_backward")
+    assert_raises_named(lambda: ops.linear_backward(*args, [True, True, True]), exc, words, "linear_backward")
 
 
 @pytest.mark.parametrize("case", [c for c in BAD_LINEAR if BAD_LINEAR[c][1] is RuntimeError])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from conftest import assert_raises_named  # tests/ is on sys.path under pytest
 from fusedops.ops import matmul
 
 ops = torch.ops.fusedops
@@ -400,21 +401,12 @@ BAD_MATMUL = {
 }
 
 
-def _assert_raises(fn, exc, words, op):
-    with pytest.raises(exc) as info:
-        fn()
-    msg = str(info.value)
-    assert f"fusedops.{op}" in msg, msg
-    for word in words:
-        assert word in msg, f"{word!r} not in {msg!r}"
-
-
 @pytest.mark.parametrize("case", list(BAD_MATMUL))
 def test_bad_input_matmul(case):
     args, exc, words = BAD_MATMUL[case]
-    _assert_raises(lambda: matmul(*args), exc, words, "matmul")
+    assert_raises_named(lambda: matmul(*args), exc, words, "matmul")
     g = torch.randn(3, 3)
-    _assert_raises(lambda: ops.matmul_backward(g.to(args[0].dtype), *args, [True, True]), exc,
+    assert_raises_named(lambda: ops.matmul_backward(g.to(args[0].dtype), *args, [True, True]), exc,
                    [w for w in words if w in ("self", "other", "batch")], "matmul_backward")
 
 
@@ -430,7 +422,7 @@ BAD_MATMUL_BACKWARD = {
 @pytest.mark.parametrize("case", list(BAD_MATMUL_BACKWARD))
 def test_bad_input_matmul_backward(case):
     args, exc, words = BAD_MATMUL_BACKWARD[case]
-    _assert_raises(lambda: ops.matmul_backward(*args, [True, True]), exc, words, "matmul_backward")
+    assert_raises_named(lambda: ops.matmul_backward(*args, [True, True]), exc, words, "matmul_backward")
 
 
 @pytest.mark.parametrize("case", [c for c in BAD_MATMUL if BAD_MATMUL[c][1] is RuntimeError])
