@@ -1,7 +1,8 @@
 // Every fusedops operator schema, one line each. Implementations register per backend:
 // csrc/cpu/*.cpp (CPU), csrc/cuda/*.cu (CUDA); autograd and fake (meta) functions in
 // fusedops/ops/*.py. Names and defaults match the Python functions in fusedops.ops.
-// The CUDA simulator registers the same schemas under fusedops_sim (csrc/sim/sim_ops.cpp).
+// The CUDA simulator registers the same schemas under fusedops_sim (csrc/sim/sim_ops.cpp,
+// implementations in csrc/sim/sim_<family>.cpp).
 #include "ops.h"
 
 namespace fusedops {
@@ -22,6 +23,14 @@ void define_schemas(torch::Library& m) {
   m.def(
       "matmul_backward(Tensor grad_output, Tensor self, Tensor other, bool[2] output_mask) "
       "-> (Tensor?, Tensor?)");
+
+  // ---- normalization (fusedops/ops/norm.py) ----
+
+  // ---- activations and softmax (fusedops/ops/activation.py) ----
+
+  // ---- losses (fusedops/ops/loss.py) ----
+
+  // ---- optimizers (fusedops/optim) ----
 }
 
 }  // namespace fusedops

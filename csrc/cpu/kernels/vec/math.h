@@ -13,12 +13,13 @@
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 
 // exp(x): x = n ln2 + r with |r| <= ln2/2, a degree-6 polynomial for exp(r), 2^n from the
-// exponent bits. Inputs below -87.3 give 0; inputs above 88 saturate at exp(88).
+// exponent bits. Inputs below -87.3 (and -inf) give 0, inputs above 88.7 (and +inf) give +inf,
+// NaN gives NaN (the clamps take x as the operand that max/min pass through on NaN).
 template <class V>
 inline typename V::R vexp(typename V::R x) {
   using R = typename V::R;
   const R lo = V::set1(-87.33654f), hi = V::set1(88.0f);
-  R xc = V::min(V::max(x, lo), hi);
+  R xc = V::min(hi, V::max(lo, x));
   R n = V::round(V::mul(xc, V::set1(1.44269504088896341f)));
   R r = V::fmadd(n, V::set1(-0.693359375f), xc);
   r = V::fmadd(n, V::set1(2.12194440e-4f), r);
@@ -30,6 +31,7 @@ inline typename V::R vexp(typename V::R x) {
   p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
   p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
   R y = V::mul(p, V::pow2i(n));
+  y = V::select(V::gt(x, V::set1(88.72283f)), V::set1(__builtin_inff()), y);
   return V::select(V::gt(lo, x), V::zero(), y);
 }
 
@@ -38,7 +40,7 @@ inline typename V::R vexp(typename V::R x) {
 template <class V>
 inline typename V::R verf(typename V::R x) {
   using R = typename V::R;
-  R xc = V::min(V::max(x, V::set1(-4.0f)), V::set1(4.0f));
+  R xc = V::min(V::set1(4.0f), V::max(V::set1(-4.0f), x));  // NaN passes through
   R x2 = V::mul(xc, xc);
   R p = V::set1(-2.72614225801306e-10f);
   p = V::fmadd(p, x2, V::set1(2.77068142495902e-08f));

@@ -39,6 +39,11 @@ struct VecScalar {
   static M gt(R a, R b) { return a > b; }
   static R select(M m, R a, R b) { return m ? a : b; }
   static T hsum(R a) { return a; }
+  static T hmax(R a) { return a; }
+  static R sqrt(R a) { return std::sqrt(a); }
+  // The first n (< W) elements; the rest of the register is zero / memory is left alone.
+  static R load_partial(const T* p, int n) { return n > 0 ? *p : T(0); }
+  static void store_partial(T* p, R r, int n) { if (n > 0) *p = r; }
 };
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS
@@ -83,6 +88,17 @@ struct VecF32Avx2 {
   }
   static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R abs(R x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+  static R sqrt(R a) { return _mm256_sqrt_ps(a); }
+  static T hmax(R a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  }
+  static __m256i tail_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static R load_partial(const T* p, int n) { return _mm256_maskload_ps(p, tail_mask(n)); }
+  static void store_partial(T* p, R r, int n) { _mm256_maskstore_ps(p, tail_mask(n), r); }
   static R copysign(R mag, R sgn) {
     const R s = _mm256_set1_ps(-0.0f);
     return _mm256_or_ps(_mm256_andnot_ps(s, mag), _mm256_and_ps(s, sgn));
@@ -114,7 +130,16 @@ struct VecF64Avx2 {
   static T hsum(R a) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }  static R sqrt(R a) { return _mm256_sqrt_pd(a); }
+  static T hmax(R a) {
+    __m128d m = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
   }
+  static __m256i tail_mask(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static R load_partial(const T* p, int n) { return _mm256_maskload_pd(p, tail_mask(n)); }
+  static void store_partial(T* p, R r, int n) { _mm256_maskstore_pd(p, tail_mask(n), r); }
 };
 
 #if defined(FUSEDOPS_WITH_AVX512)
@@ -153,6 +178,11 @@ struct VecF32Avx512 {
   }
   static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static R abs(R x) { return _mm512_abs_ps(x); }
+  static R sqrt(R a) { return _mm512_sqrt_ps(a); }
+  static T hmax(R a) { return _mm512_reduce_max_ps(a); }
+  static __mmask16 tail_mask(int n) { return __mmask16((1u << n) - 1u); }
+  static R load_partial(const T* p, int n) { return _mm512_maskz_loadu_ps(tail_mask(n), p); }
+  static void store_partial(T* p, R r, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), r); }
   static R copysign(R mag, R sgn) {
     const __m512i s = _mm512_set1_epi32(static_cast<int>(0x80000000u));
     __m512i m = _mm512_andnot_si512(s, _mm512_castps_si512(mag));
@@ -188,7 +218,11 @@ struct VecF64Avx512 {
     T s = 0;
     for (int i = 0; i < W; ++i) s += t[i];
     return s;
-  }
+  }  static R sqrt(R a) { return _mm512_sqrt_pd(a); }
+  static T hmax(R a) { return _mm512_reduce_max_pd(a); }
+  static __mmask8 tail_mask(int n) { return __mmask8((1u << n) - 1u); }
+  static R load_partial(const T* p, int n) { return _mm512_maskz_loadu_pd(tail_mask(n), p); }
+  static void store_partial(T* p, R r, int n) { _mm512_mask_storeu_pd(p, tail_mask(n), r); }
 };
 #endif  // FUSEDOPS_WITH_AVX512
 
