@@ -177,6 +177,45 @@ def check():
     return Check
 
 
+# ---- CUDA kernels: the simulator (always, when built with the CUDA headers) and a GPU -----------
+# Low precision follows the error-budget rule: |ours - ref64| <= 2 |torch_lowp - ref64| + tiny,
+# with torch computing in the same dtype on the CPU.
+
+HAS_SIM = hasattr(torch.ops, "fusedops_sim") and hasattr(torch.ops.fusedops_sim, "linear")
+HAS_GPU = torch.cuda.is_available()
+
+BACKENDS = [
+    pytest.param("cuda-sim", marks=pytest.mark.skipif(not HAS_SIM, reason="built without CUDA headers: no simulator ops")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_GPU, reason="no GPU")),
+]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def op(backend, name):
+    ns = torch.ops.fusedops_sim if backend == "cuda-sim" else torch.ops.fusedops
+    return getattr(ns, name)
+
+
+def dev(backend):
+    return "cpu" if backend == "cuda-sim" else "cuda"
+
+
+def check_close(ours, ref64, torch_lowp, dtype, what):
+    ours = ours.double().cpu()
+    err = (ours - ref64).abs().max().item() if ours.numel() else 0.0
+    if dtype == torch.float64:
+        bound = 1e-10 * (1 + ref64.abs().max().item())
+    elif dtype == torch.float32:
+        # tf32 may be in force on a GPU; the simulator honours the same setting
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        bound = (2e-3 if tf32 else 2e-5) * (1 + ref64.abs().max().item())
+    else:
+        budget = (torch_lowp.double() - ref64).abs().max().item() if ref64.numel() else 0.0
+        bound = 2 * budget + 1e-3 * (1 + ref64.abs().max().item())
+    assert err <= bound, f"{what} {dtype}: max error {err:.3g} > bound {bound:.3g}"
+
+
+
 # ---- isolated processes ----------------------------------------------------------------------
 
 
