@@ -36,12 +36,6 @@
 #define GEMM_NOINLINE
 #endif
 
-// fusedops::cuda in CUDA builds; the simulator build of the torch ops (csrc/sim/sim_ops.cpp)
-// sets fusedops::cuda_sim so the two builds' symbols never meet in one library.
-#ifndef FUSEDOPS_CUDA_NS
-#define FUSEDOPS_CUDA_NS cuda
-#endif
-
 namespace fusedops::FUSEDOPS_CUDA_NS {
 
 enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };

@@ -26,6 +26,12 @@
 #include <cstdint>
 #include <cstring>
 
+// Kernels live in fusedops::cuda in CUDA builds; the simulator build of the torch ops
+// (csrc/sim/sim_<family>.cpp) sets fusedops::cuda_sim so the two builds' symbols never meet.
+#ifndef FUSEDOPS_CUDA_NS
+#define FUSEDOPS_CUDA_NS cuda
+#endif
+
 #if defined(CUDASIM)
 #define PTX_SITE_PARAM , ::cudasim::Site site = ::cudasim::Site::current()
 #else
