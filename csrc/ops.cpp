@@ -25,8 +25,60 @@ void define_schemas(torch::Library& m) {
       "-> (Tensor?, Tensor?)");
 
   // ---- normalization (fusedops/ops/norm.py) ----
+  // LayerNorm over the trailing dimensions normalized_shape: (x - mean) * rstd * weight + bias.
+  m.def(
+      "layer_norm(Tensor input, int[] normalized_shape, Tensor? weight=None, Tensor? bias=None, "
+      "float eps=1e-05) -> Tensor");
+  // layer_norm that also returns the per-row mean and rstd (shape: input's leading dimensions;
+  // float32, or float64 for a float64 input), saved for backward when training.
+  m.def(
+      "layer_norm_stats(Tensor input, int[] normalized_shape, Tensor? weight, Tensor? bias, "
+      "float eps) -> (Tensor, Tensor, Tensor)");
+  // Gradients of layer_norm w.r.t. (input, weight, bias) from the saved mean and rstd; outputs
+  // not in output_mask are None.
+  m.def(
+      "layer_norm_backward(Tensor grad_output, Tensor input, int[] normalized_shape, Tensor mean, "
+      "Tensor rstd, Tensor? weight, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
+  // (layer_norm(input + residual), input + residual): a transformer block's residual add fused in.
+  m.def(
+      "add_layer_norm(Tensor input, Tensor residual, int[] normalized_shape, Tensor? weight=None, "
+      "Tensor? bias=None, float eps=1e-05) -> (Tensor, Tensor)");
+  // add_layer_norm that also returns the mean and rstd of the sum.
+  m.def(
+      "add_layer_norm_stats(Tensor input, Tensor residual, int[] normalized_shape, Tensor? weight, "
+      "Tensor? bias, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of add_layer_norm w.r.t. (input and residual alike, weight, bias); grad_sum: the
+  // gradient reaching the sum output (None: zero), added to the first.
+  m.def(
+      "add_layer_norm_backward(Tensor grad_output, Tensor? grad_sum, Tensor sum, "
+      "int[] normalized_shape, Tensor mean, Tensor rstd, Tensor? weight, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)");
 
   // ---- activations and softmax (fusedops/ops/activation.py) ----
+  // GELU: x * Phi(x) (approximate="none") or its tanh approximation (approximate="tanh").
+  m.def("gelu(Tensor input, str approximate='none') -> Tensor");
+  // grad_output * gelu'(input), recomputed from the input in one pass.
+  m.def("gelu_backward(Tensor grad_output, Tensor input, str approximate='none') -> Tensor");
+  // max(input, 0); NaN stays NaN.
+  m.def("relu(Tensor input) -> Tensor");
+  // grad_output where output > 0 (or NaN), else 0 (as torch's threshold_backward).
+  m.def("relu_backward(Tensor grad_output, Tensor output) -> Tensor");
+  // 1 / (1 + exp(-input)).
+  m.def("sigmoid(Tensor input) -> Tensor");
+  // grad_output * output * (1 - output).
+  m.def("sigmoid_backward(Tensor grad_output, Tensor output) -> Tensor");
+  // tanh(input).
+  m.def("tanh(Tensor input) -> Tensor");
+  // grad_output * (1 - output^2).
+  m.def("tanh_backward(Tensor grad_output, Tensor output) -> Tensor");
+  // exp(x - max) / sum(exp(x - max)) along dim.
+  m.def("softmax(Tensor input, int dim) -> Tensor");
+  // output * (grad_output - sum(grad_output * output)) along dim.
+  m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+  // x - max - log(sum(exp(x - max))) along dim.
+  m.def("log_softmax(Tensor input, int dim) -> Tensor");
+  // grad_output - exp(output) * sum(grad_output) along dim.
+  m.def("log_softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
 
   // ---- losses (fusedops/ops/loss.py) ----
 

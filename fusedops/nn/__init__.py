@@ -1,5 +1,7 @@
 """Drop-in modules: the constructor signature, parameters, init and state_dict of their
 torch.nn counterparts, with the forward pass in fusedops kernels."""
+from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .linear import Linear
+from .norm import LayerNorm
 
-__all__ = ["Linear"]
+__all__ = ["Linear", "LayerNorm", "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]

@@ -1,6 +1,12 @@
 """Functional API: each function mirrors the torch function it replaces and calls the
 operator of the same name in torch.ops.fusedops (autograd and fake registrations live beside
 each family)."""
+from .activation import gelu, log_softmax, relu, sigmoid, softmax, tanh
 from .linear import linear, matmul
+from .norm import add_layer_norm, layer_norm
 
-__all__ = ["linear", "matmul"]
+__all__ = [
+    "linear", "matmul",
+    "layer_norm", "add_layer_norm",
+    "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
+]

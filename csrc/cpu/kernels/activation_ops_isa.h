@@ -1,0 +1,391 @@
+// Activation and softmax kernels written once over a register trait V (vec.h), instantiated per
+// instruction set by activation_ops_<isa>.cpp (see vec/isa_generic.h for the scheme).
+//
+// fp32 SIMD traits (V::fast_math) use the vector exp/erf/tanh of vec/math.h, with a polynomial
+// tanh near zero where 1 - 2/(e^2x + 1) would lose relative accuracy; other traits go element
+// by element through <cmath>. Pointwise ops split the elements into one contiguous chunk per
+// thread. Softmax over the last dimension (inner == 1) reads a row three times while it sits
+// in L1/L2: its maximum, the sum of exp(x - max) (softmax stores the exponentials then), and
+// the output. Over another dimension (inner > 1) the same three passes run over D strided
+// vectors of W adjacent inner positions, so the SIMD lanes are independent softmaxes.
+#pragma once
+// (standard headers come from vec/isa_std.h, before the instruction set is selected)
+
+#include "activation_ops.h"
+#include "vec/activation_impl.h"
+
+namespace fusedops::cpu::FUSEDOPS_ISA_NS {
+namespace act_detail {
+
+constexpr int64_t kMinPerThread = 32768;  // elements per thread below which one thread runs
+
+inline int threads_for(int64_t work) {
+  if (omp_in_parallel()) return 1;
+  return int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), work / kMinPerThread)));
+}
+
+// Runs body(i0, i1) over [0, n) split into one chunk per thread, chunk edges on 64 elements.
+template <class F>
+void parallel_chunks(int64_t n, F&& body) {
+  const int nt = threads_for(n);
+  if (nt <= 1) return body(int64_t(0), n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    auto edge = [&](int u) { return std::min(n, (u * n / nth + 63) / 64 * 64); };
+    body(edge(t), edge(t + 1));
+  }
+}
+
+// tanh with relative accuracy near zero: an odd Taylor polynomial for |x| < 0.4 (truncation
+// below 4e-9 relative there), 1 - 2 / (exp(2|x|) + 1) beyond.
+template <class V>
+inline typename V::R tanh_accurate(typename V::R x) {
+  using R = typename V::R;
+  const R x2 = V::mul(x, x);
+  R p = V::set1(0.0035921280365724811f);  // 21844 / 6081075
+  p = V::fmadd(p, x2, V::set1(-0.0088632355299021966f));
+  p = V::fmadd(p, x2, V::set1(0.021869488536155203f));
+  p = V::fmadd(p, x2, V::set1(-0.053968253968253968f));
+  p = V::fmadd(p, x2, V::set1(0.13333333333333333f));
+  p = V::fmadd(p, x2, V::set1(-0.33333333333333333f));
+  const R small = V::fmadd(V::mul(p, x2), x, x);
+  return V::select(V::gt(V::set1(0.4f), V::abs(x)), small, vtanh<V>(x));
+}
+
+template <class V>
+inline typename V::R forward_vec(Pointwise f, typename V::R x) {
+  const typename V::R one = V::set1(1.0f);
+  switch (f) {
+    case Pointwise::relu: return act_vec<V>(x, Activation::relu);
+    case Pointwise::sigmoid: return V::div(one, V::add(one, vexp<V>(V::sub(V::zero(), x))));
+    case Pointwise::tanh: return tanh_accurate<V>(x);
+    case Pointwise::gelu: return act_vec<V>(x, Activation::gelu);
+    default: return act_vec<V>(x, Activation::gelu_tanh);
+  }
+}
+
+template <class V>
+inline typename V::R backward_vec(Pointwise f, typename V::R g, typename V::R s) {
+  using R = typename V::R;
+  const R one = V::set1(1.0f);
+  switch (f) {
+    case Pointwise::relu: {
+      // pass g where y > 0 or y is NaN: max(0, y) keeps NaN (the second operand wins when
+      // unordered), min(., 1) then turns NaN into 1 and leaves 0 at 0.
+      const R step = V::min(V::max(V::zero(), s), one);
+      return V::select(V::gt(step, V::zero()), g, V::zero());
+    }
+    case Pointwise::sigmoid: return V::mul(g, V::mul(s, V::sub(one, s)));
+    case Pointwise::tanh: return V::mul(g, V::sub(one, V::mul(s, s)));
+    case Pointwise::gelu: return V::mul(g, act_grad_vec<V>(s, Activation::gelu));
+    default: return V::mul(g, act_grad_vec<V>(s, Activation::gelu_tanh));
+  }
+}
+
+template <typename T>
+inline T forward_scalar(Pointwise f, T x) {
+  switch (f) {
+    case Pointwise::relu: return activation_reference<T>(x, Activation::relu);
+    case Pointwise::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case Pointwise::tanh: return std::tanh(x);
+    case Pointwise::gelu: return activation_reference<T>(x, Activation::gelu);
+    default: return activation_reference<T>(x, Activation::gelu_tanh);
+  }
+}
+
+template <typename T>
+inline T backward_scalar(Pointwise f, T g, T s) {
+  switch (f) {
+    case Pointwise::relu: return (s > T(0) || s != s) ? g : T(0);
+    case Pointwise::sigmoid: return g * (s * (T(1) - s));
+    case Pointwise::tanh: return g * (T(1) - s * s);
+    case Pointwise::gelu: return g * activation_grad_reference<T>(s, Activation::gelu);
+    default: return g * activation_grad_reference<T>(s, Activation::gelu_tanh);
+  }
+}
+
+}  // namespace act_detail
+
+template <class V>
+void pointwise_forward(Pointwise f, int64_t n, const typename V::T* x, typename V::T* y) {
+  using T = typename V::T;
+  constexpr int W = V::W;
+  act_detail::parallel_chunks(n, [&](int64_t i0, int64_t i1) {
+    if constexpr (V::fast_math) {
+      int64_t i = i0;
+      for (; i + W <= i1; i += W) V::storeu(y + i, act_detail::forward_vec<V>(f, V::loadu(x + i)));
+      if (i < i1) {
+        const int r = int(i1 - i);
+        V::store_partial(y + i, act_detail::forward_vec<V>(f, V::load_partial(x + i, r)), r);
+      }
+    } else {
+      for (int64_t i = i0; i < i1; ++i) y[i] = act_detail::forward_scalar<T>(f, x[i]);
+    }
+  });
+}
+
+template <class V>
+void pointwise_backward(Pointwise f, int64_t n, const typename V::T* g, const typename V::T* s,
+                        typename V::T* dx) {
+  using T = typename V::T;
+  constexpr int W = V::W;
+  act_detail::parallel_chunks(n, [&](int64_t i0, int64_t i1) {
+    if constexpr (V::fast_math) {
+      int64_t i = i0;
+      for (; i + W <= i1; i += W)
+        V::storeu(dx + i, act_detail::backward_vec<V>(f, V::loadu(g + i), V::loadu(s + i)));
+      if (i < i1) {
+        const int r = int(i1 - i);
+        V::store_partial(
+            dx + i, act_detail::backward_vec<V>(f, V::load_partial(g + i, r), V::load_partial(s + i, r)), r);
+      }
+    } else {
+      for (int64_t i = i0; i < i1; ++i) dx[i] = act_detail::backward_scalar<T>(f, g[i], s[i]);
+    }
+  });
+}
+
+namespace act_detail {
+
+// Runs body(u) for u in [0, units), one contiguous range of units per thread.
+template <class F>
+void parallel_units(int64_t units, int64_t work, F&& body) {
+  const int nt = std::min<int64_t>(threads_for(work), std::max<int64_t>(units, 1));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    for (int64_t u = t * units / nth, e = (t + 1) * units / nth; u < e; ++u) body(u);
+  }
+}
+
+// Loads `lanes` (<= W) adjacent elements, the other lanes set to `fill`.
+template <class V>
+inline typename V::R load_fill(const typename V::T* p, int lanes, typename V::T fill) {
+  if (lanes == V::W) return V::loadu(p);
+  alignas(64) typename V::T buf[V::W];
+  for (int l = 0; l < V::W; ++l) buf[l] = l < lanes ? p[l] : fill;
+  return V::load(buf);
+}
+
+template <class V>
+inline void store_lanes(typename V::T* p, typename V::R v, int lanes) {
+  if (lanes == V::W) V::storeu(p, v);
+  else V::store_partial(p, v, lanes);
+}
+
+// Softmax of W side-by-side vectors of length D at x[d * stride + lane] (lanes <= W valid;
+// stride 1 and lanes 1 for no vector across rows: then the row itself is vectorised by
+// softmax_row). Vector path for fp32 SIMD traits.
+template <class V>
+void softmax_cols(int64_t D, int64_t stride, int lanes, const typename V::T* x, typename V::T* y,
+                  bool log) {
+  using T = typename V::T;
+  using R = typename V::R;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  R m = V::set1(ninf);
+  for (int64_t d = 0; d < D; ++d) m = V::max(m, load_fill<V>(x + d * stride, lanes, ninf));
+  R s = V::zero();
+  for (int64_t d = 0; d < D; ++d) {
+    const R e = vexp<V>(V::sub(load_fill<V>(x + d * stride, lanes, ninf), m));
+    if (!log) store_lanes<V>(y + d * stride, e, lanes);
+    s = V::add(s, e);
+  }
+  if (log) {
+    alignas(64) T sb[V::W];
+    V::store(sb, s);
+    for (int l = 0; l < V::W; ++l) sb[l] = std::log(sb[l]);
+    const R ls = V::load(sb);
+    for (int64_t d = 0; d < D; ++d)
+      store_lanes<V>(y + d * stride, V::sub(V::sub(load_fill<V>(x + d * stride, lanes, T(0)), m), ls), lanes);
+  } else {
+    const R inv = V::div(V::set1(T(1)), s);
+    for (int64_t d = 0; d < D; ++d)
+      store_lanes<V>(y + d * stride, V::mul(load_fill<V>(y + d * stride, lanes, T(0)), inv), lanes);
+  }
+}
+
+// Softmax of one contiguous row, vectorised along it.
+template <class V>
+void softmax_row(int64_t D, const typename V::T* x, typename V::T* y, bool log) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  R mv = V::set1(ninf);
+  int64_t j = 0;
+  for (; j + W <= D; j += W) mv = V::max(mv, V::loadu(x + j));
+  T m = V::hmax(mv);
+  for (; j < D; ++j) m = x[j] > m ? x[j] : m;
+  const R mb = V::set1(m);
+  R s0 = V::zero(), s1 = V::zero();
+  for (j = 0; j + 2 * W <= D; j += 2 * W) {
+    const R e0 = vexp<V>(V::sub(V::loadu(x + j), mb)), e1 = vexp<V>(V::sub(V::loadu(x + j + W), mb));
+    if (!log) V::storeu(y + j, e0), V::storeu(y + j + W, e1);
+    s0 = V::add(s0, e0);
+    s1 = V::add(s1, e1);
+  }
+  for (; j < D; j += W) {
+    const int lanes = int(std::min<int64_t>(W, D - j));
+    const R e = vexp<V>(V::sub(load_fill<V>(x + j, lanes, ninf), mb));
+    if (!log) store_lanes<V>(y + j, e, lanes);
+    s0 = V::add(s0, e);
+  }
+  const T s = V::hsum(V::add(s0, s1));
+  if (log) {
+    const R ls = V::set1(std::log(s));
+    for (j = 0; j < D; j += W) {
+      const int lanes = int(std::min<int64_t>(W, D - j));
+      store_lanes<V>(y + j, V::sub(V::sub(load_fill<V>(x + j, lanes, T(0)), mb), ls), lanes);
+    }
+  } else {
+    const R inv = V::set1(T(1) / s);
+    for (j = 0; j < D; j += W) {
+      const int lanes = int(std::min<int64_t>(W, D - j));
+      store_lanes<V>(y + j, V::mul(load_fill<V>(y + j, lanes, T(0)), inv), lanes);
+    }
+  }
+}
+
+// Softmax of one vector of length D at x[d * stride], element by element (<cmath>).
+template <typename T>
+void softmax_scalar(int64_t D, int64_t stride, const T* x, T* y, bool log) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t d = 0; d < D; ++d) m = x[d * stride] > m ? x[d * stride] : m;
+  T s = T(0);  // NaN when the row holds NaN (which the comparisons above skip): exp(NaN) is NaN
+  for (int64_t d = 0; d < D; ++d) {
+    const T e = std::exp(x[d * stride] - m);
+    if (!log) y[d * stride] = e;
+    s += e;
+  }
+  if (log) {
+    const T ls = std::log(s);
+    for (int64_t d = 0; d < D; ++d) y[d * stride] = (x[d * stride] - m) - ls;
+  } else {
+    const T inv = T(1) / s;
+    for (int64_t d = 0; d < D; ++d) y[d * stride] *= inv;
+  }
+}
+
+// Gradient of W side-by-side vectors (or one contiguous row with stride 1, lanes W: then
+// `row` walks it in steps of W).
+template <class V>
+void softmax_backward_vec(int64_t D, int64_t stride, int lanes, const typename V::T* g,
+                          const typename V::T* y, typename V::T* dx, bool log, bool row) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  const int64_t n = row ? (D + W - 1) / W : D;  // vectors
+  const int64_t step = row ? W : stride;
+  auto lanes_at = [&](int64_t k) { return row ? int(std::min<int64_t>(W, D - k * W)) : lanes; };
+  R s = V::zero();
+  for (int64_t k = 0; k < n; ++k) {
+    const int l = lanes_at(k);
+    const R gv = load_fill<V>(g + k * step, l, T(0));
+    s = log ? V::add(s, gv) : V::fmadd(gv, load_fill<V>(y + k * step, l, T(0)), s);
+  }
+  if (row) s = V::set1(V::hsum(s));
+  for (int64_t k = 0; k < n; ++k) {
+    const int l = lanes_at(k);
+    const R gv = load_fill<V>(g + k * step, l, T(0)), yv = load_fill<V>(y + k * step, l, T(0));
+    const R out = log ? V::sub(gv, V::mul(vexp<V>(yv), s)) : V::mul(yv, V::sub(gv, s));
+    store_lanes<V>(dx + k * step, out, l);
+  }
+}
+
+template <typename T>
+void softmax_backward_scalar(int64_t D, int64_t stride, const T* g, const T* y, T* dx, bool log) {
+  T s = T(0);
+  for (int64_t d = 0; d < D; ++d) s += log ? g[d * stride] : g[d * stride] * y[d * stride];
+  for (int64_t d = 0; d < D; ++d) {
+    const int64_t i = d * stride;
+    dx[i] = log ? g[i] - std::exp(y[i]) * s : y[i] * (g[i] - s);
+  }
+}
+
+}  // namespace act_detail
+
+template <class V>
+void softmax_forward(int64_t outer, int64_t D, int64_t inner, const typename V::T* x,
+                     typename V::T* y, bool log) {
+  constexpr int W = V::W;
+  if (outer <= 0 || D <= 0 || inner <= 0) return;
+  const int64_t work = outer * D * inner;
+  if constexpr (V::fast_math) {
+    if (inner == 1)
+      return act_detail::parallel_units(outer, work, [&](int64_t o) {
+        act_detail::softmax_row<V>(D, x + o * D, y + o * D, log);
+      });
+    const int64_t blocks = (inner + W - 1) / W;
+    act_detail::parallel_units(outer * blocks, work, [&](int64_t u) {
+      const int64_t o = u / blocks, j = (u % blocks) * W;
+      const int64_t off = o * D * inner + j;
+      act_detail::softmax_cols<V>(D, inner, int(std::min<int64_t>(W, inner - j)), x + off, y + off, log);
+    });
+  } else {
+    act_detail::parallel_units(outer * inner, work, [&](int64_t u) {
+      const int64_t off = (u / inner) * D * inner + u % inner;
+      act_detail::softmax_scalar(D, inner, x + off, y + off, log);
+    });
+  }
+}
+
+template <class V>
+void softmax_backward(int64_t outer, int64_t D, int64_t inner, const typename V::T* g,
+                      const typename V::T* y, typename V::T* dx, bool log) {
+  constexpr int W = V::W;
+  if (outer <= 0 || D <= 0 || inner <= 0) return;
+  const int64_t work = outer * D * inner;
+  if constexpr (V::fast_math) {
+    if (inner == 1)
+      return act_detail::parallel_units(outer, work, [&](int64_t o) {
+        const int64_t off = o * D;
+        act_detail::softmax_backward_vec<V>(D, 1, W, g + off, y + off, dx + off, log, true);
+      });
+    const int64_t blocks = (inner + W - 1) / W;
+    act_detail::parallel_units(outer * blocks, work, [&](int64_t u) {
+      const int64_t o = u / blocks, j = (u % blocks) * W;
+      const int64_t off = o * D * inner + j;
+      act_detail::softmax_backward_vec<V>(D, inner, int(std::min<int64_t>(W, inner - j)), g + off,
+                                          y + off, dx + off, log, false);
+    });
+  } else {
+    act_detail::parallel_units(outer * inner, work, [&](int64_t u) {
+      const int64_t off = (u / inner) * D * inner + u % inner;
+      act_detail::softmax_backward_scalar(D, inner, g + off, y + off, dx + off, log);
+    });
+  }
+}
+
+// Entry points for activation_ops.cpp, one set per instruction set.
+#define FUSEDOPS_ACT_VEC(T) std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>
+
+template <typename T>
+void pointwise_forward_run(Pointwise f, int64_t n, const T* x, T* y) {
+  pointwise_forward<FUSEDOPS_ACT_VEC(T)>(f, n, x, y);
+}
+template <typename T>
+void pointwise_backward_run(Pointwise f, int64_t n, const T* g, const T* s, T* dx) {
+  pointwise_backward<FUSEDOPS_ACT_VEC(T)>(f, n, g, s, dx);
+}
+template <typename T>
+void softmax_forward_run(int64_t outer, int64_t D, int64_t inner, const T* x, T* y, bool log) {
+  softmax_forward<FUSEDOPS_ACT_VEC(T)>(outer, D, inner, x, y, log);
+}
+template <typename T>
+void softmax_backward_run(int64_t outer, int64_t D, int64_t inner, const T* g, const T* y, T* dx,
+                          bool log) {
+  softmax_backward<FUSEDOPS_ACT_VEC(T)>(outer, D, inner, g, y, dx, log);
+}
+#undef FUSEDOPS_ACT_VEC
+
+#define FUSEDOPS_ACT_INSTANTIATE(T)                                                           \
+  template void pointwise_forward_run<T>(Pointwise, int64_t, const T*, T*);                   \
+  template void pointwise_backward_run<T>(Pointwise, int64_t, const T*, const T*, T*);        \
+  template void softmax_forward_run<T>(int64_t, int64_t, int64_t, const T*, T*, bool);        \
+  template void softmax_backward_run<T>(int64_t, int64_t, int64_t, const T*, const T*, T*, bool);
+FUSEDOPS_ACT_INSTANTIATE(float)
+FUSEDOPS_ACT_INSTANTIATE(double)
+#undef FUSEDOPS_ACT_INSTANTIATE
+
+}  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -1,0 +1,160 @@
+// CPU bindings of layer_norm, layer_norm_stats, layer_norm_backward, add_layer_norm,
+// add_layer_norm_stats, add_layer_norm_backward: argument checks, output allocation (outputs
+// contiguous; non-contiguous operands are copied once), dispatch on dtype. The math is in
+// kernels/norm.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+#include "common/checks.h"
+#include "common/norm_args.h"
+#include "cpu/kernels/norm.h"
+
+namespace fusedops {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+at::Tensor contiguous_or_empty(const OptTensor& t) { return t.has_value() ? t->contiguous() : at::Tensor(); }
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+template <typename T>
+T* mut_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+void check_affine(const at::Tensor& input, const OptTensor& weight, const OptTensor& bias, const char* op) {
+  check_cpu_float(input, op, "input");
+  if (weight.has_value()) {
+    check_cpu_float(*weight, op, "weight");
+    check_same_dtype(*weight, input, op, "weight", "input");
+  }
+  if (bias.has_value()) {
+    check_cpu_float(*bias, op, "bias");
+    check_same_dtype(*bias, input, op, "bias", "input");
+  }
+}
+
+void check_like_input(const at::Tensor& t, const at::Tensor& input, const char* op, const char* arg) {
+  check_cpu_float(t, op, arg);
+  check_same_dtype(t, input, op, arg, "input");
+  check_shape_is(t, input.sizes(), op, arg, "the input's shape");
+}
+
+// out, sum (residual given), mean and rstd (stats).
+std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const at::Tensor* residual,
+                                  at::IntArrayRef normalized_shape, const OptTensor& weight,
+                                  const OptTensor& bias, double eps, bool stats) {
+  check_affine(input, weight, bias, op);
+  if (residual) check_like_input(*residual, input, op, "residual");
+  const NormRows r = norm_rows(input, normalized_shape, weight, bias, op);
+  const at::Tensor x = input.contiguous(), res = residual ? residual->contiguous() : at::Tensor();
+  const at::Tensor w = contiguous_or_empty(weight), b = contiguous_or_empty(bias);
+  at::Tensor out = at::empty(input.sizes(), input.options());
+  at::Tensor sum = residual ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  at::Tensor mean, rstd;
+  if (stats) {
+    mean = at::empty(r.stat_shape, input.options());
+    rstd = at::empty(r.stat_shape, input.options());
+    if (r.N == 0) mean.fill_(NAN), rstd.fill_(NAN);  // the mean of nothing
+  }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm", [&] {
+    cpu::layer_norm_forward<scalar_t>(r.M, r.N, x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(res),
+                                      mut_or_null<scalar_t>(sum), ptr_or_null<scalar_t>(w),
+                                      ptr_or_null<scalar_t>(b), scalar_t(eps), out.data_ptr<scalar_t>(),
+                                      mut_or_null<scalar_t>(mean), mut_or_null<scalar_t>(rstd));
+  });
+  return {out, sum, mean, rstd};
+}
+
+using Grads = std::tuple<OptTensor, OptTensor, OptTensor>;
+
+Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
+               const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor& mean,
+               const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
+  check_affine(input, weight, std::nullopt, op);
+  check_like_input(grad_output, input, op, "grad_output");
+  if (grad_sum.has_value()) check_like_input(*grad_sum, input, op, "grad_sum");
+  const NormRows r = norm_rows(input, normalized_shape, weight, std::nullopt, op);
+  check_norm_stats(mean, rstd, input, r, op);
+  const at::Tensor g = grad_output.contiguous(), x = input.contiguous();
+  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = contiguous_or_empty(weight);
+  const at::Tensor ga = mask[0] ? contiguous_or_empty(grad_sum) : at::Tensor();
+  OptTensor dx, dw, db;
+  if (mask[0]) dx = at::empty(input.sizes(), input.options());
+  if (mask[1]) dw = at::empty(normalized_shape, input.options());
+  if (mask[2]) db = at::empty(normalized_shape, input.options());
+  if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm_backward", [&] {
+    cpu::layer_norm_backward<scalar_t>(
+        r.M, r.N, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(),
+        rs.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(ga),
+        dx ? dx->data_ptr<scalar_t>() : nullptr, dw ? dw->data_ptr<scalar_t>() : nullptr,
+        db ? db->data_ptr<scalar_t>() : nullptr);
+  });
+  return {dx, dw, db};
+}
+
+// ---- the ops ----------------------------------------------------------------------------------
+
+at::Tensor layer_norm_cpu(const at::Tensor& input, at::IntArrayRef normalized_shape,
+                          const OptTensor& weight, const OptTensor& bias, double eps) {
+  return forward("layer_norm", input, nullptr, normalized_shape, weight, bias, eps, false)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_stats_cpu(
+    const at::Tensor& input, at::IntArrayRef normalized_shape, const OptTensor& weight,
+    const OptTensor& bias, double eps) {
+  auto o = forward("layer_norm_stats", input, nullptr, normalized_shape, weight, bias, eps, true);
+  return {o[0], o[2], o[3]};
+}
+
+Grads layer_norm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                              at::IntArrayRef normalized_shape, const at::Tensor& mean,
+                              const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
+  return backward("layer_norm_backward", grad_output, std::nullopt, input, normalized_shape, mean,
+                  rstd, weight, mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> add_layer_norm_cpu(const at::Tensor& input, const at::Tensor& residual,
+                                                      at::IntArrayRef normalized_shape,
+                                                      const OptTensor& weight, const OptTensor& bias,
+                                                      double eps) {
+  auto o = forward("add_layer_norm", input, &residual, normalized_shape, weight, bias, eps, false);
+  return {o[0], o[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_layer_norm_stats_cpu(
+    const at::Tensor& input, const at::Tensor& residual, at::IntArrayRef normalized_shape,
+    const OptTensor& weight, const OptTensor& bias, double eps) {
+  auto o = forward("add_layer_norm_stats", input, &residual, normalized_shape, weight, bias, eps, true);
+  return {o[0], o[1], o[2], o[3]};
+}
+
+Grads add_layer_norm_backward_cpu(const at::Tensor& grad_output, const OptTensor& grad_sum,
+                                  const at::Tensor& sum, at::IntArrayRef normalized_shape,
+                                  const at::Tensor& mean, const at::Tensor& rstd,
+                                  const OptTensor& weight, std::array<bool, 3> mask) {
+  return backward("add_layer_norm_backward", grad_output, grad_sum, sum, normalized_shape, mean,
+                  rstd, weight, mask);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("layer_norm", &layer_norm_cpu);
+  m.impl("layer_norm_stats", &layer_norm_stats_cpu);
+  m.impl("layer_norm_backward", &layer_norm_backward_cpu);
+  m.impl("add_layer_norm", &add_layer_norm_cpu);
+  m.impl("add_layer_norm_stats", &add_layer_norm_stats_cpu);
+  m.impl("add_layer_norm_backward", &add_layer_norm_backward_cpu);
+}
+
+}  // namespace fusedops

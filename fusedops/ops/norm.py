@@ -1,0 +1,250 @@
+"""layer_norm and add_layer_norm: the functions, their autograd formulas and fake (meta) shapes.
+
+Training runs the `*_stats` variants, which also return the per-row mean and rstd (marked
+non-differentiable) for the backward ops `layer_norm_backward` / `add_layer_norm_backward`;
+called directly, `torch.ops.fusedops.layer_norm` recomputes them in its backward.
+Higher-order gradients (`create_graph=True`) differentiate torch's own composite formulas, so
+they are correct to any order but do not run in our kernels.
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .linear import _composite_grads, _needs
+
+_ops = torch.ops.fusedops
+_Shape = Union[int, Sequence[int], torch.Size]
+
+
+def _shape(normalized_shape: _Shape) -> List[int]:
+    if isinstance(normalized_shape, int):
+        return [normalized_shape]
+    return list(normalized_shape)
+
+
+def _wants_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def layer_norm(
+    input: torch.Tensor,
+    normalized_shape: _Shape,
+    weight: Optional[torch.Tensor] = None,
+    bias: Optional[torch.Tensor] = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``torch.nn.functional.layer_norm``: normalizes over the trailing dimensions
+    ``normalized_shape`` (biased variance), then scales by ``weight`` and shifts by ``bias``
+    (each optional, of shape ``normalized_shape``)."""
+    shape = _shape(normalized_shape)
+    if _wants_grad(input, weight, bias):
+        return _ops.layer_norm_stats(input, shape, weight, bias, eps)[0]
+    return _ops.layer_norm(input, shape, weight, bias, eps)
+
+
+def add_layer_norm(
+    input: torch.Tensor,
+    residual: torch.Tensor,
+    normalized_shape: _Shape,
+    weight: Optional[torch.Tensor] = None,
+    bias: Optional[torch.Tensor] = None,
+    eps: float = 1e-5,
+):
+    """``(layer_norm(input + residual, ...), input + residual)`` in one pass: the residual
+    add of a transformer block fused into the LayerNorm that follows it."""
+    shape = _shape(normalized_shape)
+    if _wants_grad(input, residual, weight, bias):
+        out, s, _, _ = _ops.add_layer_norm_stats(input, residual, shape, weight, bias, eps)
+        return out, s
+    return _ops.add_layer_norm(input, residual, shape, weight, bias, eps)
+
+
+# ---- fake (meta) implementations -------------------------------------------------------------
+
+
+def _check(input, normalized_shape, weight, bias, op):
+    k = len(normalized_shape)
+    torch._check(k >= 1, lambda: f"fusedops.{op}: normalized_shape must have at least 1 dimension")
+    torch._check(
+        input.dim() >= k and list(input.shape[input.dim() - k:]) == list(normalized_shape),
+        lambda: f"fusedops.{op}: input's trailing dimensions must equal normalized_shape "
+        f"{list(normalized_shape)}, got input shape {list(input.shape)}",
+    )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            torch._check(
+                list(t.shape) == list(normalized_shape),
+                lambda: f"fusedops.{op}: {name} must have shape normalized_shape",
+            )
+    return input.shape[: input.dim() - k]
+
+
+def _stat_dtype(input):
+    return torch.float64 if input.dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("fusedops::layer_norm")
+def _layer_norm_fake(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    _check(input, normalized_shape, weight, bias, "layer_norm")
+    return input.new_empty(input.shape)
+
+
+@torch.library.register_fake("fusedops::layer_norm_stats")
+def _layer_norm_stats_fake(input, normalized_shape, weight, bias, eps):
+    lead = _check(input, normalized_shape, weight, bias, "layer_norm_stats")
+    d = _stat_dtype(input)
+    return input.new_empty(input.shape), input.new_empty(lead, dtype=d), input.new_empty(lead, dtype=d)
+
+
+def _backward_fake(input, normalized_shape, output_mask):
+    return (
+        input.new_empty(input.shape) if output_mask[0] else None,
+        input.new_empty(normalized_shape) if output_mask[1] else None,
+        input.new_empty(normalized_shape) if output_mask[2] else None,
+    )
+
+
+@torch.library.register_fake("fusedops::layer_norm_backward")
+def _layer_norm_backward_fake(grad_output, input, normalized_shape, mean, rstd, weight, output_mask):
+    _check(input, normalized_shape, weight, None, "layer_norm_backward")
+    return _backward_fake(input, normalized_shape, output_mask)
+
+
+@torch.library.register_fake("fusedops::add_layer_norm")
+def _add_layer_norm_fake(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    _check(input, normalized_shape, weight, bias, "add_layer_norm")
+    torch._check(residual.shape == input.shape, lambda: "fusedops.add_layer_norm: residual must have the input's shape")
+    return input.new_empty(input.shape), input.new_empty(input.shape)
+
+
+@torch.library.register_fake("fusedops::add_layer_norm_stats")
+def _add_layer_norm_stats_fake(input, residual, normalized_shape, weight, bias, eps):
+    lead = _check(input, normalized_shape, weight, bias, "add_layer_norm_stats")
+    torch._check(residual.shape == input.shape,
+                 lambda: "fusedops.add_layer_norm_stats: residual must have the input's shape")
+    d = _stat_dtype(input)
+    return (input.new_empty(input.shape), input.new_empty(input.shape),
+            input.new_empty(lead, dtype=d), input.new_empty(lead, dtype=d))
+
+
+@torch.library.register_fake("fusedops::add_layer_norm_backward")
+def _add_layer_norm_backward_fake(grad_output, grad_sum, sum, normalized_shape, mean, rstd, weight,
+                                  output_mask):
+    _check(sum, normalized_shape, weight, None, "add_layer_norm_backward")
+    return _backward_fake(sum, normalized_shape, output_mask)
+
+
+# ---- autograd -------------------------------------------------------------------------------
+
+
+def _torch_layer_norm(shape, eps):
+    return lambda x, w, b: F.layer_norm(x, shape, w, b, eps)
+
+
+def _layer_norm_setup(ctx, inputs, output):
+    input, shape, weight, bias, eps = inputs
+    ctx.shape, ctx.eps = list(shape), eps
+    ctx.save_for_backward(input, weight, bias)
+
+
+def _layer_norm_backward(ctx, grad):
+    input, weight, bias = ctx.saved_tensors
+    nig = _needs(ctx, 5)
+    mask = [nig[0], nig[2], nig[3]]
+    if torch.is_grad_enabled():
+        gx, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
+    else:  # recompute the statistics the plain op did not keep
+        _, mean, rstd = _ops.layer_norm_stats(input, ctx.shape, weight, bias, ctx.eps)
+        gx, gw, gb = _ops.layer_norm_backward(grad, input, ctx.shape, mean, rstd, weight, mask)
+    return gx, None, gw, gb, None
+
+
+torch.library.register_autograd("fusedops::layer_norm", _layer_norm_backward, setup_context=_layer_norm_setup)
+
+
+def _layer_norm_stats_setup(ctx, inputs, output):
+    input, shape, weight, bias, eps = inputs
+    ctx.shape, ctx.eps = list(shape), eps
+    # mean and rstd are returned to be saved for backward, not to be differentiated.
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.save_for_backward(input, weight, bias, output[1], output[2])
+
+
+def _layer_norm_stats_backward(ctx, grad, _grad_mean, _grad_rstd):
+    input, weight, bias, mean, rstd = ctx.saved_tensors
+    nig = _needs(ctx, 5)
+    mask = [nig[0], nig[2], nig[3]]
+    if torch.is_grad_enabled():
+        gx, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
+    else:
+        gx, gw, gb = _ops.layer_norm_backward(grad, input, ctx.shape, mean, rstd, weight, mask)
+    return gx, None, gw, gb, None
+
+
+torch.library.register_autograd(
+    "fusedops::layer_norm_stats", _layer_norm_stats_backward, setup_context=_layer_norm_stats_setup
+)
+
+
+def _add_composite(ctx, x, r, w, b, grad, grad_sum, nig):
+    def fn(x, r, w, b):
+        s = x + r
+        return F.layer_norm(s, ctx.shape, w, b, ctx.eps), s
+
+    with torch.enable_grad():
+        out, s = fn(x, r, w, b)
+        wrt = [t for t, n in zip((x, r, w, b), nig) if n]
+        got = iter(torch.autograd.grad((out, s), wrt, (grad, grad_sum), create_graph=True, allow_unused=True))
+    return [next(got) if n else None for n in nig]
+
+
+def _add_layer_norm_setup(ctx, inputs, output):
+    input, residual, shape, weight, bias, eps = inputs
+    ctx.shape, ctx.eps = list(shape), eps
+    ctx.save_for_backward(input, residual, weight, bias)
+
+
+def _add_layer_norm_backward(ctx, grad, grad_sum):
+    input, residual, weight, bias = ctx.saved_tensors
+    nig = [_needs(ctx, 6)[i] for i in (0, 1, 3, 4)]
+    if torch.is_grad_enabled():
+        gx, gr, gw, gb = _add_composite(ctx, input, residual, weight, bias, grad, grad_sum, nig)
+        return gx, gr, None, gw, gb, None
+    _, s, mean, rstd = _ops.add_layer_norm_stats(input, residual, ctx.shape, weight, bias, ctx.eps)
+    mask = [nig[0] or nig[1], nig[2], nig[3]]
+    gs, gw, gb = _ops.add_layer_norm_backward(grad, grad_sum, s, ctx.shape, mean, rstd, weight, mask)
+    return gs if nig[0] else None, gs if nig[1] else None, None, gw, gb, None
+
+
+torch.library.register_autograd(
+    "fusedops::add_layer_norm", _add_layer_norm_backward, setup_context=_add_layer_norm_setup
+)
+
+
+def _add_layer_norm_stats_setup(ctx, inputs, output):
+    input, residual, shape, weight, bias, eps = inputs
+    ctx.shape, ctx.eps = list(shape), eps
+    ctx.mark_non_differentiable(output[2], output[3])
+    # the sum is saved (it is an output): input and residual need not stay alive
+    ctx.save_for_backward(output[1], weight, bias, output[2], output[3])
+
+
+def _add_layer_norm_stats_backward(ctx, grad, grad_sum, _grad_mean, _grad_rstd):
+    s, weight, bias, mean, rstd = ctx.saved_tensors
+    nig = [_needs(ctx, 6)[i] for i in (0, 1, 3, 4)]
+    if torch.is_grad_enabled():
+        # d/d(input) = d/d(residual) = d/d(sum): differentiate through the saved sum
+        gs, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (s, weight, bias),
+                                      [nig[0] or nig[1], nig[2], nig[3]], grad)
+        if gs is not None:
+            gs = gs + grad_sum
+    else:
+        mask = [nig[0] or nig[1], nig[2], nig[3]]
+        gs, gw, gb = _ops.add_layer_norm_backward(grad, grad_sum, s, ctx.shape, mean, rstd, weight, mask)
+    return gs if nig[0] else None, gs if nig[1] else None, None, gw, gb, None
+
+
+torch.library.register_autograd(
+    "fusedops::add_layer_norm_stats", _add_layer_norm_stats_backward, setup_context=_add_layer_norm_stats_setup
+)
