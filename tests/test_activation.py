@@ -303,3 +303,101 @@ def test_modules(ours, ref):
     assert torch.equal(x.detach(), x2)  # inplace=True is documented as out of place
     out.sum().backward()
     assert x.grad is not None
+
+
+# ---- CUDA kernels: simulator (and GPU) against the CPU ops ----------------------------------------
+
+TORCH_POINTWISE = {
+    "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+}
+
+
+def _cuda_forward(backend, name):
+    if name.startswith("gelu"):
+        approx = "tanh" if name == "gelu_tanh" else "none"
+        return lambda x: op(backend, "gelu")(x, approx)
+    return op(backend, name)
+
+
+def _cuda_backward(backend, name):
+    if name.startswith("gelu"):
+        approx = "tanh" if name == "gelu_tanh" else "none"
+        return lambda g, s: op(backend, "gelu_backward")(g, s, approx)
+    return op(backend, f"{name}_backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(TORCH_POINTWISE))
+def test_cuda_pointwise(backend, dtype, name):
+    d = dev(backend)
+    fn = TORCH_POINTWISE[name]
+    for n, offset in ((1, 0), (37, 0), (1000, 0), (1000, 1)):  # offset 1: unaligned, scalar loads
+        x = (torch.randn(n + offset) * 3)[offset:]
+        ref, lowp = fn(x.double()), fn(x.to(dtype))
+        out = _cuda_forward(backend, name)(x.to(d, dtype))
+        assert out.dtype == dtype
+        check_close(out, ref, lowp, dtype, f"{name} n={n}")
+        g = torch.randn(n)
+        # gelu's backward reads the input, the others' the output
+        saved = x.double() if name.startswith("gelu") else fn(x.double())
+        gref = _cpu_backward(name, g.double(), saved)
+        glow = _cpu_backward(name, g.to(dtype).float(), saved.to(dtype).float()).to(dtype)
+        got = _cuda_backward(backend, name)(g.to(d, dtype), saved.to(d, dtype))
+        check_close(got, gref, glow, dtype, f"{name} backward n={n}")
+
+
+def _cpu_backward(name, g, saved):
+    if name.startswith("gelu"):
+        return ops.gelu_backward(g, saved, "tanh" if name == "gelu_tanh" else "none")
+    return getattr(ops, f"{name}_backward")(g, saved)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+def test_cuda_softmax(backend, dtype, name):
+    d = dev(backend)
+    fn = getattr(torch, name)
+    for shape, dim in (((5, 1), -1), ((6, 7), -1), ((3, 64), 1), ((4, 100), -1), ((9, 4, 5), 1), ((7, 6), 0)):
+        x = torch.randn(*shape) * 3
+        out = op(backend, name)(x.to(d, dtype), dim)
+        assert out.dtype == dtype and out.shape == x.shape and out.is_contiguous()
+        check_close(out, fn(x.double(), dim), fn(x.to(dtype), dim), dtype, f"{name} {shape} dim={dim}")
+        y = fn(x, dim)
+        g = torch.randn(*shape)
+        ref = getattr(ops, f"{name}_backward")(g.double(), y.double(), dim)
+        lowp = getattr(ops, f"{name}_backward")(g.to(dtype).float(), y.to(dtype).float(), dim).to(dtype)
+        got = op(backend, f"{name}_backward")(g.to(d, dtype), y.to(d, dtype), dim)
+        check_close(got, ref, lowp, dtype, f"{name} backward {shape} dim={dim}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_special_values(backend):
+    d = dev(backend)
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([[inf, 1.0, 2.0, 0.0], [-inf, -inf, -inf, -inf], [nan, 1.0, 2.0, 0.0], [-inf, 0.0, 1.0, 2.0],
+                      [1e4, -1e4, 0.0, 1.0]])
+    for name in ("softmax", "log_softmax"):
+        torch.testing.assert_close(op(backend, name)(x.to(d), -1).cpu(), getattr(torch, name)(x, -1), equal_nan=True)
+    v = torch.tensor([nan, inf, -inf, 0.0, -0.0, 1e-30, -100.0, 100.0])
+    for name, fn in TORCH_POINTWISE.items():
+        torch.testing.assert_close(_cuda_forward(backend, name)(v.to(d)).cpu(), fn(v), equal_nan=True)
+    torch.testing.assert_close(op(backend, "relu_backward")(torch.ones(8, device=d), F.relu(v).to(d)).cpu(),
+                               torch.tensor([1.0, 1, 0, 0, 0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_empty_and_bad_input(backend):
+    d = dev(backend)
+    assert op(backend, "gelu")(torch.randn(0, 3, device=d), "none").shape == (0, 3)
+    assert op(backend, "softmax")(torch.randn(4, 0, device=d), -1).shape == (4, 0)
+    assert op(backend, "softmax")(torch.randn(0, 4, device=d), 0).shape == (0, 4)
+    torch.testing.assert_close(op(backend, "softmax")(torch.randn((), device=d), 0).cpu(), torch.tensor(1.0))
+    with pytest.raises(TypeError, match="fusedops.relu: input"):
+        op(backend, "relu")(torch.ones(3, dtype=torch.int32, device=d))
+    with pytest.raises(RuntimeError, match="fusedops.softmax: dim"):
+        op(backend, "softmax")(torch.ones(3, device=d), 1)
+    with pytest.raises(RuntimeError, match="fusedops.gelu: approximate"):
+        op(backend, "gelu")(torch.ones(3, device=d), "fast")

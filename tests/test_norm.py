@@ -398,3 +398,113 @@ def test_module_dtype_device():
     m = fusedops.nn.LayerNorm(8, dtype=torch.float64, device="cpu")
     assert m.weight.dtype == torch.float64
     assert m(torch.randn(2, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+# ---- CUDA kernels: simulator (and GPU) against the CPU ops ----------------------------------------
+
+
+def _lowp(t, dtype):
+    return None if t is None else t.to(dtype)
+
+
+def _dev(t, d, dtype):
+    return None if t is None else t.to(d, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,affine", [(1, (True, True)), (3, (True, False)), (8, (False, True)),
+                                      (97, (True, True)), (256, (False, False))], ids=str)
+def test_cuda_forward(backend, dtype, n, affine):
+    x, w, b = make((2, 5), (n,), torch.float32, affine, scale=2.0, shift=1.0)
+    r = torch.randn_like(x)
+    d = dev(backend)
+    ref = F.layer_norm(x.double(), (n,), f64(w), f64(b))
+    lowp = F.layer_norm(x.to(dtype), (n,), _lowp(w, dtype), _lowp(b, dtype))
+    out, mean, rstd = op(backend, "layer_norm_stats")(x.to(d, dtype), [n], _dev(w, d, dtype), _dev(b, d, dtype), 1e-5)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert mean.dtype == (torch.float64 if dtype == torch.float64 else torch.float32) and mean.shape == (2, 5)
+    check_close(out, ref, lowp, dtype, "layer_norm")
+    plain = op(backend, "layer_norm")(x.to(d, dtype), [n], _dev(w, d, dtype), _dev(b, d, dtype), 1e-5)
+    assert torch.equal(plain, out)
+    xr = x.to(dtype).double()
+    torch.testing.assert_close(mean.double().cpu(), xr.mean(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double().cpu(), (xr.var(-1, unbiased=False) + 1e-5).rsqrt(), rtol=1e-4, atol=1e-4)
+    # the residual add
+    out2, s = op(backend, "add_layer_norm")(x.to(d, dtype), r.to(d, dtype), [n], _dev(w, d, dtype),
+                                            _dev(b, d, dtype), 1e-5)
+    assert torch.equal(s.cpu(), (x.to(dtype) + r.to(dtype)))
+    s = s.cpu()
+    ref2 = F.layer_norm(s.double(), (n,), f64(w), f64(b))
+    check_close(out2, ref2, F.layer_norm(s, (n,), _lowp(w, dtype), _lowp(b, dtype)), dtype, "add_layer_norm")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M,n", [(5, 1), (7, 3), (9, 96), (4, 97), (1030, 24)], ids=str)
+def test_cuda_backward(backend, dtype, M, n):
+    x, w, _ = make((M,), (n,), torch.float32, scale=1.5)
+    g, ga = torch.randn_like(x), torch.randn_like(x)
+    mask = [True, True, True]
+    _, mean, rstd = ops.layer_norm_stats(x.double(), [n], w.double(), None, 1e-5)
+    ref = ops.add_layer_norm_backward(g.double(), ga.double(), x.double(), [n], mean, rstd, w.double(), mask)
+    xl, wl, gl, gal = (t.to(dtype).float() for t in (x, w, g, ga))
+    _, ml, rl = ops.layer_norm_stats(xl, [n], wl, None, 1e-5)
+    lowp = [t.to(dtype) for t in ops.add_layer_norm_backward(gl, gal, xl, [n], ml, rl, wl, mask)]
+    d = dev(backend)
+    xd = x.to(d, dtype)
+    _, md, rd = op(backend, "layer_norm_stats")(xd, [n], w.to(d, dtype), None, 1e-5)
+    args = (g.to(d, dtype), ga.to(d, dtype), xd, [n], md, rd, w.to(d, dtype), mask)
+    ours = op(backend, "add_layer_norm_backward")(*args)
+    for name, o, r, lp in zip(("grad_input", "grad_weight", "grad_bias"), ours, ref, lowp):
+        assert o.dtype == dtype
+        check_close(o, r, lp, dtype, name)
+    again = op(backend, "add_layer_norm_backward")(*args)
+    for o, a in zip(ours, again):  # deterministic: no atomics in the weight/bias sums
+        assert torch.equal(o, a)
+    # without the residual gradient, and with subsets of the outputs
+    ours2 = op(backend, "layer_norm_backward")(g.to(d, dtype), xd, [n], md, rd, None, [True, False, True])
+    assert ours2[1] is None
+    ref2 = ops.layer_norm_backward(g.double(), x.double(), [n], mean, rstd, None, [True, False, True])
+    lowp2 = [None if t is None else t.to(dtype) for t in ops.layer_norm_backward(gl, xl, [n], ml, rl, None, [True, False, True])]
+    check_close(ours2[0], ref2[0], lowp2[0], dtype, "grad_input (no weight)")
+    check_close(ours2[2], ref2[2], lowp2[2], dtype, "grad_bias (no weight)")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_wide_rows_and_layouts(backend):
+    # 6200 fp32 columns: the weight/bias partials do not fit in shared memory and accumulate in
+    # the workspace; an offset view makes the pointers unaligned (the scalar-load variant).
+    d = dev(backend)
+    x, w, b = make((3,), (6200,), torch.float32)
+    g = torch.randn_like(x)
+    _, mean, rstd = ops.layer_norm_stats(x, [6200], w, b, 1e-5)
+    want = ops.layer_norm_backward(g, x, [6200], mean, rstd, w, [True, True, True])
+    _, md, rd = op(backend, "layer_norm_stats")(x.to(d), [6200], w.to(d), b.to(d), 1e-5)
+    got = op(backend, "layer_norm_backward")(g.to(d), x.to(d), [6200], md, rd, w.to(d), [True, True, True])
+    for o, r in zip(got, want):
+        torch.testing.assert_close(o.cpu(), r, rtol=1e-4, atol=1e-4)
+    base = torch.randn(5 * 33 + 1)
+    xo = base[1:].view(5, 33)  # 4-byte offset
+    out = op(backend, "layer_norm")(xo.to(d), [33], None, None, 1e-5)
+    torch.testing.assert_close(out.cpu(), F.layer_norm(xo, (33,)), rtol=1e-5, atol=1e-5)
+    xt = torch.randn(33, 5).t()  # non-contiguous
+    out = op(backend, "layer_norm")(xt.to(d), [33], None, None, 1e-5)
+    torch.testing.assert_close(out.cpu(), F.layer_norm(xt, (33,)), rtol=1e-5, atol=1e-5)
+    empty = op(backend, "layer_norm_stats")(torch.randn(0, 8, device=d), [8], None, None, 1e-5)
+    assert empty[0].shape == (0, 8) and empty[1].shape == (0,)
+    gw = op(backend, "layer_norm_backward")(torch.randn(0, 8, device=d), torch.randn(0, 8, device=d), [8],
+                                            empty[1], empty[2], None, [True, True, True])
+    assert gw[0].shape == (0, 8) and torch.equal(gw[1].cpu(), torch.zeros(8)) and torch.equal(gw[2].cpu(), torch.zeros(8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_bad_input(backend):
+    d = dev(backend)
+    f = op(backend, "layer_norm")
+    with pytest.raises(TypeError, match="fusedops.layer_norm: input"):
+        f(torch.ones(2, 3, dtype=torch.int32, device=d), [3], None, None, 1e-5)
+    with pytest.raises(RuntimeError, match="fusedops.layer_norm: input's trailing dimensions"):
+        f(torch.ones(2, 3, device=d), [4], None, None, 1e-5)
+    with pytest.raises(TypeError, match="fusedops.layer_norm: weight must have the dtype"):
+        f(torch.ones(2, 3, device=d), [3], torch.ones(3, dtype=torch.float64, device=d), None, 1e-5)
