@@ -219,9 +219,8 @@ def test_softmax_gradcheck(isa, name):
 # ---- opcheck, compile, meta, bad input ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("requires_grad", (True, False), ids=("grad", "nograd"))
-def test_opcheck(requires_grad):
-    x = torch.randn(3, 5, 7, requires_grad=requires_grad)
+def test_opcheck():
+    x = torch.randn(3, 5, 7, requires_grad=True)
     g = torch.randn(3, 5, 7)
     for name in ("relu", "sigmoid", "tanh"):
         torch.library.opcheck(getattr(ops, name).default, (x,))
@@ -230,7 +229,7 @@ def test_opcheck(requires_grad):
         torch.library.opcheck(ops.gelu.default, (x, approx))
         torch.library.opcheck(ops.gelu_backward.default, (g, x.detach(), approx))
     for name in ("softmax", "log_softmax"):
-        for dim in (-1, 1):
+        for dim in (-1, 0):
             torch.library.opcheck(getattr(ops, name).default, (x, dim))
             torch.library.opcheck(getattr(ops, f"{name}_backward").default, (g, x.detach(), dim))
 

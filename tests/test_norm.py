@@ -248,7 +248,7 @@ def test_noncontiguous_incoming_gradient(isa):
 
 @pytest.mark.parametrize("direct", (False, True), ids=("ops", "torch.ops"))
 @pytest.mark.parametrize("affine", AFFINE, ids=AFFINE_IDS)
-@pytest.mark.parametrize("shape", [(5,), (2, 3), (1,)], ids=str)
+@pytest.mark.parametrize("shape", [(5,), (2, 3)], ids=str)
 def test_gradcheck(isa, shape, affine, direct):
     x, w, b = make((3,), shape, torch.float64, affine)
     leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
@@ -270,18 +270,18 @@ def test_gradcheck_add_layer_norm(isa, direct):
     assert gradcheck(lambda *t: ops.add_layer_norm_stats(t[0], t[1], [6], t[2], t[3], 1e-5)[:2], (x, r, w, b))
 
 
-def test_double_backward(isa):
-    x, w, b = (t.requires_grad_() for t in make((4,), (7,), torch.float64))
-    assert torch.autograd.gradgradcheck(lambda x, w, b: layer_norm(x, 7, w, b), (x, w, b))
+def test_double_backward():
+    x, w, b = (t.requires_grad_() for t in make((2,), (3,), torch.float64))
+    assert torch.autograd.gradgradcheck(lambda x, w, b: layer_norm(x, 3, w, b), (x, w, b))
     r = torch.randn_like(x).requires_grad_()
-    assert torch.autograd.gradgradcheck(lambda x, r, w, b: add_layer_norm(x, r, 7, w, b), (x, r, w, b))
+    assert torch.autograd.gradgradcheck(lambda x, r, w, b: add_layer_norm(x, r, 3, w, b), (x, r, w, b))
 
 
 # ---- opcheck, compile, meta -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("requires_grad", (True, False), ids=("grad", "nograd"))
-@pytest.mark.parametrize("affine", [(True, True), (False, False)], ids=("wb", "none"))
+@pytest.mark.parametrize("affine,requires_grad", [((True, True), True), ((False, False), False)],
+                         ids=("wb-grad", "none-nograd"))
 def test_opcheck(affine, requires_grad):
     x, w, b = make((2, 3), (5,), torch.float32, affine)
     r = torch.randn_like(x)
@@ -298,7 +298,7 @@ def test_opcheck_backward():
     x, w, b = make((2, 3), (5,), torch.float32)
     g = torch.randn_like(x)
     _, mean, rstd = ops.layer_norm_stats(x, [5], w, b, 1e-5)
-    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+    for mask in ([True, True, True], [False, True, False]):
         torch.library.opcheck(ops.layer_norm_backward.default, (g, x, [5], mean, rstd, w, mask))
         torch.library.opcheck(ops.add_layer_norm_backward.default, (g, g.clone(), x, [5], mean, rstd, w, mask))
         torch.library.opcheck(ops.add_layer_norm_backward.default, (g, None, x, [5], mean, rstd, None, mask))

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/checks.h"
+#include "common/fresh_output.h"
 #include "common/norm_args.h"
 #include "cpu/kernels/activation_ops.h"
 
@@ -26,7 +27,7 @@ Pointwise gelu_kind(c10::string_view approximate, const char* op) {
 at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
   check_cpu_float(input, op, "input");
   const at::Tensor x = input.contiguous();
-  at::Tensor y = at::empty(input.sizes(), input.options());
+  at::Tensor y = empty_output(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.activation", [&] {
     cpu::pointwise_forward<scalar_t>(f, x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
   });
@@ -42,7 +43,7 @@ at::Tensor backward(const char* op, Pointwise f, const at::Tensor& grad_output, 
   FUSEDOPS_CHECK(grad_output.sizes() == saved.sizes(), op, "grad_output must have the shape of ",
                  saved_name, " ", shape_str(saved.sizes()), ", got ", shape_str(grad_output.sizes()));
   const at::Tensor g = grad_output.contiguous(), s = saved.contiguous();
-  at::Tensor dx = at::empty(saved.sizes(), saved.options());
+  at::Tensor dx = empty_output(saved.sizes(), saved.options());
   AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "fusedops.activation_backward", [&] {
     cpu::pointwise_backward<scalar_t>(f, s.numel(), g.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                                       dx.data_ptr<scalar_t>());
@@ -76,7 +77,7 @@ at::Tensor softmax_forward(const char* op, const at::Tensor& input, int64_t dim,
   check_cpu_float(input, op, "input");
   const SoftmaxSplit s = softmax_split(input, dim, op);
   const at::Tensor x = input.contiguous();
-  at::Tensor y = at::empty(input.sizes(), input.options());
+  at::Tensor y = empty_output(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.softmax", [&] {
     cpu::softmax_forward<scalar_t>(s.outer, s.D, s.inner, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), log);
   });
@@ -92,7 +93,7 @@ at::Tensor softmax_backward(const char* op, const at::Tensor& grad_output, const
                  shape_str(output.sizes()), ", got ", shape_str(grad_output.sizes()));
   const SoftmaxSplit s = softmax_split(output, dim, op);
   const at::Tensor g = grad_output.contiguous(), y = output.contiguous();
-  at::Tensor dx = at::empty(output.sizes(), output.options());
+  at::Tensor dx = empty_output(output.sizes(), output.options());
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "fusedops.softmax_backward", [&] {
     cpu::softmax_backward<scalar_t>(s.outer, s.D, s.inner, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                     dx.data_ptr<scalar_t>(), log);

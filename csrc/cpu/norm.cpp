@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "common/checks.h"
+#include "common/fresh_output.h"
 #include "common/norm_args.h"
 #include "cpu/kernels/norm.h"
 
@@ -57,8 +58,8 @@ std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const
   const NormRows r = norm_rows(input, normalized_shape, weight, bias, op);
   const at::Tensor x = input.contiguous(), res = residual ? residual->contiguous() : at::Tensor();
   const at::Tensor w = contiguous_or_empty(weight), b = contiguous_or_empty(bias);
-  at::Tensor out = at::empty(input.sizes(), input.options());
-  at::Tensor sum = residual ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  at::Tensor out = empty_output(input.sizes(), input.options());
+  at::Tensor sum = residual ? empty_output(input.sizes(), input.options()) : at::Tensor();
   at::Tensor mean, rstd;
   if (stats) {
     mean = at::empty(r.stat_shape, input.options());
@@ -88,7 +89,7 @@ Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& g
   const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = contiguous_or_empty(weight);
   const at::Tensor ga = mask[0] ? contiguous_or_empty(grad_sum) : at::Tensor();
   OptTensor dx, dw, db;
-  if (mask[0]) dx = at::empty(input.sizes(), input.options());
+  if (mask[0]) dx = empty_output(input.sizes(), input.options());
   if (mask[1]) dw = at::empty(normalized_shape, input.options());
   if (mask[2]) db = at::empty(normalized_shape, input.options());
   if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
