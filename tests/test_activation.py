@@ -400,3 +400,19 @@ def test_cuda_empty_and_bad_input(backend):
         op(backend, "softmax")(torch.ones(3, device=d), 1)
     with pytest.raises(RuntimeError, match="fusedops.gelu: approximate"):
         op(backend, "gelu")(torch.ones(3, device=d), "fast")
+
+
+def test_autocast_cpu():
+    x = torch.randn(4, 16, requires_grad=True)
+    w = torch.randn(8, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = F.linear(x, w)
+        outs = [fops.gelu(h, "tanh"), fops.relu(h), fops.sigmoid(h), fops.tanh(h), fops.softmax(h, -1),
+                fops.log_softmax(h, 0)]
+        refs = [F.gelu(h, approximate="tanh"), F.relu(h), torch.sigmoid(h), torch.tanh(h), torch.softmax(h, -1),
+                torch.log_softmax(h, 0)]
+    for o, r in zip(outs, refs):
+        assert o.dtype == r.dtype == torch.bfloat16
+        torch.testing.assert_close(o.float(), r.float(), rtol=2e-2, atol=2e-2)
+    sum(o.float().sum() for o in outs).backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32

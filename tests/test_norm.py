@@ -508,3 +508,19 @@ def test_cuda_bad_input(backend):
         f(torch.ones(2, 3, device=d), [4], None, None, 1e-5)
     with pytest.raises(TypeError, match="fusedops.layer_norm: weight must have the dtype"):
         f(torch.ones(2, 3, device=d), [3], torch.ones(3, dtype=torch.float64, device=d), None, 1e-5)
+
+
+def test_autocast_cpu():
+    # a bfloat16 input (a linear's output under autocast) computes in float32 and comes back in
+    # bfloat16, as torch's layer_norm; gradients reach the float32 leaves
+    x = torch.randn(4, 16, requires_grad=True)
+    w = torch.randn(8, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = F.linear(x, w)
+        out = layer_norm(h, 8)
+        ref = F.layer_norm(h, (8,))
+        both, s = add_layer_norm(h, h, 8)
+    assert out.dtype == ref.dtype == torch.bfloat16 and both.dtype == s.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    (out.float().sum() + both.float().pow(2).sum()).backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32

@@ -165,3 +165,24 @@ for _name, _with_dim in (("relu", False), ("sigmoid", False), ("tanh", False),
                          ("softmax", True), ("log_softmax", True)):
     torch.library.register_autograd(f"fusedops::{_name}", _make_backward(_name, _with_dim),
                                     setup_context=_save_output)
+
+
+# ---- autocast -------------------------------------------------------------------------------
+# Under CPU autocast the inputs may be bfloat16/float16 (a linear's output): the CPU kernels
+# compute in float32 and the output comes back in the input's dtype, as torch's own do.
+
+def _register_autocast(name):
+    from ._registry import _AUTOCAST_KEYS, _LIB, _to_float32
+
+    op = getattr(_ops, name).default
+
+    def autocast_impl(input, *rest):
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            out = op(*_to_float32((input, *rest)))
+        return out if input.dtype == torch.float64 else out.to(input.dtype)
+
+    _LIB.impl(name, autocast_impl, "AutocastCPU")
+
+
+for _name in ("gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax"):
+    _register_autocast(_name)

@@ -248,3 +248,28 @@ def _add_layer_norm_stats_backward(ctx, grad, grad_sum, _grad_mean, _grad_rstd):
 torch.library.register_autograd(
     "fusedops::add_layer_norm_stats", _add_layer_norm_stats_backward, setup_context=_add_layer_norm_stats_setup
 )
+
+
+# ---- autocast -------------------------------------------------------------------------------
+# Under CPU autocast the input may be bfloat16/float16 (a linear's output): the CPU kernels
+# compute in float32 and the outputs come back in the input's dtype, as torch's layer_norm
+# (mean and rstd stay float32).
+
+def _register_autocast(name):
+    from ._registry import _AUTOCAST_KEYS, _LIB, _to_float32
+
+    op = getattr(_ops, name).default
+
+    def autocast_impl(input, *rest):
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            out = op(*_to_float32((input, *rest)))
+        if input.dtype == torch.float64:
+            return out
+        back = lambda t: t.to(input.dtype) if t.shape == input.shape else t  # noqa: E731
+        return tuple(back(t) for t in out) if isinstance(out, tuple) else back(out)
+
+    _LIB.impl(name, autocast_impl, "AutocastCPU")
+
+
+for _name in ("layer_norm", "layer_norm_stats", "add_layer_norm", "add_layer_norm_stats"):
+    _register_autocast(_name)
