@@ -4,4 +4,8 @@ from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .linear import Linear
 from .norm import LayerNorm
 
-__all__ = ["Linear", "LayerNorm", "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"]
+__all__ = [
+    "Linear", "LayerNorm",
+    "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+   
+]

@@ -7,6 +7,9 @@ from .norm import add_layer_norm, layer_norm
 
 __all__ = [
     "linear", "matmul",
+   
+   
     "layer_norm", "add_layer_norm",
     "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
+   
 ]
