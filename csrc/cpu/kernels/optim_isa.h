@@ -1,42 +1,52 @@
 // Optimizer steps, gradient norm and scaling over a SIMD trait V (see optim.h for the math);
 // included by optim_<isa>.cpp after the instruction-set selector, which instantiates them.
 //
-// Work split: the tensors' elements, concatenated, are cut into one slice per thread at
-// multiples of 16 elements (whole cache lines for float32); each thread walks the tensors its
-// slice covers. One pass per element; tails of tensors go through partial loads/stores.
+// Work split: the tensors' elements, concatenated, are cut into chunks of 64K elements that
+// the threads take dynamically (a big tensor spans many chunks, small ones share one); one
+// pass per element; tails of tensors go through partial loads/stores.
 #pragma once
 
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 namespace optim_detail {
 
-// Below this many elements per thread a call stays on one thread (a parallel region costs
-// a few microseconds; 32K float32 elements of Adam move ~1 MB).
-constexpr int64_t kMinPerThread = 32 * 1024;
-constexpr int64_t kAlign = 16;
+// The concatenated elements are cut into chunks of kChunk elements (a multiple of 16: whole
+// cache lines for float32), handed to the threads dynamically: a thread that the OS delays
+// (other processes on the cores) leaves its chunks to the others instead of holding up the
+// call. Results that are reduced per chunk are combined in chunk order, so they do not depend
+// on the thread count. A call with a single chunk runs on the calling thread.
+constexpr int64_t kChunk = 64 * 1024;
 
-// Calls f(tensor, begin, end, thread) for every piece of this call's work; the pieces of one
-// thread are one contiguous slice of the concatenated elements.
+inline int64_t chunk_count(const int64_t* sizes, int64_t count) {
+  int64_t total = 0;
+  for (int64_t k = 0; k < count; ++k) total += sizes[k];
+  return (total + kChunk - 1) / kChunk;
+}
+
+// Calls f(tensor, begin, end, chunk) for every piece of every chunk; a chunk's pieces run on
+// one thread, in order.
 template <class F>
 void parallel_spans(const int64_t* sizes, int64_t count, F&& f) {
-  std::vector<int64_t> start(size_t(count) + 1, 0);
+  std::vector<int64_t> start(static_cast<size_t>(count) + 1, 0);
   for (int64_t k = 0; k < count; ++k) start[k + 1] = start[k] + sizes[k];
   const int64_t total = start[count];
-  if (total == 0) return;
-  int64_t nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-  nt = std::max<int64_t>(1, std::min<int64_t>(nt, total / kMinPerThread));
-  auto run = [&](int64_t t, int64_t threads) {
-    const int64_t lo = total * t / threads / kAlign * kAlign;
-    const int64_t hi = t + 1 == threads ? total : total * (t + 1) / threads / kAlign * kAlign;
+  const int64_t chunks = (total + kChunk - 1) / kChunk;
+  if (chunks == 0) return;
+  auto run = [&](int64_t c) {
+    const int64_t lo = c * kChunk, hi = std::min(total, lo + kChunk);
     int64_t k = std::upper_bound(start.begin(), start.end(), lo) - start.begin() - 1;
     for (; k < count && start[k] < hi; ++k) {
       const int64_t b = std::max(lo, start[k]) - start[k];
       const int64_t e = std::min(hi, start[k + 1]) - start[k];
-      if (e > b) f(k, b, e, int(t));
+      if (e > b) f(k, b, e, c);
     }
   };
-  if (nt == 1) return run(0, 1);
-#pragma omp parallel num_threads(int(nt))
-  run(omp_get_thread_num(), omp_get_num_threads());
+  const int64_t nt = omp_in_parallel() ? 1 : std::min<int64_t>(omp_get_max_threads(), chunks);
+  if (nt <= 1) {
+    for (int64_t c = 0; c < chunks; ++c) run(c);
+    return;
+  }
+#pragma omp parallel for num_threads(int(nt)) schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) run(c);
 }
 
 // ---- Adam ------------------------------------------------------------------------------------
@@ -264,7 +274,7 @@ void adam_step_run(const AdamTensor<T>* tensors, int64_t count, const AdamHyper&
   using V = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
   std::vector<int64_t> sizes(static_cast<size_t>(count));
   for (int64_t k = 0; k < count; ++k) sizes[k] = tensors[k].n;
-  optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int) {
+  optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
     const optim_detail::AdamSpan<V> span(tensors[k], h);  // registers of constants, on the stack
     span.run(tensors[k], b, e);
   });
@@ -276,7 +286,7 @@ void sgd_step_run(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h)
   const optim_detail::SgdSpan<V> span(h);
   std::vector<int64_t> sizes(static_cast<size_t>(count));
   for (int64_t k = 0; k < count; ++k) sizes[k] = tensors[k].n;
-  optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int) {
+  optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
     span.run(tensors[k], b, e);
   });
 }
@@ -287,12 +297,10 @@ double total_norm_run(const T* const* data, const int64_t* sizes, int64_t count,
   using namespace optim_detail;
   const NormKind kind = norm_kind(p);
   const double init = kind == NormKind::neg_inf ? std::numeric_limits<double>::infinity() : 0.0;
-  std::vector<double> partial(size_t(std::max(1, omp_get_max_threads())), init);
-  int64_t total = 0;
-  for (int64_t k = 0; k < count; ++k) total += sizes[k];
-  if (total == 0) return 0.0;
-  parallel_spans(sizes, count, [&](int64_t k, int64_t b, int64_t e, int t) {
-    double& acc = partial[size_t(t)];
+  std::vector<double> partial(static_cast<size_t>(chunk_count(sizes, count)), init);
+  if (partial.empty()) return 0.0;
+  parallel_spans(sizes, count, [&](int64_t k, int64_t b, int64_t e, int64_t c) {
+    double& acc = partial[size_t(c)];
     switch (kind) {
       case NormKind::two:
       case NormKind::one: acc += span_reduce<V>(data[k], b, e, kind); break;
@@ -305,7 +313,7 @@ double total_norm_run(const T* const* data, const int64_t* sizes, int64_t count,
     }
   });
   double r = init;
-  for (double x : partial) {
+  for (double x : partial) {  // chunk order: the same result for any thread count
     if (kind == NormKind::inf) r = x > r || x != x ? x : r;
     else if (kind == NormKind::neg_inf) r = x < r || x != x ? x : r;
     else r += x;
@@ -323,7 +331,7 @@ void scale_all_run(T* const* data, const int64_t* sizes, int64_t count, T scale)
   using R = typename V::R;
   constexpr int W = V::W;
   const R s = V::set1(scale);
-  optim_detail::parallel_spans(sizes, count, [&](int64_t k, int64_t b, int64_t e, int) {
+  optim_detail::parallel_spans(sizes, count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
     T* x = data[k];
     int64_t i = b;
     for (; i + W <= e; i += W) V::storeu(x + i, V::mul(V::loadu(x + i), s));
