@@ -491,3 +491,141 @@ def test_bad_input():
                         ["tensors[1]", "dtype"], "total_norm")
     assert_raises_named(lambda: ops.clip_scale_(gs, torch.ones(2), 1.0), RuntimeError,
                         ["total_norm", "one element"], "clip_scale_")
+
+
+# ---- CUDA kernels: on the simulator (CPU tensors) and a GPU, against the CPU ops ---------------
+
+LOWP = (torch.float16, torch.bfloat16)
+# 0-d, empty, tails, one tensor over two chunks, and an unaligned view (offset one element)
+SIM_SHAPES = [(), (0,), (7,), (33, 17), (70001,)]
+
+
+def sim_lists(dtype, state_dtype, amsgrad, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(s, scale=1.0, pos=False):
+        x = torch.rand(s, generator=g) if pos else torch.randn(s, generator=g)
+        return (x * scale).to(dtype)
+
+    ps = [r(s) for s in SIM_SHAPES]
+    ps.append(r((1001,))[1:])  # data pointer off by one element: the unaligned path
+    shapes = [p.shape for p in ps]
+    gs = [r(s) for s in shapes]
+    ms = [r(s, 0.1).to(state_dtype) for s in shapes]
+    vs = [r(s, 0.1, pos=True).to(state_dtype) for s in shapes]
+    vm = [(v.float() + 0.01).to(state_dtype) for v in vs] if amsgrad else []
+    steps = [torch.tensor(float(i + 2)) for i in range(len(shapes))]
+    return [ps, gs, ms, vs, vm, steps]
+
+
+def to_dev(lists, d):
+    # steps stay on the CPU, as torch.optim keeps them (non-capturable)
+    return [[t.to(d, copy=True) for t in lst] for lst in lists[:-1]] + [[t.clone() for t in lists[-1]]]
+
+
+def assert_lowp_equal_rounded(ours, ref32, dtype, what):
+    """A kernel computing in float32 and rounding once to `dtype` lands within one unit in the
+    last place of the float32 result rounded to `dtype`."""
+    ours = ours.cpu()
+    if ours.numel() == 0:
+        return
+    ref = ref32.to(dtype).float()
+    ulp = torch.finfo(dtype).eps * ref.abs().clamp_min(torch.finfo(dtype).tiny)
+    err = (ours.float() - ref).abs()
+    assert (err <= ulp).all(), f"{what}: max error {err.max().item():.3g} > one ulp"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,state_dtype", [(torch.float32, torch.float32),
+                                               (torch.float64, torch.float64),
+                                               (torch.float16, torch.float16),
+                                               (torch.bfloat16, torch.bfloat16),
+                                               (torch.bfloat16, torch.float32),
+                                               (torch.float16, torch.float32)])
+@pytest.mark.parametrize("amsgrad,maximize,decoupled", [(False, False, True), (True, True, False)])
+def test_cuda_adam_step(backend, dtype, state_dtype, amsgrad, maximize, decoupled):
+    lists = sim_lists(dtype, state_dtype, amsgrad)
+    hyper = (1e-2, 0.9, 0.999, 0.1, 1e-8, amsgrad, maximize, decoupled)
+    ours = to_dev(lists, dev(backend))
+    op(backend, "adam_step_")(*ours, *hyper)
+    # the CPU op on the same values in float32 (float64 for float64) is the reference
+    cpu_t = torch.float64 if dtype == torch.float64 else torch.float32
+    ref = [[t.to(cpu_t) for t in lst] for lst in lists[:-1]] + [[t.clone() for t in lists[-1]]]
+    ops.adam_step_(*ref, *hyper)
+    names = ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
+    for name, o_list, r_list in zip(names, ours, ref):
+        for i, (o, r) in enumerate(zip(o_list, r_list)):
+            what = f"{name}[{i}] {dtype}/{state_dtype}"
+            if o.dtype in LOWP:
+                assert_lowp_equal_rounded(o, r, o.dtype, what)
+            else:
+                torch.testing.assert_close(o.cpu(), r.to(o.dtype), rtol=2e-6 if o.dtype ==
+                                           torch.float32 else 1e-14, atol=0, msg=what)
+    assert [s.item() for s in ours[-1]] == [s.item() for s in ref[-1]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("momentum,dampening,nesterov,fresh",
+                         [(0.0, 0.0, False, False), (0.9, 0.1, False, True),
+                          (0.9, 0.0, True, False)])
+def test_cuda_sgd_step(backend, dtype, momentum, dampening, nesterov, fresh):
+    ps, gs, bufs = sim_lists(dtype, dtype, False)[:3]
+    if momentum == 0:
+        bufs = []
+    flags = [fresh if i % 2 else not fresh for i in range(len(bufs))]
+    hyper = (1e-2, momentum, dampening, 0.01, nesterov, True)
+    d = dev(backend)
+    ours = [[t.to(d, copy=True) for t in lst] for lst in (ps, gs, bufs)]
+    op(backend, "sgd_step_")(ours[0], ours[1], ours[2], flags, *hyper)
+    cpu_t = torch.float64 if dtype == torch.float64 else torch.float32
+    ref = [[t.to(cpu_t) for t in lst] for lst in (ps, gs, bufs)]
+    ops.sgd_step_(ref[0], ref[1], ref[2], flags, *hyper)
+    for name, o_list, r_list in zip(("params", "grads", "buffers"), ours, ref):
+        for o, r in zip(o_list, r_list):
+            if dtype in LOWP:
+                assert_lowp_equal_rounded(o, r, dtype, name)
+            else:
+                torch.testing.assert_close(o.cpu(), r, rtol=2e-6, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf"), float("-inf"), 0.0, 3.0])
+def test_cuda_total_norm_and_clip(backend, dtype, norm_type):
+    ts = sim_lists(dtype, dtype, False)[1]
+    ts = [t for t in ts if t.numel()] if norm_type == float("-inf") else ts
+    d = dev(backend)
+    ours = [t.to(d, copy=True) for t in ts]
+    norm = op(backend, "total_norm")(ours, norm_type)
+    assert norm.dtype == dtype and norm.shape == ()
+    flat = torch.cat([t.double().flatten() for t in ts])
+    ref = torch.linalg.vector_norm(flat, norm_type).to(dtype).double()  # float16 may overflow
+    rtol = {torch.float32: 1e-5, torch.float64: 1e-12}.get(dtype, 2 * torch.finfo(dtype).eps)
+    torch.testing.assert_close(norm.cpu().double(), ref, rtol=rtol, atol=0)
+    again = op(backend, "total_norm")(ours, norm_type)
+    assert torch.equal(norm, again)  # deterministic
+    op(backend, "clip_scale_")(ours, norm, 0.5)
+    coef = min(0.5 / (norm.cpu().double().item() + 1e-6), 1.0)
+    for o, t in zip(ours, ts):
+        atol = 2.0**-24 if dtype == torch.float16 else 0  # float16 subnormals
+        torch.testing.assert_close(o.cpu().double(), t.double() * coef, rtol=2 * rtol + 1e-6,
+                                   atol=atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_bad_input(backend):
+    d = dev(backend)
+    ps, gs, ms, vs, vm, steps = to_dev(sim_lists(torch.float32, torch.float32, True), d)
+    f = op(backend, "adam_step_")
+    rest = (1e-2, 0.9, 0.999, 0.1, 1e-8, True, False, True)
+    bad = [gs[0].double()] + gs[1:]
+    assert_raises_named(lambda: f(ps, bad, ms, vs, vm, steps, *rest), TypeError,
+                        ["grads", "dtype"], "adam_step_")
+    bad = [m.half() for m in ms]
+    assert_raises_named(lambda: f(ps, gs, bad, vs, vm, steps, *rest), TypeError,
+                        ["exp_avgs[0]", "float32 for 16-bit params"], "adam_step_")
+    assert_raises_named(lambda: f(ps, gs[:-1], ms, vs, vm, steps, *rest), RuntimeError,
+                        ["grads", "tensors"], "adam_step_")
+    assert_raises_named(lambda: op(backend, "clip_scale_")(gs, torch.ones(3), 1.0),
+                        RuntimeError, ["total_norm", "one element"], "clip_scale_")
