@@ -373,6 +373,16 @@ def test_clip_grad_norm_every_isa(isa):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
 
 
+def test_total_norm_same_for_any_thread_count():
+    """Per-chunk partials combined in chunk order: the same bits on 1 and 2 threads."""
+    ts = make_params(torch.float32, [(300001,), (5,), (70001,)])
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out.append([ops.total_norm(ts, p) for p in (2.0, 1.0, 3.0)])
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+
 def test_clip_grad_norm_edge_cases():
     assert fo.clip_grad_norm_([], 1.0).item() == 0.0
     p = torch.zeros(3, requires_grad=True)  # no grad: skipped

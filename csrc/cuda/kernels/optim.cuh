@@ -31,6 +31,15 @@
 #include <type_traits>
 #include <vector>
 
+// `#pragma unroll` for nvcc only (g++ -Wall would warn about an unknown pragma). Every loop over
+// a thread's kOptimVec elements is unrolled with constant indices, so its arrays stay in
+// registers (a runtime bound would put them in local memory).
+#if defined(__CUDACC__)
+#define OPTIM_UNROLL _Pragma("unroll")
+#else
+#define OPTIM_UNROLL
+#endif
+
 namespace fusedops::FUSEDOPS_CUDA_NS {
 
 // ---- the work table (host and device) ----------------------------------------------------------
@@ -137,12 +146,14 @@ struct alignas(sizeof(T) * kOptimVec) Pack {
 template <typename T, typename A>
 __device__ __forceinline__ void load_vec(const T* p, A* out) {
   const Pack<T> x = *reinterpret_cast<const Pack<T>*>(p);
+  OPTIM_UNROLL
   for (int j = 0; j < kOptimVec; ++j) out[j] = A(to_acc(x.v[j]));
 }
 
 template <typename T, typename A>
 __device__ __forceinline__ void store_vec(T* p, const A* in) {
   Pack<T> x;
+  OPTIM_UNROLL
   for (int j = 0; j < kOptimVec; ++j) x.v[j] = from_acc<T>(in[j]);
   *reinterpret_cast<Pack<T>*>(p) = x;
 }
@@ -153,17 +164,20 @@ __device__ __forceinline__ float fma_acc(float a, float b, float c) { return fma
 __device__ __forceinline__ double fma_acc(double a, double b, double c) { return fma(a, b, c); }
 
 // Elements [i, i + cnt) of a chunk: vector access when the entry is aligned and cnt is
-// kOptimVec, else one by one. f(A* regs...) updates registers in place.
+// kOptimVec, else one by one (lanes from cnt on read as 0 and are not stored).
 template <typename A, typename T>
 __device__ __forceinline__ void load_n(const T* p, int64_t i, int cnt, bool vec, A* r) {
   if (vec) return load_vec(p + i, r);
-  for (int j = 0; j < cnt; ++j) r[j] = A(to_acc(p[i + j]));
+  OPTIM_UNROLL
+  for (int j = 0; j < kOptimVec; ++j) r[j] = j < cnt ? A(to_acc(p[i + j])) : A(0);
 }
 
 template <typename A, typename T>
 __device__ __forceinline__ void store_n(T* p, int64_t i, int cnt, bool vec, const A* r) {
   if (vec) return store_vec(p + i, r);
-  for (int j = 0; j < cnt; ++j) p[i + j] = from_acc<T>(r[j]);
+  OPTIM_UNROLL
+  for (int j = 0; j < kOptimVec; ++j)
+    if (j < cnt) p[i + j] = from_acc<T>(r[j]);
 }
 
 // ---- Adam ------------------------------------------------------------------------------------
@@ -191,13 +205,14 @@ __global__ void __launch_bounds__(kOptimThreads)
        i += int64_t(blockDim.x) * kOptimVec) {
     const int cnt = c.end - i < kOptimVec ? int(c.end - i) : kOptimVec;
     const bool vec = e.aligned && cnt == kOptimVec;
-    A rp[kOptimVec], rg[kOptimVec], rm[kOptimVec], rv[kOptimVec], rvm[kOptimVec];
+    A rp[kOptimVec], rg[kOptimVec], rm[kOptimVec], rv[kOptimVec], rvm[kOptimVec] = {};
     load_n(p, i, cnt, vec, rp);
     load_n(g, i, cnt, vec, rg);
     load_n(m, i, cnt, vec, rm);
     load_n(v, i, cnt, vec, rv);
     if (args.amsgrad) load_n(vm, i, cnt, vec, rvm);
-    for (int j = 0; j < cnt; ++j) {
+    OPTIM_UNROLL
+    for (int j = 0; j < kOptimVec; ++j) {  // lanes past cnt compute on zeros, never stored
       A gj = args.maximize ? -rg[j] : rg[j];
       if (has_wd) {
         if (args.decoupled) rp[j] = rp[j] * decay;
@@ -238,11 +253,12 @@ __global__ void __launch_bounds__(kOptimThreads)
        i += int64_t(blockDim.x) * kOptimVec) {
     const int cnt = c.end - i < kOptimVec ? int(c.end - i) : kOptimVec;
     const bool vec = e.aligned && cnt == kOptimVec;
-    A rp[kOptimVec], rg[kOptimVec], rb[kOptimVec];
+    A rp[kOptimVec], rg[kOptimVec], rb[kOptimVec] = {};
     load_n(p, i, cnt, vec, rp);
     load_n(g, i, cnt, vec, rg);
     if (has_mom && !e.fresh) load_n(buf, i, cnt, vec, rb);
-    for (int j = 0; j < cnt; ++j) {
+    OPTIM_UNROLL
+    for (int j = 0; j < kOptimVec; ++j) {  // lanes past cnt compute on zeros, never stored
       A gj = args.maximize ? -rg[j] : rg[j];
       if (has_wd) gj = fma_acc(rp[j], wd, gj);
       if (has_mom) {
@@ -317,7 +333,9 @@ __global__ void __launch_bounds__(kOptimThreads)
     const int cnt = c.end - i < kOptimVec ? int(c.end - i) : kOptimVec;
     A r[kOptimVec];
     load_n(x, i, cnt, e.aligned && cnt == kOptimVec, r);
-    for (int j = 0; j < cnt; ++j) acc = norm_combine(acc, norm_term(r[j], kind, pa), kind);
+    OPTIM_UNROLL
+    for (int j = 0; j < kOptimVec; ++j)
+      if (j < cnt) acc = norm_combine(acc, norm_term(r[j], kind, pa), kind);
   }
   acc = block_combine(acc, kind);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
@@ -360,7 +378,8 @@ __global__ void __launch_bounds__(kOptimThreads)
     const bool vec = e.aligned && cnt == kOptimVec;
     A r[kOptimVec];
     load_n(x, i, cnt, vec, r);
-    for (int j = 0; j < cnt; ++j) r[j] = r[j] * coef;
+    OPTIM_UNROLL
+    for (int j = 0; j < kOptimVec; ++j) r[j] = r[j] * coef;
     store_n(x, i, cnt, vec, r);
   }
 }
