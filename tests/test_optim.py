@@ -639,3 +639,16 @@ def test_cuda_bad_input(backend):
                         ["grads", "tensors"], "adam_step_")
     assert_raises_named(lambda: op(backend, "clip_scale_")(gs, torch.ones(3), 1.0),
                         RuntimeError, ["total_norm", "one element"], "clip_scale_")
+
+
+def test_lr_scheduler_drives_our_optimizer():
+    ours, theirs = (torch.nn.Parameter(torch.ones(3)) for _ in range(2))
+    opt_o, opt_t = fo.AdamW([ours], lr=0.1), torch.optim.AdamW([theirs], lr=0.1)
+    sched = [torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5) for o in (opt_o, opt_t)]
+    for _ in range(6):
+        for p, o, s in zip((ours, theirs), (opt_o, opt_t), sched):
+            p.grad = torch.tensor([1.0, -2.0, 0.5])
+            o.step()
+            s.step()
+    assert opt_o.param_groups[0]["lr"] == opt_t.param_groups[0]["lr"] == 0.1 * 0.5**3
+    torch.testing.assert_close(ours.detach(), theirs.detach())
