@@ -15,8 +15,11 @@ from conftest import BACKENDS, assert_raises_named, dev, op
 
 ops = torch.ops.fusedops
 
-# 0-d, empty, one element, SIMD tails, a matrix, and one big enough to be split over threads
-SHAPES = [(), (0,), (1,), (7,), (33, 17), (1000,), (70001,)]
+# 0-d, empty, one element, SIMD tails, a matrix, a longer vector (chunks and threads: the
+# tests with 200K+ elements below)
+SHAPES = [(), (0,), (1,), (7,), (33, 17), (1000,), (20001,)]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One thread unless a test asks for more: torch's reference runs about ten parallel
