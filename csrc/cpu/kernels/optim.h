@@ -2,10 +2,10 @@
 //
 // Each step is one pass over every tensor's memory: per element the parameter, gradient and
 // state are read once and the parameter and state written once (Adam: read p, g, m, v; write
-// p, m, v). The tensors of a call are seen as one concatenated range of elements, cut into one
-// contiguous slice per OpenMP thread (a big tensor is split between threads, small ones are
-// grouped into one thread's slice); within a slice the loop runs on SIMD registers with
-// partial loads and stores at the tail of each tensor.
+// p, m, v). The tensors of a call are seen as one concatenated range of elements, cut into
+// chunks of 64K elements that the OpenMP threads take dynamically (a big tensor is split
+// between threads, small ones share a chunk); within a chunk the loop runs on SIMD registers
+// with partial loads and stores at the tail of each tensor.
 //
 // The arithmetic follows torch.optim's single-tensor formulas operation by operation in the
 // parameter's dtype (scalars rounded to it as torch rounds them), so trajectories match torch's
@@ -72,8 +72,9 @@ void sgd_step(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h);
 
 // ---- gradient norm and scaling ----------------------------------------------------------------
 // The p-norm of all elements of all tensors together: (sum |x|^p)^(1/p); p = inf: max |x|,
-// -inf: min |x|, 0: the count of non-zeros. Accumulated in double per thread (float32 sums
-// over short blocks first), partials combined in thread order. Empty input: 0.
+// -inf: min |x|, 0: the count of non-zeros. Accumulated in double per chunk (float32 sums over
+// blocks of 256 elements first), chunks combined in order: the result does not depend on the
+// thread count. Empty input: 0.
 
 template <typename T>
 double total_norm(const T* const* data, const int64_t* sizes, int64_t count, double p);
