@@ -83,6 +83,24 @@ void define_schemas(torch::Library& m) {
   // ---- losses (fusedops/ops/loss.py) ----
 
   // ---- optimizers (fusedops/optim) ----
+  // Adam (decoupled_weight_decay: AdamW) over one param group's tensors of one dtype, in
+  // place: each state_step += 1, then one fused pass per tensor with its bias corrections;
+  // max_exp_avg_sqs is empty unless amsgrad.
+  m.def(
+      "adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, "
+      "float lr, float beta1, float beta2, float weight_decay, float eps, bool amsgrad, "
+      "bool maximize, bool decoupled_weight_decay) -> ()");
+  // SGD with momentum/dampening/nesterov in place; momentum_buffers is empty when momentum is
+  // 0; a buffer flagged in fresh_buffers becomes the (decayed) gradient, as torch's first step.
+  m.def(
+      "sgd_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+      "bool[] fresh_buffers, float lr, float momentum, float dampening, float weight_decay, "
+      "bool nesterov, bool maximize) -> ()");
+  // The norm_type-norm of all elements of all tensors (one dtype) together: a 0-d tensor.
+  m.def("total_norm(Tensor[] tensors, float norm_type) -> Tensor");
+  // tensors *= min(max_norm / (total_norm + 1e-6), 1), total_norm a 0-d tensor (never synced).
+  m.def("clip_scale_(Tensor(a!)[] tensors, Tensor total_norm, float max_norm) -> ()");
 }
 
 }  // namespace fusedops

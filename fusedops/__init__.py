@@ -31,6 +31,7 @@ _C = _load_extension()
 
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
+from . import optim  # noqa: E402
 
 
 def cpu_info():
@@ -38,4 +39,4 @@ def cpu_info():
     return _C._cpu_info()
 
 
-__all__ = ["__version__", "ops", "nn", "cpu_info"]
+__all__ = ["__version__", "ops", "nn", "optim", "cpu_info"]

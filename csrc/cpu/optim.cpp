@@ -1,0 +1,199 @@
+// CPU bindings of adam_step_, sgd_step_, total_norm, clip_scale_: argument checks, the step
+// counters and bias corrections, the tensors lined up element by element, dispatch on dtype.
+// The math is in kernels/optim.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/checks.h"
+#include "common/optim_args.h"
+#include "cpu/kernels/optim.h"
+
+namespace fusedops {
+namespace {
+
+void check_param(const at::Tensor& p, const at::Tensor& first, size_t k, const char* op) {
+  check_cpu_float(p, op, "params");
+  TORCH_CHECK_TYPE(p.scalar_type() == first.scalar_type(), "fusedops.", op, ": params[", k,
+                   "] must have the dtype of params[0] (", first.scalar_type(), "), got ",
+                   p.scalar_type(), " (call once per dtype)");
+}
+
+void check_state(const at::Tensor& t, const at::Tensor& p, size_t k, const char* op,
+                 const char* name) {
+  check_like_param(t, p, k, op, name);
+  FUSEDOPS_CHECK(t.device().is_cpu(), op, name, "[", k, "] must be a CPU tensor, got device ",
+                 t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == p.scalar_type(), "fusedops.", op, ": ", name, "[", k,
+                   "] must have the dtype of params[", k, "] (", p.scalar_type(), "), got ",
+                   t.scalar_type());
+}
+
+// ---- adam_step_ -------------------------------------------------------------------------------
+
+void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                   at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                   at::TensorList state_steps, double lr, double beta1, double beta2,
+                   double weight_decay, double eps, bool amsgrad, bool maximize,
+                   bool decoupled_weight_decay) {
+  const char* op = "adam_step_";
+  const size_t n = params.size();
+  check_list_length(grads, n, op, "grads", "one per param");
+  check_list_length(exp_avgs, n, op, "exp_avgs", "one per param");
+  check_list_length(exp_avg_sqs, n, op, "exp_avg_sqs", "one per param");
+  check_list_length(state_steps, n, op, "state_steps", "one per param");
+  check_list_length(max_exp_avg_sqs, amsgrad ? n : 0, op, "max_exp_avg_sqs",
+                    amsgrad ? "one per param with amsgrad" : "none without amsgrad");
+  if (n == 0) return;
+  for (size_t k = 0; k < n; ++k) {
+    check_param(params[k], params[0], k, op);
+    check_state(grads[k], params[k], k, op, "grads");
+    check_state(exp_avgs[k], params[k], k, op, "exp_avgs");
+    check_state(exp_avg_sqs[k], params[k], k, op, "exp_avg_sqs");
+    if (amsgrad) check_state(max_exp_avg_sqs[k], params[k], k, op, "max_exp_avg_sqs");
+  }
+  cpu::AdamHyper h;
+  h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.weight_decay = weight_decay, h.eps = eps;
+  h.amsgrad = amsgrad, h.maximize = maximize, h.decoupled = decoupled_weight_decay;
+  std::vector<LinedUp> lined;
+  lined.reserve(n);
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<at::Tensor> ts{params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]};
+    if (amsgrad) ts.push_back(max_exp_avg_sqs[k]);
+    lined.push_back(line_up(std::move(ts)));
+  }
+  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.adam_step_", [&] {
+    std::vector<cpu::AdamTensor<scalar_t>> ts(n);
+    for (size_t k = 0; k < n; ++k) {
+      const auto& t = lined[k].tensors;
+      const AdamScalars s = adam_scalars(advance_step(state_steps[k], k, op), lr, beta1, beta2);
+      ts[k].p = t[0].data_ptr<scalar_t>();
+      ts[k].g = t[1].data_ptr<scalar_t>();
+      ts[k].m = t[2].data_ptr<scalar_t>();
+      ts[k].v = t[3].data_ptr<scalar_t>();
+      ts[k].vmax = amsgrad ? t[4].data_ptr<scalar_t>() : nullptr;
+      ts[k].n = t[0].numel();
+      ts[k].step_size = s.step_size;
+      ts[k].bc2_sqrt = s.bc2_sqrt;
+    }
+    cpu::adam_step<scalar_t>(ts.data(), int64_t(n), h);
+  });
+  for (LinedUp& l : lined) l.write_back();
+}
+
+// ---- sgd_step_ --------------------------------------------------------------------------------
+
+void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                  const c10::List<bool>& fresh_buffers, double lr, double momentum, double dampening,
+                  double weight_decay, bool nesterov, bool maximize) {
+  const char* op = "sgd_step_";
+  const size_t n = params.size();
+  const bool has_buf = momentum != 0;
+  check_list_length(grads, n, op, "grads", "one per param");
+  check_list_length(momentum_buffers, has_buf ? n : 0, op, "momentum_buffers",
+                    has_buf ? "one per param with momentum" : "none without momentum");
+  FUSEDOPS_CHECK(fresh_buffers.size() == momentum_buffers.size(), op,
+                 "fresh_buffers must have one flag per momentum buffer (",
+                 momentum_buffers.size(), "), got ", fresh_buffers.size());
+  if (n == 0) return;
+  for (size_t k = 0; k < n; ++k) {
+    check_param(params[k], params[0], k, op);
+    check_state(grads[k], params[k], k, op, "grads");
+    if (has_buf) check_state(momentum_buffers[k], params[k], k, op, "momentum_buffers");
+  }
+  cpu::SgdHyper h;
+  h.lr = lr, h.momentum = momentum, h.dampening = dampening, h.weight_decay = weight_decay;
+  h.nesterov = nesterov, h.maximize = maximize;
+  std::vector<LinedUp> lined;
+  lined.reserve(n);
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<at::Tensor> ts{params[k], grads[k]};
+    if (has_buf) ts.push_back(momentum_buffers[k]);
+    lined.push_back(line_up(std::move(ts)));
+  }
+  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.sgd_step_", [&] {
+    std::vector<cpu::SgdTensor<scalar_t>> ts(n);
+    for (size_t k = 0; k < n; ++k) {
+      const auto& t = lined[k].tensors;
+      ts[k].p = t[0].data_ptr<scalar_t>();
+      ts[k].g = t[1].data_ptr<scalar_t>();
+      ts[k].buf = has_buf ? t[2].data_ptr<scalar_t>() : nullptr;
+      ts[k].n = t[0].numel();
+      ts[k].fresh = has_buf && fresh_buffers.get(k);
+    }
+    cpu::sgd_step<scalar_t>(ts.data(), int64_t(n), h);
+  });
+  for (LinedUp& l : lined) l.write_back();
+}
+
+// ---- total_norm / clip_scale_ -------------------------------------------------------------------
+
+void check_norm_inputs(at::TensorList tensors, const char* op) {
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    check_cpu_float(tensors[k], op, "tensors");
+    FUSEDOPS_CHECK(tensors[k].layout() == at::kStrided, op, "tensors[", k,
+                   "] must be a dense (strided) tensor, got layout ", tensors[k].layout());
+    TORCH_CHECK_TYPE(tensors[k].scalar_type() == tensors[0].scalar_type(), "fusedops.", op,
+                     ": tensors[", k, "] must have the dtype of tensors[0] (",
+                     tensors[0].scalar_type(), "), got ", tensors[k].scalar_type());
+  }
+}
+
+at::Tensor total_norm_cpu(at::TensorList tensors, double norm_type) {
+  const char* op = "total_norm";
+  FUSEDOPS_CHECK(tensors.size() > 0, op,
+                 "tensors must not be empty (the dtype of the result comes from them)");
+  check_norm_inputs(tensors, op);
+  const size_t n = tensors.size();
+  at::Tensor out = at::empty({}, tensors[0].options());
+  std::vector<at::Tensor> dense(n);
+  std::vector<int64_t> sizes(n);
+  for (size_t k = 0; k < n; ++k) {  // any dense layout is read in memory order, as is
+    dense[k] = tensors[k].is_non_overlapping_and_dense() ? tensors[k] : tensors[k].contiguous();
+    sizes[k] = dense[k].numel();
+  }
+  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "fusedops.total_norm", [&] {
+    std::vector<const scalar_t*> ptrs(n);
+    for (size_t k = 0; k < n; ++k) ptrs[k] = dense[k].data_ptr<scalar_t>();
+    *out.data_ptr<scalar_t>() =
+        scalar_t(cpu::total_norm<scalar_t>(ptrs.data(), sizes.data(), int64_t(n), norm_type));
+  });
+  return out;
+}
+
+void clip_scale_cpu(at::TensorList tensors, const at::Tensor& total_norm, double max_norm) {
+  const char* op = "clip_scale_";
+  check_norm_inputs(tensors, op);
+  FUSEDOPS_CHECK(total_norm.numel() == 1, op, "total_norm must have one element, got shape ",
+                 shape_str(total_norm.sizes()));
+  if (tensors.empty()) return;
+  const size_t n = tensors.size();
+  std::vector<LinedUp> lined;
+  for (size_t k = 0; k < n; ++k) lined.push_back(line_up({tensors[k]}));
+  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "fusedops.clip_scale_", [&] {
+    // torch: max_norm / (total_norm + 1e-6) clamped at 1, in the gradients' dtype
+    const scalar_t norm = total_norm.to(at::kCPU).item<scalar_t>();
+    scalar_t coef = scalar_t(max_norm) / (norm + scalar_t(1e-6));
+    coef = coef > scalar_t(1) ? scalar_t(1) : coef;  // NaN stays NaN, as torch.clamp
+    std::vector<scalar_t*> ptrs(n);
+    std::vector<int64_t> sizes(n);
+    for (size_t k = 0; k < n; ++k) {
+      ptrs[k] = lined[k].tensors[0].data_ptr<scalar_t>();
+      sizes[k] = lined[k].tensors[0].numel();
+    }
+    cpu::scale_all<scalar_t>(ptrs.data(), sizes.data(), int64_t(n), coef);
+  });
+  for (LinedUp& l : lined) l.write_back();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("adam_step_", &adam_step_cpu);
+  m.impl("sgd_step_", &sgd_step_cpu);
+  m.impl("total_norm", &total_norm_cpu);
+  m.impl("clip_scale_", &clip_scale_cpu);
+}
+
+}  // namespace fusedops
