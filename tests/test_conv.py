@@ -27,7 +27,7 @@ CASES = [
     (1, 7, 6, 6, 9, 2, 2, 1, 2, 1, 1),        # padding beyond the kernel reach
     (2, 12, 9, 10, 12, 3, 3, 1, 1, 1, 3),     # groups 3
     (2, 9, 7, 8, 15, 7, 7, 1, 3, 1, 1),       # 7x7
-    (2, 6, 10, 5, 6, (3, 1), (1, 5), (1, 2), (1, 2), (2, 1), 2),  # pairs everywhere
+    (2, 6, 10, 9, 6, 3, 5, (1, 2), (1, 2), (2, 1), 2),  # pairs everywhere
 ]
 
 
@@ -75,7 +75,7 @@ def test_conv2d_float64_exact_enough(c):
     torch.testing.assert_close(conv2d(x, w, b, **kw), F.conv2d(x, w, b, **kw), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kh,kw_,d", [(3, 3, 1), (2, 4, 1), (4, 2, 2), (1, 1, 1), (5, 2, 3)])
+@pytest.mark.parametrize("kh,kw_,d", [(3, 3, 1), (2, 4, 1), (4, 2, 2), (1, 1, 1), (5, 2, 2)])
 def test_padding_same_and_valid(kh, kw_, d):
     x = torch.randn(2, 3, 9, 8, requires_grad=True)
     w = torch.randn(5, 3, kh, kw_, requires_grad=True)
@@ -123,11 +123,16 @@ def test_empty_batch_and_no_bias():
     assert torch.equal(w.grad, torch.zeros_like(w))
 
 
-@pytest.mark.parametrize("c", [(2, 4, 5, 6, 4, 3, 3, 1, 1, 1, 2), (1, 3, 6, 5, 2, 3, 2, 2, 1, 2, 1),
-                               (2, 3, 4, 4, 3, 3, 3, 1, 1, 1, 3)], ids=str)
+@pytest.mark.parametrize("c", [(1, 4, 4, 5, 2, 3, 3, 1, 1, 1, 2), (1, 2, 5, 4, 2, 3, 2, 2, 1, 2, 1),
+                               (1, 3, 4, 4, 3, 3, 3, 1, 1, 1, 3)], ids=str)
 def test_gradcheck_float64(c):
     x, w, b, kw = _case(c, dtype=torch.float64, grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: conv2d(x, w, b, **kw), (x, w, b))
+
+
+@pytest.mark.slow
+def test_gradgradcheck_float64():
+    x, w, b, kw = _case((1, 2, 4, 3, 2, 2, 2, 1, 1, 1, 1), dtype=torch.float64, grad=True)
     assert torch.autograd.gradgradcheck(lambda x, w, b: conv2d(x, w, b, **kw), (x, w, b))
 
 
@@ -301,10 +306,10 @@ def test_cuda_max_pool2d(backend, dtype):
         p2 = [pad, pad] if isinstance(pad, int) else list(pad)
         d2 = [d, d] if isinstance(d, int) else list(d)
         a, ia = op(backend, "max_pool2d_with_indices")(x.to(D), k2, s2, p2, d2, ceil)
-        r, ir = F.max_pool2d(x.float(), k2, s2, p2, d2, ceil, return_indices=True)
-        assert torch.equal(a.cpu().float().nan_to_num(), r.nan_to_num()) and torch.equal(ia.cpu(), ir)
+        r, ir = F.max_pool2d(x.double(), k2, s2, p2, d2, ceil, return_indices=True)
+        assert torch.equal(a.cpu().double().nan_to_num(), r.nan_to_num()) and torch.equal(ia.cpu(), ir)
         g = torch.randn(r.shape).to(dtype)
         gx = op(backend, "max_pool2d_backward")(g.to(D), x.to(D), ia, k2, s2, p2, d2, ceil)
-        xr = x.float().requires_grad_()
-        ref = torch.autograd.grad(F.max_pool2d(xr, k2, s2, p2, d2, ceil), xr, g.float())[0]
-        check_close(gx, ref.double(), ref.to(dtype), dtype, "max_pool2d_backward")
+        xr = x.double().requires_grad_()
+        ref = torch.autograd.grad(F.max_pool2d(xr, k2, s2, p2, d2, ceil), xr, g.double())[0]
+        check_close(gx, ref, ref.to(dtype), dtype, "max_pool2d_backward")
