@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -23,6 +24,7 @@ template <typename T>
 struct Im2col {
   const T* x;  // the group's first input channel of one image
   int64_t H, W, R, S, OW, sh, sw, ph, pw, dh, dw;
+  int64_t j_off = 0;  // column j of the operand is output pixel j_off + j
 };
 
 // d[0, len) = row[iw0 + t * sw], 0 where the column falls into the padding.
@@ -54,7 +56,7 @@ void pack_im2col(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr
   int64_t run_j[kMaxRuns], run_len[kMaxRuns], run_ih[kMaxRuns], run_iw[kMaxRuns];
   int nruns = 0;
   for (int64_t j = 0; j < nr && nruns < kMaxRuns;) {
-    const int64_t pix = j0 + j, oh = pix / a.OW, ow = pix % a.OW;
+    const int64_t pix = a.j_off + j0 + j, oh = pix / a.OW, ow = pix % a.OW;
     const int64_t len = std::min(nr - j, a.OW - ow);
     run_j[nruns] = j, run_len[nruns] = len;
     run_ih[nruns] = oh * a.sh - a.ph, run_iw[nruns] = ow * a.sw - a.pw;
@@ -63,8 +65,28 @@ void pack_im2col(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr
   }
   const int64_t RS = a.R * a.S;
   int64_t c = k0 / RS, r = (k0 % RS) / a.S, s = k0 % a.S;
+  // The common case: the whole panel is one run of a row, stride 1; rows of it that lie inside
+  // the image are a copy of NR consecutive elements.
+  const bool one_run = nruns == 1 && nr == NR && a.sw == 1;
   for (int64_t k = 0; k < kc; ++k) {
     T* dst = Bp + k * NR;
+    if (one_run) {
+      const int64_t ih = run_ih[0] + r * a.dh, iw0 = run_iw[0] + s * a.dw;
+      if (ih >= 0 && ih < a.H && iw0 >= 0 && iw0 + NR <= a.W) {
+        const T* src = a.x + (c * a.H + ih) * a.W + iw0;
+        switch (NR) {  // constant sizes: a few vector moves
+          case 8: std::memcpy(dst, src, 8 * sizeof(T)); break;
+          case 16: std::memcpy(dst, src, 16 * sizeof(T)); break;
+          case 32: std::memcpy(dst, src, 32 * sizeof(T)); break;
+          default: std::memcpy(dst, src, size_t(NR) * sizeof(T));
+        }
+        if (++s == a.S) {
+          s = 0;
+          if (++r == a.R) r = 0, ++c;
+        }
+        continue;
+      }
+    }
     const T* xc = a.x + c * a.H * a.W;
     const int64_t roff = r * a.dh, soff = s * a.dw;
     for (int q = 0; q < nruns; ++q) {
@@ -154,25 +176,42 @@ inline void valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* 
 
 // ---- forward --------------------------------------------------------------------------------
 
+// Pixel columns per GEMM call: the packed im2col panel (Cg*R*S x chunk) stays in L2 instead
+// of streaming a whole image's worth through L3.
+int64_t pixel_chunk(int64_t CRS, int64_t P, int64_t elem) {
+  static const int64_t env = [] {
+    const char* e = std::getenv("FUSEDOPS_CONV_CHUNK");
+    return e ? std::atoll(e) : int64_t(0);
+  }();
+  if (env > 0) return env;
+  const int64_t kc = std::min<int64_t>(CRS, 512);
+  const int64_t c = (int64_t(1) << 20) / (kc * elem) / 48 * 48;
+  return std::clamp<int64_t>(c, 96, std::max<int64_t>(P, 96));
+}
+
 template <typename T>
 void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
                         int64_t n) {
   const Dims d(s);
+  const int64_t chunk = pointwise(s) ? d.P : pixel_chunk(d.CRS, d.P, sizeof(T));
   for (int64_t g = 0; g < s.groups; ++g) {
     const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
-    const Im2col<T> ctx = im2col_of(s, xg);
-    GemmArgs<T> a;
-    a.M = d.Kg, a.N = d.P, a.K = d.CRS;
-    a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
-    if (pointwise(s)) {
-      a.B = xg, a.rsb = d.HW, a.csb = 1;
-    } else {
-      a.pack_b = &pack_im2col<T>;
-      a.pack_b_ctx = &ctx;
+    for (int64_t j0 = 0; j0 < d.P; j0 += chunk) {
+      Im2col<T> ctx = im2col_of(s, xg);
+      ctx.j_off = j0;
+      GemmArgs<T> a;
+      a.M = d.Kg, a.N = std::min(chunk, d.P - j0), a.K = d.CRS;
+      a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
+      if (pointwise(s)) {
+        a.B = xg, a.rsb = d.HW, a.csb = 1;
+      } else {
+        a.pack_b = &pack_im2col<T>;
+        a.pack_b_ctx = &ctx;
+      }
+      a.C = y + (n * s.K + g * d.Kg) * d.P + j0, a.ldc = d.P;
+      if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
+      gemm<T>(a);
     }
-    a.C = y + (n * s.K + g * d.Kg) * d.P, a.ldc = d.P;
-    if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
-    gemm<T>(a);
   }
 }
 
