@@ -28,6 +28,7 @@ CASES = [
     (2, 12, 9, 10, 12, 3, 3, 1, 1, 1, 3),     # groups 3
     (2, 9, 7, 8, 15, 7, 7, 1, 3, 1, 1),       # 7x7
     (2, 6, 10, 9, 6, 3, 5, (1, 2), (1, 2), (2, 1), 2),  # pairs everywhere
+    (1, 512, 4, 5, 6, 3, 3, 1, 1, 1, 1),      # input gradient as a transposed convolution
 ]
 
 

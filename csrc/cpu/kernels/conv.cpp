@@ -179,11 +179,6 @@ inline void valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* 
 // Pixel columns per GEMM call: the packed im2col panel (Cg*R*S x chunk) stays in L2 instead
 // of streaming a whole image's worth through L3.
 int64_t pixel_chunk(int64_t CRS, int64_t P, int64_t elem) {
-  static const int64_t env = [] {
-    const char* e = std::getenv("FUSEDOPS_CONV_CHUNK");
-    return e ? std::atoll(e) : int64_t(0);
-  }();
-  if (env > 0) return env;
   const int64_t kc = std::min<int64_t>(CRS, 512);
   const int64_t c = (int64_t(1) << 20) / (kc * elem) / 48 * 48;
   return std::clamp<int64_t>(c, 96, std::max<int64_t>(P, 96));
@@ -290,8 +285,13 @@ void conv2d_backward_bias(const Conv2dShape& s, const T* gy, T* gb) {
     double acc = 0;  // (fp32 sums of up to N * P terms: accumulate wide)
     for (int64_t n = 0; n < s.N; ++n) {
       const T* p = gy + (n * s.K + k) * d.P;
+      T lanes[8] = {};  // independent lanes: the compiler vectorizes the sum
+      int64_t i = 0;
+      for (; i + 8 <= d.P; i += 8)
+        for (int t = 0; t < 8; ++t) lanes[t] += p[i + t];
       T part = T(0);
-      for (int64_t i = 0; i < d.P; ++i) part += p[i];
+      for (; i < d.P; ++i) part += p[i];
+      for (int t = 0; t < 8; ++t) part += lanes[t];
       acc += double(part);
     }
     gb[k] = T(acc);
@@ -347,8 +347,14 @@ void weight_plane_direct(const Conv2dShape& s, const T* gy, const T* x, T* dst, 
           const T* gr = gp + oh * s.OW;
           T part = T(0);
           if (s.sw == 1) {
+            // eight independent lanes: a reduction the compiler vectorizes without reordering
             const T* src = xr + off;
-            for (int64_t ow = l; ow < h; ++ow) part += gr[ow] * src[ow];
+            T lanes[8] = {};
+            int64_t ow = l;
+            for (; ow + 8 <= h; ow += 8)
+              for (int t = 0; t < 8; ++t) lanes[t] += gr[ow + t] * src[ow + t];
+            for (; ow < h; ++ow) part += gr[ow] * src[ow];
+            for (int t = 0; t < 8; ++t) part += lanes[t];
           } else {
             for (int64_t ow = l; ow < h; ++ow) part += gr[ow] * xr[ow * s.sw + off];
           }
@@ -521,7 +527,10 @@ void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx)
     for (int64_t p = 0; p < planes; ++p) input_plane_direct(s, gy, w, gx, p / s.C, p % s.C);
     return;
   }
-  if (transposed_as_forward(s)) {
+  // GEMM + col2im measured as fast or faster on the shapes (its GEMM has M = Cg*R*S,
+  // large, and a plain strided B; the transposed convolution gathers with M = Cg only): the
+  // transposed form serves only when a column tile of 16 pixels would outgrow L2.
+  if (transposed_as_forward(s) && d.CRS * 16 * int64_t(sizeof(T)) > (int64_t(256) << 10)) {
     // wt[C, Kg, R, S]: wt[g*Cg + c, k, R-1-r, S-1-q] = w[g*Kg + k, c, r, q].
     std::vector<T> wt(size_t(s.K) * size_t(d.CRS));
     for (int64_t g = 0; g < s.groups; ++g)
