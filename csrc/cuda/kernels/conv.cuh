@@ -3,7 +3,8 @@
 
    conv2d forward: implicit GEMM per group, y[Kg, N*OH*OW] = w[Kg, Cg*R*S] @ im2col(x): 64 x 64
    output tiles, 16-deep K slices; the im2col tile is gathered into shared memory straight from
-   x (zero padding, stride, dilation), never stored. 256 threads, 4 x 4 outputs each.
+   x (zero padding, stride, dilation), never stored. fp32/fp64: 256 threads, 4 x 4 outputs
+   each (SIMT); fp16/bf16: tensor cores (mma.sync m16n8k16, fp32 accumulation).
    Backward input: one thread per input element gathering the outputs it reached (no atomics);
    backward weight and bias: one block per gradient element reducing over batch and pixels in
    a fixed order (deterministic). Max pooling: forward one thread per output (NaN propagates,
@@ -81,6 +82,80 @@ __global__ void __launch_bounds__(kThreads)
       y[(n * s.K + g * Kg + m) * P + pix] = from_acc<T>(acc[i][j] + b);
     }
   }
+}
+
+// fp16 / bf16: the same tiles on tensor cores. 8 warps as 4 (rows) x 2 (columns), each warp
+// 16 x 32 outputs = four m16n8k16 products per 16-deep slice, fragments read from shared
+// memory in the documented mma layout (row g / g + 8, k pairs 2t, 2t + 8; g = lane / 4,
+// t = lane % 4). Both tiles are stored k-contiguous so a fragment register is one 32-bit read.
+constexpr int kPadK = kBK + 8;  // row stride of the k-contiguous tiles (16-bit elements)
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)[4],
+                                         const std::uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __half>) mma_m16n8k16_f16(d, a, b, d);
+  else mma_m16n8k16_bf16(d, a, b, d);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    conv2d_forward_tc_kernel(Conv2dShape s, const T* x, const T* w, const T* bias, T* y) {
+  SMEM_ARRAY(T, As, kBM, kPadK);  // [m][k]
+  SMEM_ARRAY(T, Bs, kBN, kPadK);  // [column][k]
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp % 4, wn = warp / 4, g = lane / 4, t = lane % 4;
+  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, P = s.OH * s.OW, RS = s.R * s.S;
+  const int64_t CRS = Cg * RS, cols = s.N * P;
+  const int64_t grp = blockIdx.z, m0 = int64_t(blockIdx.y) * kBM, j0 = int64_t(blockIdx.x) * kBN;
+  const T* wg = w + grp * Kg * CRS;
+  const T zero = from_acc<T>(0.f);
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  for (int64_t k0 = 0; k0 < CRS; k0 += kBK) {
+    for (int q = 0; q < kBM * kBK / kThreads; ++q) {
+      const int e = tid + q * kThreads, m = e / kBK, kk = e % kBK;
+      const int64_t row = m0 + m, col = k0 + kk;
+      As[m][kk] = row < Kg && col < CRS ? wg[row * CRS + col] : zero;
+    }
+    for (int q = 0; q < kBN * kBK / kThreads; ++q) {
+      const int e = tid + q * kThreads, kk = e / kBN, j = e % kBN;
+      const int64_t col = j0 + j, crs = k0 + kk;
+      T v = zero;
+      if (col < cols && crs < CRS) {
+        const int64_t n = col / P, pix = col % P, oh = pix / s.OW, ow = pix % s.OW;
+        const int64_t c = crs / RS, r = (crs % RS) / s.S, q2 = crs % s.S;
+        const int64_t ih = oh * s.sh - s.ph + r * s.dh, iw = ow * s.sw - s.pw + q2 * s.dw;
+        if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W)
+          v = x[((n * s.C + grp * Cg + c) * s.H + ih) * s.W + iw];
+      }
+      Bs[j][kk] = v;
+    }
+    __syncthreads();
+    const int ar = wm * 16 + g;
+    std::uint32_t a[4];
+    a[0] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t]);
+    a[1] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t]);
+    a[2] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t + 8]);
+    a[3] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t + 8]);
+    for (int nt = 0; nt < 4; ++nt) {
+      const int bc = wn * 32 + nt * 8 + g;
+      std::uint32_t b[2];
+      b[0] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t]);
+      b[1] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t + 8]);
+      mma16816<T>(acc[nt], a, b);
+    }
+    __syncthreads();
+  }
+  for (int nt = 0; nt < 4; ++nt)
+    for (int h = 0; h < 4; ++h) {
+      const int64_t m = m0 + wm * 16 + g + (h >= 2 ? 8 : 0);
+      const int64_t col = j0 + wn * 32 + nt * 8 + 2 * t + (h & 1);
+      if (m >= Kg || col >= cols) continue;
+      const float b = bias ? to_acc(bias[grp * Kg + m]) : 0.f;
+      const int64_t n = col / P, pix = col % P;
+      y[(n * s.K + grp * Kg + m) * P + pix] = from_acc<T>(acc[nt][h] + b);
+    }
 }
 
 // gx[n, c, ih, iw] = sum over (k in c's group, r, q) with an output position that reads it.
@@ -222,7 +297,10 @@ void conv2d_forward_launch(const cpu::Conv2dShape& s, const T* x, const T* w, co
   const int64_t cols = s.N * s.OH * s.OW, Kg = s.K / s.groups;
   if (cols == 0 || Kg == 0) return;
   const dim3 grid(unsigned((cols + kBN - 1) / kBN), unsigned((Kg + kBM - 1) / kBM), unsigned(s.groups));
-  LAUNCH((conv2d_forward_kernel<T>), grid, dim3(kThreads), 0, st, s, x, w, bias, y);
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
+    LAUNCH((conv2d_forward_tc_kernel<T>), grid, dim3(kThreads), 0, st, s, x, w, bias, y);
+  else
+    LAUNCH((conv2d_forward_kernel<T>), grid, dim3(kThreads), 0, st, s, x, w, bias, y);
 }
 
 template <typename T>
