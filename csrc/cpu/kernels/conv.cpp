@@ -180,7 +180,7 @@ inline void valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* 
 // of streaming a whole image's worth through L3.
 int64_t pixel_chunk(int64_t CRS, int64_t P, int64_t elem) {
   const int64_t kc = std::min<int64_t>(CRS, 512);
-  const int64_t c = (int64_t(1) << 20) / (kc * elem) / 48 * 48;
+  const int64_t c = (int64_t(192) << 10) / (kc * elem) / 48 * 48;
   return std::clamp<int64_t>(c, 96, std::max<int64_t>(P, 96));
 }
 
