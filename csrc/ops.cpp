@@ -101,6 +101,27 @@ void define_schemas(torch::Library& m) {
   m.def("total_norm(Tensor[] tensors, float norm_type) -> Tensor");
   // tensors *= min(max_norm / (total_norm + 1e-6), 1), total_norm a 0-d tensor (never synced).
   m.def("clip_scale_(Tensor(a!)[] tensors, Tensor total_norm, float max_norm) -> ()");
+
+  // ---- convolution and pooling (fusedops/ops/conv.py) ----
+  // torch.nn.functional.conv2d with explicit padding ("same"/"valid" resolved in Python);
+  // input [N, C, H, W] or [C, H, W]; weight [K, C / groups, kH, kW].
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "
+      "int[2] dilation=1, int groups=1) -> Tensor");
+  // Gradients of conv2d w.r.t. (input, weight, bias); outputs not in output_mask are None.
+  m.def(
+      "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)");
+  // Max pooling returning the values and the flat index (ih * W + iw) of each maximum.
+  m.def(
+      "max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, "
+      "int[2] padding=0, int[2] dilation=1, bool ceil_mode=False) -> (Tensor, Tensor)");
+  // Gradient of max pooling: grad_output added at the positions in indices (the pooling
+  // arguments of the forward give the windows).
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
 }
 
 }  // namespace fusedops

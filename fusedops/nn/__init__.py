@@ -1,11 +1,12 @@
 """Drop-in modules: the constructor signature, parameters, init and state_dict of their
 torch.nn counterparts, with the forward pass in fusedops kernels."""
 from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d, MaxPool2d
 from .linear import Linear
 from .norm import LayerNorm
 
 __all__ = [
-    "Linear", "LayerNorm",
+    "Linear", "Conv2d", "MaxPool2d", "LayerNorm",
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
    
 ]

@@ -32,6 +32,7 @@
 // activation grid, for the sanitizer build)
 // Prints "N passed, M failed" last; exits 1 on any failure.
 #include <algorithm>
+#include <array>
 #include <cinttypes>
 #include <cmath>
 #include <cstdarg>
@@ -373,6 +374,41 @@ void test_gemm_batched(Isa isa) {
   }
 }
 
+// ---- implicit B operand (GemmArgs::pack_b) -----------------------------------------------------------
+
+// B(k, j) = sin(k) + 0.01 * k * j, produced only through the packing callback.
+template <typename T>
+void pack_formula(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr, int NR, T* Bp) {
+  (void)ctx;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int j = 0; j < NR; ++j)
+      Bp[k * NR + j] = j < nr ? T(std::sin(double(k0 + k)) + 0.01 * double(k0 + k) * double(j0 + j)) : T(0);
+}
+
+template <typename T>
+void test_gemm_pack_b(Isa isa) {
+  fusedops::set_isa(isa);
+  for (auto [M, N, K] : {std::array<int64_t, 3>{7, 37, 5}, {33, 130, 700}, {1, 1, 1}, {64, 600, 96}}) {
+    std::vector<T> A(static_cast<size_t>(M * K)), bias(static_cast<size_t>(M));
+    for (auto& v : A) v = randn<T>();
+    for (auto& v : bias) v = randn<T>();
+    std::vector<T> C(size_t(M * N), std::numeric_limits<T>::quiet_NaN()), R(C.size());
+    GemmArgs<T> g;
+    g.M = M, g.N = N, g.K = K, g.A = A.data(), g.rsa = K, g.csa = 1;
+    g.pack_b = &pack_formula<T>;
+    g.C = C.data(), g.ldc = N, g.bias = bias.data(), g.bias_mode = BiasMode::per_row;
+    fusedops::cpu::gemm<T>(g);
+    g.C = R.data();
+    fusedops::cpu::gemm_reference<T>(g);
+    double worst = 0;
+    for (size_t x = 0; x < C.size(); ++x)
+      worst = std::max(worst, std::fabs(double(C[x]) - double(R[x])) / (1 + std::fabs(double(R[x]))));
+    const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K)) * (1 + 0.01 * double(K * N));
+    record(worst <= tol, fmt("%s %s gemm pack_b %ldx%ldx%ld", isa_str(isa), type_str<T>(), long(M), long(N), long(K)),
+           fmt("max relative error %.3g > %.3g", worst, tol));
+  }
+}
+
 // ---- bias_act_backward -------------------------------------------------------------------------------
 
 template <typename T>
@@ -539,6 +575,8 @@ int main(int argc, char** argv) {
     test_gemm<double>(isa);
     test_gemm_batched<float>(isa);
     test_gemm_batched<double>(isa);
+    test_gemm_pack_b<float>(isa);
+    test_gemm_pack_b<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
     test_activation_accuracy<float>(isa);

@@ -3,6 +3,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace fusedops::cpu {
 
 #define FUSEDOPS_DECLARE_ISA(ns)                                                       \
@@ -101,6 +104,19 @@ double fma_peak_gflops(int threads, double seconds) {
 
 template <typename T>
 void gemm_reference(const GemmArgs<T>& g) {
+  if (g.pack_b) {  // the implicit operand, materialized one column at a time
+    std::vector<T> col(size_t(std::max<int64_t>(g.K, 1)));
+    for (int64_t j = 0; j < g.N; ++j) {
+      g.pack_b(g.pack_b_ctx, 0, g.K, j, 1, 1, col.data());
+      GemmArgs<T> c = g;
+      c.pack_b = nullptr;
+      c.N = 1, c.B = col.data(), c.rsb = 1, c.csb = 0, c.C = g.C + j;
+      c.bias = g.bias_mode == BiasMode::per_col ? g.bias + j : g.bias;
+      c.preact = g.preact ? g.preact + j : nullptr;
+      gemm_reference<T>(c);
+    }
+    return;
+  }
   for (int64_t i = 0; i < g.M; ++i)
     for (int64_t j = 0; j < g.N; ++j) {
       long double acc = 0;

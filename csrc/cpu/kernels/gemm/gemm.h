@@ -35,6 +35,13 @@ struct GemmArgs {
   T* preact = nullptr;  // optional: receives alpha*AB + beta*C + bias before the activation
   int64_t ld_preact = 0;
   int max_threads = 0;  // 0: the OpenMP pool's size (torch.set_num_threads)
+  // Optional implicit B operand (convolution's im2col gather): when pack_b is set, B, rsb and
+  // csb are unused and the driver calls pack_b(pack_b_ctx, k0, kc, j0, nr, NR, Bp) for each
+  // micro-panel, which must write B(k0 + k, j0 + j) to Bp[k * NR + j] for k < kc, j < nr and
+  // zero for nr <= j < NR. Called concurrently from several threads.
+  void (*pack_b)(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr, int NR,
+                 T* Bp) = nullptr;
+  const void* pack_b_ctx = nullptr;
 };
 
 // Runs on the instruction set in force (active_isa()).

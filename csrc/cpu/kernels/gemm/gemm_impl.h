@@ -242,8 +242,12 @@ struct Gemm {
           std::atomic<int64_t>& next_panel = counters[2 * step];
           for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
             for (int64_t p = p0; p < std::min(p0 + 4, npanels); ++p)
-              pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
-                                  std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
+              if (g.pack_b)
+                g.pack_b(g.pack_b_ctx, pc, kc, jc + p * NR, std::min<int64_t>(NR, nc - p * NR), NR,
+                         Bp + p * NR * kc);
+              else
+                pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
+                                    std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
 #pragma omp barrier
           std::atomic<int64_t>& next_item = counters[2 * step + 1];
           for (int64_t item; (item = next_item.fetch_add(1)) < items;) {

@@ -1,0 +1,148 @@
+// Shape rules of conv2d and max_pool2d shared by the CPU, CUDA and simulator bindings:
+// argument checks (dtype and device are each backend's), output shapes and memory formats.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "common/checks.h"
+#include "cpu/kernels/conv.h"
+
+namespace fusedops {
+
+inline void check_pair(at::IntArrayRef v, const char* op, const char* arg) {
+  FUSEDOPS_CHECK(v.size() == 2, op, arg, " must have 2 elements (height, width), got ", v.size());
+}
+
+// The conv2d geometry of a 4-D input [N, C, H, W] (3-D [C, H, W] counts as N = 1).
+inline cpu::Conv2dShape conv2d_shape(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     int64_t groups, const char* op) {
+  FUSEDOPS_CHECK(input.dim() == 3 || input.dim() == 4, op,
+                 "input must be 3-D [C, H, W] or 4-D [N, C, H, W], got shape ",
+                 shape_str(input.sizes()));
+  FUSEDOPS_CHECK(weight.dim() == 4, op,
+                 "weight must be 4-D [out_channels, in_channels / groups, kH, kW], got shape ",
+                 shape_str(weight.sizes()));
+  check_pair(stride, op, "stride");
+  check_pair(padding, op, "padding");
+  check_pair(dilation, op, "dilation");
+  FUSEDOPS_CHECK(stride[0] > 0 && stride[1] > 0, op, "stride must be positive, got ",
+                 shape_str(stride));
+  FUSEDOPS_CHECK(dilation[0] > 0 && dilation[1] > 0, op, "dilation must be positive, got ",
+                 shape_str(dilation));
+  FUSEDOPS_CHECK(padding[0] >= 0 && padding[1] >= 0, op, "padding must be non-negative, got ",
+                 shape_str(padding));
+  FUSEDOPS_CHECK(groups > 0, op, "groups must be positive, got ", groups);
+  const bool batched = input.dim() == 4;
+  cpu::Conv2dShape s;
+  s.N = batched ? input.size(0) : 1;
+  s.C = input.size(batched ? 1 : 0);
+  s.H = input.size(batched ? 2 : 1);
+  s.W = input.size(batched ? 3 : 2);
+  s.K = weight.size(0), s.R = weight.size(2), s.S = weight.size(3);
+  FUSEDOPS_CHECK(s.C % groups == 0, op, "groups (", groups, ") must divide the input channels (",
+                 s.C, ")");
+  FUSEDOPS_CHECK(s.K % groups == 0, op, "groups (", groups,
+                 ") must divide the output channels (weight.size(0) = ", s.K, ")");
+  FUSEDOPS_CHECK(weight.size(1) * groups == s.C, op, "input has ", s.C,
+                 " channels but weight expects in_channels / groups = ", weight.size(1),
+                 " with groups = ", groups, " (", weight.size(1) * groups,
+                 " channels); weight shape ", shape_str(weight.sizes()));
+  if (bias.has_value())
+    FUSEDOPS_CHECK(bias->dim() == 1 && bias->size(0) == s.K, op,
+                   "bias must be 1-D [out_channels] = [", s.K, "], got shape ",
+                   shape_str(bias->sizes()));
+  s.sh = stride[0], s.sw = stride[1], s.ph = padding[0], s.pw = padding[1];
+  s.dh = dilation[0], s.dw = dilation[1], s.groups = groups;
+  s.OH = (s.H + 2 * s.ph - s.dh * (s.R - 1) - 1) / s.sh + 1;
+  s.OW = (s.W + 2 * s.pw - s.dw * (s.S - 1) - 1) / s.sw + 1;
+  const bool positive = s.H + 2 * s.ph - s.dh * (s.R - 1) > 0 && s.W + 2 * s.pw - s.dw * (s.S - 1) > 0;
+  FUSEDOPS_CHECK(positive && s.OH > 0 && s.OW > 0, op,
+                 "output size must be positive: input (padded) ", s.H + 2 * s.ph, " x ",
+                 s.W + 2 * s.pw, " is smaller than the dilated kernel ", s.dh * (s.R - 1) + 1,
+                 " x ", s.dw * (s.S - 1) + 1, "; input shape ", shape_str(input.sizes()),
+                 ", weight shape ", shape_str(weight.sizes()));
+  return s;
+}
+
+// Output [N, K, OH, OW] (or [K, OH, OW]) in the memory format torch's conv gives: channels
+// last when the input or the weight is.
+inline at::Tensor conv2d_output(const at::Tensor& input, const at::Tensor& weight,
+                                const cpu::Conv2dShape& s) {
+  const bool cl = input.dim() == 4 && (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                                       weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({s.N, s.K, s.OH, s.OW}, input.options().memory_format(
+                                                       cl ? at::MemoryFormat::ChannelsLast
+                                                          : at::MemoryFormat::Contiguous));
+  return out;
+}
+
+inline int64_t pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil,
+                             bool ceil_mode) {
+  const int64_t num = in + 2 * pad - dil * (k - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (num >= 0 ? num / stride : -((-num + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                         at::IntArrayRef stride, at::IntArrayRef padding,
+                                         at::IntArrayRef dilation, bool ceil_mode, const char* op) {
+  FUSEDOPS_CHECK(input.dim() == 3 || input.dim() == 4, op,
+                 "input must be 3-D [C, H, W] or 4-D [N, C, H, W], got shape ",
+                 shape_str(input.sizes()));
+  check_pair(kernel_size, op, "kernel_size");
+  check_pair(stride, op, "stride");
+  check_pair(padding, op, "padding");
+  check_pair(dilation, op, "dilation");
+  FUSEDOPS_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0, op,
+                 "kernel_size must be positive, got ", shape_str(kernel_size));
+  FUSEDOPS_CHECK(stride[0] > 0 && stride[1] > 0, op, "stride must be positive, got ",
+                 shape_str(stride));
+  FUSEDOPS_CHECK(dilation[0] > 0 && dilation[1] > 0, op, "dilation must be positive, got ",
+                 shape_str(dilation));
+  FUSEDOPS_CHECK(padding[0] >= 0 && padding[1] >= 0, op, "padding must be non-negative, got ",
+                 shape_str(padding));
+  FUSEDOPS_CHECK(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2, op,
+                 "padding must be at most half the kernel size, got padding ",
+                 shape_str(padding), " with kernel_size ", shape_str(kernel_size));
+  const bool batched = input.dim() == 4;
+  cpu::Pool2dShape s;
+  const int64_t C = input.size(batched ? 1 : 0);
+  s.planes = (batched ? input.size(0) : 1) * C;
+  s.H = input.size(batched ? 2 : 1);
+  s.W = input.size(batched ? 3 : 2);
+  FUSEDOPS_CHECK(C > 0 && s.H > 0 && s.W > 0, op,
+                 "input must have non-zero channels, height and width, got shape ",
+                 shape_str(input.sizes()));
+  s.kh = kernel_size[0], s.kw = kernel_size[1], s.sh = stride[0], s.sw = stride[1];
+  s.ph = padding[0], s.pw = padding[1], s.dh = dilation[0], s.dw = dilation[1];
+  s.OH = pool_out_size(s.H, s.kh, s.ph, s.sh, s.dh, ceil_mode);
+  s.OW = pool_out_size(s.W, s.kw, s.pw, s.sw, s.dw, ceil_mode);
+  FUSEDOPS_CHECK(s.OH > 0 && s.OW > 0, op, "output size must be positive, got ", s.OH, " x ",
+                 s.OW, " for input shape ", shape_str(input.sizes()), " and kernel_size ",
+                 shape_str(kernel_size));
+  return s;
+}
+
+// Output shape of max_pool2d with the batch dimension of the input.
+inline std::vector<int64_t> pool_output_sizes(const at::Tensor& input, const cpu::Pool2dShape& s) {
+  std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end());
+  sizes[sizes.size() - 2] = s.OH;
+  sizes[sizes.size() - 1] = s.OW;
+  return sizes;
+}
+
+inline void check_pool_grad(const at::Tensor& grad_output, const at::Tensor& indices,
+                            const at::Tensor& input, const cpu::Pool2dShape& s, const char* op) {
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "fusedops.", op,
+                   ": indices must be int64, got ", indices.scalar_type());
+  const auto want = pool_output_sizes(input, s);
+  FUSEDOPS_CHECK(grad_output.sizes().vec() == want && indices.sizes().vec() == want, op,
+                 "grad_output and indices must have the pooled shape ", shape_str(want), ", got ",
+                 shape_str(grad_output.sizes()), " and ", shape_str(indices.sizes()));
+}
+
+}  // namespace fusedops

@@ -1,0 +1,149 @@
+// CPU bindings of conv2d, conv2d_backward, max_pool2d_with_indices, max_pool2d_backward:
+// argument checks, allocation, dispatch on dtype. The kernels take NCHW contiguous tensors;
+// channels-last or strided inputs are made contiguous here, and the output is returned in the
+// memory format torch gives. The math is in kernels/conv.cpp.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+
+#include "common/checks.h"
+#include "common/conv_args.h"
+#include "cpu/kernels/conv.h"
+
+namespace fusedops {
+namespace {
+
+void check_conv_tensors(const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, const char* op) {
+  check_cpu_float(input, op, "input");
+  check_cpu_float(weight, op, "weight");
+  check_same_dtype(weight, input, op, "weight", "input");
+  if (bias.has_value()) {
+    check_cpu_float(*bias, op, "bias");
+    check_same_dtype(*bias, input, op, "bias", "input");
+  }
+}
+
+// The 4-D NCHW-contiguous view the kernels read.
+at::Tensor nchw(const at::Tensor& t) { return (t.dim() == 3 ? t.unsqueeze(0) : t).contiguous(); }
+
+at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const char* op = "conv2d";
+  check_conv_tensors(input, weight, bias, op);
+  const cpu::Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
+  at::Tensor out = conv2d_output(input, weight, s);
+  const bool cl = !out.is_contiguous();
+  at::Tensor y = cl ? at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)) : out;
+  const at::Tensor x = nchw(input), w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.conv2d", [&] {
+    cpu::conv2d_forward<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                  b.defined() ? b.data_ptr<scalar_t>() : nullptr,
+                                  y.data_ptr<scalar_t>());
+  });
+  if (cl) out.copy_(y);
+  return input.dim() == 3 ? out.squeeze(0) : out;
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                    int64_t groups, std::array<bool, 3> mask) {
+  const char* op = "conv2d_backward";
+  check_conv_tensors(input, weight, std::nullopt, op);
+  check_cpu_float(grad_output, op, "grad_output");
+  check_same_dtype(grad_output, input, op, "grad_output", "input");
+  const cpu::Conv2dShape s =
+      conv2d_shape(input, weight, std::nullopt, stride, padding, dilation, groups, op);
+  const std::vector<int64_t> want =
+      input.dim() == 4 ? std::vector<int64_t>{s.N, s.K, s.OH, s.OW} : std::vector<int64_t>{s.K, s.OH, s.OW};
+  FUSEDOPS_CHECK(grad_output.sizes().vec() == want, op, "grad_output must have shape ",
+                 shape_str(want), ", got ", shape_str(grad_output.sizes()));
+  std::optional<at::Tensor> gx, gw, gb;
+  const at::Tensor gy = nchw(grad_output);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.conv2d_backward", [&] {
+    if (mask[0]) {
+      gx = at::empty(input.sizes(), input.options());
+      cpu::conv2d_backward_input<scalar_t>(s, gy.data_ptr<scalar_t>(),
+                                           weight.contiguous().data_ptr<scalar_t>(),
+                                           gx->data_ptr<scalar_t>());
+    }
+    if (mask[1]) {
+      gw = at::empty(weight.sizes(), weight.options());
+      const at::Tensor x = nchw(input);
+      cpu::conv2d_backward_weight<scalar_t>(s, gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                            gw->data_ptr<scalar_t>());
+    }
+    if (mask[2]) {
+      gb = at::empty({s.K}, input.options());
+      cpu::conv2d_backward_bias<scalar_t>(s, gy.data_ptr<scalar_t>(), gb->data_ptr<scalar_t>());
+    }
+  });
+  return {gx, gw, gb};
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
+    const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  const char* op = "max_pool2d";
+  check_cpu_float(input, op, "input");
+  const cpu::Pool2dShape s =
+      max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
+  const auto sizes = pool_output_sizes(input, s);
+  const auto fmt = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty(sizes, input.options().memory_format(fmt));
+  at::Tensor idx = at::empty(sizes, input.options().dtype(at::kLong).memory_format(fmt));
+  const bool cl = fmt != at::MemoryFormat::Contiguous;
+  at::Tensor y = cl ? at::empty(sizes, input.options()) : out;
+  at::Tensor i = cl ? at::empty(sizes, idx.options().memory_format(at::MemoryFormat::Contiguous)) : idx;
+  const at::Tensor x = input.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d", [&] {
+    cpu::max_pool2d_forward<scalar_t>(s, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                      i.data_ptr<int64_t>());
+  });
+  if (cl) out.copy_(y), idx.copy_(i);
+  return {out, idx};
+}
+
+at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& indices, at::IntArrayRef kernel_size,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, bool ceil_mode) {
+  const char* op = "max_pool2d_backward";
+  check_cpu_float(input, op, "input");
+  check_cpu_float(grad_output, op, "grad_output");
+  check_same_dtype(grad_output, input, op, "grad_output", "input");
+  const cpu::Pool2dShape s =
+      max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
+  check_pool_grad(grad_output, indices, input, s, op);
+  at::Tensor gx = at::empty(input.sizes(), input.options());
+  if (s.H * s.W == 0) return gx;
+  const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
+  const int64_t HW = s.H * s.W;
+  if (i.numel() > 0) {
+    const auto [mn, mx] = at::aminmax(i);
+    const int64_t lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
+    FUSEDOPS_CHECK(lo >= 0 && hi < HW, op, "indices must lie in [0, ", HW, "), got values in [",
+                   lo, ", ", hi, "]");
+  }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d_backward", [&] {
+    cpu::max_pool2d_backward<scalar_t>(s, gy.data_ptr<scalar_t>(), i.data_ptr<int64_t>(),
+                                       gx.data_ptr<scalar_t>());
+  });
+  return gx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("conv2d", &conv2d_cpu);
+  m.impl("conv2d_backward", &conv2d_backward_cpu);
+  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cpu);
+  m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
+}
+
+}  // namespace fusedops

@@ -1,0 +1,624 @@
+// Convolution as implicit GEMM over the foundation GEMM, a direct kernel for thin products
+// (depthwise, a few input channels), and max pooling. See conv.h.
+#include "conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "gemm/gemm.h"
+
+namespace fusedops::cpu {
+namespace {
+
+// ---- the gathered operands ------------------------------------------------------------------
+
+// im2col(x) as a [Cg*R*S, OH*OW] matrix: row kk = (c * R + r) * S + s, column j = oh * OW + ow,
+// value x[c, oh*sh - ph + r*dh, ow*sw - pw + s*dw] or 0 in the padding.
+template <typename T>
+struct Im2col {
+  const T* x;  // the group's first input channel of one image
+  int64_t H, W, R, S, OW, sh, sw, ph, pw, dh, dw;
+  int64_t j_off = 0;  // column j of the operand is output pixel j_off + j
+};
+
+// d[0, len) = row[iw0 + t * sw], 0 where the column falls into the padding.
+template <typename T>
+inline void gather_row(T* d, int64_t dstride, const T* row, int64_t W, int64_t iw0, int64_t sw,
+                       int64_t len) {
+  if (sw == 1) {
+    const int64_t lo = std::clamp<int64_t>(-iw0, 0, len);
+    const int64_t hi = std::clamp<int64_t>(W - iw0, lo, len);
+    for (int64_t t = 0; t < lo; ++t) d[t * dstride] = T(0);
+    const T* src = row + iw0;
+    for (int64_t t = lo; t < hi; ++t) d[t * dstride] = src[t];
+    for (int64_t t = hi; t < len; ++t) d[t * dstride] = T(0);
+  } else {
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t iw = iw0 + t * sw;
+      d[t * dstride] = iw >= 0 && iw < W ? row[iw] : T(0);
+    }
+  }
+}
+
+// GEMM B-packing callback: the KC x NR micro-panel rows [k0, k0 + kc), columns [j0, j0 + nr)
+// of im2col(x). The panel's columns split into runs lying in one output row; each (c, r, s)
+// copies one input row segment per run.
+template <typename T>
+void pack_im2col(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr, int NR, T* Bp) {
+  const Im2col<T>& a = *static_cast<const Im2col<T>*>(ctx);
+  constexpr int kMaxRuns = 128;
+  int64_t run_j[kMaxRuns], run_len[kMaxRuns], run_ih[kMaxRuns], run_iw[kMaxRuns];
+  int nruns = 0;
+  for (int64_t j = 0; j < nr && nruns < kMaxRuns;) {
+    const int64_t pix = a.j_off + j0 + j, oh = pix / a.OW, ow = pix % a.OW;
+    const int64_t len = std::min(nr - j, a.OW - ow);
+    run_j[nruns] = j, run_len[nruns] = len;
+    run_ih[nruns] = oh * a.sh - a.ph, run_iw[nruns] = ow * a.sw - a.pw;
+    ++nruns;
+    j += len;
+  }
+  const int64_t RS = a.R * a.S;
+  int64_t c = k0 / RS, r = (k0 % RS) / a.S, s = k0 % a.S;
+  // The common case: the whole panel is one run of a row, stride 1; rows of it that lie inside
+  // the image are a copy of NR consecutive elements.
+  const bool one_run = nruns == 1 && nr == NR && a.sw == 1;
+  for (int64_t k = 0; k < kc; ++k) {
+    T* dst = Bp + k * NR;
+    if (one_run) {
+      const int64_t ih = run_ih[0] + r * a.dh, iw0 = run_iw[0] + s * a.dw;
+      if (ih >= 0 && ih < a.H && iw0 >= 0 && iw0 + NR <= a.W) {
+        const T* src = a.x + (c * a.H + ih) * a.W + iw0;
+        switch (NR) {  // constant sizes: a few vector moves
+          case 8: std::memcpy(dst, src, 8 * sizeof(T)); break;
+          case 16: std::memcpy(dst, src, 16 * sizeof(T)); break;
+          case 32: std::memcpy(dst, src, 32 * sizeof(T)); break;
+          default: std::memcpy(dst, src, size_t(NR) * sizeof(T));
+        }
+        if (++s == a.S) {
+          s = 0;
+          if (++r == a.R) r = 0, ++c;
+        }
+        continue;
+      }
+    }
+    const T* xc = a.x + c * a.H * a.W;
+    const int64_t roff = r * a.dh, soff = s * a.dw;
+    for (int q = 0; q < nruns; ++q) {
+      T* d = dst + run_j[q];
+      const int64_t len = run_len[q], ih = run_ih[q] + roff;
+      if (ih < 0 || ih >= a.H) {
+        for (int64_t t = 0; t < len; ++t) d[t] = T(0);
+        continue;
+      }
+      gather_row(d, 1, xc + ih * a.W, a.W, run_iw[q] + soff, a.sw, len);
+    }
+    for (int64_t j = nr; j < NR; ++j) dst[j] = T(0);
+    if (++s == a.S) {
+      s = 0;
+      if (++r == a.R) r = 0, ++c;
+    }
+  }
+}
+
+// GEMM B-packing callback for im2col(x)^T: rows are pixels, columns (c, r, s).
+template <typename T>
+void pack_im2col_t(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr, int NR,
+                   T* Bp) {
+  const Im2col<T>& a = *static_cast<const Im2col<T>*>(ctx);
+  const int64_t RS = a.R * a.S;
+  for (int64_t j = 0; j < nr; ++j) {
+    const int64_t kk = j0 + j, c = kk / RS, r = (kk % RS) / a.S, s = kk % a.S;
+    const T* xc = a.x + c * a.H * a.W;
+    const int64_t roff = r * a.dh - a.ph, soff = s * a.dw - a.pw;
+    for (int64_t pix = k0, k = 0; pix < k0 + kc;) {
+      const int64_t oh = pix / a.OW, ow = pix % a.OW;
+      const int64_t len = std::min(k0 + kc - pix, a.OW - ow);
+      T* d = Bp + k * NR + j;
+      const int64_t ih = oh * a.sh + roff;
+      if (ih < 0 || ih >= a.H) {
+        for (int64_t t = 0; t < len; ++t) d[t * NR] = T(0);
+      } else {
+        gather_row(d, NR, xc + ih * a.W, a.W, ow * a.sw + soff, a.sw, len);
+      }
+      pix += len, k += len;
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t j = nr; j < NR; ++j) Bp[k * NR + j] = T(0);
+}
+
+// ---- shapes and threading -------------------------------------------------------------------
+
+struct Dims {
+  int64_t Cg, Kg, HW, P, RS, CRS;
+  explicit Dims(const Conv2dShape& s)
+      : Cg(s.C / s.groups), Kg(s.K / s.groups), HW(s.H * s.W), P(s.OH * s.OW), RS(s.R * s.S),
+        CRS(s.C / s.groups * s.R * s.S) {}
+};
+
+// 1x1, stride 1, no padding: im2col(x) is x itself, a strided matrix.
+bool pointwise(const Conv2dShape& s) {
+  return s.R == 1 && s.S == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0 &&
+         s.OH == s.H && s.OW == s.W;
+}
+
+// A GEMM whose M (output channels per group) or K (Cg*R*S) is this small wastes most of its
+// microkernel tile or its packing: the direct loops do better.
+bool thin(const Conv2dShape& s) {
+  const Dims d(s);
+  return d.Kg < 4 || d.CRS < 8;
+}
+
+int pool_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+// Images in parallel (a single-threaded GEMM each) when they split evenly between threads;
+// otherwise one image after another, each GEMM parallel inside.
+bool images_in_parallel(int64_t N, int nt) { return nt > 1 && (N >= 4 * nt || (N >= nt && N % nt == 0)); }
+
+template <typename T>
+Im2col<T> im2col_of(const Conv2dShape& s, const T* x_group) {
+  return Im2col<T>{x_group, s.H, s.W, s.R, s.S, s.OW, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw};
+}
+
+// Output column range [lo, hi) whose input column ow * sw + off lies in [0, W).
+inline void valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* lo, int64_t* hi) {
+  int64_t l = off >= 0 ? 0 : (-off + sw - 1) / sw;
+  int64_t h = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
+  *lo = std::min(l, OW);
+  *hi = std::clamp<int64_t>(h, *lo, OW);
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+// Pixel columns per GEMM call: the packed im2col panel (Cg*R*S x chunk) stays in L2 instead
+// of streaming a whole image's worth through L3.
+int64_t pixel_chunk(int64_t CRS, int64_t P, int64_t elem) {
+  const int64_t kc = std::min<int64_t>(CRS, 512);
+  const int64_t c = (int64_t(192) << 10) / (kc * elem) / 48 * 48;
+  return std::clamp<int64_t>(c, 96, std::max<int64_t>(P, 96));
+}
+
+template <typename T>
+void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                        int64_t n) {
+  const Dims d(s);
+  const int64_t chunk = pointwise(s) ? d.P : pixel_chunk(d.CRS, d.P, sizeof(T));
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+    for (int64_t j0 = 0; j0 < d.P; j0 += chunk) {
+      Im2col<T> ctx = im2col_of(s, xg);
+      ctx.j_off = j0;
+      GemmArgs<T> a;
+      a.M = d.Kg, a.N = std::min(chunk, d.P - j0), a.K = d.CRS;
+      a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
+      if (pointwise(s)) {
+        a.B = xg, a.rsb = d.HW, a.csb = 1;
+      } else {
+        a.pack_b = &pack_im2col<T>;
+        a.pack_b_ctx = &ctx;
+      }
+      a.C = y + (n * s.K + g * d.Kg) * d.P + j0, a.ldc = d.P;
+      if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
+      gemm<T>(a);
+    }
+  }
+}
+
+// One output plane (image n, channel k) by direct loops: per output row, the row accumulates
+// w * (input row segment) for every (c, r, s).
+template <typename T>
+void forward_plane_direct(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                          int64_t n, int64_t k) {
+  const Dims d(s);
+  const int64_t g = k / d.Kg;
+  const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+  const T* wk = w + k * d.CRS;
+  T* yp = y + (n * s.K + k) * d.P;
+  const T b = bias ? bias[k] : T(0);
+  int64_t lo[64], hi[64];
+  const bool cache = s.S <= 64;
+  if (cache)
+    for (int64_t q = 0; q < s.S; ++q) valid_cols(q * s.dw - s.pw, s.sw, s.W, s.OW, &lo[q], &hi[q]);
+  for (int64_t oh = 0; oh < s.OH; ++oh) {
+    T* yr = yp + oh * s.OW;
+    for (int64_t ow = 0; ow < s.OW; ++ow) yr[ow] = b;
+    for (int64_t c = 0; c < d.Cg; ++c)
+      for (int64_t r = 0; r < s.R; ++r) {
+        const int64_t ih = oh * s.sh - s.ph + r * s.dh;
+        if (ih < 0 || ih >= s.H) continue;
+        const T* xr = xg + c * d.HW + ih * s.W;
+        for (int64_t q = 0; q < s.S; ++q) {
+          const T wv = wk[(c * s.R + r) * s.S + q];
+          const int64_t off = q * s.dw - s.pw;
+          int64_t l, h;
+          if (cache) l = lo[q], h = hi[q];
+          else valid_cols(off, s.sw, s.W, s.OW, &l, &h);
+          if (s.sw == 1) {
+            const T* src = xr + off;
+            for (int64_t ow = l; ow < h; ++ow) yr[ow] += wv * src[ow];
+          } else {
+            for (int64_t ow = l; ow < h; ++ow) yr[ow] += wv * xr[ow * s.sw + off];
+          }
+        }
+      }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const Dims d(s);
+  if (s.N == 0 || s.K == 0 || d.P == 0) return;
+  const int nt = pool_threads();
+  if (thin(s)) {
+    const int64_t planes = s.N * s.K;
+    const double flops = 2.0 * double(planes) * double(d.P) * double(d.CRS);
+    const int use = flops < 1e6 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(dynamic, 4) if (use > 1)
+    for (int64_t p = 0; p < planes; ++p) forward_plane_direct(s, x, w, bias, y, p / s.K, p % s.K);
+    return;
+  }
+  if (images_in_parallel(s.N, nt)) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t n = 0; n < s.N; ++n) forward_image_gemm(s, x, w, bias, y, n);
+  } else {
+    for (int64_t n = 0; n < s.N; ++n) forward_image_gemm(s, x, w, bias, y, n);
+  }
+}
+
+// ---- backward: bias -------------------------------------------------------------------------
+
+template <typename T>
+void conv2d_backward_bias(const Conv2dShape& s, const T* gy, T* gb) {
+  const Dims d(s);
+  const int nt = pool_threads();
+  const int use = double(s.N) * double(s.K) * double(d.P) < 1e5 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(static) if (use > 1)
+  for (int64_t k = 0; k < s.K; ++k) {
+    double acc = 0;  // (fp32 sums of up to N * P terms: accumulate wide)
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* p = gy + (n * s.K + k) * d.P;
+      T lanes[8] = {};  // independent lanes: the compiler vectorizes the sum
+      int64_t i = 0;
+      for (; i + 8 <= d.P; i += 8)
+        for (int t = 0; t < 8; ++t) lanes[t] += p[i + t];
+      T part = T(0);
+      for (; i < d.P; ++i) part += p[i];
+      for (int t = 0; t < 8; ++t) part += lanes[t];
+      acc += double(part);
+    }
+    gb[k] = T(acc);
+  }
+}
+
+// ---- backward: weight -----------------------------------------------------------------------
+
+namespace {
+
+// dst[K, Cg*R*S] (= or += by beta) gy[n] @ im2col(x[n])^T, per group.
+template <typename T>
+void weight_image_gemm(const Conv2dShape& s, const T* gy, const T* x, T* dst, int64_t n, T beta) {
+  const Dims d(s);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+    const Im2col<T> ctx = im2col_of(s, xg);
+    GemmArgs<T> a;
+    a.M = d.Kg, a.N = d.CRS, a.K = d.P;
+    a.A = gy + (n * s.K + g * d.Kg) * d.P, a.rsa = d.P, a.csa = 1;
+    if (pointwise(s)) {
+      a.B = xg, a.rsb = 1, a.csb = d.HW;
+    } else {
+      a.pack_b = &pack_im2col_t<T>;
+      a.pack_b_ctx = &ctx;
+    }
+    a.beta = beta;
+    a.C = dst + g * d.Kg * d.CRS, a.ldc = d.CRS;
+    gemm<T>(a);
+  }
+}
+
+// dst[k, Cg, R, S] (= or += by beta) the contribution of image n, by direct loops.
+template <typename T>
+void weight_plane_direct(const Conv2dShape& s, const T* gy, const T* x, T* dst, int64_t n,
+                         int64_t k, bool accumulate) {
+  const Dims d(s);
+  const int64_t g = k / d.Kg;
+  const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+  const T* gp = gy + (n * s.K + k) * d.P;
+  T* wk = dst + k * d.CRS;
+  for (int64_t c = 0; c < d.Cg; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t q = 0; q < s.S; ++q) {
+        const int64_t off = q * s.dw - s.pw;
+        int64_t l, h;
+        valid_cols(off, s.sw, s.W, s.OW, &l, &h);
+        T acc = T(0);
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          const int64_t ih = oh * s.sh - s.ph + r * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          const T* xr = xg + c * d.HW + ih * s.W;
+          const T* gr = gp + oh * s.OW;
+          T part = T(0);
+          if (s.sw == 1) {
+            // eight independent lanes: a reduction the compiler vectorizes without reordering
+            const T* src = xr + off;
+            T lanes[8] = {};
+            int64_t ow = l;
+            for (; ow + 8 <= h; ow += 8)
+              for (int t = 0; t < 8; ++t) lanes[t] += gr[ow + t] * src[ow + t];
+            for (; ow < h; ++ow) part += gr[ow] * src[ow];
+            for (int t = 0; t < 8; ++t) part += lanes[t];
+          } else {
+            for (int64_t ow = l; ow < h; ++ow) part += gr[ow] * xr[ow * s.sw + off];
+          }
+          acc += part;
+        }
+        T* o = wk + (c * s.R + r) * s.S + q;
+        *o = accumulate ? *o + acc : acc;
+      }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw) {
+  const Dims d(s);
+  const int64_t wsize = s.K * d.CRS;
+  if (wsize == 0) return;
+  if (s.N == 0 || d.P == 0) {
+    std::fill(gw, gw + wsize, T(0));
+    return;
+  }
+  const int nt = pool_threads();
+  if (thin(s)) {
+    // Planes k in parallel, each summing over the batch: no reduction between threads.
+    const double flops = 2.0 * double(s.N) * double(s.K) * double(d.P) * double(d.CRS);
+    const int use = flops < 1e6 ? 1 : nt;
+    if (s.K >= use) {
+#pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t n = 0; n < s.N; ++n) weight_plane_direct(s, gy, x, gw, n, k, n > 0);
+      return;
+    }
+  }
+  if (nt > 1 && s.N >= 2 * nt) {
+    // Each thread sums its share of the images into its own buffer (thread 0: gw), then the
+    // buffers are added up.
+    std::vector<T> part(size_t(nt - 1) * size_t(wsize));
+    const bool direct = thin(s);
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num();
+      T* dst = t == 0 ? gw : part.data() + size_t(t - 1) * wsize;
+      const int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
+      for (int64_t n = n0; n < n1; ++n) {
+        if (direct) {
+          for (int64_t k = 0; k < s.K; ++k) weight_plane_direct(s, gy, x, dst, n, k, n > n0);
+        } else {
+          weight_image_gemm(s, gy, x, dst, n, n > n0 ? T(1) : T(0));
+        }
+      }
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < wsize; ++i) {
+        T acc = gw[i];
+        for (int u = 0; u < nt - 1; ++u) acc += part[size_t(u) * wsize + i];
+        gw[i] = acc;
+      }
+    }
+    return;
+  }
+  for (int64_t n = 0; n < s.N; ++n) {
+    if (thin(s)) {
+      for (int64_t k = 0; k < s.K; ++k) weight_plane_direct(s, gy, x, gw, n, k, n > 0);
+    } else {
+      weight_image_gemm(s, gy, x, gw, n, n > 0 ? T(1) : T(0));
+    }
+  }
+}
+
+// ---- backward: input ------------------------------------------------------------------------
+
+namespace {
+
+// Stride 1 with padding at most the dilated kernel's reach: the input gradient is the
+// convolution of gy (padded by dilation * (R - 1) - padding) with the flipped weight whose
+// input and output channels are swapped.
+bool transposed_as_forward(const Conv2dShape& s) {
+  return s.sh == 1 && s.sw == 1 && s.ph <= s.dh * (s.R - 1) && s.pw <= s.dw * (s.S - 1);
+}
+
+// Image n, by direct loops over the planes (n, c): gx[c] += w[k, c] (*) gy[k] transposed.
+template <typename T>
+void input_plane_direct(const Conv2dShape& s, const T* gy, const T* w, T* gx, int64_t n,
+                        int64_t c) {
+  const Dims d(s);
+  const int64_t g = c / d.Cg, cl = c % d.Cg;
+  T* gp = gx + (n * s.C + c) * d.HW;
+  std::fill(gp, gp + d.HW, T(0));
+  for (int64_t k = g * d.Kg; k < (g + 1) * d.Kg; ++k) {
+    const T* gyk = gy + (n * s.K + k) * d.P;
+    const T* wk = w + k * d.CRS + cl * d.RS;
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t q = 0; q < s.S; ++q) {
+        const T wv = wk[r * s.S + q];
+        const int64_t off = q * s.dw - s.pw;
+        int64_t l, h;
+        valid_cols(off, s.sw, s.W, s.OW, &l, &h);
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          const int64_t ih = oh * s.sh - s.ph + r * s.dh;
+          if (ih < 0 || ih >= s.H) continue;
+          T* xr = gp + ih * s.W;
+          const T* gr = gyk + oh * s.OW;
+          if (s.sw == 1) {
+            T* dst = xr + off;
+            for (int64_t ow = l; ow < h; ++ow) dst[ow] += wv * gr[ow];
+          } else {
+            for (int64_t ow = l; ow < h; ++ow) xr[ow * s.sw + off] += wv * gr[ow];
+          }
+        }
+      }
+  }
+}
+
+// Image n by GEMM + col2im: columns [Cg*R*S, pt] = w_g^T @ gy[n, g, :, p0:p0+pt] for pixel
+// tiles small enough to stay in L2, each scatter-added into gx.
+template <typename T>
+void input_image_gemm(const Conv2dShape& s, const T* gy, const T* w, T* gx, int64_t n,
+                      std::vector<T>& buf) {
+  const Dims d(s);
+  std::fill(gx + n * s.C * d.HW, gx + (n + 1) * s.C * d.HW, T(0));
+  const int64_t pt = std::clamp<int64_t>((int64_t(256) << 10) / int64_t(sizeof(T)) /
+                                             std::max<int64_t>(d.CRS, 1) / 16 * 16,
+                                         16, std::max<int64_t>(d.P, 16));
+  if (buf.size() < size_t(d.CRS * pt)) buf.resize(size_t(d.CRS * pt));
+  T* cols = buf.data();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    T* gxg = gx + (n * s.C + g * d.Cg) * d.HW;
+    for (int64_t p0 = 0; p0 < d.P; p0 += pt) {
+      const int64_t np = std::min(pt, d.P - p0);
+      GemmArgs<T> a;
+      a.M = d.CRS, a.N = np, a.K = d.Kg;
+      a.A = w + g * d.Kg * d.CRS, a.rsa = 1, a.csa = d.CRS;
+      a.B = gy + (n * s.K + g * d.Kg) * d.P + p0, a.rsb = d.P, a.csb = 1;
+      a.C = cols, a.ldc = np;
+      gemm<T>(a);
+      for (int64_t kk = 0; kk < d.CRS; ++kk) {
+        const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
+        T* xc = gxg + c * d.HW;
+        const T* col = cols + kk * np;
+        for (int64_t j = 0; j < np;) {
+          const int64_t pix = p0 + j, oh = pix / s.OW, ow = pix % s.OW;
+          const int64_t len = std::min(np - j, s.OW - ow);
+          const int64_t ih = oh * s.sh - s.ph + r * s.dh;
+          if (ih >= 0 && ih < s.H) {
+            T* xr = xc + ih * s.W;
+            for (int64_t t = 0; t < len; ++t) {
+              const int64_t iw = (ow + t) * s.sw - s.pw + q * s.dw;
+              if (iw >= 0 && iw < s.W) xr[iw] += col[j + t];
+            }
+          }
+          j += len;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx) {
+  const Dims d(s);
+  if (s.N == 0 || s.C == 0 || d.HW == 0) return;
+  const int nt = pool_threads();
+  if (thin(s) || s.K == 0 || d.P == 0) {
+    const int64_t planes = s.N * s.C;
+    const double flops = 2.0 * double(planes) * double(d.Kg) * double(d.P) * double(d.RS);
+    const int use = flops < 1e6 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(dynamic, 4) if (use > 1)
+    for (int64_t p = 0; p < planes; ++p) input_plane_direct(s, gy, w, gx, p / s.C, p % s.C);
+    return;
+  }
+  // GEMM + col2im measured as fast or faster on the shapes (its GEMM has M = Cg*R*S,
+  // large, and a plain strided B; the transposed convolution gathers with M = Cg only): the
+  // transposed form serves only when a column tile of 16 pixels would outgrow L2.
+  if (transposed_as_forward(s) && d.CRS * 16 * int64_t(sizeof(T)) > (int64_t(256) << 10)) {
+    // wt[C, Kg, R, S]: wt[g*Cg + c, k, R-1-r, S-1-q] = w[g*Kg + k, c, r, q].
+    std::vector<T> wt(size_t(s.K) * size_t(d.CRS));
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t k = 0; k < d.Kg; ++k)
+        for (int64_t c = 0; c < d.Cg; ++c)
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t q = 0; q < s.S; ++q)
+              wt[(((g * d.Cg + c) * d.Kg + k) * s.R + (s.R - 1 - r)) * s.S + (s.S - 1 - q)] =
+                  w[(((g * d.Kg + k) * d.Cg + c) * s.R + r) * s.S + q];
+    Conv2dShape t = s;
+    t.C = s.K, t.H = s.OH, t.W = s.OW;
+    t.K = s.C, t.OH = s.H, t.OW = s.W;
+    t.ph = s.dh * (s.R - 1) - s.ph, t.pw = s.dw * (s.S - 1) - s.pw;
+    return conv2d_forward<T>(t, gy, wt.data(), nullptr, gx);
+  }
+  if (images_in_parallel(s.N, nt)) {
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<T> buf;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t n = 0; n < s.N; ++n) input_image_gemm(s, gy, w, gx, n, buf);
+    }
+  } else {
+    std::vector<T> buf;
+    for (int64_t n = 0; n < s.N; ++n) input_image_gemm(s, gy, w, gx, n, buf);
+  }
+}
+
+// ---- max pooling ----------------------------------------------------------------------------
+
+template <typename T>
+void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* idx) {
+  const int64_t HW = s.H * s.W, P = s.OH * s.OW;
+  if (s.planes == 0 || P == 0) return;
+  const int nt = pool_threads();
+  const int use = double(s.planes) * double(P) * double(s.kh * s.kw) < 2e5 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(static) if (use > 1)
+  for (int64_t p = 0; p < s.planes; ++p) {
+    const T* xp = x + p * HW;
+    T* yp = y + p * P;
+    int64_t* ip = idx + p * P;
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      int64_t h0 = oh * s.sh - s.ph;
+      const int64_t h1 = std::min(h0 + (s.kh - 1) * s.dh + 1, s.H);
+      while (h0 < 0) h0 += s.dh;
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        int64_t w0 = ow * s.sw - s.pw;
+        const int64_t w1 = std::min(w0 + (s.kw - 1) * s.dw + 1, s.W);
+        while (w0 < 0) w0 += s.dw;
+        int64_t best = h0 * s.W + w0;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t ih = h0; ih < h1; ih += s.dh)
+          for (int64_t iw = w0; iw < w1; iw += s.dw) {
+            const T v = xp[ih * s.W + iw];
+            if (v > m || std::isnan(v)) m = v, best = ih * s.W + iw;
+          }
+        yp[oh * s.OW + ow] = m;
+        ip[oh * s.OW + ow] = best;
+      }
+    }
+  }
+}
+
+template <typename T>
+void max_pool2d_backward(const Pool2dShape& s, const T* gy, const int64_t* idx, T* gx) {
+  const int64_t HW = s.H * s.W, P = s.OH * s.OW;
+  if (s.planes == 0 || HW == 0) return;
+  const int nt = pool_threads();
+  const int use = double(s.planes) * double(HW + P) < 2e5 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(static) if (use > 1)
+  for (int64_t p = 0; p < s.planes; ++p) {
+    T* gp = gx + p * HW;
+    std::fill(gp, gp + HW, T(0));
+    const T* g = gy + p * P;
+    const int64_t* ip = idx + p * P;
+    for (int64_t o = 0; o < P; ++o) gp[ip[o]] += g[o];
+  }
+}
+
+#define FUSEDOPS_INSTANTIATE(T)                                                              \
+  template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*);    \
+  template void conv2d_backward_input<T>(const Conv2dShape&, const T*, const T*, T*);       \
+  template void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*);      \
+  template void conv2d_backward_bias<T>(const Conv2dShape&, const T*, T*);                  \
+  template void max_pool2d_forward<T>(const Pool2dShape&, const T*, T*, int64_t*);          \
+  template void max_pool2d_backward<T>(const Pool2dShape&, const T*, const int64_t*, T*);
+FUSEDOPS_INSTANTIATE(float)
+FUSEDOPS_INSTANTIATE(double)
+#undef FUSEDOPS_INSTANTIATE
+
+}  // namespace fusedops::cpu

@@ -1,0 +1,16 @@
+// CUDA bindings of conv2d, conv2d_backward, max_pool2d_with_indices, max_pool2d_backward
+// (the logic, shared with the simulator, is in conv_impl.h).
+#include <torch/library.h>
+
+#include "cuda/conv_impl.h"
+
+namespace fusedops::FUSEDOPS_CUDA_NS::bind {
+
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward", &conv2d_backward);
+  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices);
+  m.impl("max_pool2d_backward", &max_pool2d_backward);
+}
+
+}  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
