@@ -62,9 +62,9 @@ inline void check_attention_shapes(const at::Tensor& q, const at::Tensor& k, con
                  dropout_p);
   if (mask.has_value()) {
     const at::Tensor& m = *mask;
-    FUSEDOPS_CHECK(m.scalar_type() == at::kBool || m.scalar_type() == q.scalar_type(), op,
-                   "attn_mask must be bool or have query's dtype (", q.scalar_type(), "), got ",
-                   m.scalar_type());
+    TORCH_CHECK_TYPE(m.scalar_type() == at::kBool || m.scalar_type() == q.scalar_type(),
+                     "fusedops.", op, ": attn_mask must be bool or have query's dtype (",
+                     q.scalar_type(), "), got ", m.scalar_type());
     std::vector<int64_t> target(q.sizes().begin(), q.sizes().end());
     target.back() = k.size(-2);
     bool ok = m.dim() <= nd;
