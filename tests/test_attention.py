@@ -439,3 +439,130 @@ def test_mask_gradient_refused():
     out = sdpa(q, k, v, attn_mask=mask)
     with pytest.raises(NotImplementedError, match="attn_mask"):
         out.sum().backward()
+
+
+# ---- MultiheadAttention ---------------------------------------------------------------------
+
+MHA_CONFIGS = {
+    "self bf": dict(kw=dict(batch_first=True), self_attn=True),
+    "self seq-first": dict(kw=dict(), self_attn=True),
+    "cross kdim vdim": dict(kw=dict(kdim=12, vdim=20, batch_first=True), self_attn=False),
+    "no bias": dict(kw=dict(bias=False), self_attn=False),
+    "bias_kv zero_attn": dict(kw=dict(add_bias_kv=True, add_zero_attn=True, batch_first=True),
+                              self_attn=False),
+}
+
+
+def _mha_pair(kw, E=24, H=4):
+    torch.manual_seed(0)
+    theirs = torch.nn.MultiheadAttention(E, H, **kw)
+    torch.manual_seed(0)
+    ours = fusedops.nn.MultiheadAttention(E, H, **kw)
+    assert isinstance(ours.out_proj, fusedops.nn.Linear)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for (n, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert torch.equal(a, b), f"init of {n} differs from torch's"  # same init, same RNG use
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def _mha_inputs(m, N, L, S, self_attn):
+    E = m.embed_dim
+    kd, vd = m.kdim, m.vdim
+    shape = (lambda T, D: (N, T, D)) if m.batch_first else (lambda T, D: (T, N, D))
+    x = torch.randn(shape(L, E), requires_grad=True)
+    if self_attn:
+        return x, x, x
+    return (x, torch.randn(shape(S, kd), requires_grad=True),
+            torch.randn(shape(S, vd), requires_grad=True))
+
+
+def _check_mha(ours, theirs, inputs, **fkw):
+    out_a, w_a = ours(*inputs, **fkw)
+    out_b, w_b = theirs(*inputs, **fkw)
+    torch.testing.assert_close(out_a, out_b, atol=2e-5, rtol=1e-4)
+    if w_b is None:
+        assert w_a is None
+    else:
+        torch.testing.assert_close(w_a, w_b, atol=2e-6, rtol=1e-4)
+    g = torch.randn_like(out_b)
+    leaves = [t for t in dict.fromkeys(inputs) if t.requires_grad]
+    pa = leaves + [p for p in ours.parameters()]
+    pb = leaves + [p for p in theirs.parameters()]
+    ga = torch.autograd.grad(out_a, pa, g, allow_unused=True)
+    gb = torch.autograd.grad(out_b, pb, g, allow_unused=True)
+    for a, b in zip(ga, gb):
+        if b is None:
+            assert a is None or (a == 0).all()
+        else:
+            torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("config", list(MHA_CONFIGS))
+def test_mha_matches_torch(config, need_weights):
+    c = MHA_CONFIGS[config]
+    ours, theirs = _mha_pair(c["kw"])
+    inputs = _mha_inputs(ours, 3, 7, 7 if c["self_attn"] else 9, c["self_attn"])
+    _check_mha(ours, theirs, inputs, need_weights=need_weights)
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_mha_masks(kind):
+    ours, theirs = _mha_pair(dict(batch_first=True))
+    inputs = _mha_inputs(ours, 2, 6, 8, False)
+    kpm = torch.zeros(2, 8, dtype=torch.bool)
+    kpm[0, 5:] = True
+    amask = torch.rand(6, 8) > 0.8
+    amask[:, 0] = False
+    if kind == "float":
+        kpm = torch.zeros(2, 8).masked_fill(kpm, float("-inf"))
+        amask = torch.randn(6, 8)
+    for fkw in (dict(key_padding_mask=kpm), dict(attn_mask=amask),
+                dict(key_padding_mask=kpm, attn_mask=amask)):
+        for nw in (True, False):
+            _check_mha(ours, theirs, inputs, need_weights=nw, **fkw)
+    m3 = torch.randn(2 * 4, 6, 8)
+    _check_mha(ours, theirs, inputs, need_weights=False, attn_mask=m3)
+
+
+def test_mha_causal_and_per_head_weights():
+    ours, theirs = _mha_pair(dict(batch_first=True))
+    inputs = _mha_inputs(ours, 2, 9, 9, True)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(9)
+    for nw in (True, False):
+        _check_mha(ours, theirs, inputs, need_weights=nw, attn_mask=causal, is_causal=True)
+    _check_mha(ours, theirs, inputs, need_weights=True, average_attn_weights=False)
+
+
+def test_mha_unbatched():
+    ours, theirs = _mha_pair(dict())
+    x = torch.randn(5, 24, requires_grad=True)
+    _check_mha(ours, theirs, (x, x, x))
+    kpm = torch.tensor([False, False, True, False, False])
+    _check_mha(ours, theirs, (x, x, x), key_padding_mask=kpm, need_weights=False)
+
+
+def test_mha_dropout_training():
+    ours, theirs = _mha_pair(dict(dropout=0.3, batch_first=True))
+    ours.train()
+    x = torch.randn(2, 16, 24)
+    torch.manual_seed(5)
+    a, _ = ours(x, x, x, need_weights=False)
+    torch.manual_seed(5)
+    b, _ = ours(x, x, x, need_weights=False)
+    torch.testing.assert_close(a, b)  # reproducible under manual_seed
+    ours.eval()
+    theirs.eval()
+    _check_mha(ours, theirs, (x.requires_grad_(), x, x), need_weights=False)
+
+
+def test_mha_bad_input():
+    m = fusedops.nn.MultiheadAttention(24, 4, batch_first=True)
+    x = torch.randn(2, 5, 24)
+    with pytest.raises(ValueError, match="fusedops.nn.MultiheadAttention"):
+        m(x, x, torch.randn(2, 5, 24, 1))
+    with pytest.raises(RuntimeError, match="attn_mask"):
+        m(x, x, x, attn_mask=torch.zeros(4, 4, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="is_causal"):
+        m(x, x, x, is_causal=True)
