@@ -164,16 +164,22 @@ struct FlashAttention {
     T *kt, *vp, *qs, *s, *o, *mrow, *lrow, *corr;
   };
 
+  // K^T of head b as one [E][BN] panel per key block (a power-of-two row stride such as S
+  // would map the rows of a panel to the same L1 sets), zero past S; V as [S][Evp].
   static void pack_head_kv(const Args& a, int64_t b, FwdScratch& w) {
-    const int64_t Sp = rup(a.S, NR), Evp = rup(a.Ev, NR);
+    const int64_t Evp = rup(a.Ev, NR), E = a.E;
     if (a.k_off[b] != w.k_cached) {
       const T* k = a.k + a.k_off[b];
+      const int64_t nkb = (a.S + BN - 1) / BN;
       for (int64_t j = 0; j < a.S; ++j) {
         const T* kr = k + j * a.k_rs;
-        for (int64_t e = 0; e < a.E; ++e) w.kt[e * Sp + j] = kr[e];
+        T* d = w.kt + (j / BN) * E * BN + j % BN;
+        for (int64_t e = 0; e < E; ++e) d[e * BN] = kr[e];
       }
-      for (int64_t e = 0; e < a.E; ++e)
-        for (int64_t j = a.S; j < Sp; ++j) w.kt[e * Sp + j] = T(0);
+      for (int64_t j = a.S; j < nkb * BN; ++j) {
+        T* d = w.kt + (j / BN) * E * BN + j % BN;
+        for (int64_t e = 0; e < E; ++e) d[e * BN] = T(0);
+      }
       w.k_cached = a.k_off[b];
     }
     if (a.v_off[b] != w.v_cached) {
@@ -189,7 +195,7 @@ struct FlashAttention {
 
   static void forward_block(const Args& a, int64_t b, int64_t i0, FwdScratch& w) {
     const int64_t L = a.L, S = a.S, E = a.E, Ev = a.Ev;
-    const int64_t Sp = rup(S, NR), Evp = rup(Ev, NR);
+    const int64_t Evp = rup(Ev, NR);
     const int64_t m = std::min<int64_t>(BM, L - i0), mp = rup(m, MR);
     const T* q = a.q + a.q_off[b] + i0 * a.q_rs;
     for (int64_t r = 0; r < m; ++r)
@@ -207,7 +213,7 @@ struct FlashAttention {
     const int64_t kend = a.causal ? std::min(S, i0 + m) : S;
     for (int64_t j0 = 0; j0 < kend; j0 += BN) {
       const int64_t n = std::min<int64_t>(BN, kend - j0);
-      block<0>(m, n, E, w.qs, E, 1, w.kt + j0, Sp, w.s, BN);
+      block<0>(m, n, E, w.qs, E, 1, w.kt + (j0 / BN) * E * BN, BN, w.s, BN);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t row = i0 + r;
         T* s = w.s + r * BN;
@@ -251,7 +257,7 @@ struct FlashAttention {
     {
       static thread_local FwdScratch w;
       w.k_cached = w.v_cached = -1;
-      w.kt = w.kt_b.get(size_t(std::max<int64_t>(Ep, 1) * Sp));
+      w.kt = w.kt_b.get(size_t(std::max<int64_t>(a.E, 1) * (Sp + BN)));
       w.vp = w.vp_b.get(size_t(std::max<int64_t>(Sp, 1) * Evp));
       w.qs = w.qs_b.get(size_t(BM * Ep));
       w.s = w.s_b.get(size_t(BM * BN));
