@@ -566,3 +566,95 @@ def test_mha_bad_input():
         m(x, x, x, attn_mask=torch.zeros(4, 4, dtype=torch.bool))
     with pytest.raises(RuntimeError, match="is_causal"):
         m(x, x, x, is_causal=True)
+
+
+# ---- CUDA kernels (simulator, and a GPU when present) ---------------------------------------
+
+from conftest import BACKENDS, DTYPES, check_close, dev, op  # noqa: E402
+
+SIM_CASES = {
+    "plain": dict(shapes=((2, 2, 37, 16), (2, 2, 41, 16), (2, 2, 41, 24)), kw={}),
+    "causal L>S": dict(shapes=((1, 2, 45, 8), (1, 2, 33, 8), (1, 2, 33, 8)), kw=dict(causal=True)),
+    "bool mask": dict(shapes=((1, 3, 20, 32), (1, 3, 35, 32), (1, 3, 35, 32)), kw=dict(mask="bool")),
+    "float mask": dict(shapes=((2, 1, 20, 8), (2, 1, 35, 8), (2, 1, 35, 8)), kw=dict(mask="float")),
+    "gqa": dict(shapes=((1, 4, 19, 16), (1, 2, 23, 16), (1, 2, 23, 16)), kw=dict(gqa=True)),
+    "E=80 Ev=40": dict(shapes=((1, 1, 9, 80), (1, 1, 70, 80), (1, 1, 70, 40)), kw=dict(causal=True)),
+}
+
+
+def _sim_inputs(case, dtype, device):
+    c = SIM_CASES[case]
+    q, k, v = (torch.randn(s).to(device=device, dtype=dtype) for s in c["shapes"])
+    kw = c["kw"]
+    mask = None
+    L, S = q.shape[-2], k.shape[-2]
+    if kw.get("mask") == "bool":
+        mask = torch.rand(L, S) > 0.4
+        mask[5] = False  # a fully masked row: zeros
+        mask = mask.to(device)
+    elif kw.get("mask") == "float":
+        mask = (torch.randn(q.shape[0], 1, L, S) * 2).to(device=device, dtype=dtype)
+    return q, k, v, mask, kw.get("causal", False), kw.get("gqa", False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", list(SIM_CASES))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_forward_backward(backend, case, dtype):
+    q, k, v, mask, causal, gqa = _sim_inputs(case, dtype, dev(backend))
+    f = op(backend, "scaled_dot_product_attention")
+    out, lse = f(q, k, v, mask, 0.0, causal, None, gqa, None)
+    assert lse.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    g = torch.randn(out.shape).to(out)
+    dq, dk, dv = op(backend, "scaled_dot_product_attention_backward")(
+        g, q, k, v, out, lse, mask, 0.0, causal, None, gqa, None, [True, True, True])
+    # float64 truth; torch's math in the same low precision (on the CPU) sets the budget
+    m64 = None if mask is None or mask.dtype == torch.bool else mask.double().cpu()
+    m_ = mask.cpu() if mask is not None and mask.dtype == torch.bool else m64
+    q64, k64, v64 = (t.detach().double().cpu().requires_grad_() for t in (q, k, v))
+    ref = reference_attention(q64, k64, v64, m_, causal, None, gqa)
+    refg = torch.autograd.grad(ref, (q64, k64, v64), g.double().cpu())
+    lowp = None
+    if dtype in (torch.float16, torch.bfloat16):
+        ql, kl, vl = (t.detach().cpu().float().to(dtype).requires_grad_() for t in (q, k, v))
+        ml = None if m_ is None else (m_ if m_.dtype == torch.bool else m_.to(dtype))
+        lowp = reference_attention(ql, kl, vl, ml, causal, None, gqa)
+        lowpg = torch.autograd.grad(lowp, (ql, kl, vl), g.cpu())
+    check_close(out, ref.detach(), lowp, dtype, f"{case} output")
+    for name, ours, r, i in zip("qkv", (dq, dk, dv), refg, range(3)):
+        check_close(ours, r, None if lowp is None else lowpg[i], dtype, f"{case} d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_dropout_matches_cpu(backend):
+    """The simulator (and a GPU) drop exactly the elements the CPU op drops."""
+    q, k, v = (torch.randn(1, 2, 23 if i == 0 else 29, 8, dtype=torch.float64) for i in range(3))
+    rng = torch.tensor([7, 11])
+    args = (None, 0.4, True, None, False, rng)
+    cpu_out, cpu_lse = ops.scaled_dot_product_attention(q, k, v, *args)
+    d = dev(backend)
+    out, lse = op(backend, "scaled_dot_product_attention")(q.to(d), k.to(d), v.to(d), *args)
+    torch.testing.assert_close(out.cpu(), cpu_out)
+    g = torch.randn_like(cpu_out)
+    a = ops.scaled_dot_product_attention_backward(g, q, k, v, cpu_out, cpu_lse, *args, [True] * 3)
+    b = op(backend, "scaled_dot_product_attention_backward")(
+        g.to(d), q.to(d), k.to(d), v.to(d), out, lse, *args, [True] * 3)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y.cpu(), x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_noncontiguous_and_bad_input(backend):
+    d = dev(backend)
+    qkv = torch.randn(2, 13, 3, 2, 8, device=d)
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+    out, _ = op(backend, "scaled_dot_product_attention")(q, k, v, None, 0.0, True, None, False, None)
+    ref, _ = ops.scaled_dot_product_attention(q.cpu(), k.cpu(), v.cpu(), None, 0.0, True, None,
+                                              False, None)
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=1e-5)
+    f = op(backend, "scaled_dot_product_attention")
+    with pytest.raises(RuntimeError, match="head dim"):
+        f(q, k[..., :4], v, None, 0.0, False, None, False, None)
+    with pytest.raises(RuntimeError, match="256"):
+        big = torch.randn(1, 1, 3, 300, device=d)
+        f(big, big, big, None, 0.0, False, None, False, None)

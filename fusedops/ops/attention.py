@@ -119,7 +119,9 @@ def _sdpa_fake(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
                enable_gqa=False, rng=None):
     _check_shapes(query, key, value, attn_mask, enable_gqa)
     out = query.new_empty((*query.shape[:-1], value.shape[-1]))
-    return out, query.new_empty(query.shape[:-1])
+    # the log-sum-exp is float32 for 16-bit inputs (CUDA), else query's dtype
+    lse_dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
+    return out, query.new_empty(query.shape[:-1], dtype=lse_dtype)
 
 
 @torch.library.register_fake("fusedops::scaled_dot_product_attention_backward")
