@@ -264,6 +264,7 @@ def test_gradcheck_dropout_fixed_rng():
     assert torch.autograd.gradcheck(fn, (q, k, v))
 
 
+@pytest.mark.slow
 def test_double_backward():
     q, k, v = _inputs((1, 1, 4, 3), (1, 1, 5, 3), (1, 1, 5, 2), dtype=torch.float64)
     assert torch.autograd.gradgradcheck(lambda q, k, v: sdpa(q, k, v, is_causal=True), (q, k, v))
@@ -340,7 +341,9 @@ def test_dropout_grads_match_masked_reference():
 # ---- opcheck, compile, meta -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["plain", "causal", "bool mask", "float mask", "dropout", "gqa"])
+@pytest.mark.parametrize("variant", [
+    "plain", "dropout", *(pytest.param(v, marks=pytest.mark.slow)
+                          for v in ("causal", "bool mask", "float mask", "gqa"))])
 def test_opcheck(variant):
     q, k, v = _inputs((1, 4, 7, 8), (1, 4, 9, 8), (1, 4, 9, 6))
     mask, p, causal, gqa, rng = None, 0.0, False, False, None
