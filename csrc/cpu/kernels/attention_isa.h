@@ -20,14 +20,14 @@
 
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 
-template <class V, int MR, int NV, int BM, int BN>
+template <class V, int MR, int NV, int BM, int BN, int FBN = BN>
 struct FlashAttention {
   using T = typename V::T;
   using R = typename V::R;
   using Args = AttentionArgs<T>;
   static constexpr int W = V::W;
   static constexpr int NR = NV * W;
-  static_assert(BM % MR == 0 && BN % NR == 0 && BN % MR == 0 && BN % W == 0,
+  static_assert(BM % MR == 0 && BN % NR == 0 && BN % MR == 0 && BN % W == 0 && FBN % NR == 0,
                 "attention blocks must hold whole tiles");
   static constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 
@@ -164,21 +164,21 @@ struct FlashAttention {
     T *kt, *vp, *qs, *s, *o, *mrow, *lrow, *corr;
   };
 
-  // K^T of head b as one [E][BN] panel per key block (a power-of-two row stride such as S
+  // K^T of head b as one [E][FBN] panel per key block (a power-of-two row stride such as S
   // would map the rows of a panel to the same L1 sets), zero past S; V as [S][Evp].
   static void pack_head_kv(const Args& a, int64_t b, FwdScratch& w) {
     const int64_t Evp = rup(a.Ev, NR), E = a.E;
     if (a.k_off[b] != w.k_cached) {
       const T* k = a.k + a.k_off[b];
-      const int64_t nkb = (a.S + BN - 1) / BN;
+      const int64_t nkb = (a.S + FBN - 1) / FBN;
       for (int64_t j = 0; j < a.S; ++j) {
         const T* kr = k + j * a.k_rs;
-        T* d = w.kt + (j / BN) * E * BN + j % BN;
-        for (int64_t e = 0; e < E; ++e) d[e * BN] = kr[e];
+        T* d = w.kt + (j / FBN) * E * FBN + j % FBN;
+        for (int64_t e = 0; e < E; ++e) d[e * FBN] = kr[e];
       }
-      for (int64_t j = a.S; j < nkb * BN; ++j) {
-        T* d = w.kt + (j / BN) * E * BN + j % BN;
-        for (int64_t e = 0; e < E; ++e) d[e * BN] = T(0);
+      for (int64_t j = a.S; j < nkb * FBN; ++j) {
+        T* d = w.kt + (j / FBN) * E * FBN + j % FBN;
+        for (int64_t e = 0; e < E; ++e) d[e * FBN] = T(0);
       }
       w.k_cached = a.k_off[b];
     }
@@ -211,12 +211,12 @@ struct FlashAttention {
     const uint64_t thr = attention_drop_threshold(a.dropout_p), key = attention_seed_key(a.seed);
     const T inv_keep = a.dropout_p < 1.0 ? T(1.0 / (1.0 - a.dropout_p)) : T(0);
     const int64_t kend = a.causal ? std::min(S, i0 + m) : S;
-    for (int64_t j0 = 0; j0 < kend; j0 += BN) {
-      const int64_t n = std::min<int64_t>(BN, kend - j0);
-      block<0>(m, n, E, w.qs, E, 1, w.kt + (j0 / BN) * E * BN, BN, w.s, BN);
+    for (int64_t j0 = 0; j0 < kend; j0 += FBN) {
+      const int64_t n = std::min<int64_t>(FBN, kend - j0);
+      block<0>(m, n, E, w.qs, E, 1, w.kt + (j0 / FBN) * E * FBN, FBN, w.s, FBN);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t row = i0 + r;
-        T* s = w.s + r * BN;
+        T* s = w.s + r * FBN;
         const int64_t ncol = visible(a, row, j0, n);
         mask_row(a, b, row, j0, n, ncol, s);
         const T mnew = std::max(w.mrow[r], row_max(s, rup(n, W)));
@@ -235,7 +235,7 @@ struct FlashAttention {
             s[c] = attention_keep(key, base + c, thr) ? s[c] * inv_keep : T(0);
         }
       }
-      block<2>(m, Ev, n, w.s, BN, 1, w.vp + j0 * Evp, Evp, w.o, Evp, w.corr);
+      block<2>(m, Ev, n, w.s, FBN, 1, w.vp + j0 * Evp, Evp, w.o, Evp, w.corr);
     }
     T* out = a.out + (b * L + i0) * Ev;
     for (int64_t r = 0; r < m; ++r) {
@@ -257,10 +257,10 @@ struct FlashAttention {
     {
       static thread_local FwdScratch w;
       w.k_cached = w.v_cached = -1;
-      w.kt = w.kt_b.get(size_t(std::max<int64_t>(a.E, 1) * (Sp + BN)));
+      w.kt = w.kt_b.get(size_t(std::max<int64_t>(a.E, 1) * (Sp + FBN)));
       w.vp = w.vp_b.get(size_t(std::max<int64_t>(Sp, 1) * Evp));
       w.qs = w.qs_b.get(size_t(BM * Ep));
-      w.s = w.s_b.get(size_t(BM * BN));
+      w.s = w.s_b.get(size_t(BM * FBN));
       w.o = w.o_b.get(size_t(BM * std::max<int64_t>(Evp, NR)));
       w.mrow = w.st_b.get(size_t(3 * BM));
       w.lrow = w.mrow + BM;
@@ -454,8 +454,11 @@ struct FlashAttention {
 
 // Instantiation for the instruction set of the including file.
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
+#ifndef FUSEDOPS_ATTN_FBN_F32
+#define FUSEDOPS_ATTN_FBN_F32 FUSEDOPS_ATTN_BN_F32
+#endif
 using AttnF32 = FlashAttention<FUSEDOPS_VEC_F32, FUSEDOPS_ATTN_MR_F32, FUSEDOPS_ATTN_NV_F32,
-                               FUSEDOPS_ATTN_BM_F32, FUSEDOPS_ATTN_BN_F32>;
+                               FUSEDOPS_ATTN_BM_F32, FUSEDOPS_ATTN_BN_F32, FUSEDOPS_ATTN_FBN_F32>;
 using AttnF64 = FlashAttention<FUSEDOPS_VEC_F64, FUSEDOPS_ATTN_MR_F64, FUSEDOPS_ATTN_NV_F64,
                                FUSEDOPS_ATTN_BM_F64, FUSEDOPS_ATTN_BN_F64>;
 
