@@ -579,9 +579,11 @@ SIM_CASES = {
     "plain": dict(shapes=((2, 2, 37, 16), (2, 2, 41, 16), (2, 2, 41, 24)), kw={}),
     "causal L>S": dict(shapes=((1, 2, 45, 8), (1, 2, 33, 8), (1, 2, 33, 8)), kw=dict(causal=True)),
     "bool mask": dict(shapes=((1, 3, 20, 32), (1, 3, 35, 32), (1, 3, 35, 32)), kw=dict(mask="bool")),
-    "float mask": dict(shapes=((2, 1, 20, 8), (2, 1, 35, 8), (2, 1, 35, 8)), kw=dict(mask="float")),
+    "float mask": dict(shapes=((2, 1, 20, 16), (2, 1, 35, 16), (2, 1, 35, 8)), kw=dict(mask="float")),
     "gqa": dict(shapes=((1, 4, 19, 16), (1, 2, 23, 16), (1, 2, 23, 16)), kw=dict(gqa=True)),
     "E=80 Ev=40": dict(shapes=((1, 1, 9, 80), (1, 1, 70, 80), (1, 1, 70, 40)), kw=dict(causal=True)),
+    "E=128": dict(shapes=((1, 1, 40, 128), (1, 1, 50, 128), (1, 1, 50, 128)), kw=dict(causal=True)),
+    "E=24 Ev=12": dict(shapes=((1, 2, 17, 24), (1, 2, 19, 24), (1, 2, 19, 12)), kw={}),  # SIMT
 }
 
 
@@ -644,6 +646,11 @@ def test_cuda_dropout_matches_cpu(backend):
         g.to(d), q.to(d), k.to(d), v.to(d), out, lse, *args, [True] * 3)
     for x, y in zip(a, b):
         torch.testing.assert_close(y.cpu(), x)
+    # fp16 (the tensor-core forward): the same elements dropped as the CPU op on the same values
+    q16, k16, v16 = (torch.randn(1, 2, 33, 16).half() for _ in range(3))
+    out16, _ = op(backend, "scaled_dot_product_attention")(q16.to(d), k16.to(d), v16.to(d), *args)
+    ref32, _ = ops.scaled_dot_product_attention(q16.float(), k16.float(), v16.float(), *args)
+    torch.testing.assert_close(out16.cpu().float(), ref32, atol=2e-2, rtol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

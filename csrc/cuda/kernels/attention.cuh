@@ -14,12 +14,16 @@
      dq        a warp per query row: lanes own 32 keys of a tile, then the columns of dQ.
    Dropout: the counter-based hash of cpu/kernels/attention_rng.h, so the CPU op, the
    simulator and a GPU drop exactly the same elements.
-   (A tensor-core FlashAttention-2 path for fp16/bf16 with mma.sync is future work.) */
+   fp16 / bf16 forwards with E % 16 == 0, Ev % 8 == 0 (both <= 128) run on tensor cores instead:
+   forward_tc, FlashAttention-2 with mma.sync m16n8k16 (a warp per 16 query rows, fragments
+   gathered from global memory, no shared-memory staging yet). The backward is SIMT. */
 #pragma once
 #include "gemm.cuh"
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "../../cpu/kernels/attention_rng.h"
 
@@ -287,6 +291,144 @@ __global__ void __launch_bounds__(kWarps * 32) dq_kernel(AttentionParams<T> p) {
   }
 }
 
+// ---- tensor cores (fp16 / bf16): FlashAttention-2 forward with mma.sync m16n8k16 ----------
+// A warp owns 16 query rows; per tile of 16 keys: S = Q K^T (E/16 mma per 8-key half), the
+// online softmax on the accumulator fragments (a lane holds rows g and g + 8, g = lane / 4,
+// reduced over the 4 lanes of a quad), then P (the accumulators re-packed as an A fragment)
+// times V. Fragments are gathered from global memory (L1/L2 resident); E % 16 == 0,
+// Ev % 8 == 0, both <= 128.
+constexpr int kTcRows = 16;
+
+template <typename T>
+__device__ __forceinline__ std::uint32_t pack2(T lo, T hi) {
+  std::uint16_t a, b;
+  memcpy(&a, &lo, 2);
+  memcpy(&b, &hi, 2);
+  return std::uint32_t(a) | (std::uint32_t(b) << 16);
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __half>) mma_m16n8k16_f16(d, a, b, d);
+  else mma_m16n8k16_bf16(d, a, b, d);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams<T> p) {
+  using gemm_detail::from_acc;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t b = blockIdx.y, row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (row0 >= p.L) return;  // uniform across the warp
+  const T* q = p.q + p.off[b];
+  const T* k = p.k + p.off[p.batch + b];
+  const T* v = p.v + p.off[2 * p.batch + b];
+  const T zero = from_acc<T>(0.f);
+  const int64_t r[2] = {row0 + g, row0 + g + 8};
+  // Q fragments for the whole head dim (rows past L read as 0)
+  std::uint32_t qf[128 / 16][4];
+  const int kcs = int(p.E / 16);
+  for (int kc = 0; kc < 128 / 16; ++kc) {
+    if (kc >= kcs) break;
+    for (int h = 0; h < 4; ++h) {
+      const int64_t row = r[h & 1];
+      const int64_t e = kc * 16 + 2 * t + (h >> 1) * 8;
+      const T* qr = q + row * p.q_rs + e;
+      qf[kc][h] = row < p.L ? pack2<T>(qr[0], qr[1]) : pack2<T>(zero, zero);
+    }
+  }
+  const float ninf = -INFINITY;
+  const float inv_keep = p.dropout_p < 1.0 ? float(1.0 / (1.0 - p.dropout_p)) : 0.f;
+  float o[128 / 8][4];
+  for (int dt = 0; dt < 128 / 8; ++dt)
+    for (int c = 0; c < 4; ++c) o[dt][c] = 0.f;
+  float m[2] = {ninf, ninf}, l[2] = {0.f, 0.f};
+  const int dts = int(p.Ev / 8);
+  const int64_t last = row0 + kTcRows - 1 < p.L - 1 ? row0 + kTcRows - 1 : p.L - 1;
+  const int64_t kend = p.causal ? (last + 1 < p.S ? last + 1 : p.S) : p.S;
+  for (int64_t j0 = 0; j0 < kend; j0 += 16) {
+    float sc[2][4];
+    for (int nt = 0; nt < 2; ++nt) {
+      for (int c = 0; c < 4; ++c) sc[nt][c] = 0.f;
+      const int64_t key = j0 + nt * 8 + g;
+      for (int kc = 0; kc < kcs; ++kc) {
+        std::uint32_t bf[2];
+        for (int h = 0; h < 2; ++h) {
+          const T* kr = k + key * p.k_rs + kc * 16 + 2 * t + h * 8;
+          bf[h] = key < p.S ? pack2<T>(kr[0], kr[1]) : pack2<T>(zero, zero);
+        }
+        mma16816<T>(sc[nt], qf[kc], bf);
+      }
+    }
+    // scores -> probabilities, per row half h (c = 2h, 2h + 1)
+    float pu[2][4];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = r[h];
+      float mx = ninf;
+      for (int nt = 0; nt < 2; ++nt)
+        for (int c = 0; c < 2; ++c) {
+          const int64_t col = j0 + nt * 8 + 2 * t + c;
+          float& x = sc[nt][2 * h + c];
+          x = (row < p.L && col < kend) ? score(p, b, row, col, x) : ninf;
+          mx = x > mx ? x : mx;
+        }
+      for (int o_ = 1; o_ < 4; o_ <<= 1) {
+        const float y = __shfl_xor_sync(0xffffffffu, mx, o_);
+        mx = y > mx ? y : mx;
+      }
+      const float mnew = mx > m[h] ? mx : m[h];
+      const float corr = (m[h] == ninf || mnew == ninf) ? 0.f : acc_exp(m[h] - mnew);
+      float sum = 0.f;
+      for (int nt = 0; nt < 2; ++nt)
+        for (int c = 0; c < 2; ++c) {
+          const float x = sc[nt][2 * h + c];
+          const float pr = (x == ninf) ? 0.f : acc_exp(x - mnew);
+          sum += pr;
+          const int64_t col = j0 + nt * 8 + 2 * t + c;
+          pu[nt][2 * h + c] = (x != ninf && keep(p, b, row, col)) ? pr * (p.dropout_p > 0.0 ? inv_keep : 1.f) : 0.f;
+        }
+      for (int o_ = 1; o_ < 4; o_ <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o_);
+      l[h] = l[h] * corr + sum;
+      m[h] = mnew;
+      for (int dt = 0; dt < dts; ++dt) {
+        o[dt][2 * h] *= corr;
+        o[dt][2 * h + 1] *= corr;
+      }
+    }
+    std::uint32_t af[4] = {pack2<T>(from_acc<T>(pu[0][0]), from_acc<T>(pu[0][1])),
+                           pack2<T>(from_acc<T>(pu[0][2]), from_acc<T>(pu[0][3])),
+                           pack2<T>(from_acc<T>(pu[1][0]), from_acc<T>(pu[1][1])),
+                           pack2<T>(from_acc<T>(pu[1][2]), from_acc<T>(pu[1][3]))};
+    for (int dt = 0; dt < dts; ++dt) {
+      const int64_t n = dt * 8 + g;
+      std::uint32_t bf[2];
+      for (int h = 0; h < 2; ++h) {
+        const int64_t key = j0 + 2 * t + h * 8;
+        const T v0 = key < p.S ? v[key * p.v_rs + n] : zero;
+        const T v1 = key + 1 < p.S ? v[(key + 1) * p.v_rs + n] : zero;
+        bf[h] = pack2<T>(v0, v1);
+      }
+      mma16816<T>(o[dt], af, bf);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = r[h];
+    if (row >= p.L) continue;
+    const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+    T* out = p.out + (b * p.L + row) * p.Ev;
+    for (int dt = 0; dt < dts; ++dt) {
+      out[dt * 8 + 2 * t] = from_acc<T>(o[dt][2 * h] * inv);
+      out[dt * 8 + 2 * t + 1] = from_acc<T>(o[dt][2 * h + 1] * inv);
+    }
+    if (t == 0) p.lse[b * p.L + row] = l[h] > 0.f ? m[h] + acc_log(l[h]) : INFINITY;
+  }
+}
+
+template <typename T>
+inline bool use_tensor_cores(const AttentionParams<T>& p) {
+  return (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) && p.E % 16 == 0 &&
+         p.Ev % 8 == 0 && p.E > 0 && p.Ev > 0 && p.E <= 128 && p.Ev <= 128;
+}
+
 }  // namespace attention_detail
 
 // One block of kWarps rows; grid (row blocks, batch). `rows` is L (forward, delta, dq) or S (dk_dv).
@@ -303,6 +445,13 @@ template <typename T>
 void attention_forward_launch(const AttentionParams<T>& p, cudaStream_t s) {
   using namespace attention_detail;
   if (p.batch <= 0 || p.L <= 0) return;
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+    if (use_tensor_cores(p)) {
+      const LaunchPlan plan = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch);
+      LAUNCH(forward_tc_kernel<T>, plan.grid, plan.block, 0, s, p);
+      return;
+    }
+  }
   const LaunchPlan plan = attention_plan(p.L, p.batch);
   LAUNCH(forward_kernel<T>, plan.grid, plan.block, 0, s, p);
 }
