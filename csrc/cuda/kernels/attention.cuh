@@ -327,8 +327,10 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
   // Q fragments for the whole head dim (rows past L read as 0)
   std::uint32_t qf[128 / 16][4];
   const int kcs = int(p.E / 16);
+  GEMM_UNROLL
   for (int kc = 0; kc < 128 / 16; ++kc) {
     if (kc >= kcs) break;
+    GEMM_UNROLL
     for (int h = 0; h < 4; ++h) {
       const int64_t row = r[h & 1];
       const int64_t e = kc * 16 + 2 * t + (h >> 1) * 8;
@@ -339,7 +341,9 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
   const float ninf = -INFINITY;
   const float inv_keep = p.dropout_p < 1.0 ? float(1.0 / (1.0 - p.dropout_p)) : 0.f;
   float o[128 / 8][4];
+  GEMM_UNROLL
   for (int dt = 0; dt < 128 / 8; ++dt)
+    GEMM_UNROLL
     for (int c = 0; c < 4; ++c) o[dt][c] = 0.f;
   float m[2] = {ninf, ninf}, l[2] = {0.f, 0.f};
   const int dts = int(p.Ev / 8);
@@ -347,11 +351,16 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
   const int64_t kend = p.causal ? (last + 1 < p.S ? last + 1 : p.S) : p.S;
   for (int64_t j0 = 0; j0 < kend; j0 += 16) {
     float sc[2][4];
+    GEMM_UNROLL
     for (int nt = 0; nt < 2; ++nt) {
+      GEMM_UNROLL
       for (int c = 0; c < 4; ++c) sc[nt][c] = 0.f;
       const int64_t key = j0 + nt * 8 + g;
-      for (int kc = 0; kc < kcs; ++kc) {
+      GEMM_UNROLL
+      for (int kc = 0; kc < 128 / 16; ++kc) {
+        if (kc >= kcs) break;
         std::uint32_t bf[2];
+        GEMM_UNROLL
         for (int h = 0; h < 2; ++h) {
           const T* kr = k + key * p.k_rs + kc * 16 + 2 * t + h * 8;
           bf[h] = key < p.S ? pack2<T>(kr[0], kr[1]) : pack2<T>(zero, zero);
@@ -361,16 +370,20 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
     }
     // scores -> probabilities, per row half h (c = 2h, 2h + 1)
     float pu[2][4];
+    GEMM_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int64_t row = r[h];
       float mx = ninf;
+      GEMM_UNROLL
       for (int nt = 0; nt < 2; ++nt)
+        GEMM_UNROLL
         for (int c = 0; c < 2; ++c) {
           const int64_t col = j0 + nt * 8 + 2 * t + c;
           float& x = sc[nt][2 * h + c];
           x = (row < p.L && col < kend) ? score(p, b, row, col, x) : ninf;
           mx = x > mx ? x : mx;
         }
+      GEMM_UNROLL
       for (int o_ = 1; o_ < 4; o_ <<= 1) {
         const float y = __shfl_xor_sync(0xffffffffu, mx, o_);
         mx = y > mx ? y : mx;
@@ -378,7 +391,9 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
       const float mnew = mx > m[h] ? mx : m[h];
       const float corr = (m[h] == ninf || mnew == ninf) ? 0.f : acc_exp(m[h] - mnew);
       float sum = 0.f;
+      GEMM_UNROLL
       for (int nt = 0; nt < 2; ++nt)
+        GEMM_UNROLL
         for (int c = 0; c < 2; ++c) {
           const float x = sc[nt][2 * h + c];
           const float pr = (x == ninf) ? 0.f : acc_exp(x - mnew);
@@ -386,10 +401,13 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
           const int64_t col = j0 + nt * 8 + 2 * t + c;
           pu[nt][2 * h + c] = (x != ninf && keep(p, b, row, col)) ? pr * (p.dropout_p > 0.0 ? inv_keep : 1.f) : 0.f;
         }
+      GEMM_UNROLL
       for (int o_ = 1; o_ < 4; o_ <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o_);
       l[h] = l[h] * corr + sum;
       m[h] = mnew;
-      for (int dt = 0; dt < dts; ++dt) {
+      GEMM_UNROLL
+      for (int dt = 0; dt < 128 / 8; ++dt) {
+        if (dt >= dts) break;
         o[dt][2 * h] *= corr;
         o[dt][2 * h + 1] *= corr;
       }
@@ -398,9 +416,12 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
                            pack2<T>(from_acc<T>(pu[0][2]), from_acc<T>(pu[0][3])),
                            pack2<T>(from_acc<T>(pu[1][0]), from_acc<T>(pu[1][1])),
                            pack2<T>(from_acc<T>(pu[1][2]), from_acc<T>(pu[1][3]))};
-    for (int dt = 0; dt < dts; ++dt) {
+    GEMM_UNROLL
+      for (int dt = 0; dt < 128 / 8; ++dt) {
+        if (dt >= dts) break;
       const int64_t n = dt * 8 + g;
       std::uint32_t bf[2];
+      GEMM_UNROLL
       for (int h = 0; h < 2; ++h) {
         const int64_t key = j0 + 2 * t + h * 8;
         const T v0 = key < p.S ? v[key * p.v_rs + n] : zero;
@@ -410,12 +431,15 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
       mma16816<T>(o[dt], af, bf);
     }
   }
+  GEMM_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int64_t row = r[h];
     if (row >= p.L) continue;
     const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
     T* out = p.out + (b * p.L + row) * p.Ev;
-    for (int dt = 0; dt < dts; ++dt) {
+    GEMM_UNROLL
+      for (int dt = 0; dt < 128 / 8; ++dt) {
+        if (dt >= dts) break;
       out[dt * 8 + 2 * t] = from_acc<T>(o[dt][2 * h] * inv);
       out[dt * 8 + 2 * t + 1] = from_acc<T>(o[dt][2 * h + 1] * inv);
     }
