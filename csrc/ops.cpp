@@ -122,6 +122,23 @@ void define_schemas(torch::Library& m) {
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+
+  // ---- attention (fusedops/ops/attention.py) ----
+  // softmax(scale * query @ key^T + mask) @ value over [..., L, E] / [..., S, E] / [..., S, Ev]
+  // (flash: no L x S matrix); returns (output [..., L, Ev], logsumexp [..., L], +inf for rows
+  // with no visible key). rng: int64 (seed, offset) of the dropout hash, needed when
+  // dropout_p > 0.
+  m.def(
+      "scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None, "
+      "float dropout_p=0.0, bool is_causal=False, float? scale=None, bool enable_gqa=False, "
+      "Tensor? rng=None) -> (Tensor, Tensor)");
+  // Gradients w.r.t. (query, key, value) from the forward's output and logsumexp; the dropout
+  // mask is regenerated from rng; outputs not in output_mask are None.
+  m.def(
+      "scaled_dot_product_attention_backward(Tensor grad_out, Tensor query, Tensor key, "
+      "Tensor value, Tensor out, Tensor logsumexp, Tensor? attn_mask, float dropout_p, "
+      "bool is_causal, float? scale, bool enable_gqa, Tensor? rng, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)");
 }
 
 }  // namespace fusedops

@@ -1,12 +1,13 @@
 """Drop-in modules: the constructor signature, parameters, init and state_dict of their
 torch.nn counterparts, with the forward pass in fusedops kernels."""
 from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .attention import MultiheadAttention
 from .conv import Conv2d, MaxPool2d
 from .linear import Linear
 from .norm import LayerNorm
 
 __all__ = [
-    "Linear", "Conv2d", "MaxPool2d", "LayerNorm",
+    "Linear", "Conv2d", "MaxPool2d", "MultiheadAttention", "LayerNorm",
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
    
 ]

@@ -2,6 +2,7 @@
 operator of the same name in torch.ops.fusedops (autograd and fake registrations live beside
 each family)."""
 from .activation import gelu, log_softmax, relu, sigmoid, softmax, tanh
+from .attention import scaled_dot_product_attention
 from .conv import conv2d, max_pool2d
 from .linear import linear, matmul
 from .norm import add_layer_norm, layer_norm
@@ -9,7 +10,7 @@ from .norm import add_layer_norm, layer_norm
 __all__ = [
     "linear", "matmul",
     "conv2d", "max_pool2d",
-   
+    "scaled_dot_product_attention",
     "layer_norm", "add_layer_norm",
     "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
    

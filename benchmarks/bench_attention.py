@@ -1,0 +1,113 @@
+"""scaled_dot_product_attention (fp32): fusedops.ops.scaled_dot_product_attention against
+torch.nn.functional.scaled_dot_product_attention (torch's own CPU flash kernel), forward and
+forward + backward (the gradients of q, k and v for a fixed random output gradient).
+
+Cases are named B x H x T x D (q, k, v [B, H, T, D], self-attention, L = S = T), causal or not.
+FLOPs are torch's flop-counter formulas (torch.utils.flop_counter): forward 2 products
+(4 B H T^2 D), backward 5 (the recomputed scores, dP, dV, dQ, dK: 10 B H T^2 D); for causal
+cases those counts are scaled by the fraction of (query, key) pairs that are visible,
+(T + 1) / (2 T), so GFLOP/s and % of peak measure arithmetic actually needed.
+
+`python -m benchmarks.bench_attention --memory` prints the peak memory of one forward +
+backward at B=1 H=8 T=2048 D=128 (causal and not) for both peers: each runs in a fresh
+process, and the number is the growth of the process's peak resident set (ru_maxrss) over the
+resident set just before the step, with the inputs and the output gradient already allocated
+and a small warm-up step done (so libraries and thread stacks are not counted).
+"""
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import fusedops
+
+from .harness import Case
+
+PEERS = ("fusedops", "torch")
+SHAPES = [(4, 12, 256, 64), (2, 12, 1024, 64), (1, 8, 2048, 128)]
+QUICK_SHAPES = [(4, 12, 256, 64), (1, 4, 512, 64)]
+
+
+def cases(quick: bool):
+    out = []
+    for shape in QUICK_SHAPES if quick else SHAPES:
+        for causal in (True, False):
+            if shape == (1, 8, 2048, 128) and not causal and not quick:
+                continue  # the issue's goal is causal; the non-causal run is long
+            out += [case(shape, causal, False), case(shape, causal, True)]
+    return out
+
+
+def flops(shape, causal, backward):
+    B, H, T, D = shape
+    f = (14 if backward else 4) * B * H * T * T * D
+    return f * (T + 1) / (2 * T) if causal else f
+
+
+def case(shape, causal, backward) -> Case:
+    B, H, T, D = shape
+
+    def setup():
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(B, H, T, D).requires_grad_(backward) for _ in range(3))
+
+        def ours():
+            return fusedops.ops.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        def theirs():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        if not backward:
+            return {"fusedops": ours, "torch": theirs}
+        grad = torch.randn(B, H, T, D)
+
+        def step(fn):
+            out = fn()
+            return (out, *torch.autograd.grad(out, (q, k, v), grad))
+
+        return {"fusedops": lambda: step(ours), "torch": lambda: step(theirs)}
+
+    name = f"{'causal' if causal else 'full'} {B}x{H}x{T}x{D}"
+    return Case(name, "fwd+bwd" if backward else "fwd", setup, flops(shape, causal, backward))
+
+
+_MEMORY_SNIPPET = """
+import resource, sys, torch, torch.nn.functional as F
+import fusedops
+peer, causal = sys.argv[1], sys.argv[2] == "1"
+torch.set_num_threads(2)
+B, H, T, D = 1, 8, 2048, 128
+q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
+g = torch.randn(B, H, T, D)
+fn = fusedops.ops.scaled_dot_product_attention if peer == "fusedops" else F.scaled_dot_product_attention
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+w = torch.randn(1, 2, 64, 16, requires_grad=True)  # warm-up: libraries, threads, code pages
+torch.autograd.grad(fn(w, w, w, is_causal=causal).sum(), w)
+base = rss()
+out = fn(q, k, v, is_causal=causal)
+torch.autograd.grad(out, (q, k, v), g)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(max(peak - base, 0))
+"""
+
+
+def memory_report():
+    inputs = 4 * 1 * 8 * 2048 * 128 * 4
+    print(f"peak memory of one fwd+bwd, B=1 H=8 T=2048 D=128 fp32 (each of q, k, v, grad: "
+          f"{inputs / 4 / 2**20:.0f} MiB); growth of peak RSS over the RSS before the step")
+    for causal in (True, False):
+        row = []
+        for peer in PEERS:
+            r = subprocess.run([sys.executable, "-c", _MEMORY_SNIPPET, peer, str(int(causal))],
+                               capture_output=True, text=True, check=True)
+            row.append((peer, int(r.stdout.strip()) / 2**20))
+        print(f"  {'causal' if causal else 'full  '}: "
+              + ", ".join(f"{p} {mib:7.1f} MiB" for p, mib in row))
+
+
+if __name__ == "__main__":
+    if "--memory" in sys.argv:
+        memory_report()

@@ -1,0 +1,182 @@
+// CPU bindings of scaled_dot_product_attention and its backward: argument checks, output
+// allocation, operand offsets and strides handed to the flash kernels (no copies of
+// transposed, broadcast or grouped-query operands), dispatch on dtype. The math is in
+// kernels/attention_isa.h.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+
+#include "common/attention_args.h"
+#include "common/checks.h"
+#include "cpu/kernels/attention.h"
+
+namespace fusedops {
+namespace {
+
+using cpu::AttentionArgs;
+using cpu::AttnMask;
+
+// The last dimension contiguous (any other strides are handled by offsets).
+at::Tensor rows_contiguous(const at::Tensor& t) {
+  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+struct Prepared {
+  at::Tensor q, k, v, mask;  // mask expanded to [..., L, S], or undefined
+  AttentionLayout lay;
+  uint64_t seed = 0, offset = 0;
+};
+
+Prepared prepare(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                 const std::optional<at::Tensor>& attn_mask, double dropout_p,
+                 std::optional<double> scale, bool enable_gqa,
+                 const std::optional<at::Tensor>& rng, const char* op) {
+  check_cpu_float(query, op, "query");
+  check_cpu_float(key, op, "key");
+  check_cpu_float(value, op, "value");
+  check_same_dtype(key, query, op, "key", "query");
+  check_same_dtype(value, query, op, "value", "query");
+  if (attn_mask.has_value())
+    FUSEDOPS_CHECK(attn_mask->device().is_cpu(), op, "attn_mask must be a CPU tensor, got device ",
+                   attn_mask->device());
+  check_attention_shapes(query, key, value, attn_mask, enable_gqa, dropout_p, op);
+  Prepared p;
+  p.q = rows_contiguous(query);
+  p.k = rows_contiguous(key);
+  p.v = rows_contiguous(value);
+  if (attn_mask.has_value()) {
+    std::vector<int64_t> target(query.sizes().begin(), query.sizes().end());
+    target.back() = key.size(-2);
+    p.mask = attn_mask->expand(target);
+  }
+  p.lay = attention_layout(p.q, p.k, p.v, p.mask.defined() ? &p.mask : nullptr, enable_gqa, scale);
+  if (dropout_p > 0.0) {
+    FUSEDOPS_CHECK(rng.has_value(), op, "dropout_p > 0 needs the rng tensor (seed, offset)");
+    FUSEDOPS_CHECK(rng->scalar_type() == at::kLong && rng->numel() == 2 && rng->device().is_cpu(),
+                   op, "rng must be a CPU int64 tensor of 2 elements (seed, offset), got ",
+                   rng->scalar_type(), " of shape ", shape_str(rng->sizes()), " on ",
+                   rng->device());
+    const at::Tensor r = rng->contiguous();
+    p.seed = uint64_t(r.data_ptr<int64_t>()[0]);
+    p.offset = uint64_t(r.data_ptr<int64_t>()[1]);
+  }
+  return p;
+}
+
+template <typename T>
+AttentionArgs<T> kernel_args(const Prepared& p, double dropout_p, bool is_causal) {
+  const AttentionLayout& lay = p.lay;
+  AttentionArgs<T> a;
+  a.batch = lay.batch;
+  a.L = lay.L;
+  a.S = lay.S;
+  a.E = lay.E;
+  a.Ev = lay.Ev;
+  a.q = p.q.data_ptr<T>();
+  a.k = p.k.data_ptr<T>();
+  a.v = p.v.data_ptr<T>();
+  a.q_off = lay.q_off.data();
+  a.k_off = lay.k_off.data();
+  a.v_off = lay.v_off.data();
+  a.q_rs = p.q.stride(-2);
+  a.k_rs = p.k.stride(-2);
+  a.v_rs = p.v.stride(-2);
+  if (p.mask.defined()) {
+    if (p.mask.scalar_type() == at::kBool) {
+      a.mask = AttnMask::boolean;
+      a.mask_bool = reinterpret_cast<const uint8_t*>(p.mask.data_ptr<bool>());
+    } else {
+      a.mask = AttnMask::additive;
+      a.mask_add = p.mask.data_ptr<T>();
+    }
+    a.m_off = lay.m_off.data();
+    a.m_rs = lay.m_rs;
+    a.m_cs = lay.m_cs;
+  }
+  a.causal = is_causal;
+  a.scale = T(lay.scale);
+  a.dropout_p = dropout_p;
+  a.seed = p.seed;
+  a.offset = p.offset;
+  return a;
+}
+
+std::vector<int64_t> batch_with(const AttentionLayout& lay, std::initializer_list<int64_t> tail) {
+  std::vector<int64_t> s = lay.batch_shape;
+  s.insert(s.end(), tail);
+  return s;
+}
+
+std::tuple<at::Tensor, at::Tensor> sdpa_cpu(const at::Tensor& query, const at::Tensor& key,
+                                            const at::Tensor& value,
+                                            const std::optional<at::Tensor>& attn_mask,
+                                            double dropout_p, bool is_causal,
+                                            std::optional<double> scale, bool enable_gqa,
+                                            const std::optional<at::Tensor>& rng) {
+  const char* op = "scaled_dot_product_attention";
+  Prepared p = prepare(query, key, value, attn_mask, dropout_p, scale, enable_gqa, rng, op);
+  const AttentionLayout& lay = p.lay;
+  at::Tensor out = at::empty(batch_with(lay, {lay.L, lay.Ev}), query.options());
+  at::Tensor lse = at::empty(batch_with(lay, {lay.L}), query.options());
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "fusedops.scaled_dot_product_attention", [&] {
+    AttentionArgs<scalar_t> a = kernel_args<scalar_t>(p, dropout_p, is_causal);
+    a.out = out.data_ptr<scalar_t>();
+    a.lse = lse.data_ptr<scalar_t>();
+    cpu::attention_forward<scalar_t>(a);
+  });
+  return {out, lse};
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+                  const at::Tensor& value, const at::Tensor& out, const at::Tensor& logsumexp,
+                  const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
+                  std::optional<double> scale, bool enable_gqa,
+                  const std::optional<at::Tensor>& rng, std::array<bool, 3> mask) {
+  const char* op = "scaled_dot_product_attention_backward";
+  Prepared p = prepare(query, key, value, attn_mask, dropout_p, scale, enable_gqa, rng, op);
+  const AttentionLayout& lay = p.lay;
+  const auto out_shape = batch_with(lay, {lay.L, lay.Ev});
+  const auto lse_shape = batch_with(lay, {lay.L});
+  for (const at::Tensor* t : {&grad_out, &out, &logsumexp}) {
+    const char* name = t == &grad_out ? "grad_out" : t == &out ? "out" : "logsumexp";
+    check_cpu_float(*t, op, name);
+    check_same_dtype(*t, query, op, name, "query");
+    const auto& want = t == &logsumexp ? lse_shape : out_shape;
+    FUSEDOPS_CHECK(t->sizes().vec() == want, op, name, " must have shape ", shape_str(want),
+                   ", got ", shape_str(t->sizes()));
+  }
+  const at::Tensor go = grad_out.contiguous(), o = out.contiguous(), lse = logsumexp.contiguous();
+  std::optional<at::Tensor> dq, dk, dv;
+  at::Tensor dk_all, dv_all;
+  if (mask[0]) dq = at::empty(batch_with(lay, {lay.L, lay.E}), query.options());
+  if (mask[1]) dk_all = at::empty(batch_with(lay, {lay.S, lay.E}), query.options());
+  if (mask[2]) dv_all = at::empty(batch_with(lay, {lay.S, lay.Ev}), query.options());
+  if (mask[0] || mask[1] || mask[2]) {
+    AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "fusedops.scaled_dot_product_attention_backward",
+                               [&] {
+      AttentionArgs<scalar_t> a = kernel_args<scalar_t>(p, dropout_p, is_causal);
+      a.out = const_cast<scalar_t*>(o.data_ptr<scalar_t>());
+      a.lse = const_cast<scalar_t*>(lse.data_ptr<scalar_t>());
+      a.dout = go.data_ptr<scalar_t>();
+      a.dq = mask[0] ? dq->data_ptr<scalar_t>() : nullptr;
+      a.dk = mask[1] ? dk_all.data_ptr<scalar_t>() : nullptr;
+      a.dv = mask[2] ? dv_all.data_ptr<scalar_t>() : nullptr;
+      cpu::attention_backward<scalar_t>(a);
+    });
+  }
+  if (mask[1]) dk = lay.kv_shared ? reduce_kv_grad(dk_all, key, enable_gqa) : dk_all;
+  if (mask[2]) dv = lay.kv_shared ? reduce_kv_grad(dv_all, value, enable_gqa) : dv_all;
+  return {dq, dk, dv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("scaled_dot_product_attention", &sdpa_cpu);
+  m.impl("scaled_dot_product_attention_backward", &sdpa_backward_cpu);
+}
+
+}  // namespace fusedops

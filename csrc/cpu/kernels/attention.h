@@ -1,0 +1,58 @@
+// Fused (flash) attention on the CPU, torch-free: softmax(scale * Q K^T + mask) V per
+// (batch, head) with the softmax computed online over blocks of keys, so no L x S matrix
+// exists; the forward saves the log-sum-exp of every row, the backward recomputes the
+// probabilities block by block (FlashAttention-2 order: key blocks outermost).
+//
+// Every (batch, head) pair is one "batch" index b in [0, batch); the operands of b start at
+// element offsets q_off[b], k_off[b], ... (so broadcast batch dimensions, grouped-query heads
+// and transposed layouts need no copies). Rows are strided, the last dimension contiguous.
+// A row whose keys are all masked gives zeros (and zero gradients); its log-sum-exp is +inf.
+#pragma once
+#include <cstdint>
+
+#include "../../common/cpu_features.h"
+
+namespace fusedops::cpu {
+
+enum class AttnMask : int { none = 0, boolean = 1, additive = 2 };
+
+template <typename T>
+struct AttentionArgs {
+  int64_t batch = 0;           // query (batch, head) pairs
+  int64_t L = 0, S = 0;        // query and key sequence lengths
+  int64_t E = 0, Ev = 0;       // query/key and value head dims
+  const T* q = nullptr;        // q[q_off[b] + i * q_rs + e]
+  const T* k = nullptr;        // k[k_off[b] + j * k_rs + e]
+  const T* v = nullptr;        // v[v_off[b] + j * v_rs + c]
+  const int64_t* q_off = nullptr;
+  const int64_t* k_off = nullptr;
+  const int64_t* v_off = nullptr;
+  int64_t q_rs = 0, k_rs = 0, v_rs = 0;
+  AttnMask mask = AttnMask::none;  // element (i, j) at m_off[b] + i * m_rs + j * m_cs
+  const T* mask_add = nullptr;     // additive: added to the scaled scores
+  const uint8_t* mask_bool = nullptr;  // boolean: nonzero takes part
+  const int64_t* m_off = nullptr;
+  int64_t m_rs = 0, m_cs = 0;
+  bool causal = false;  // key j visible to query i iff j <= i (top-left aligned)
+  T scale = T(1);
+  double dropout_p = 0.0;  // keep decision per (b, i, j): attention_rng.h
+  uint64_t seed = 0, offset = 0;
+  // forward: out [batch, L, Ev] and lse [batch, L] contiguous (outputs);
+  // backward: inputs (the forward's results).
+  T* out = nullptr;
+  T* lse = nullptr;
+  // backward only: dout [batch, L, Ev] contiguous; dq [batch, L, E] contiguous; dk, dv
+  // [batch, S, E] / [batch, S, Ev] contiguous, one per query (batch, head) (the binding sums
+  // them over the query heads that share a key head); any may be null (not needed).
+  const T* dout = nullptr;
+  T* dq = nullptr;
+  T* dk = nullptr;
+  T* dv = nullptr;
+};
+
+template <typename T>
+void attention_forward(const AttentionArgs<T>& args);
+template <typename T>
+void attention_backward(const AttentionArgs<T>& args);
+
+}  // namespace fusedops::cpu
