@@ -185,18 +185,19 @@ struct CrossEntropyRow {
       const T xt = t >= 0 ? x[t] : T(0);      // read before an in-place write
       const R pav = V::set1(pa), mv = V::set1(mm);
       int64_t j = 0;
-      if (q) {
-        const R kv = V::set1(T(sc * keep)), av = V::set1(T(sc * ls / double(C)));
+      if (q) {  // g = sc (sq p - w q'), q' rounded as in pass 1 (exact 0 where p = q')
+        const T pq = T(ga / s);
+        const R kv = V::set1(keep), av = V::set1(add), pqv = V::set1(pq), scv = V::set1(T(sc));
         for (; j + V::W <= C; j += V::W) {
-          R p = V::mul(pav, exp_vec<V>(V::sub(V::loadu(x + j), mv)));
+          R p = V::mul(pqv, exp_vec<V>(V::sub(V::loadu(x + j), mv)));
           R qq = V::fmadd(V::loadu(q + j), kv, av);
           if (w) qq = V::mul(qq, V::loadu(w + j));
-          V::storeu(g + j, V::sub(p, qq));
+          V::storeu(g + j, V::mul(V::sub(p, qq), scv));
         }
         for (; j < C; ++j) {
-          T qq = q[j] * T(sc * keep) + T(sc * ls / double(C));
+          T qq = q[j] * keep + add;
           if (w) qq *= w[j];
-          g[j] = pa * exp_scalar<T>(x[j] - mm) - qq;
+          g[j] = (pq * exp_scalar<T>(x[j] - mm) - qq) * T(sc);
         }
       } else {
         const R gav = V::set1(gadd);
