@@ -610,3 +610,147 @@ def test_bad_input_never_crashes_process(python_subprocess):
         """
     )
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+# ---- CUDA kernels: simulator (and GPU) against the CPU ops ----------------------------------
+
+from conftest import BACKENDS, DTYPES, check_close, dev, op  # noqa: E402
+
+
+def _lowp(dtype, fn, *tensors):
+    """The low-precision budget: the CPU op on inputs rounded to dtype, in float32, its result
+    rounded to dtype."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None
+    args = [t.to(dtype).float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            for t in tensors]
+    out = fn(*args)
+    return tuple(o if o is None else o.to(dtype) for o in out) if isinstance(out, tuple) else out.to(dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1, 3, 37, 64, 300])
+@pytest.mark.parametrize("kind", ["plain", "weights_ls", "probs"])
+def test_cuda_cross_entropy(backend, dtype, C, kind):
+    torch.manual_seed(C)
+    N = 6
+    x = torch.randn(N, C) * 3
+    w = torch.rand(C) + 0.2 if kind != "plain" else None
+    ls = 0.2 if kind != "plain" else 0.0
+    if kind == "probs":
+        t, ii = torch.softmax(torch.randn(N, C), 1), -100
+    else:
+        t, ii = torch.randint(0, C, (N,)), -100
+        t[2] = -100
+    d = dev(backend)
+    for red in REDUCTIONS:
+        def cpu(x_, t_, w_):
+            return ops.cross_entropy(x_, t_, w_, ii, red, ls, True)
+        ref = cpu(x.double(), t.double() if kind == "probs" else t, None if w is None else w.double())
+        lowp = _lowp(dtype, cpu, x, t, w) or (None, None)
+        tt = t.to(d, dtype) if kind == "probs" else t.to(d)
+        ours = op(backend, "cross_entropy")(x.to(d, dtype), tt, None if w is None else w.to(d, dtype),
+                                            ii, red, ls, True)
+        assert ours[0].dtype == dtype and ours[1].shape == (N, C)
+        check_close(ours[0], ref[0], lowp[0], dtype, f"cross_entropy loss {red}")
+        check_close(ours[1], ref[1], lowp[1], dtype, f"cross_entropy grad {red}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_cross_entropy_edges(backend):
+    d = dev(backend)
+    f = op(backend, "cross_entropy")
+    x = torch.randn(4, 40)
+    x[0, 3], x[1], x[2, ::3] = 1e4, -1e4, -float("inf")
+    t = torch.tensor([3, 5, 1, -100])
+    for ls in (0.0, 0.1):
+        ours = f(x.to(d), t.to(d), None, -100, "none", ls, True)
+        ref = ops.cross_entropy(x, t, None, -100, "none", ls, True)
+        torch.testing.assert_close(ours[0].cpu(), ref[0], rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(ours[1].cpu(), ref[1], rtol=1e-5, atol=1e-6)
+    allign = f(x.to(d), torch.full((4,), -100, device=d), None, -100, "mean", 0.0, True)
+    assert math.isnan(allign[0].item()) and not allign[1].abs().sum().item()
+    with pytest.raises(IndexError, match="fusedops.cross_entropy"):
+        f(x.to(d), torch.tensor([0, 40, 1, 1], device=d), None, -100, "mean", 0.0, False)
+    buf = torch.randn(4, 40)
+    g = torch.randn(4)
+    torch.testing.assert_close(op(backend, "cross_entropy_backward")(g.to(d), buf.to(d)).cpu(),
+                               buf * g[:, None])
+    b2 = buf.to(d).clone()
+    op(backend, "loss_grad_scale")(b2, torch.tensor(3.0, device=d))
+    torch.testing.assert_close(b2.cpu(), buf * 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cuda_linear_cross_entropy(backend, dtype, reduction, monkeypatch):
+    monkeypatch.setenv("FUSEDOPS_LCE_CHUNK_ROWS", "7")  # three chunks, the last partial
+    torch.manual_seed(3)
+    N, K, V = 17, 24, 45
+    x, w, b = torch.randn(N, K), torch.randn(V, K) / 5, torch.randn(V)
+    t = torch.randint(0, V, (N,))
+    t[4] = -100
+    mask = [True, True, True]
+    d = dev(backend)
+    fwd_mask = [False] * 3 if reduction == "none" else mask
+
+    def cpu(x_, w_, b_):
+        return ops.linear_cross_entropy(x_, w_, t, b_, -100, reduction, 0.1, fwd_mask)
+    ref = cpu(x.double(), w.double(), b.double())
+    lowp = _lowp(dtype, cpu, x, w, b) or (None,) * 4
+    ours = op(backend, "linear_cross_entropy")(x.to(d, dtype), w.to(d, dtype), t.to(d), b.to(d, dtype),
+                                               -100, reduction, 0.1, fwd_mask)
+    for name, o, r, lp in zip(("loss", "grad_input", "grad_weight", "grad_bias"), ours, ref, lowp):
+        if r is None:
+            assert o is None
+            continue
+        check_close(o, r, lp, dtype, f"linear_cross_entropy {name}")
+    g = torch.rand(N) + 0.5 if reduction == "none" else torch.tensor(1.7)
+
+    def cpu_b(g_, x_, w_, b_):
+        return ops.linear_cross_entropy_backward(g_, x_, w_, t, b_, -100, reduction, 0.1, mask)
+    ref = cpu_b(g.double(), x.double(), w.double(), b.double())
+    lowp = _lowp(dtype, cpu_b, g, x, w, b) or (None,) * 3
+    ours = op(backend, "linear_cross_entropy_backward")(g.to(d, dtype), x.to(d, dtype), w.to(d, dtype),
+                                                        t.to(d), b.to(d, dtype), -100, reduction, 0.1,
+                                                        mask)
+    for name, o, r, lp in zip(("grad_input", "grad_weight", "grad_bias"), ours, ref, lowp):
+        check_close(o, r, lp, dtype, f"linear_cross_entropy_backward {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cuda_mse_bce(backend, dtype, reduction):
+    torch.manual_seed(4)
+    x, y = torch.randn(5, 7) * 3, torch.rand(5, 7)
+    w, pw = torch.rand(5, 1), torch.rand(7) + 0.5
+    d = dev(backend)
+    g = torch.randn(5, 7) if reduction == "none" else torch.tensor(0.8)
+    cases = [
+        ("mse_loss", lambda *a: ops.mse_loss(*a, reduction), (x, y)),
+        ("binary_cross_entropy_with_logits",
+         lambda *a: ops.binary_cross_entropy_with_logits(*a, reduction), (x, y, w, pw)),
+    ]
+    for name, cpu, args in cases:
+        ref = cpu(*[a.double() for a in args])
+        lowp = _lowp(dtype, cpu, *args)
+        ours = op(backend, name)(*[a.to(d, dtype) for a in args], reduction)
+        assert ours.dtype == dtype
+        check_close(ours, ref, lowp, dtype, name)
+    ref = ops.mse_loss_backward(g.double(), x.double(), y.double(), reduction)
+    lowp = _lowp(dtype, lambda *a: ops.mse_loss_backward(*a, reduction), g, x, y)
+    ours = op(backend, "mse_loss_backward")(g.to(d, dtype), x.to(d, dtype), y.to(d, dtype), reduction)
+    check_close(ours, ref, lowp, dtype, "mse_loss_backward")
+
+    def bce_b(g_, x_, y_, w_, pw_):
+        return ops.binary_cross_entropy_with_logits_backward(g_, x_, y_, w_, pw_, reduction, [True, True])
+    ref = bce_b(g.double(), x.double(), y.double(), w.double(), pw.double())
+    lowp = _lowp(dtype, bce_b, g, x, y, w, pw) or (None, None)
+    ours = op(backend, "binary_cross_entropy_with_logits_backward")(
+        g.to(d, dtype), x.to(d, dtype), y.to(d, dtype), w.to(d, dtype), pw.to(d, dtype), reduction,
+        [True, True])
+    for nm, o, r, lp in zip(("grad_input", "grad_target"), ours, ref, lowp):
+        check_close(o, r, lp, dtype, f"bce {nm}")

@@ -15,22 +15,12 @@
 
 #include "common/checks.h"
 #include "common/linear_args.h"
+#include "common/loss_args.h"
 #include "cpu/kernels/gemm/gemm.h"
 #include "cpu/kernels/loss.h"
 
 namespace fusedops {
 namespace {
-
-enum class Reduction { none, mean, sum };
-
-Reduction reduction_arg(c10::string_view r, const char* op) {
-  if (r == "mean") return Reduction::mean;
-  if (r == "sum") return Reduction::sum;
-  if (r == "none") return Reduction::none;
-  FUSEDOPS_CHECK(false, op, "reduction must be \"mean\", \"sum\" or \"none\", got \"",
-                 std::string(r.data(), r.size()), "\"");
-  return Reduction::mean;
-}
 
 // Large gradient buffers are written once, right after allocation: asking for huge pages turns
 // ~200k page faults per 800 MB into a few hundred (the kernel still zeroes the memory).
@@ -50,11 +40,6 @@ at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   at::Tensor g = at::empty(sizes, opt);
   advise_huge_pages(g);
   return g;
-}
-
-void check_label_smoothing(double ls, const char* op) {
-  FUSEDOPS_CHECK(ls >= 0.0 && ls <= 1.0, op, "label_smoothing must be between 0.0 and 1.0, got ",
-                 ls);
 }
 
 // Class-index targets: int64 of `shape`; every value ignore_index or in [0, C). Returns the
