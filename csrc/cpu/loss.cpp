@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -36,9 +37,37 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
+// The gradient buffer of cross_entropy: 800 MB for 4096 x 50304 logits, written once. Fresh
+// memory costs a page fault per page (a fill of new memory measured 11x slower than of touched
+// memory here), so the last large buffer is kept and handed out again once nothing but this
+// cache refers to it (the previous step's gradient has been consumed) — one slot per process,
+// like a caching allocator's. A buffer still referenced anywhere is never reused.
+std::mutex grad_cache_mutex;
+at::Tensor grad_cache;
+
 at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const bool large = numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opt.dtype()))) >=
+                     (int64_t(64) << 20);
+  if (large) {
+    std::lock_guard<std::mutex> lock(grad_cache_mutex);
+    if (grad_cache.defined() && grad_cache.use_count() == 1 &&
+        grad_cache.storage().use_count() == 1 && grad_cache.numel() == numel &&
+        grad_cache.dtype() == opt.dtype() && !grad_cache.is_inference()) {
+      // a new tensor (not a view) on the cached storage
+      at::Tensor g = at::empty({0}, opt);
+      g.set_(grad_cache.storage(), 0, sizes, c10::contiguous_strides(sizes));
+      return g;
+    }
+  }
   at::Tensor g = at::empty(sizes, opt);
   advise_huge_pages(g);
+  if (large) {
+    std::lock_guard<std::mutex> lock(grad_cache_mutex);
+    grad_cache = at::empty({0}, opt);
+    grad_cache.set_(g.storage(), 0, {numel}, {1});
+  }
   return g;
 }
 

@@ -272,6 +272,7 @@ def _ce_setup(ctx, inputs, output):
     input, target, weight, ignore_index, reduction, ls, compute_grad = inputs
     ctx.args = (ignore_index, reduction, ls)
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no [N, C] of zeros for the buffer's (absent) gradient
     ctx.save_for_backward(input, target, weight, output[1] if compute_grad else None)
 
 
@@ -281,6 +282,8 @@ def _ce_torch(weight, ignore_index, reduction, ls):
 
 
 def _ce_backward(ctx, grad, _grad_buf):
+    if grad is None:
+        return None, None, None, None, None, None, None
     input, target, weight, buf = ctx.saved_tensors
     ignore_index, reduction, ls = ctx.args
     need_x, need_t = _needs(ctx, 2)
@@ -306,7 +309,7 @@ torch.library.register_autograd("fusedops::cross_entropy", _ce_backward, setup_c
 def _lce_setup(ctx, inputs, output):
     input, weight, target, bias, ignore_index, reduction, ls, mask = inputs
     ctx.args = (ignore_index, reduction, ls)
-    ctx.mask = list(mask)
+    ctx.set_materialize_grads(False)  # no zeros for the gradient outputs' (absent) gradients
     for g in output[1:]:
         if g is not None:
             ctx.mark_non_differentiable(g)
@@ -314,6 +317,8 @@ def _lce_setup(ctx, inputs, output):
 
 
 def _lce_backward(ctx, grad, *_unused):
+    if grad is None:
+        return (None,) * 8
     input, weight, target, bias, gx, gw, gb = ctx.saved_tensors
     ignore_index, reduction, ls = ctx.args
     needs = _needs(ctx, 4)
