@@ -202,6 +202,21 @@ def test_ce_retain_graph_second_backward():
     torch.testing.assert_close(g2, gt)
 
 
+def test_ce_gradient_buffer_reuse_never_clobbers_a_live_gradient():
+    # buffers of 64 MB and more are reused once nothing refers to them
+    x = torch.randn(4, 4_200_000, requires_grad=True)
+    t = torch.tensor([0, 5, 7, 9])
+    (g1,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
+    keep = g1.clone()
+    (g2,) = torch.autograd.grad(fops.cross_entropy(x * 2, t), x)
+    assert g1.data_ptr() != g2.data_ptr() and torch.equal(g1, keep)
+    ptr = g2.data_ptr()
+    del g1, g2
+    (g3,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
+    assert torch.equal(g3, keep)
+    assert g3.data_ptr() == ptr  # the cached (second) buffer, free again, was reused
+
+
 def test_ce_no_grad_needed_returns_no_buffer():
     x, t = torch.randn(4, 5), torch.randint(0, 5, (4,))
     loss, buf = ops.cross_entropy(x, t, None, -100, "mean", 0.0, False)
@@ -225,7 +240,7 @@ def test_ce_backward_ops():
 
 
 @pytest.mark.parametrize("kind", ["class", "class_ls_w", "probs", "probs_ls_w", "spatial"])
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ["mean", pytest.param("sum", marks=pytest.mark.slow), "none"])
 def test_ce_gradcheck(kind, reduction):
     C = 6
     x = torch.randn(5, C, dtype=torch.float64, requires_grad=True)
