@@ -53,7 +53,7 @@ at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   if (large) {
     std::lock_guard<std::mutex> lock(grad_cache_mutex);
     if (grad_cache.defined() && grad_cache.use_count() == 1 &&
-        grad_cache.storage().use_count() == 1 && grad_cache.numel() == numel &&
+        grad_cache.unsafeGetTensorImpl()->storage().use_count() == 1 && grad_cache.numel() == numel &&
         grad_cache.dtype() == opt.dtype() && !grad_cache.is_inference()) {
       // a new tensor (not a view) on the cached storage
       at::Tensor g = at::empty({0}, opt);
