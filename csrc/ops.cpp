@@ -81,6 +81,45 @@ void define_schemas(torch::Library& m) {
   m.def("log_softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
 
   // ---- losses (fusedops/ops/loss.py) ----
+  // Cross-entropy of logits [N, C] with class-index targets [N] (int64) or class probabilities
+  // [N, C]; reduction "mean" | "sum" | "none". Returns (loss, grad): loss 0-d (or [N] for
+  // "none"); grad = d loss / d input [N, C], computed in the same pass when compute_grad, else
+  // an empty tensor.
+  m.def(
+      "cross_entropy(Tensor input, Tensor target, Tensor? weight=None, int ignore_index=-100, "
+      "str reduction=\"mean\", float label_smoothing=0.0, bool compute_grad=False) "
+      "-> (Tensor, Tensor)");
+  // grad_input of cross_entropy from the gradient its forward computed: grad * grad_output
+  // (grad_output 0-d, or [N] scaling rows for reduction "none").
+  m.def("cross_entropy_backward(Tensor grad_output, Tensor grad) -> Tensor");
+  // The same in place (grad *= grad_output, rows scaled by a [N] grad_output); nothing is
+  // written when grad_output is a single 1.
+  m.def("loss_grad_scale(Tensor(a!) grad, Tensor grad_output) -> ()");
+  // cross_entropy(input @ weight.T + bias, target) over row chunks, the [N, V] logits never whole;
+  // returns (loss, grad_input?, grad_weight?, grad_bias?), gradients (for grad_mask) computed in
+  // the forward pass (reduction "mean" or "sum").
+  m.def(
+      "linear_cross_entropy(Tensor input, Tensor weight, Tensor target, Tensor? bias=None, "
+      "int ignore_index=-100, str reduction=\"mean\", float label_smoothing=0.0, "
+      "bool[3] grad_mask=[False, False, False]) -> (Tensor, Tensor?, Tensor?, Tensor?)");
+  // Gradients of linear_cross_entropy for (input, weight, bias), recomputing the logits chunk by
+  // chunk; grad_output 0-d, or [N] for reduction "none".
+  m.def(
+      "linear_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor weight, "
+      "Tensor target, Tensor? bias, int ignore_index, str reduction, float label_smoothing, "
+      "bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
+  // (input - target)^2, reduced; input and target of one shape.
+  m.def("mse_loss(Tensor input, Tensor target, str reduction=\"mean\") -> Tensor");
+  // d mse_loss / d input (d / d target is its negative).
+  m.def("mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, str reduction) -> Tensor");
+  // Binary cross-entropy of logits; weight and pos_weight broadcast to the input's shape.
+  m.def(
+      "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
+      "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor");
+  // Gradients of binary_cross_entropy_with_logits for (input, target) as output_mask asks.
+  m.def(
+      "binary_cross_entropy_with_logits_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "Tensor? weight, Tensor? pos_weight, str reduction, bool[2] output_mask) -> (Tensor?, Tensor?)");
 
   // ---- optimizers (fusedops/optim) ----
   // Adam (decoupled_weight_decay: AdamW) over one param group's tensors of one dtype, in

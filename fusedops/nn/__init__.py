@@ -4,10 +4,11 @@ from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .attention import MultiheadAttention
 from .conv import Conv2d, MaxPool2d
 from .linear import Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .norm import LayerNorm
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "MultiheadAttention", "LayerNorm",
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
-   
+    "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
 ]

@@ -5,6 +5,7 @@ from .activation import gelu, log_softmax, relu, sigmoid, softmax, tanh
 from .attention import scaled_dot_product_attention
 from .conv import conv2d, max_pool2d
 from .linear import linear, matmul
+from .loss import binary_cross_entropy_with_logits, cross_entropy, linear_cross_entropy, mse_loss
 from .norm import add_layer_norm, layer_norm
 
 __all__ = [
@@ -13,5 +14,5 @@ __all__ = [
     "scaled_dot_product_attention",
     "layer_norm", "add_layer_norm",
     "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
-   
+    "cross_entropy", "linear_cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
 ]

@@ -1,0 +1,6 @@
+// Loss kernels for the avx512 instruction set (templates in loss_isa.h).
+#if defined(__x86_64__)
+#include "loss.h"
+#include "vec/isa_avx512.h"
+#include "loss_isa.h"
+#endif

@@ -1,0 +1,521 @@
+// CPU bindings of the losses: cross_entropy (+ its in-place gradient scaling), the chunked
+// linear_cross_entropy, mse_loss and binary_cross_entropy_with_logits. Argument checks, output
+// allocation, dispatch on dtype; the math is in kernels/loss and kernels/gemm.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "common/checks.h"
+#include "common/linear_args.h"
+#include "common/loss_args.h"
+#include "cpu/kernels/gemm/gemm.h"
+#include "cpu/kernels/loss.h"
+
+namespace fusedops {
+namespace {
+
+// The gradient buffer of cross_entropy: 800 MB for 4096 x 50304 logits, written once. Fresh
+// memory costs a page fault per page (a fill of new memory measured 11x slower than of touched
+// memory here), so the last large buffer is kept and handed out again once nothing but this
+// cache refers to it (the previous step's gradient has been consumed) — one slot per process,
+// like a caching allocator's. A buffer still referenced anywhere is never reused.
+std::mutex grad_cache_mutex;
+at::Tensor grad_cache;
+
+at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const bool large = numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opt.dtype()))) >=
+                     (int64_t(64) << 20);
+  if (large) {
+    std::lock_guard<std::mutex> lock(grad_cache_mutex);
+    if (grad_cache.defined() && grad_cache.use_count() == 1 &&
+        grad_cache.unsafeGetTensorImpl()->storage().use_count() == 1 && grad_cache.numel() == numel &&
+        grad_cache.dtype() == opt.dtype() && !grad_cache.is_inference()) {
+      // a new tensor (not a view) on the cached storage
+      at::Tensor g = at::empty({0}, opt);
+      g.set_(grad_cache.storage(), 0, sizes, c10::contiguous_strides(sizes));
+      return g;
+    }
+  }
+  // (madvise(MADV_HUGEPAGE) was tried: with this machine's defrag setting the faults then wait
+  // for compaction, and a fresh 800 MB buffer took 3-9 s instead of 1.8 s.)
+  at::Tensor g = at::empty(sizes, opt);
+  if (large) {
+    std::lock_guard<std::mutex> lock(grad_cache_mutex);
+    grad_cache = at::empty({0}, opt);
+    grad_cache.set_(g.storage(), 0, {numel}, {1});
+  }
+  return g;
+}
+
+// Class-index targets: int64 of `shape`; every value ignore_index or in [0, C). Returns the
+// weighted count of the rows not ignored.
+template <typename T>
+double check_targets(const at::Tensor& target, int64_t C, const T* weight, int64_t ignore_index,
+                     const char* op) {
+  double ws = 0;
+  const int64_t bad = cpu::cross_entropy_targets<T>(target.numel(), C, target.data_ptr<int64_t>(),
+                                                    weight, ignore_index, &ws);
+  if (bad >= 0) {
+    TORCH_CHECK_INDEX(false, "fusedops.", op, ": target ", target.data_ptr<int64_t>()[bad],
+                      " (at flat position ", bad, ") is out of bounds: expected a class in [0, ", C,
+                      ") or ignore_index (", ignore_index, ")");
+  }
+  return ws;
+}
+
+void check_class_target(const at::Tensor& target, int64_t N, const char* op) {
+  TORCH_CHECK_TYPE(target.scalar_type() == at::kLong, "fusedops.", op,
+                   ": class-index target must be int64, got ", target.scalar_type());
+  FUSEDOPS_CHECK(target.device().is_cpu(), op, "target must be a CPU tensor, got device ",
+                 target.device());
+  FUSEDOPS_CHECK(target.dim() == 1 && target.size(0) == N, op, "target must have shape [", N,
+                 "] (one class per row of input), got ", shape_str(target.sizes()));
+}
+
+void check_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input, int64_t C,
+                  const char* op) {
+  if (!weight.has_value()) return;
+  check_cpu_float(*weight, op, "weight");
+  check_same_dtype(*weight, input, op, "weight", "input");
+  FUSEDOPS_CHECK(weight->dim() == 1 && weight->size(0) == C, op,
+                 "weight must be 1-D [C] = [", C, "] (one weight per class), got shape ",
+                 shape_str(weight->sizes()));
+}
+
+// Scalar tensor of a double (NaN for 0 / 0, as torch's mean of nothing).
+at::Tensor scalar_loss(double v, const at::TensorOptions& opt) {
+  return at::full({}, v, opt);
+}
+
+// ---- cross_entropy --------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
+                                                     const at::Tensor& target,
+                                                     const std::optional<at::Tensor>& weight,
+                                                     int64_t ignore_index, c10::string_view reduction,
+                                                     double label_smoothing, bool compute_grad) {
+  const char* op = "cross_entropy";
+  check_cpu_float(input, op, "input");
+  FUSEDOPS_CHECK(input.dim() == 2, op, "input must be 2-D [N, C] here, got shape ",
+                 shape_str(input.sizes()));
+  const Reduction red = reduction_arg(reduction, op);
+  check_label_smoothing(label_smoothing, op);
+  const int64_t N = input.size(0), C = input.size(1);
+  const bool probs = at::isFloatingType(target.scalar_type());
+  if (probs) {
+    check_cpu_float(target, op, "target");
+    check_same_dtype(target, input, op, "target", "input");
+    FUSEDOPS_CHECK(target.sizes() == input.sizes(), op,
+                   "probability target must have the input's shape ", shape_str(input.sizes()),
+                   ", got ", shape_str(target.sizes()));
+    FUSEDOPS_CHECK(ignore_index < 0, op,
+                   "ignore_index is not supported for probability (floating point) targets");
+  } else {
+    check_class_target(target, N, op);
+  }
+  FUSEDOPS_CHECK(C > 0 || N == 0, op, "input must have at least one class, got shape ",
+                 shape_str(input.sizes()));
+  check_weight(weight, input, C, op);
+  const at::Tensor x = input.stride(1) == 1 ? input : input.contiguous();
+  const at::Tensor tgt = target.contiguous();
+  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
+  at::Tensor loss_rows = red == Reduction::none ? at::empty({N}, input.options()) : at::Tensor();
+  at::Tensor grad = compute_grad ? empty_grad({N, C}, input.options()) : at::empty({0}, input.options());
+  double total = 0, denom = double(N);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.cross_entropy", [&] {
+    const scalar_t* wp = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
+    if (!probs) denom = check_targets<scalar_t>(tgt, C, wp, ignore_index, op);
+    cpu::CrossEntropyArgs<scalar_t> a;
+    a.N = N, a.C = C;
+    a.x = x.data_ptr<scalar_t>(), a.ldx = x.stride(0);
+    if (probs) a.probs = tgt.data_ptr<scalar_t>(), a.ldp = C;
+    else a.target = tgt.data_ptr<int64_t>();
+    a.weight = wp;
+    a.ignore_index = ignore_index;
+    a.label_smoothing = label_smoothing;
+    a.loss_rows = loss_rows.defined() ? loss_rows.data_ptr<scalar_t>() : nullptr;
+    a.loss_sum = &total;
+    if (compute_grad) a.grad = grad.data_ptr<scalar_t>(), a.ldg = C;
+    a.scale = red == Reduction::mean ? 1.0 / denom : 1.0;
+    cpu::cross_entropy<scalar_t>(a);
+  });
+  if (red == Reduction::none) return {loss_rows, grad};
+  return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), grad};
+}
+
+// grad_output as a contiguous vector of grad's dtype: one value, or one per row of grad.
+at::Tensor grad_scales(const at::Tensor& grad_output, const at::Tensor& grad, const char* op) {
+  FUSEDOPS_CHECK(grad_output.device().is_cpu(), op, "grad_output must be a CPU tensor, got device ",
+                 grad_output.device());
+  const bool one = grad_output.numel() == 1 && grad_output.dim() <= 1;
+  FUSEDOPS_CHECK(one || (grad.dim() >= 1 && grad_output.dim() == 1 &&
+                         grad_output.size(0) == grad.size(0)),
+                 op, "grad_output must be 0-d or [N] = [", grad.dim() ? grad.size(0) : 0,
+                 "] (one per row of the gradient), got shape ", shape_str(grad_output.sizes()));
+  return grad_output.to(grad.scalar_type()).contiguous();
+}
+
+void scale_into(at::Tensor& grad, const at::Tensor& s) {
+  if (grad.numel() == 0) return;
+  const int64_t N = s.numel() == 1 ? 1 : grad.size(0);
+  const int64_t C = grad.numel() / N;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "fusedops.loss_grad_scale", [&] {
+    cpu::scale_rows<scalar_t>(N, C, grad.data_ptr<scalar_t>(), C, s.data_ptr<scalar_t>(),
+                              s.numel() == 1 ? 0 : 1);
+  });
+}
+
+at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad) {
+  const char* op = "cross_entropy_backward";
+  check_cpu_float(grad, op, "grad");
+  const at::Tensor s = grad_scales(grad_output, grad, op);
+  at::Tensor out = grad.clone(at::MemoryFormat::Contiguous);
+  scale_into(out, s);
+  return out;
+}
+
+void loss_grad_scale_cpu(at::Tensor& grad, const at::Tensor& grad_output) {
+  const char* op = "loss_grad_scale";
+  check_cpu_float(grad, op, "grad");
+  FUSEDOPS_CHECK(grad.is_contiguous(), op, "grad must be contiguous");
+  const at::Tensor s = grad_scales(grad_output, grad, op);
+  scale_into(grad, s);
+}
+
+// ---- linear_cross_entropy ---------------------------------------------------------------------
+
+// Rows of logits per chunk (env FUSEDOPS_LCE_CHUNK_ROWS overrides). Every chunk re-reads the
+// weight twice and dW once (3 x V x K), so chunks must be tall for the GEMMs to stay
+// compute-bound: measured for V = 50304, K = 768 (2 threads), 256-row chunks ran at 0.82x the
+// speed of one 1024-row chunk. So: a quarter of the rows (the buffer is then at most 1/8 of the
+// [N, V] logits and log-probabilities unfused code keeps), at least 256 rows, at most 256 MB.
+int64_t lce_chunk_rows(int64_t N, int64_t V, int64_t elem) {
+  int64_t rows = 0;
+  if (const char* e = std::getenv("FUSEDOPS_LCE_CHUNK_ROWS")) rows = std::atoll(e);
+  if (rows <= 0) {
+    const int64_t cap = std::max<int64_t>(256, (int64_t(256) << 20) / std::max<int64_t>(1, V * elem));
+    rows = std::min(cap, std::max<int64_t>(256, (N + 3) / 4));
+  }
+  return std::max<int64_t>(1, std::min(rows, N));
+}
+
+struct LceArgs {
+  const at::Tensor* x2;  // [N, K]
+  const at::Tensor* w;   // [V, K]
+  const at::Tensor* bias;
+  const int64_t* target;
+  int64_t ignore_index;
+  double label_smoothing;
+  double scale;                 // gradient scale (1/denominator for the mean, x grad_output)
+  const at::Tensor* row_scale;  // [N] or nullptr
+  at::Tensor* loss_rows;        // [N] or nullptr
+  double* loss_sum;
+  at::Tensor *gx, *gw, *gb;     // each may be nullptr
+};
+
+template <typename T>
+void lce_run(const LceArgs& L) {
+  const at::Tensor& x2 = *L.x2;
+  const at::Tensor& w = *L.w;
+  const int64_t N = x2.size(0), K = x2.size(1), V = w.size(0);
+  const bool grads = L.gx || L.gw || L.gb;
+  if (L.gw) L.gw->zero_();
+  if (L.gb) L.gb->zero_();
+  if (L.loss_sum) *L.loss_sum = 0;
+  if (N == 0) return;
+  const int64_t rows = lce_chunk_rows(N, V, sizeof(T));
+  at::Tensor buf = at::empty({rows, V}, x2.options());
+  T* lg = buf.data_ptr<T>();
+  const T* xp = x2.data_ptr<T>();
+  const T* wp = w.data_ptr<T>();
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t bm = std::min(rows, N - r0);
+    {  // logits = x @ w.T + b
+      cpu::GemmArgs<T> g;
+      g.M = bm, g.N = V, g.K = K;
+      g.A = xp + r0 * x2.stride(0), g.rsa = x2.stride(0), g.csa = x2.stride(1);
+      g.B = wp, g.rsb = w.stride(1), g.csb = w.stride(0);
+      g.C = lg, g.ldc = V;
+      if (L.bias) g.bias = L.bias->data_ptr<T>(), g.bias_mode = cpu::BiasMode::per_col;
+      cpu::gemm<T>(g);
+    }
+    double part = 0;
+    cpu::CrossEntropyArgs<T> a;
+    a.N = bm, a.C = V, a.x = lg, a.ldx = V;
+    a.target = L.target + r0;
+    a.ignore_index = L.ignore_index;
+    a.label_smoothing = L.label_smoothing;
+    a.loss_rows = L.loss_rows ? L.loss_rows->data_ptr<T>() + r0 : nullptr;
+    a.loss_sum = &part;
+    if (grads) a.grad = lg, a.ldg = V;  // dlogits overwrite the logits
+    a.scale = L.scale;
+    if (L.row_scale) a.row_scale = L.row_scale->data_ptr<T>() + r0, a.row_scale_stride = 1;
+    cpu::cross_entropy<T>(a);
+    if (L.loss_sum) *L.loss_sum += part;
+    if (L.gx) {  // dx = dlogits @ w
+      cpu::GemmArgs<T> g;
+      g.M = bm, g.N = K, g.K = V;
+      g.A = lg, g.rsa = V, g.csa = 1;
+      g.B = wp, g.rsb = w.stride(0), g.csb = w.stride(1);
+      g.C = L.gx->data_ptr<T>() + r0 * K, g.ldc = K;
+      cpu::gemm<T>(g);
+    }
+    if (L.gw) {  // dW += dlogits.T @ x
+      cpu::GemmArgs<T> g;
+      g.M = V, g.N = K, g.K = bm;
+      g.A = lg, g.rsa = 1, g.csa = V;
+      g.B = xp + r0 * x2.stride(0), g.rsb = x2.stride(0), g.csb = x2.stride(1);
+      g.C = L.gw->data_ptr<T>(), g.ldc = K;
+      g.beta = T(1);
+      cpu::gemm<T>(g);
+    }
+    if (L.gb) cpu::add_column_sums<T>(bm, V, lg, V, L.gb->data_ptr<T>());
+  }
+}
+
+struct LceInputs {
+  at::Tensor x2, w, bias, target;
+  int64_t N, K, V;
+};
+
+LceInputs check_lce(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+                    const std::optional<at::Tensor>& bias, double ls, const char* op) {
+  check_cpu_float(input, op, "input");
+  check_cpu_float(weight, op, "weight");
+  check_same_dtype(weight, input, op, "weight", "input");
+  if (bias.has_value()) {
+    check_cpu_float(*bias, op, "bias");
+    check_same_dtype(*bias, input, op, "bias", "input");
+  }
+  check_linear_shapes(input, weight, bias, op);
+  check_label_smoothing(ls, op);
+  LceInputs r;
+  r.x2 = rows_of(input);
+  r.N = r.x2.size(0), r.K = r.x2.size(1), r.V = weight.size(0);
+  TORCH_CHECK_TYPE(target.scalar_type() == at::kLong, "fusedops.", op,
+                   ": target must be int64 class indices, got ", target.scalar_type());
+  const auto lead = input.sizes().slice(0, input.dim() - 1);
+  FUSEDOPS_CHECK(target.sizes() == lead, op, "target must have shape ", shape_str(lead),
+                 " (input's shape without its last dimension), got ", shape_str(target.sizes()));
+  FUSEDOPS_CHECK(r.V > 0 || r.N == 0, op, "weight must have at least one class (row)");
+  r.target = target.contiguous();
+  r.w = weight;
+  if (bias.has_value()) r.bias = bias->contiguous();
+  return r;
+}
+
+std::tuple<at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_cross_entropy_cpu(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
+                         const std::optional<at::Tensor>& bias, int64_t ignore_index,
+                         c10::string_view reduction, double label_smoothing,
+                         std::array<bool, 3> mask) {
+  const char* op = "linear_cross_entropy";
+  const Reduction red = reduction_arg(reduction, op);
+  LceInputs in = check_lce(input, weight, target, bias, label_smoothing, op);
+  std::optional<at::Tensor> gx, gw, gb;
+  if (mask[0]) gx = at::empty(input.sizes(), input.options());
+  if (mask[1]) gw = at::empty(weight.sizes(), weight.options());
+  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, input.options());
+  at::Tensor loss_rows = red == Reduction::none ? at::empty(target.sizes(), input.options()) : at::Tensor();
+  double total = 0, denom = 0;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy", [&] {
+    denom = check_targets<scalar_t>(in.target, in.V, nullptr, ignore_index, op);
+    at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
+    LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
+              ignore_index, label_smoothing, red == Reduction::mean ? 1.0 / denom : 1.0, nullptr,
+              loss_rows.defined() ? &loss_rows : nullptr, &total, gx ? &gx2 : nullptr,
+              gw ? &*gw : nullptr, gb ? &*gb : nullptr};
+    lce_run<scalar_t>(L);
+  });
+  if (red == Reduction::none) return {loss_rows, gx, gw, gb};
+  return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), gx, gw, gb};
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                  const at::Tensor& weight, const at::Tensor& target,
+                                  const std::optional<at::Tensor>& bias, int64_t ignore_index,
+                                  c10::string_view reduction, double label_smoothing,
+                                  std::array<bool, 3> mask) {
+  const char* op = "linear_cross_entropy_backward";
+  const Reduction red = reduction_arg(reduction, op);
+  LceInputs in = check_lce(input, weight, target, bias, label_smoothing, op);
+  check_cpu_float(grad_output, op, "grad_output");
+  if (red == Reduction::none) {
+    FUSEDOPS_CHECK(grad_output.sizes() == target.sizes(), op, "grad_output must have shape ",
+                   shape_str(target.sizes()), " for reduction \"none\", got ",
+                   shape_str(grad_output.sizes()));
+  } else {
+    FUSEDOPS_CHECK(grad_output.numel() == 1, op, "grad_output must be 0-d, got shape ",
+                   shape_str(grad_output.sizes()));
+  }
+  std::optional<at::Tensor> gx, gw, gb;
+  if (mask[0]) gx = at::empty(input.sizes(), input.options());
+  if (mask[1]) gw = at::empty(weight.sizes(), weight.options());
+  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, input.options());
+  if (!gx && !gw && !gb) return {gx, gw, gb};
+  const at::Tensor go = grad_output.to(input.scalar_type()).contiguous().view({-1});
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy_backward", [&] {
+    const double denom = check_targets<scalar_t>(in.target, in.V, nullptr, ignore_index, op);
+    double scale = 1.0;
+    if (red == Reduction::mean) scale = double(go.data_ptr<scalar_t>()[0]) / denom;
+    if (red == Reduction::sum) scale = double(go.data_ptr<scalar_t>()[0]);
+    at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
+    LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
+              ignore_index, label_smoothing, scale, red == Reduction::none ? &go : nullptr, nullptr,
+              nullptr, gx ? &gx2 : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr};
+    lce_run<scalar_t>(L);
+  });
+  return {gx, gw, gb};
+}
+
+// ---- mse_loss, binary_cross_entropy_with_logits -------------------------------------------
+
+void check_pair(const at::Tensor& input, const at::Tensor& target, const char* op) {
+  check_cpu_float(input, op, "input");
+  check_cpu_float(target, op, "target");
+  check_same_dtype(target, input, op, "target", "input");
+  FUSEDOPS_CHECK(target.sizes() == input.sizes(), op, "target must have the input's shape ",
+                 shape_str(input.sizes()), ", got ", shape_str(target.sizes()));
+}
+
+double mean_scale(Reduction red, int64_t n) { return red == Reduction::mean ? 1.0 / double(n) : 1.0; }
+
+at::Tensor reduced(Reduction red, double total, int64_t n, at::Tensor rows, const at::TensorOptions& opt) {
+  if (red == Reduction::none) return rows;
+  return scalar_loss(red == Reduction::mean ? total / double(n) : total, opt);
+}
+
+at::Tensor mse_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view reduction) {
+  const char* op = "mse_loss";
+  const Reduction red = reduction_arg(reduction, op);
+  check_pair(input, target, op);
+  const at::Tensor x = input.contiguous(), y = target.contiguous();
+  at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  double total = 0;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.mse_loss", [&] {
+    cpu::mse_forward<scalar_t>(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                               rows.defined() ? rows.data_ptr<scalar_t>() : nullptr, &total);
+  });
+  return reduced(red, total, x.numel(), rows, input.options());
+}
+
+// grad_output: 0-d for "mean"/"sum", the input's shape for "none" (returned with stride 1 or 0).
+at::Tensor grad_output_arg(const at::Tensor& g, const at::Tensor& input, Reduction red,
+                           const char* op, int64_t* stride) {
+  check_cpu_float(g, op, "grad_output");
+  if (red == Reduction::none) {
+    FUSEDOPS_CHECK(g.sizes() == input.sizes(), op, "grad_output must have the input's shape ",
+                   shape_str(input.sizes()), " for reduction \"none\", got ", shape_str(g.sizes()));
+    *stride = 1;
+  } else {
+    FUSEDOPS_CHECK(g.numel() == 1, op, "grad_output must be 0-d, got shape ", shape_str(g.sizes()));
+    *stride = 0;
+  }
+  return g.to(input.scalar_type()).contiguous();
+}
+
+at::Tensor mse_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                 const at::Tensor& target, c10::string_view reduction) {
+  const char* op = "mse_loss_backward";
+  const Reduction red = reduction_arg(reduction, op);
+  check_pair(input, target, op);
+  int64_t gs = 0;
+  const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
+  const at::Tensor x = input.contiguous(), y = target.contiguous();
+  at::Tensor gx = at::empty(input.sizes(), input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.mse_loss_backward", [&] {
+    cpu::mse_backward<scalar_t>(x.numel(), g.data_ptr<scalar_t>(), gs, mean_scale(red, x.numel()),
+                                x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                gx.data_ptr<scalar_t>());
+  });
+  return gx;
+}
+
+// weight / pos_weight broadcast to the input's shape, contiguous (undefined when absent).
+at::Tensor expanded(const std::optional<at::Tensor>& t, const at::Tensor& input, const char* op,
+                    const char* arg) {
+  if (!t.has_value()) return at::Tensor();
+  check_cpu_float(*t, op, arg);
+  check_same_dtype(*t, input, op, arg, "input");
+  FUSEDOPS_CHECK(at::is_expandable_to(t->sizes(), input.sizes()), op, arg,
+                 " must broadcast to the input's shape ", shape_str(input.sizes()), ", got ",
+                 shape_str(t->sizes()));
+  return t->expand(input.sizes()).contiguous();
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+at::Tensor bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target,
+                               const std::optional<at::Tensor>& weight,
+                               const std::optional<at::Tensor>& pos_weight,
+                               c10::string_view reduction) {
+  const char* op = "binary_cross_entropy_with_logits";
+  const Reduction red = reduction_arg(reduction, op);
+  check_pair(input, target, op);
+  const at::Tensor x = input.contiguous(), y = target.contiguous();
+  const at::Tensor w = expanded(weight, input, op, "weight");
+  const at::Tensor pw = expanded(pos_weight, input, op, "pos_weight");
+  at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
+  double total = 0;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.binary_cross_entropy_with_logits", [&] {
+    cpu::bce_logits_forward<scalar_t>(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                      ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(pw),
+                                      rows.defined() ? rows.data_ptr<scalar_t>() : nullptr, &total);
+  });
+  return reduced(red, total, x.numel(), rows, input.options());
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& pos_weight,
+    c10::string_view reduction, std::array<bool, 2> mask) {
+  const char* op = "binary_cross_entropy_with_logits_backward";
+  const Reduction red = reduction_arg(reduction, op);
+  check_pair(input, target, op);
+  int64_t gs = 0;
+  const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
+  const at::Tensor x = input.contiguous(), y = target.contiguous();
+  const at::Tensor w = expanded(weight, input, op, "weight");
+  const at::Tensor pw = expanded(pos_weight, input, op, "pos_weight");
+  std::optional<at::Tensor> gx, gy;
+  if (mask[0]) gx = at::empty(input.sizes(), input.options());
+  if (mask[1]) gy = at::empty(input.sizes(), input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.binary_cross_entropy_with_logits_backward", [&] {
+    cpu::bce_logits_backward<scalar_t>(x.numel(), g.data_ptr<scalar_t>(), gs,
+                                       mean_scale(red, x.numel()), x.data_ptr<scalar_t>(),
+                                       y.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
+                                       ptr_or_null<scalar_t>(pw),
+                                       gx ? gx->data_ptr<scalar_t>() : nullptr,
+                                       gy ? gy->data_ptr<scalar_t>() : nullptr);
+  });
+  return {gx, gy};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
+  m.impl("cross_entropy", &cross_entropy_cpu);
+  m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
+  m.impl("loss_grad_scale", &loss_grad_scale_cpu);
+  m.impl("linear_cross_entropy", &linear_cross_entropy_cpu);
+  m.impl("linear_cross_entropy_backward", &linear_cross_entropy_backward_cpu);
+  m.impl("mse_loss", &mse_loss_cpu);
+  m.impl("mse_loss_backward", &mse_loss_backward_cpu);
+  m.impl("binary_cross_entropy_with_logits", &bce_with_logits_cpu);
+  m.impl("binary_cross_entropy_with_logits_backward", &bce_with_logits_backward_cpu);
+}
+
+}  // namespace fusedops

@@ -1,0 +1,13 @@
+// fusedops_sim: the losses on the simulated CUDA kernels (see sim_ops.cpp).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "sim/cuda_sim.h"
+#define FUSEDOPS_CUDA_NS cuda_sim
+#include "cuda/loss_impl.h"
+
+namespace fusedops::FUSEDOPS_CUDA_NS::bind {
+
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_LOSS_IMPLS(m); }
+
+}  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
