@@ -1,4 +1,4 @@
-# fusedops: `make demo` (set up + first look), `make test` (everything CI runs),
+# fusedops: `make demo` (set up + train a GPT on the embedded corpus), `make test` (everything CI runs),
 # `make quick` (fast development loop). PY selects the interpreter.
 PY ?= python3
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -9,12 +9,11 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # multi-GB CUDA build), the test/bench tools, then builds fusedops._C against that torch.
 setup:
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	@$(PIP) install numpy ninja pytest hypothesis matplotlib
+	@$(PIP) install numpy ninja pytest hypothesis matplotlib tqdm
 	$(PIP) install --no-build-isolation -e .
 
 demo: setup
-	$(PY) -m fusedops.demo
-	$(PY) -m benchmarks linear --quick
+	$(PY) -m fusedops.train
 
 test: setup pytest csrc-test sim-test cuda-check
 

@@ -1,0 +1,4 @@
+"""The model zoo: models built only from fusedops layers (plus torch glue such as embeddings)."""
+from .gpt import GPT, PRESETS, GPTConfig
+
+__all__ = ["GPT", "GPTConfig", "PRESETS"]
