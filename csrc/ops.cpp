@@ -178,6 +178,24 @@ void define_schemas(torch::Library& m) {
       "Tensor value, Tensor out, Tensor logsumexp, Tensor? attn_mask, float dropout_p, "
       "bool is_causal, float? scale, bool enable_gqa, Tensor? rng, bool[3] output_mask) "
       "-> (Tensor?, Tensor?, Tensor?)");
+
+  // ---- recurrent (fusedops/ops/rnn.py) ----
+  // One direction of one RNN/LSTM/GRU layer over a whole sequence; mode "rnn_tanh" | "rnn_relu" |
+  // "lstm" | "gru". input [T, B, I], or packed [N, I] with batch_sizes (int64 CPU, as
+  // PackedSequence); hx [B, P], cx [B, H] (lstm only); w_hr [P, H] (lstm projection). Returns
+  // (output [T, B, P] or [N, P], hy [B, P], cy [B, H] or [0], workspace saved for backward).
+  m.def(
+      "rnn_layer(str mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih=None, Tensor? b_hh=None, Tensor? w_hr=None, Tensor? batch_sizes=None, "
+      "bool reverse=False) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of rnn_layer w.r.t. (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr) from its output
+  // and workspace; missing output gradients count as zero; outputs not in output_mask are None.
+  m.def(
+      "rnn_layer_backward(str mode, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
+      "Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "Tensor? w_hr, Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace, "
+      "bool[8] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, "
+      "Tensor?)");
 }
 
 }  // namespace fusedops
