@@ -7,11 +7,13 @@ from .conv import conv2d, max_pool2d
 from .linear import linear, matmul
 from .loss import binary_cross_entropy_with_logits, cross_entropy, linear_cross_entropy, mse_loss
 from .norm import add_layer_norm, layer_norm
+from .rnn import gru_cell, lstm_cell, rnn_cell, rnn_layer
 
 __all__ = [
     "linear", "matmul",
     "conv2d", "max_pool2d",
     "scaled_dot_product_attention",
+    "rnn_layer", "rnn_cell", "lstm_cell", "gru_cell",
     "layer_norm", "add_layer_norm",
     "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
     "cross_entropy", "linear_cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",

@@ -1,0 +1,216 @@
+"""Recurrent layers: one direction of one RNN / LSTM / GRU layer over a whole sequence
+(`rnn_layer`), and the single-step cells `rnn_cell`, `lstm_cell`, `gru_cell` (the same op with
+one step). Multi-layer, bidirectional and PackedSequence handling live in fusedops.nn.rnn.
+
+The op runs the input projections of all steps as one GEMM, then per step one recurrent GEMM
+and one fused gate kernel; its backward (`rnn_layer_backward`) walks the steps back with one
+gate kernel and one GEMM each, then forms the input and weight gradients as single GEMMs over
+all steps. The forward returns a workspace (the gate activations) that the backward reads, so
+nothing is recomputed. Higher-order gradients (`create_graph=True`) differentiate
+`reference_rnn_layer`, a plain torch formulation of the same layer.
+"""
+from typing import Optional, Tuple
+
+import torch
+
+from .linear import _needs
+
+_ops = torch.ops.fusedops
+_MODES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+_WORKSPACE = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 5, "gru": 4}
+
+
+def rnn_layer(
+    mode: str,
+    input: torch.Tensor,
+    hx: torch.Tensor,
+    cx: Optional[torch.Tensor],
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor] = None,
+    b_hh: Optional[torch.Tensor] = None,
+    w_hr: Optional[torch.Tensor] = None,
+    batch_sizes: Optional[torch.Tensor] = None,
+    reverse: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """One layer, one direction: ``(output, h_n, c_n)``.
+
+    mode: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"`` (torch's gate order: LSTM
+    i, f, g, o; GRU r, z, n). input: ``[T, B, I]``, or the ``data`` of a PackedSequence
+    ``[N, I]`` with its ``batch_sizes``. hx: ``[B, P]`` (P = proj_size with ``w_hr``, else
+    hidden_size); cx: ``[B, H]`` for LSTM, None otherwise. ``reverse`` runs the steps last to
+    first (the second direction of a bidirectional layer). output: ``[T, B, P]`` or ``[N, P]``;
+    c_n is None except for LSTM.
+    """
+    out, hy, cy, _ = _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    return out, hy, (cy if mode == "lstm" else None)
+
+
+def _cell_input(input, hx, w_ih, w_hh, name, state_size):
+    if input.dim() not in (1, 2):
+        raise ValueError(f"fusedops.{name}: expected input to be 1-D or 2-D, got {input.dim()}-D tensor")
+    batched = input.dim() == 2
+    x = input if batched else input.unsqueeze(0)
+    if hx is None:
+        hx = x.new_zeros(x.shape[0], state_size)
+    else:
+        if hx.dim() != input.dim():
+            raise ValueError(
+                f"fusedops.{name}: expected hidden to be {input.dim()}-D for {input.dim()}-D input, "
+                f"got {hx.dim()}-D tensor"
+            )
+        if not batched:
+            hx = hx.unsqueeze(0)
+    return x, hx, batched
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
+    """``torch.nn.RNNCell``'s step: ``h' = tanh|relu(x W_ih^T + b_ih + h W_hh^T + b_hh)``;
+    input ``[B, I]`` or unbatched ``[I]``; hx None means zeros."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"fusedops.rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    x, h, batched = _cell_input(input, hx, w_ih, w_hh, "rnn_cell", w_hh.shape[0])
+    out, hy, _, _ = _ops.rnn_layer("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    return hy if batched else hy.squeeze(0)
+
+
+def lstm_cell(input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]], w_ih, w_hh, b_ih=None, b_hh=None):
+    """``torch.nn.LSTMCell``'s step: returns ``(h', c')``; hx is ``(h, c)`` or None (zeros)."""
+    H = w_hh.shape[0] // 4
+    if hx is None:
+        h = c = None
+    else:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise ValueError("fusedops.lstm_cell: hx must be a tuple (h, c) or None")
+        h, c = hx
+    x, h, batched = _cell_input(input, h, w_ih, w_hh, "lstm_cell", w_hh.shape[1])
+    _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", H)
+    _, hy, cy, _ = _ops.rnn_layer("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
+    return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """``torch.nn.GRUCell``'s step (torch's placement of b_hn inside ``r * (W_hn h + b_hn)``)."""
+    x, h, batched = _cell_input(input, hx, w_ih, w_hh, "gru_cell", w_hh.shape[1])
+    _, hy, _, _ = _ops.rnn_layer("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    return hy if batched else hy.squeeze(0)
+
+
+# ---- the torch formulation (double backward, and an oracle for the tests) ---------------------
+
+
+def _steps(input, batch_sizes):
+    if batch_sizes is None:
+        return [(t * input.shape[1], input.shape[1]) for t in range(input.shape[0])]
+    out, off = [], 0
+    for b in batch_sizes.tolist():
+        out.append((off, b))
+        off += b
+    return out
+
+
+def reference_rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
+                        batch_sizes=None, reverse=False):
+    """`rnn_layer` written with torch's differentiable ops, one step at a time."""
+    x = input if batch_sizes is not None else input.reshape(-1, input.shape[-1])
+    steps = _steps(input, batch_sizes)
+    order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
+    h, c = hx, cx
+    rows = [None] * len(steps)
+    for t in order:
+        off, bs = steps[t]
+        xt, hp = x[off:off + bs], h[:bs]
+        gi = xt @ w_ih.t() + (b_ih if b_ih is not None else 0)
+        gh = hp @ w_hh.t() + (b_hh if b_hh is not None else 0)
+        if mode == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, 1)
+            cn = torch.sigmoid(f) * c[:bs] + torch.sigmoid(i) * torch.tanh(g)
+            hn = torch.sigmoid(o) * torch.tanh(cn)
+            if w_hr is not None:
+                hn = hn @ w_hr.t()
+            c = torch.cat([cn, c[bs:]])
+        elif mode == "gru":
+            ir, iz, in_ = gi.chunk(3, 1)
+            hr, hz, hn_ = gh.chunk(3, 1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            n = torch.tanh(in_ + r * hn_)
+            hn = (1 - z) * n + z * hp
+        else:
+            pre = gi + gh
+            hn = torch.relu(pre) if mode == "rnn_relu" else torch.tanh(pre)
+        h = torch.cat([hn, h[bs:]])
+        rows[t] = hn
+    P = hx.shape[1]
+    out = torch.cat(rows) if rows else x.new_zeros(0, P)
+    if batch_sizes is None:
+        out = out.reshape(input.shape[0], input.shape[1], P)
+    return out, h, c
+
+
+# ---- fake (meta) implementations -------------------------------------------------------------
+
+
+def _rows(input, batch_sizes):
+    return input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+
+
+@torch.library.register_fake("fusedops::rnn_layer")
+def _rnn_layer_fake(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None,
+                    reverse=False):
+    torch._check(mode in _MODES, lambda: f"fusedops.rnn_layer: unknown mode {mode!r}")
+    torch._check(input.dim() == (2 if batch_sizes is not None else 3),
+                 lambda: f"fusedops.rnn_layer: input has the wrong rank ({input.dim()}-D)")
+    H = w_hh.shape[0] // _MODES[mode]
+    P = w_hr.shape[0] if w_hr is not None else H
+    out_shape = (input.shape[0], P) if batch_sizes is not None else (input.shape[0], input.shape[1], P)
+    cy = cx.new_empty(cx.shape) if mode == "lstm" and cx is not None else input.new_empty(0)
+    return (input.new_empty(out_shape), hx.new_empty(hx.shape), cy,
+            input.new_empty(_rows(input, batch_sizes), _WORKSPACE[mode] * H))
+
+
+@torch.library.register_fake("fusedops::rnn_layer_backward")
+def _rnn_layer_backward_fake(mode, grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                             w_hr, batch_sizes, reverse, output, workspace, output_mask):
+    like = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return tuple(t.new_empty(t.shape) if m and t is not None else None for t, m in zip(like, output_mask))
+
+
+# ---- autograd -------------------------------------------------------------------------------
+
+
+def _setup(ctx, inputs, output):
+    args = list(inputs) + [None, None, None, None, False][len(inputs) - 6:]
+    mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args[:11]
+    ctx.mode, ctx.reverse = mode, reverse
+    ctx.mark_non_differentiable(output[3])
+    if mode != "lstm":
+        ctx.mark_non_differentiable(output[2])
+    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, output[0], output[3])
+
+
+def _backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws = ctx.saved_tensors
+    needs = _needs(ctx, 9)[1:9]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+    if ctx.mode != "lstm":
+        grad_cy = None
+    args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if torch.is_grad_enabled():
+        with torch.enable_grad():
+            res = reference_rnn_layer(ctx.mode, *args, batch_sizes=batch_sizes, reverse=ctx.reverse)
+            outs, grads = [], []
+            for o, g in zip(res, (grad_out, grad_hy, grad_cy)):
+                if o is not None and g is not None:
+                    outs.append(o)
+                    grads.append(g)
+            wrt = [t for t, n in zip(args, needs) if n]
+            got = iter(torch.autograd.grad(outs, wrt, grads, create_graph=True, allow_unused=True))
+        grads_in = [next(got) if n else None for n in needs]
+    else:
+        grads_in = list(_ops.rnn_layer_backward(
+            ctx.mode, grad_out, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+            ctx.reverse, out, ws, needs,
+        ))
+    return (None, *grads_in, None, None)
+
+
+torch.library.register_autograd("fusedops::rnn_layer", _backward, setup_context=_setup)
