@@ -182,9 +182,8 @@ def _setup(ctx, inputs, output):
     args = list(inputs) + [None, None, None, None, False][len(inputs) - 6:]
     mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args[:11]
     ctx.mode, ctx.reverse = mode, reverse
-    ctx.mark_non_differentiable(output[3])
-    if mode != "lstm":
-        ctx.mark_non_differentiable(output[2])
+    # (one call: a second would replace the first's set)
+    ctx.mark_non_differentiable(*((output[3],) if mode == "lstm" else (output[2], output[3])))
     ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, output[0], output[3])
 
 
