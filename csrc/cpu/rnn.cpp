@@ -48,6 +48,29 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa,
   cpu::gemm<T>(g);
 }
 
+// A GEMM operand B(k, j) = B[k * rsb + j * csb] of N columns and K rows, packed once and
+// reused by the product of every time step.
+template <typename T>
+struct PackedWeight {
+  std::vector<T> storage;
+  const T* data = nullptr;
+  int64_t N = 0, K = 0;
+  PackedWeight(const T* B, int64_t rsb, int64_t csb, int64_t N_, int64_t K_) : N(N_), K(K_) {
+    GemmArgs<T> g;
+    g.N = N, g.K = K, g.B = B, g.rsb = rsb, g.csb = csb;
+    data = cpu::gemm_pack_b<T>(g, storage);
+  }
+  // C[M, N] (ldc) = A[M, K] (row stride rsa) @ B + beta * C.
+  void times(int64_t M, const T* A, int64_t rsa, T beta, T* C, int64_t ldc) const {
+    GemmArgs<T> g;
+    g.M = M, g.N = N, g.K = K;
+    g.A = A, g.rsa = rsa, g.csa = 1;
+    g.packed_b = data;
+    g.beta = beta, g.C = C, g.ldc = ldc;
+    cpu::gemm<T>(g);
+  }
+};
+
 void check_cpu(std::initializer_list<std::pair<const char*, const at::Tensor*>> ts, const char* op) {
   for (auto& [name, t] : ts)
     if (t && t->defined()) check_cpu_float(*t, op, name);
@@ -90,16 +113,18 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
   // Gi for every row at once: the input projections of all steps.
   gemm<T>(d.N, GH, d.I, x, d.I, 1, w_ih, 1, d.I, T(0), ws, W, bias);
   std::vector<T> scratch(size_t(d.B) * (gru ? 3 * H : proj ? H : 0));
+  const PackedWeight<T> whh(w_hh, 1, P, GH, P);  // B(k, j) = w_hh[j, k]
+  const PackedWeight<T> whr(w_hr, 1, H, proj ? P : 0, proj ? H : 0);
   for (int64_t k = 0; k < d.T; ++k) {
     const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
     T* wsr = ws + r0 * W;
     cpu::RnnStepForward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W;
     if (gru) {
-      gemm<T>(rows, GH, P, hy, P, 1, w_hh, 1, P, T(0), scratch.data(), 3 * H);
+      whh.times(rows, hy, P, T(0), scratch.data(), 3 * H);
       a.gh = scratch.data(), a.ldgh = 3 * H, a.b_hh = b_hh, a.h_prev = hy, a.ldhp = P;
     } else {
-      gemm<T>(rows, GH, P, hy, P, 1, w_hh, 1, P, T(1), wsr, W);
+      whh.times(rows, hy, P, T(1), wsr, W);
     }
     a.c = cy;
     if (proj) {
@@ -109,7 +134,7 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
     }
     cpu::rnn_step_forward<T>(a);
     if (proj) {
-      gemm<T>(rows, P, H, scratch.data(), H, 1, w_hr, 1, H, T(0), out + r0 * P, P);
+      whr.times(rows, scratch.data(), H, T(0), out + r0 * P, P);
       std::memcpy(hy, out + r0 * P, size_t(rows * P) * sizeof(T));
     }
   }
@@ -167,6 +192,8 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
   if (!hprev.empty()) gather_prev<T>(d, reverse, in.out, P, in.h0, P, P, hprev.data());
   if (lstm) gather_prev<T>(d, reverse, in.ws + 4 * H, W, in.c0, H, H, cprev.data());
   std::vector<T> dH(proj ? size_t(N) * P : 0), dm(proj ? size_t(d.B) * H : 0);
+  const PackedWeight<T> whh(in.w_hh, P, 1, P, GH);  // B(k, j) = w_hh[k, j]
+  const PackedWeight<T> whr(in.w_hr, H, 1, proj ? H : 0, proj ? P : 0);
 
   for (int64_t k = d.T - 1; k >= 0; --k) {
     const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
@@ -178,7 +205,7 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
     int64_t ld_in = P;
     if (proj) {
       std::memcpy(dH.data() + r0 * P, dh, size_t(rows * P) * sizeof(T));
-      gemm<T>(rows, H, P, dh, P, 1, in.w_hr, H, 1, T(0), dm.data(), H);
+      whr.times(rows, dh, P, T(0), dm.data(), H);
       dgate_in = dm.data(), ld_in = H;
     }
     cpu::RnnStepBackward<T> a;
@@ -189,7 +216,7 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
     a.dgi = dgi.data() + r0 * GH, a.ldgi = GH, a.dgh = dGh + r0 * GH, a.ldgh = GH;
     cpu::rnn_step_backward<T>(a);
     // d h_prev = dGh W_hh (gru: plus the dh * z the kernel left in dh).
-    gemm<T>(rows, P, GH, dGh + r0 * GH, GH, 1, in.w_hh, P, 1, gru ? T(1) : T(0), dh, P);
+    whh.times(rows, dGh + r0 * GH, GH, gru ? T(1) : T(0), dh, P);
   }
 
   if (o.dx) gemm<T>(N, d.I, GH, dgi.data(), GH, 1, in.w_ih, d.I, 1, T(0), o.dx, d.I);

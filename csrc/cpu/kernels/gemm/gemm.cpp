@@ -11,6 +11,8 @@ namespace fusedops::cpu {
 #define FUSEDOPS_DECLARE_ISA(ns)                                                       \
   namespace ns {                                                                       \
   template <typename T> void gemm_run(const GemmArgs<T>&);                             \
+  template <typename T> int64_t packed_b_size_run(int64_t, int64_t);                   \
+  template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
   template <typename T> MicrokernelInfo info();                                        \
   template <typename T>                                                                \
   void bias_act_backward_run(int64_t, int64_t, const T*, int64_t, int64_t, const T*,   \
@@ -37,6 +39,24 @@ void gemm_with_isa(Isa isa, const GemmArgs<T>& args) {
 template <typename T>
 void gemm(const GemmArgs<T>& args) {
   gemm_with_isa<T>(active_isa(), args);
+}
+
+template <typename T>
+const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage) {
+  const Isa isa = active_isa();
+  int64_t (*size)(int64_t, int64_t) = generic::packed_b_size_run<T>;
+  void (*pack)(const GemmArgs<T>&, T*) = generic::pack_b_run<T>;
+#if defined(__x86_64__)
+  if (isa == Isa::avx512) size = avx512::packed_b_size_run<T>, pack = avx512::pack_b_run<T>;
+  if (isa == Isa::avx2) size = avx2::packed_b_size_run<T>, pack = avx2::pack_b_run<T>;
+#endif
+  (void)isa;
+  const size_t pad = 64 / sizeof(T);
+  storage.resize(size_t(std::max<int64_t>(size(args.N, args.K), 0)) + pad);
+  auto p = reinterpret_cast<uintptr_t>(storage.data());
+  T* dst = reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
+  pack(args, dst);
+  return dst;
 }
 
 template <typename T>
@@ -133,6 +153,7 @@ void gemm_reference(const GemmArgs<T>& g) {
 
 #define FUSEDOPS_INSTANTIATE(T)                                                          \
   template void gemm<T>(const GemmArgs<T>&);                                             \
+  template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \
   template void gemm_reference<T>(const GemmArgs<T>&);                                   \

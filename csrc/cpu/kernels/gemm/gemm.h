@@ -10,6 +10,7 @@
 // register-blocked microkernel per instruction set. See gemm_impl.h.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "../../../common/cpu_features.h"
 #include "../activation.h"
@@ -42,7 +43,16 @@ struct GemmArgs {
   void (*pack_b)(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nr, int NR,
                  T* Bp) = nullptr;
   const void* pack_b_ctx = nullptr;
+  // Optional B packed ahead by gemm_pack_b (same N, K and instruction set): products that
+  // share one B (a recurrent weight at every time step) skip its packing. B, rsb, csb, pack_b
+  // unused then.
+  const T* packed_b = nullptr;
 };
+
+// Packs the B operand of args (N, K and B/rsb/csb or pack_b) once, into `storage`, for
+// GemmArgs::packed_b; returns the (aligned) start to put there.
+template <typename T>
+const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage);
 
 // Runs on the instruction set in force (active_isa()).
 template <typename T>

@@ -193,17 +193,51 @@ struct Gemm {
     return std::max(1, std::min<int>(nt, int(flops / 2e6)));
   }
 
+  // K and N in equal steps no larger than KC and NC (K = 768 as 384 + 384, not 512 + 256:
+  // a short last step would pay a whole pass over C for half the work).
+  static void plan(int64_t N, int64_t K, int64_t& kc_max, int64_t& nc_max) {
+    static const Blocking blk = blocking_for_cpu<T, MR, NR>();
+    const int64_t ksteps = (K + blk.kc - 1) / blk.kc;
+    kc_max = (K + ksteps - 1) / ksteps;
+    const int64_t nsteps = (N + blk.nc - 1) / blk.nc;
+    nc_max = ((N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
+  }
+
+  // Where the (jc, pc) step's panels start in a B packed whole (pack_b_whole): the columns
+  // before jc, all of K, then the rows before pc of this column block's panels.
+  static int64_t packed_offset(int64_t jc, int64_t pc, int64_t npanels, int64_t K) {
+    return jc * K + npanels * NR * pc;
+  }
+
+  static int64_t packed_b_size(int64_t N, int64_t K) { return (N + NR - 1) / NR * NR * K; }
+
+  // Packs all of B (explicit or implicit) in the layout run() reads through g.packed_b.
+  static void pack_b_whole(const GemmArgs<T>& g, T* dst) {
+    if (g.N <= 0 || g.K <= 0) return;
+    int64_t kc_max, nc_max;
+    plan(g.N, g.K, kc_max, nc_max);
+    const int64_t panels = (g.N + NR - 1) / NR;
+    const int nt = omp_in_parallel() ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), int(panels * g.K / 65536)));
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t q = 0; q < panels; ++q) {
+      const int64_t j0 = q * NR, jc = j0 / nc_max * nc_max, nc = std::min(nc_max, g.N - jc);
+      const int64_t npanels = (nc + NR - 1) / NR, p = (j0 - jc) / NR, nr = std::min<int64_t>(NR, g.N - j0);
+      for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, g.K - pc);
+        T* Bp = dst + packed_offset(jc, pc, npanels, g.K) + p * NR * kc;
+        if (g.pack_b) g.pack_b(g.pack_b_ctx, pc, kc, j0, nr, NR, Bp);
+        else pack_b_panel<V, NR>(g.B + pc * g.rsb + j0 * g.csb, g.rsb, g.csb, kc, nr, Bp);
+      }
+    }
+  }
+
   static void run(const GemmArgs<T>& g) {
     if (g.M <= 0 || g.N <= 0) return;
     if (g.K <= 0) return run_k0(g);
     static const Blocking blk = blocking_for_cpu<T, MR, NR>();
     const int nt = choose_threads(g);
-    // K and N in equal steps no larger than KC and NC (K = 768 as 384 + 384, not 512 + 256:
-    // a short last step would pay a whole pass over C for half the work).
-    const int64_t ksteps = (g.K + blk.kc - 1) / blk.kc;
-    const int64_t kc_max = (g.K + ksteps - 1) / ksteps;
-    const int64_t nsteps = (g.N + blk.nc - 1) / blk.nc;
-    const int64_t nc_max = ((g.N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
+    int64_t kc_max, nc_max;
+    plan(g.N, g.K, kc_max, nc_max);
     // M in blocks of at most MC rows, at least two per thread when M allows: threads take
     // blocks from a shared counter, so a thread that loses its core to another process (a
     // spinning BLAS pool, a busy machine) delays the call by a block, not by its whole share.
@@ -218,8 +252,8 @@ struct Gemm {
     // Two packed-B buffers, used by alternate steps: the barrier after a step's packing also
     // tells that every thread is done with the step before, so no barrier closes a step.
     static thread_local std::vector<T> bbuf;
-    const size_t bsize = (size_t(kc_max) * nc_max + 15) / 16 * 16;
-    T* const Bbuf = scratch(bbuf, 2 * bsize);
+    const size_t bsize = g.packed_b ? 0 : (size_t(kc_max) * nc_max + 15) / 16 * 16;
+    T* const Bbuf = g.packed_b ? nullptr : scratch(bbuf, 2 * bsize);
     // Per (jc, pc) step: a counter of packed B panels handed out and one of work items.
     const int64_t steps = ((g.N + nc_max - 1) / nc_max) * ((g.K + kc_max - 1) / kc_max);
     std::unique_ptr<std::atomic<int64_t>[]> counters(new std::atomic<int64_t>[2 * steps]);
@@ -237,8 +271,10 @@ struct Gemm {
           const int64_t kc = std::min(kc_max, g.K - pc);
           const bool first = pc == 0, last = pc + kc == g.K;
           const T beta = first ? g.beta : T(1);
-          T* const Bp = Bbuf + (step % 2) * bsize;
-
+          T* Bp = Bbuf + (step % 2) * bsize;
+          if (g.packed_b) {
+            Bp = const_cast<T*>(g.packed_b) + packed_offset(jc, pc, npanels, g.K);
+          } else {
           std::atomic<int64_t>& next_panel = counters[2 * step];
           for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
             for (int64_t p = p0; p < std::min(p0 + 4, npanels); ++p)
@@ -249,6 +285,7 @@ struct Gemm {
                 pack_b_panel<V, NR>(g.B + pc * g.rsb + (jc + p * NR) * g.csb, g.rsb, g.csb, kc,
                                     std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kc);
 #pragma omp barrier
+          }
           std::atomic<int64_t>& next_item = counters[2 * step + 1];
           for (int64_t item; (item = next_item.fetch_add(1)) < items;) {
             const int64_t ib = item / nparts, part = item % nparts;

@@ -22,6 +22,22 @@ template void gemm_run<float>(const GemmArgs<float>&);
 template void gemm_run<double>(const GemmArgs<double>&);
 
 template <typename T>
+int64_t packed_b_size_run(int64_t N, int64_t K) {
+  if constexpr (sizeof(T) == 4) return GemmF32::packed_b_size(N, K);
+  else return GemmF64::packed_b_size(N, K);
+}
+template int64_t packed_b_size_run<float>(int64_t, int64_t);
+template int64_t packed_b_size_run<double>(int64_t, int64_t);
+
+template <typename T>
+void pack_b_run(const GemmArgs<T>& args, T* dst) {
+  if constexpr (sizeof(T) == 4) GemmF32::pack_b_whole(args, dst);
+  else GemmF64::pack_b_whole(args, dst);
+}
+template void pack_b_run<float>(const GemmArgs<float>&, float*);
+template void pack_b_run<double>(const GemmArgs<double>&, double*);
+
+template <typename T>
 MicrokernelInfo info() {
   if constexpr (sizeof(T) == 4) return {FUSEDOPS_MR_F32, GemmF32::NR, FUSEDOPS_ISA_NAME};
   else return {FUSEDOPS_MR_F64, GemmF64::NR, FUSEDOPS_ISA_NAME};
