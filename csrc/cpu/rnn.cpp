@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/fresh_output.h"
 #include "common/rnn_args.h"
 #include "cpu/kernels/gemm/gemm.h"
 #include "cpu/kernels/rnn.h"
@@ -61,8 +62,9 @@ struct PackedWeight {
     data = cpu::gemm_pack_b<T>(g, storage);
   }
   // C[M, N] (ldc) = A[M, K] (row stride rsa) @ B + beta * C.
-  void times(int64_t M, const T* A, int64_t rsa, T beta, T* C, int64_t ldc) const {
+  void times(int64_t M, const T* A, int64_t rsa, T beta, T* C, int64_t ldc, const T* bias = nullptr) const {
     GemmArgs<T> g;
+    if (bias) g.bias = bias, g.bias_mode = BiasMode::per_col;
     g.M = M, g.N = N, g.K = K;
     g.A = A, g.rsa = rsa, g.csa = 1;
     g.packed_b = data;
@@ -70,6 +72,14 @@ struct PackedWeight {
     cpu::gemm<T>(g);
   }
 };
+
+// Uninitialized scratch of n elements (huge pages when large: see fresh_output.h); the tensor
+// owns the memory.
+template <typename T>
+T* scratch(at::Tensor& holder, int64_t n) {
+  holder = empty_output({std::max<int64_t>(n, 0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  return holder.data_ptr<T>();
+}
 
 void check_cpu(std::initializer_list<std::pair<const char*, const at::Tensor*>> ts, const char* op) {
   for (auto& [name, t] : ts)
@@ -110,22 +120,21 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
              const T* bias, const T* b_hh, const T* w_hr, T* out, T* hy, T* cy, T* ws) {
   const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W;
   const bool gru = d.mode == RnnMode::gru, proj = w_hr != nullptr;
-  // Gi for every row at once: the input projections of all steps.
-  gemm<T>(d.N, GH, d.I, x, d.I, 1, w_ih, 1, d.I, T(0), ws, W, bias);
-  std::vector<T> scratch(size_t(d.B) * (gru ? 3 * H : proj ? H : 0));
+  std::vector<T> scratch(size_t(d.B) * (proj ? H : 0)), hgates(size_t(d.B) * GH);
   const PackedWeight<T> whh(w_hh, 1, P, GH, P);  // B(k, j) = w_hh[j, k]
   const PackedWeight<T> whr(w_hr, 1, H, proj ? P : 0, proj ? H : 0);
+  // The input projections of all steps: Gi = X W_ih^T + bias, one GEMM. (Chunks of ~4 MB just
+  // ahead of the recurrence, to find them in cache, measured no faster here.)
+  gemm<T>(d.N, GH, d.I, x, d.I, 1, w_ih, 1, d.I, T(0), ws, W, bias);
   for (int64_t k = 0; k < d.T; ++k) {
     const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
     T* wsr = ws + r0 * W;
     cpu::RnnStepForward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W;
-    if (gru) {
-      whh.times(rows, hy, P, T(0), scratch.data(), 3 * H);
-      a.gh = scratch.data(), a.ldgh = 3 * H, a.b_hh = b_hh, a.h_prev = hy, a.ldhp = P;
-    } else {
-      whh.times(rows, hy, P, T(1), wsr, W);
-    }
+    // The recurrent product into a small buffer that stays in cache; the gate kernel adds it.
+    whh.times(rows, hy, P, T(0), hgates.data(), GH);
+    a.gh = hgates.data(), a.ldgh = GH;
+    if (gru) a.b_hh = b_hh, a.h_prev = hy, a.ldhp = P;
     a.c = cy;
     if (proj) {
       a.out = scratch.data(), a.ldo = H;
@@ -153,11 +162,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   // rnn / lstm add both biases to Gi; gru keeps b_hh for the kernel (b_hn sits inside r * (.)).
   at::Tensor bias = bi;
   if (!gru && bh.defined()) bias = bi.defined() ? bi + bh : bh;
-  at::Tensor out = d.packed ? at::empty({d.N, d.P}, input.options())
-                            : at::empty({d.T, d.B, d.P}, input.options());
+  at::Tensor out = d.packed ? empty_output({d.N, d.P}, input.options())
+                            : empty_output({d.T, d.B, d.P}, input.options());
   at::Tensor hy = hx.contiguous().clone();
   at::Tensor cy = d.mode == RnnMode::lstm ? cx->contiguous().clone() : at::empty({0}, input.options());
-  at::Tensor ws = at::empty({d.N, d.W}, input.options());
+  at::Tensor ws = empty_output({d.N, d.W}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.rnn_layer", [&] {
     forward<scalar_t>(d, reverse, x.data_ptr<scalar_t>(), wi.data_ptr<scalar_t>(),
                       wh.data_ptr<scalar_t>(), cptr<scalar_t>(bias), gru ? cptr<scalar_t>(bh) : nullptr,
@@ -186,12 +195,15 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
   // dh0 / dc0 are the running state gradients (seeded by the caller with grad_hy / grad_cy).
   T* dh = o.dh0;
   T* dc = o.dc0;
-  std::vector<T> dgi(size_t(N) * GH), dgh(gru ? size_t(N) * GH : 0);
-  T* dGh = gru ? dgh.data() : dgi.data();
-  std::vector<T> hprev(o.dw_hh || gru ? size_t(N) * P : 0), cprev(lstm ? size_t(N) * H : 0);
-  if (!hprev.empty()) gather_prev<T>(d, reverse, in.out, P, in.h0, P, P, hprev.data());
-  if (lstm) gather_prev<T>(d, reverse, in.ws + 4 * H, W, in.c0, H, H, cprev.data());
-  std::vector<T> dH(proj ? size_t(N) * P : 0), dm(proj ? size_t(d.B) * H : 0);
+  at::Tensor t_dgi, t_dgh, t_hprev, t_cprev, t_dH, t_dm;
+  T* const dGi = scratch<T>(t_dgi, N * GH);
+  T* const dGh = gru ? scratch<T>(t_dgh, N * GH) : dGi;
+  T* const hprev = (o.dw_hh || gru) ? scratch<T>(t_hprev, N * P) : nullptr;
+  T* const cprev = lstm ? scratch<T>(t_cprev, N * H) : nullptr;
+  if (hprev) gather_prev<T>(d, reverse, in.out, P, in.h0, P, P, hprev);
+  if (lstm) gather_prev<T>(d, reverse, in.ws + 4 * H, W, in.c0, H, H, cprev);
+  T* const dH = proj ? scratch<T>(t_dH, N * P) : nullptr;
+  T* const dm = proj ? scratch<T>(t_dm, d.B * H) : nullptr;
   const PackedWeight<T> whh(in.w_hh, P, 1, P, GH);  // B(k, j) = w_hh[k, j]
   const PackedWeight<T> whr(in.w_hr, H, 1, proj ? H : 0, proj ? P : 0);
 
@@ -204,25 +216,25 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
     T* dgate_in = dh;
     int64_t ld_in = P;
     if (proj) {
-      std::memcpy(dH.data() + r0 * P, dh, size_t(rows * P) * sizeof(T));
-      whr.times(rows, dh, P, T(0), dm.data(), H);
-      dgate_in = dm.data(), ld_in = H;
+      std::memcpy(dH + r0 * P, dh, size_t(rows * P) * sizeof(T));
+      whr.times(rows, dh, P, T(0), dm, H);
+      dgate_in = dm, ld_in = H;
     }
     cpu::RnnStepBackward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = in.ws + r0 * W, a.ldw = W;
     a.dh = dgate_in, a.lddh = ld_in, a.h = in.out + r0 * P, a.ldh = P, a.dc = dc;
-    if (lstm) a.prev = cprev.data() + r0 * H, a.ldp = H;
-    if (gru) a.prev = hprev.data() + r0 * P, a.ldp = P;
-    a.dgi = dgi.data() + r0 * GH, a.ldgi = GH, a.dgh = dGh + r0 * GH, a.ldgh = GH;
+    if (lstm) a.prev = cprev + r0 * H, a.ldp = H;
+    if (gru) a.prev = hprev + r0 * P, a.ldp = P;
+    a.dgi = dGi + r0 * GH, a.ldgi = GH, a.dgh = dGh + r0 * GH, a.ldgh = GH;
     cpu::rnn_step_backward<T>(a);
     // d h_prev = dGh W_hh (gru: plus the dh * z the kernel left in dh).
     whh.times(rows, dGh + r0 * GH, GH, gru ? T(1) : T(0), dh, P);
   }
 
-  if (o.dx) gemm<T>(N, d.I, GH, dgi.data(), GH, 1, in.w_ih, d.I, 1, T(0), o.dx, d.I);
-  if (o.dw_ih) gemm<T>(GH, d.I, N, dgi.data(), 1, GH, in.x, d.I, 1, T(0), o.dw_ih, d.I);
-  if (o.dw_hh) gemm<T>(GH, P, N, dGh, 1, GH, hprev.data(), P, 1, T(0), o.dw_hh, P);
-  if (o.db_ih) cpu::bias_act_backward<T>(N, GH, dgi.data(), GH, 1, nullptr, 0, nullptr, cpu::Activation::none, o.db_ih);
+  if (o.dx) gemm<T>(N, d.I, GH, dGi, GH, 1, in.w_ih, d.I, 1, T(0), o.dx, d.I);
+  if (o.dw_ih) gemm<T>(GH, d.I, N, dGi, 1, GH, in.x, d.I, 1, T(0), o.dw_ih, d.I);
+  if (o.dw_hh) gemm<T>(GH, P, N, dGh, 1, GH, hprev, P, 1, T(0), o.dw_hh, P);
+  if (o.db_ih) cpu::bias_act_backward<T>(N, GH, dGi, GH, 1, nullptr, 0, nullptr, cpu::Activation::none, o.db_ih);
   if (o.db_hh) {
     if (gru || !o.db_ih)
       cpu::bias_act_backward<T>(N, GH, dGh, GH, 1, nullptr, 0, nullptr, cpu::Activation::none, o.db_hh);
@@ -230,9 +242,10 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
       std::memcpy(o.db_hh, o.db_ih, size_t(GH) * sizeof(T));
   }
   if (o.dw_hr) {
-    std::vector<T> m(size_t(N) * H);
-    cpu::lstm_cell_output<T>(N, H, in.ws, W, m.data(), H);
-    gemm<T>(P, H, N, dH.data(), 1, P, m.data(), H, 1, T(0), o.dw_hr, H);
+    at::Tensor t_m;
+    T* const m = scratch<T>(t_m, N * H);
+    cpu::lstm_cell_output<T>(N, H, in.ws, W, m, H);
+    gemm<T>(P, H, N, dH, 1, P, m, H, 1, T(0), o.dw_hr, H);
   }
 }
 
@@ -267,7 +280,7 @@ Grads rnn_layer_backward_cpu(c10::string_view mode, const OptTensor& grad_output
   // The running state gradients are always needed; returned only when asked.
   at::Tensor dh0 = ghy.defined() ? ghy.clone() : at::zeros({d.B, d.P}, o);
   at::Tensor dc0 = lstm ? (gcy.defined() ? gcy.clone() : at::zeros({d.B, d.H}, o)) : at::Tensor();
-  at::Tensor dx = mask[0] ? at::empty(input.sizes(), o) : at::Tensor();
+  at::Tensor dx = mask[0] ? empty_output(input.sizes(), o) : at::Tensor();
   at::Tensor dwi = mask[3] ? at::empty(w_ih.sizes(), o) : at::Tensor();
   at::Tensor dwh = mask[4] ? at::empty(w_hh.sizes(), o) : at::Tensor();
   at::Tensor dbi = mask[5] ? at::empty({d.G * d.H}, o) : at::Tensor();

@@ -31,7 +31,8 @@ struct RnnStepForward {
   // columns. Out: the workspace row (see rnn_workspace_width).
   T* ws = nullptr;
   int64_t ldw = 0;
-  const T* gh = nullptr;  // gru: h_prev W_hh^T without bias, [rows, 3H]
+  const T* gh = nullptr;  // h_prev W_hh^T without bias, [rows, G*H]: gru always; rnn / lstm
+                          // optionally (added to the pre-activations, else already in them)
   int64_t ldgh = 0;
   const T* b_hh = nullptr;  // gru: the hidden bias [3H] or nullptr
   const T* h_prev = nullptr;  // gru: the state the step starts from (may alias out2)

@@ -82,9 +82,11 @@ void forward(const RnnStepForward<typename L::T>& a) {
     case RnnMode::rnn_relu: {
       const bool relu = a.mode == RnnMode::rnn_relu;
       rows_parallel(a.rows, H, [&](int64_t r) {
-        const T* w = a.ws + r * a.ldw;
+        T* w = a.ws + r * a.ldw;
+        const T* gh = a.gh ? a.gh + r * a.ldgh : nullptr;
         lanes<L>(H, [&](int64_t j, int n) {
-          const R x = ld<L>(w + j, n);
+          R x = ld<L>(w + j, n);
+          if (gh) x = L::add(x, ld<L>(gh + j, n)), st<L>(w + j, x, n);
           put_h(r, j, relu ? L::max(L::zero(), x) : gate_tanh<L>(x), n);
         });
       });
@@ -94,9 +96,14 @@ void forward(const RnnStepForward<typename L::T>& a) {
       rows_parallel(a.rows, 5 * H, [&](int64_t r) {
         T* w = a.ws + r * a.ldw;
         T* c = a.c + r * H;
+        const T* gh = a.gh ? a.gh + r * a.ldgh : nullptr;
+        auto pre = [&](int64_t k, int64_t j, int n) {
+          const R x = ld<L>(w + k + j, n);
+          return gh ? L::add(x, ld<L>(gh + k + j, n)) : x;
+        };
         lanes<L>(H, [&](int64_t j, int n) {
-          const R i = gate_sigmoid<L>(ld<L>(w + j, n)), f = gate_sigmoid<L>(ld<L>(w + H + j, n));
-          const R g = gate_tanh<L>(ld<L>(w + 2 * H + j, n)), o = gate_sigmoid<L>(ld<L>(w + 3 * H + j, n));
+          const R i = gate_sigmoid<L>(pre(0, j, n)), f = gate_sigmoid<L>(pre(H, j, n));
+          const R g = gate_tanh<L>(pre(2 * H, j, n)), o = gate_sigmoid<L>(pre(3 * H, j, n));
           const R cn = L::fmadd(f, ld<L>(c + j, n), L::mul(i, g));
           st<L>(w + j, i, n), st<L>(w + H + j, f, n), st<L>(w + 2 * H + j, g, n);
           st<L>(w + 3 * H + j, o, n), st<L>(w + 4 * H + j, cn, n), st<L>(c + j, cn, n);
