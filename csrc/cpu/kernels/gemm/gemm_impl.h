@@ -56,6 +56,33 @@ void pack_a(const T* A, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, T* Ap)
   }
 }
 
+#if defined(FUSEDOPS_WITH_AVX2) || defined(FUSEDOPS_WITH_AVX512)
+// Bp[(k0 + r) * NR + j0 + c] = B[(j0 + c) * csb + k0 + r] for an 8 x 8 block of a transposed
+// fp32 B (rsb == 1): eight row loads, an in-register transpose, eight stores.
+template <int NR>
+inline void transpose8x8_f32(const float* B, int64_t csb, float* Bp) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(B + i * csb);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  // r[0..3]: rows k0 + {0, 1, 2, 3} of columns j0..j0+3 (low lane) and k0 + {4..7}... (high)
+  static constexpr int order[4] = {0, 1, 2, 3};
+  for (int q = 0; q < 4; ++q) {
+    const int a = order[q];
+    _mm256_store_ps(Bp + q * NR, _mm256_permute2f128_ps(r[a], r[a + 4], 0x20));
+    _mm256_store_ps(Bp + (q + 4) * NR, _mm256_permute2f128_ps(r[a], r[a + 4], 0x31));
+  }
+}
+#endif
+
 // B block rows [0, kc) x cols [0, nc) -> micro-panels of NR columns, k-major, zero-padded.
 template <class V, int NR>
 void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, int64_t nr,
@@ -65,6 +92,16 @@ void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, 
     for (int64_t k = 0; k < kc; ++k)
       for (int j = 0; j < NR; j += V::W) V::store(Bp + k * NR + j, V::loadu(B + k * rsb + j));
   } else if (nr == NR && rsb == 1) {
+#if defined(FUSEDOPS_WITH_AVX2) || defined(FUSEDOPS_WITH_AVX512)
+    if constexpr (std::is_same_v<T, float> && NR % 8 == 0) {
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8)
+        for (int j = 0; j < NR; j += 8) transpose8x8_f32<NR>(B + j * csb + k, csb, Bp + k * NR + j);
+      for (; k < kc; ++k)
+        for (int j = 0; j < NR; ++j) Bp[k * NR + j] = B[j * csb + k];
+      return;
+    }
+#endif
     for (int j = 0; j < NR; ++j) {
       const T* b = B + j * csb;
       for (int64_t k = 0; k < kc; ++k) Bp[k * NR + j] = b[k];
@@ -274,6 +311,9 @@ struct Gemm {
           T* Bp = Bbuf + (step % 2) * bsize;
           if (g.packed_b) {
             Bp = const_cast<T*>(g.packed_b) + packed_offset(jc, pc, npanels, g.K);
+            // No packing, but the barrier stays: the K steps of a column block accumulate into
+            // the same C tiles, so no thread may start step s + 1 while another is in step s.
+#pragma omp barrier
           } else {
           std::atomic<int64_t>& next_panel = counters[2 * step];
           for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
