@@ -64,6 +64,36 @@ def test_conv2d_forward_backward(c):
         assert_within_budget(o, t, r, name, floor_ulps=64)
 
 
+# Few input channels of a small kernel (Cg * R * S < 32): the SIMD direct kernels run the
+# forward and the weight gradient. Output widths around the vector width (tails), borders from
+# padding, strides, dilation, channel counts that leave a partial block of four.
+DIRECT_CASES = [
+    (4, 1, 28, 28, 32, 3, 3, 1, 0, 1, 1),     # an MNIST first layer
+    (2, 3, 19, 21, 6, 3, 3, 1, 1, 1, 1),      # RGB, padded, 6 = 4 + 2 channels
+    (2, 1, 17, 33, 5, 5, 5, 2, 2, 1, 1),      # stride 2, padding 2
+    (1, 2, 12, 40, 7, 3, 3, 1, 2, 2, 1),      # dilation 2, padding 2, 7 channels
+    (3, 1, 9, 8, 3, 1, 3, (1, 3), (0, 1), 1, 1),  # 1x3 kernel, width stride 3
+    (2, 4, 9, 9, 8, 3, 3, 1, 1, 1, 2),        # groups 2 (Cg = 2)
+]
+
+
+@pytest.mark.parametrize("c", DIRECT_CASES, ids=[str(i) for i in range(len(DIRECT_CASES))])
+def test_conv2d_direct_every_isa(isa, c):
+    x, w, b, kw = _case(c, grad=True)
+    out = conv2d(x, w, b, **kw)
+    assert_conv_close(out, x, w, b, kw, what=f"conv2d[{isa}]")
+    go = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (x, w, b), go)
+    theirs = torch.autograd.grad(F.conv2d(x, w, b, **kw), (x, w, b), go)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    truth = torch.autograd.grad(F.conv2d(x64, w64, b64, **kw), (x64, w64, b64), go.double())
+    for name, o, t, r in zip(("grad_input", "grad_weight", "grad_bias"), ours, theirs, truth):
+        assert_within_budget(o, t, r, f"{name}[{isa}]", floor_ulps=64)
+    x64 = x.detach().double().requires_grad_()
+    w64 = w.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, bw: conv2d(a, bw, None, **kw), (x64[:1, :, :7, :9], w64))
+
+
 @pytest.mark.parametrize("c", [CASES[0], CASES[2], CASES[3], CASES[8]], ids=str)
 def test_conv2d_every_isa(isa, c):
     x, w, b, kw = _case(c)

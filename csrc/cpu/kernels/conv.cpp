@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "conv_direct.h"
 #include "gemm/gemm.h"
 
 namespace fusedops::cpu {
@@ -155,6 +156,14 @@ bool thin(const Conv2dShape& s) {
   return d.Kg < 4 || d.CRS < 8;
 }
 
+// The forward and the weight gradient run the SIMD direct kernels (conv_direct.h) for thin
+// products and for short K (one to three input channels of a small kernel: the first layer of
+// an image network), where the GEMM would spend more on packing than on its microkernel.
+bool direct(const Conv2dShape& s) {
+  const Dims d(s);
+  return thin(s) || d.CRS < 32;
+}
+
 int pool_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
 
 // Images in parallel (a single-threaded GEMM each) when they split evenly between threads;
@@ -210,46 +219,6 @@ void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* b
   }
 }
 
-// One output plane (image n, channel k) by direct loops: per output row, the row accumulates
-// w * (input row segment) for every (c, r, s).
-template <typename T>
-void forward_plane_direct(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                          int64_t n, int64_t k) {
-  const Dims d(s);
-  const int64_t g = k / d.Kg;
-  const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
-  const T* wk = w + k * d.CRS;
-  T* yp = y + (n * s.K + k) * d.P;
-  const T b = bias ? bias[k] : T(0);
-  int64_t lo[64], hi[64];
-  const bool cache = s.S <= 64;
-  if (cache)
-    for (int64_t q = 0; q < s.S; ++q) valid_cols(q * s.dw - s.pw, s.sw, s.W, s.OW, &lo[q], &hi[q]);
-  for (int64_t oh = 0; oh < s.OH; ++oh) {
-    T* yr = yp + oh * s.OW;
-    for (int64_t ow = 0; ow < s.OW; ++ow) yr[ow] = b;
-    for (int64_t c = 0; c < d.Cg; ++c)
-      for (int64_t r = 0; r < s.R; ++r) {
-        const int64_t ih = oh * s.sh - s.ph + r * s.dh;
-        if (ih < 0 || ih >= s.H) continue;
-        const T* xr = xg + c * d.HW + ih * s.W;
-        for (int64_t q = 0; q < s.S; ++q) {
-          const T wv = wk[(c * s.R + r) * s.S + q];
-          const int64_t off = q * s.dw - s.pw;
-          int64_t l, h;
-          if (cache) l = lo[q], h = hi[q];
-          else valid_cols(off, s.sw, s.W, s.OW, &l, &h);
-          if (s.sw == 1) {
-            const T* src = xr + off;
-            for (int64_t ow = l; ow < h; ++ow) yr[ow] += wv * src[ow];
-          } else {
-            for (int64_t ow = l; ow < h; ++ow) yr[ow] += wv * xr[ow * s.sw + off];
-          }
-        }
-      }
-  }
-}
-
 }  // namespace
 
 template <typename T>
@@ -257,12 +226,17 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   const Dims d(s);
   if (s.N == 0 || s.K == 0 || d.P == 0) return;
   const int nt = pool_threads();
-  if (thin(s)) {
-    const int64_t planes = s.N * s.K;
-    const double flops = 2.0 * double(planes) * double(d.P) * double(d.CRS);
+  if (direct(s)) {
+    // Tasks: (image, group, block of up to four output channels), each a few output planes.
+    const int64_t kbs = (d.Kg + 3) / 4, tasks = s.N * s.groups * kbs;
+    const double flops = 2.0 * double(s.N * s.K) * double(d.P) * double(d.CRS);
     const int use = flops < 1e6 ? 1 : nt;
-#pragma omp parallel for num_threads(use) schedule(dynamic, 4) if (use > 1)
-    for (int64_t p = 0; p < planes; ++p) forward_plane_direct(s, x, w, bias, y, p / s.K, p % s.K);
+#pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t n = t / (s.groups * kbs), g = t / kbs % s.groups, b = t % kbs;
+      const int64_t k0 = g * d.Kg + 4 * b;
+      conv_direct_forward<T>(s, x, w, bias, y, n, k0, int(std::min<int64_t>(4, d.Kg - 4 * b)));
+    }
     return;
   }
   if (images_in_parallel(s.N, nt)) {
@@ -324,47 +298,6 @@ void weight_image_gemm(const Conv2dShape& s, const T* gy, const T* x, T* dst, in
   }
 }
 
-// dst[k, Cg, R, S] (= or += by beta) the contribution of image n, by direct loops.
-template <typename T>
-void weight_plane_direct(const Conv2dShape& s, const T* gy, const T* x, T* dst, int64_t n,
-                         int64_t k, bool accumulate) {
-  const Dims d(s);
-  const int64_t g = k / d.Kg;
-  const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
-  const T* gp = gy + (n * s.K + k) * d.P;
-  T* wk = dst + k * d.CRS;
-  for (int64_t c = 0; c < d.Cg; ++c)
-    for (int64_t r = 0; r < s.R; ++r)
-      for (int64_t q = 0; q < s.S; ++q) {
-        const int64_t off = q * s.dw - s.pw;
-        int64_t l, h;
-        valid_cols(off, s.sw, s.W, s.OW, &l, &h);
-        T acc = T(0);
-        for (int64_t oh = 0; oh < s.OH; ++oh) {
-          const int64_t ih = oh * s.sh - s.ph + r * s.dh;
-          if (ih < 0 || ih >= s.H) continue;
-          const T* xr = xg + c * d.HW + ih * s.W;
-          const T* gr = gp + oh * s.OW;
-          T part = T(0);
-          if (s.sw == 1) {
-            // eight independent lanes: a reduction the compiler vectorizes without reordering
-            const T* src = xr + off;
-            T lanes[8] = {};
-            int64_t ow = l;
-            for (; ow + 8 <= h; ow += 8)
-              for (int t = 0; t < 8; ++t) lanes[t] += gr[ow + t] * src[ow + t];
-            for (; ow < h; ++ow) part += gr[ow] * src[ow];
-            for (int t = 0; t < 8; ++t) part += lanes[t];
-          } else {
-            for (int64_t ow = l; ow < h; ++ow) part += gr[ow] * xr[ow * s.sw + off];
-          }
-          acc += part;
-        }
-        T* o = wk + (c * s.R + r) * s.S + q;
-        *o = accumulate ? *o + acc : acc;
-      }
-}
-
 }  // namespace
 
 template <typename T>
@@ -377,14 +310,19 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   const int nt = pool_threads();
-  if (thin(s)) {
+  if (direct(s)) {
     // Planes k in parallel, each summing over the batch: no reduction between threads.
     const double flops = 2.0 * double(s.N) * double(s.K) * double(d.P) * double(d.CRS);
     const int use = flops < 1e6 ? 1 : nt;
-    if (s.K >= use) {
+    // Blocks of up to four output channels of one group in parallel, each over the batch.
+    const int64_t kbs = (d.Kg + 3) / 4, blocks = s.groups * kbs;
+    if (blocks >= use) {
 #pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
-      for (int64_t k = 0; k < s.K; ++k)
-        for (int64_t n = 0; n < s.N; ++n) weight_plane_direct(s, gy, x, gw, n, k, n > 0);
+      for (int64_t t = 0; t < blocks; ++t) {
+        const int64_t k0 = t / kbs * d.Kg + 4 * (t % kbs);
+        const int kb = int(std::min<int64_t>(4, d.Kg - 4 * (t % kbs)));
+        for (int64_t n = 0; n < s.N; ++n) conv_direct_weight<T>(s, gy, x, gw, n, k0, kb, n > 0);
+      }
       return;
     }
   }
@@ -392,15 +330,15 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     // Each thread sums its share of the images into its own buffer (thread 0: gw), then the
     // buffers are added up.
     std::vector<T> part(size_t(nt - 1) * size_t(wsize));
-    const bool direct = thin(s);
+    const bool use_direct = direct(s);
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num();
       T* dst = t == 0 ? gw : part.data() + size_t(t - 1) * wsize;
       const int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
       for (int64_t n = n0; n < n1; ++n) {
-        if (direct) {
-          for (int64_t k = 0; k < s.K; ++k) weight_plane_direct(s, gy, x, dst, n, k, n > n0);
+        if (use_direct) {
+          for (int64_t k = 0; k < s.K; ++k) conv_direct_weight<T>(s, gy, x, dst, n, k, 1, n > n0);
         } else {
           weight_image_gemm(s, gy, x, dst, n, n > n0 ? T(1) : T(0));
         }
@@ -416,8 +354,8 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   for (int64_t n = 0; n < s.N; ++n) {
-    if (thin(s)) {
-      for (int64_t k = 0; k < s.K; ++k) weight_plane_direct(s, gy, x, gw, n, k, n > 0);
+    if (direct(s)) {
+      for (int64_t k = 0; k < s.K; ++k) conv_direct_weight<T>(s, gy, x, gw, n, k, 1, n > 0);
     } else {
       weight_image_gemm(s, gy, x, gw, n, n > 0 ? T(1) : T(0));
     }
