@@ -6,9 +6,11 @@ from .conv import Conv2d, MaxPool2d
 from .linear import Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .norm import LayerNorm
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "MultiheadAttention", "LayerNorm",
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
 ]
