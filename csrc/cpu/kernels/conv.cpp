@@ -156,9 +156,10 @@ bool thin(const Conv2dShape& s) {
   return d.Kg < 4 || d.CRS < 8;
 }
 
-// The forward and the weight gradient run the SIMD direct kernels (conv_direct.h) for thin
-// products and for short K (one to three input channels of a small kernel: the first layer of
-// an image network), where the GEMM would spend more on packing than on its microkernel.
+// The forward runs the SIMD direct kernel (conv_direct.h) for thin products and for short K
+// (one to three input channels of a small kernel: the first layer of an image network), where
+// the GEMM would spend more on packing than on its microkernel. The weight gradient keeps the
+// GEMM there (its K is the pixel count, long): the direct weight kernel measured slower.
 bool direct(const Conv2dShape& s) {
   const Dims d(s);
   return thin(s) || d.CRS < 32;
@@ -310,7 +311,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   const int nt = pool_threads();
-  if (direct(s)) {
+  if (thin(s)) {
     // Planes k in parallel, each summing over the batch: no reduction between threads.
     const double flops = 2.0 * double(s.N) * double(s.K) * double(d.P) * double(d.CRS);
     const int use = flops < 1e6 ? 1 : nt;
@@ -330,7 +331,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     // Each thread sums its share of the images into its own buffer (thread 0: gw), then the
     // buffers are added up.
     std::vector<T> part(size_t(nt - 1) * size_t(wsize));
-    const bool use_direct = direct(s);
+    const bool use_direct = thin(s);
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num();
@@ -354,7 +355,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   for (int64_t n = 0; n < s.N; ++n) {
-    if (direct(s)) {
+    if (thin(s)) {
       for (int64_t k = 0; k < s.K; ++k) conv_direct_weight<T>(s, gy, x, gw, n, k, 1, n > 0);
     } else {
       weight_image_gemm(s, gy, x, gw, n, n > 0 ? T(1) : T(0));
