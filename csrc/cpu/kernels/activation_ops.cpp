@@ -1,5 +1,6 @@
 // Activation and softmax entry points: dispatch on the instruction set in force.
 #include "activation_ops.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -13,24 +14,8 @@ namespace fusedops::cpu {
   template <typename T>                                                                       \
   void softmax_backward_run(int64_t, int64_t, int64_t, const T*, const T*, T*, bool);         \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
-
-#if defined(__x86_64__)
-#define FUSEDOPS_DISPATCH(fn, ...)                                          \
-  do {                                                                      \
-    const Isa isa = active_isa();                                           \
-    if (isa == Isa::avx512) return avx512::fn<T>(__VA_ARGS__);              \
-    if (isa == Isa::avx2) return avx2::fn<T>(__VA_ARGS__);                  \
-    return generic::fn<T>(__VA_ARGS__);                                     \
-  } while (0)
-#else
-#define FUSEDOPS_DISPATCH(fn, ...) return generic::fn<T>(__VA_ARGS__)
-#endif
 
 template <typename T>
 void pointwise_forward(Pointwise f, int64_t n, const T* x, T* y) {
@@ -52,7 +37,6 @@ void softmax_backward(int64_t outer, int64_t D, int64_t inner, const T* g, const
                       bool log) {
   FUSEDOPS_DISPATCH(softmax_backward_run, outer, D, inner, g, y, dx, log);
 }
-#undef FUSEDOPS_DISPATCH
 
 #define FUSEDOPS_INSTANTIATE(T)                                                               \
   template void pointwise_forward<T>(Pointwise, int64_t, const T*, T*);                       \

@@ -1,5 +1,6 @@
 // Flash attention entry points: dispatch on the instruction set in force.
 #include "attention.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -8,11 +9,7 @@ namespace fusedops::cpu {
   template <typename T> void attention_forward_run(const AttentionArgs<T>&);     \
   template <typename T> void attention_backward_run(const AttentionArgs<T>&);    \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
 
 template <typename T>

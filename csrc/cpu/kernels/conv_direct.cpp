@@ -1,5 +1,6 @@
 // Direct convolution kernels: dispatch on the instruction set in force.
 #include "conv_direct.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -12,24 +13,8 @@ namespace fusedops::cpu {
   void conv_direct_weight_run(const Conv2dShape&, const T*, const T*, T*, int64_t, int64_t, int,   \
                               bool);                                                              \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
-
-#if defined(__x86_64__)
-#define FUSEDOPS_DISPATCH(fn, ...)                                          \
-  do {                                                                      \
-    const Isa isa = active_isa();                                           \
-    if (isa == Isa::avx512) return avx512::fn<T>(__VA_ARGS__);              \
-    if (isa == Isa::avx2) return avx2::fn<T>(__VA_ARGS__);                  \
-    return generic::fn<T>(__VA_ARGS__);                                     \
-  } while (0)
-#else
-#define FUSEDOPS_DISPATCH(fn, ...) return generic::fn<T>(__VA_ARGS__)
-#endif
 
 template <typename T>
 void conv_direct_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
@@ -42,7 +27,6 @@ void conv_direct_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw, in
                         int64_t k0, int kb, bool accumulate) {
   FUSEDOPS_DISPATCH(conv_direct_weight_run, s, gy, x, gw, n, k0, kb, accumulate);
 }
-#undef FUSEDOPS_DISPATCH
 
 #define FUSEDOPS_INSTANTIATE(T)                                                                   \
   template void conv_direct_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*,      \

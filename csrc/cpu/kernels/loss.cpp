@@ -1,5 +1,6 @@
 // Loss kernel entry points: target checks, and dispatch on the instruction set in force.
 #include "loss.h"
+#include "vec/dispatch.h"
 
 #include <cstdint>
 
@@ -19,24 +20,8 @@ namespace fusedops::cpu {
   void loss_bce_backward(int64_t, const T*, int64_t, double, const T*, const T*, const T*,     \
                          const T*, T*, T*);                                                    \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
-
-#if defined(__x86_64__)
-#define FUSEDOPS_DISPATCH(fn, ...)                                        \
-  do {                                                                    \
-    const Isa isa_ = active_isa();                                        \
-    if (isa_ == Isa::avx512) return avx512::fn<T>(__VA_ARGS__);           \
-    if (isa_ == Isa::avx2) return avx2::fn<T>(__VA_ARGS__);               \
-    return generic::fn<T>(__VA_ARGS__);                                   \
-  } while (0)
-#else
-#define FUSEDOPS_DISPATCH(fn, ...) return generic::fn<T>(__VA_ARGS__)
-#endif
 
 template <typename T>
 int64_t cross_entropy_targets(int64_t N, int64_t C, const int64_t* target, const T* weight,

@@ -1,5 +1,6 @@
 // LayerNorm entry points: dispatch on the instruction set in force.
 #include "norm.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -12,11 +13,7 @@ namespace fusedops::cpu {
   void layer_norm_backward_run(int64_t, int64_t, const T*, const T*, const T*, const T*,      \
                                const T*, const T*, T*, T*, T*);                               \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
 
 template <typename T>

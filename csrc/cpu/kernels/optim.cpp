@@ -1,5 +1,6 @@
 // Optimizer kernel entry points: dispatch on the instruction set in force.
 #include "optim.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -10,11 +11,7 @@ namespace fusedops::cpu {
   template <typename T> double total_norm_run(const T* const*, const int64_t*, int64_t, double); \
   template <typename T> void scale_all_run(T* const*, const int64_t*, int64_t, T);          \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
 
 #if defined(__x86_64__)

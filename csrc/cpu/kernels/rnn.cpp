@@ -1,5 +1,6 @@
 // Recurrent gate kernels: dispatch on the instruction set in force.
 #include "rnn.h"
+#include "vec/dispatch.h"
 
 namespace fusedops::cpu {
 
@@ -10,24 +11,8 @@ namespace fusedops::cpu {
   template <typename T>                                                                       \
   void lstm_cell_output_run(int64_t, int64_t, const T*, int64_t, T*, int64_t);                \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
-
-#if defined(__x86_64__)
-#define FUSEDOPS_DISPATCH(fn, ...)                                          \
-  do {                                                                      \
-    const Isa isa = active_isa();                                           \
-    if (isa == Isa::avx512) return avx512::fn<T>(__VA_ARGS__);              \
-    if (isa == Isa::avx2) return avx2::fn<T>(__VA_ARGS__);                  \
-    return generic::fn<T>(__VA_ARGS__);                                     \
-  } while (0)
-#else
-#define FUSEDOPS_DISPATCH(fn, ...) return generic::fn<T>(__VA_ARGS__)
-#endif
 
 template <typename T>
 void rnn_step_forward(const RnnStepForward<T>& a) {
@@ -43,7 +28,6 @@ template <typename T>
 void lstm_cell_output(int64_t rows, int64_t H, const T* ws, int64_t ldw, T* m, int64_t ldm) {
   FUSEDOPS_DISPATCH(lstm_cell_output_run, rows, H, ws, ldw, m, ldm);
 }
-#undef FUSEDOPS_DISPATCH
 
 #define FUSEDOPS_INSTANTIATE(T)                                                               \
   template void rnn_step_forward<T>(const RnnStepForward<T>&);                                \

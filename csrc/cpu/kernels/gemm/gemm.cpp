@@ -1,5 +1,6 @@
 // GEMM entry points: dispatch on the instruction set in force, and the reference oracle.
 #include "gemm.h"
+#include "../vec/dispatch.h"
 
 #include <omp.h>
 
@@ -19,11 +20,7 @@ namespace fusedops::cpu {
                              int64_t, T*, Activation, T*);                             \
   double fma_peak_run(int threads, double seconds);                                    \
   }
-FUSEDOPS_DECLARE_ISA(generic)
-#if defined(__x86_64__)
-FUSEDOPS_DECLARE_ISA(avx2)
-FUSEDOPS_DECLARE_ISA(avx512)
-#endif
+FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
 #undef FUSEDOPS_DECLARE_ISA
 
 template <typename T>
