@@ -7,8 +7,7 @@ differs. A layer's direction runs in one ``fusedops.ops.rnn_layer`` call (all in
 as one GEMM, then one recurrent GEMM and one fused gate kernel per step); layers, directions,
 dropout between layers, batch_first, unbatched input and PackedSequence are arranged here.
 Packed sequences stay packed: the op walks ``batch_sizes`` directly, so no padding is computed.
-Tensors on other devices than the CPU run torch's own implementation until the CUDA recurrent
-kernels exist.
+CPU tensors run the CPU kernels, CUDA tensors the CUDA ones (cuda/rnn_impl.h).
 """
 from typing import Optional
 
@@ -126,9 +125,8 @@ class _FusedRNNBase:
             output = x.transpose(0, 1) if self.batch_first else x
         return output, ((hy, cy) if lstm else hy)
 
-    def _on_cpu(self, input) -> bool:
-        data = input.data if isinstance(input, PackedSequence) else input
-        return data.device.type == "cpu"
+    def forward(self, input, hx=None):
+        return self._fused_forward(input, hx)
 
 
 class RNN(_FusedRNNBase, torch.nn.RNN):
@@ -139,11 +137,6 @@ class RNN(_FusedRNNBase, torch.nn.RNN):
     def _mode(self):
         return "rnn_" + self.nonlinearity
 
-    def forward(self, input, hx: Optional[torch.Tensor] = None):
-        if not self._on_cpu(input):
-            return super().forward(input, hx)
-        return self._fused_forward(input, hx)
-
 
 class LSTM(_FusedRNNBase, torch.nn.LSTM):
     """``torch.nn.LSTM`` (with ``proj_size``) computed by fusedops kernels."""
@@ -152,11 +145,6 @@ class LSTM(_FusedRNNBase, torch.nn.LSTM):
 
     def _mode(self):
         return "lstm"
-
-    def forward(self, input, hx=None):
-        if not self._on_cpu(input):
-            return super().forward(input, hx)
-        return self._fused_forward(input, hx)
 
 
 class GRU(_FusedRNNBase, torch.nn.GRU):
@@ -167,18 +155,11 @@ class GRU(_FusedRNNBase, torch.nn.GRU):
     def _mode(self):
         return "gru"
 
-    def forward(self, input, hx: Optional[torch.Tensor] = None):
-        if not self._on_cpu(input):
-            return super().forward(input, hx)
-        return self._fused_forward(input, hx)
-
 
 class RNNCell(torch.nn.RNNCell):
     """``torch.nn.RNNCell`` computed by fusedops kernels (batched ``[B, I]`` or unbatched ``[I]``)."""
 
     def forward(self, input: torch.Tensor, hx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if input.device.type != "cpu":
-            return super().forward(input, hx)
         return ops.rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                             self.nonlinearity)
 
@@ -187,8 +168,6 @@ class LSTMCell(torch.nn.LSTMCell):
     """``torch.nn.LSTMCell`` computed by fusedops kernels; returns ``(h', c')``."""
 
     def forward(self, input: torch.Tensor, hx=None):
-        if input.device.type != "cpu":
-            return super().forward(input, hx)
         return ops.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
@@ -196,6 +175,4 @@ class GRUCell(torch.nn.GRUCell):
     """``torch.nn.GRUCell`` computed by fusedops kernels."""
 
     def forward(self, input: torch.Tensor, hx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if input.device.type != "cpu":
-            return super().forward(input, hx)
         return ops.gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)

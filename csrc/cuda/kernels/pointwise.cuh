@@ -75,7 +75,7 @@ LaunchPlan bias_act_backward_plan(int64_t M, int64_t N) {
   LaunchPlan plan;
   const int64_t col_tiles = (N + kCols - 1) / kCols;
   int64_t slices = 1;
-  if (!std::is_same_v<T, double>) {
+  if (!std::is_same_v<T, double> && M > 0) {  // (no rows: one slice, the launch writes zeros)
     const int64_t want = col_tiles >= 256 ? 1 : 256 / col_tiles;  // about 256+ blocks in all
     const int64_t max_slices = (M + 255) / 256;                    // at least 256 rows a slice
     slices = want < max_slices ? want : max_slices;
