@@ -1,5 +1,5 @@
-"""One command for a GPU machine: the CUDA tests, then every CUDA kernel family against
-torch (cuBLAS) in the same run, with TFLOP/s and ratios, written to
+"""One command for a GPU machine: the CUDA tests, then the CUDA kernel families (GEMM, linear,
+attention, convolution, recurrent layers) against torch (cuBLAS / cuDNN) in the same run, with TFLOP/s and ratios, written to
 benchmarks/results/gpu_report.{csv,json} and a PNG.
 
     python benchmarks/gpu_report.py [--skip-tests] [--sanitizer]
@@ -86,6 +86,52 @@ def run_benchmarks():
                              torch_ms=t_ref, tflops=flops / t_ours / 1e9, ratio=t_ref / t_ours,
                              rel_err=float("nan")))
     torch.backends.cuda.matmul.allow_tf32 = False
+    rows += family_benchmarks(fusedops)
+    return rows
+
+
+def _fwd_bwd_row(case, dtype, ours, ref, flops):
+    """One row: forward+backward of `ours` and `ref` (callables returning a loss-ready tensor)."""
+    def run(fn):
+        out = fn()
+        out.backward(torch.ones_like(out))
+    t_ours, t_ref = cuda_time_ms(lambda: run(ours)), cuda_time_ms(lambda: run(ref))
+    with torch.no_grad():
+        a, b = ours().float(), ref().float()
+        err = ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+    return dict(case=case, dtype=str(dtype).replace("torch.", ""), fusedops_ms=t_ours, torch_ms=t_ref,
+                tflops=flops / t_ours / 1e9, ratio=t_ref / t_ours, rel_err=err)
+
+
+def family_benchmarks(fusedops):
+    """Attention, convolution and recurrent layers, forward+backward (about 3x the forward FLOPs)."""
+    rows = []
+    dev = "cuda"
+    for dtype in (torch.float16, torch.bfloat16):
+        for B, H, T, D, causal in ((4, 12, 1024, 64, True), (2, 16, 2048, 128, False)):
+            q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
+            flops = 3 * 4 * B * H * T * T * D / (2 if causal else 1)
+            rows.append(_fwd_bwd_row(
+                f"attention {'causal ' if causal else ''}{B}x{H}x{T}x{D}", dtype,
+                lambda: fusedops.ops.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), flops))
+    for dtype in (torch.float16, torch.float32):
+        N, C, HW, K = 32, 64, 56, 64
+        x = torch.randn(N, C, HW, HW, device=dev, dtype=dtype, requires_grad=True)
+        w = torch.randn(K, C, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+        rows.append(_fwd_bwd_row(f"conv {N}x{C}x{HW}x{HW}->{K} 3x3", dtype,
+                                 lambda: fusedops.ops.conv2d(x, w, padding=1),
+                                 lambda: F.conv2d(x, w, padding=1), 3 * 2 * N * K * HW * HW * C * 9))
+    for cls, G in (("LSTM", 4), ("GRU", 3)):
+        for dtype in (torch.float16, torch.float32):
+            B, I, Hd, T = 64, 256, 512, 64
+            ref_m = getattr(torch.nn, cls)(I, Hd).to(dev, dtype)
+            ours_m = getattr(fusedops.nn, cls)(I, Hd).to(dev, dtype)
+            ours_m.load_state_dict(ref_m.state_dict())
+            x = torch.randn(T, B, I, device=dev, dtype=dtype, requires_grad=True)
+            flops = 3 * 2 * T * B * G * Hd * (I + Hd)
+            rows.append(_fwd_bwd_row(f"{cls} B{B} I{I} H{Hd} T{T}", dtype, lambda: ours_m(x)[0],
+                                     lambda: ref_m(x)[0], flops))
     return rows
 
 
@@ -134,7 +180,9 @@ def main():
         sys.exit("gpu_report: no GPU visible to torch")
     rc = 0
     if not args.skip_tests:
-        cmd = [sys.executable, "-m", "pytest", "-q", str(ROOT / "tests" / "test_cuda.py")]
+        files = ["test_cuda.py", "test_rnn_cuda.py", "test_attention.py", "test_conv.py", "test_activation.py",
+                 "test_loss.py", "test_norm.py", "test_optim.py"]  # every file with a "cuda" backend
+        cmd = [sys.executable, "-m", "pytest", "-q", *(str(ROOT / "tests" / f) for f in files)]
         rc = subprocess.call(cmd, cwd=ROOT)
         if args.sanitizer and shutil.which("compute-sanitizer"):
             rc |= subprocess.call(["compute-sanitizer", "--tool", "memcheck", *cmd], cwd=ROOT)
