@@ -451,6 +451,58 @@ void test_gemm_packed_b(Isa isa) {
   }
 }
 
+// ---- small M against a transposed weight (read in place, C^T = W A^T) ----------------------------
+
+template <typename T>
+void test_gemm_small_m(Isa isa) {
+  fusedops::set_isa(isa);
+  const int before = g_failed;
+  for (int64_t M : {4, 8, 13, 16, 31, 64, 65, 130})
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{6, 16}, {7, 17}, {37, 300}, {130, 64}, {515, 129}})
+      for (int variant = 0; variant < 4; ++variant) {
+        if (g_small && M * N * K > 300000) continue;
+        // variant bits: 1 = A transposed (rsa 1) and beta 0.5 + bias + alpha -0.5, 2 = one thread
+        const bool full = variant & 1;
+        const int64_t ldw = K + 3, lda = full ? M + 2 : K + 1;
+        std::vector<T> W(static_cast<size_t>(N * ldw)), A(static_cast<size_t>(M * lda + K * lda)), bias(static_cast<size_t>(N));
+        for (auto& v : W) v = randn<T>();
+        for (auto& v : A) v = randn<T>();
+        for (auto& v : bias) v = randn<T>();
+        std::vector<T> C(static_cast<size_t>(M * (N + 1))), R(C.size());
+        for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = full ? randn<T>() : std::numeric_limits<T>::quiet_NaN();
+        GemmArgs<T> g;
+        g.M = M, g.N = N, g.K = K, g.A = A.data();
+        if (full) g.rsa = 1, g.csa = lda;
+        else g.rsa = lda, g.csa = 1;
+        g.B = W.data(), g.rsb = 1, g.csb = ldw;
+        g.C = C.data(), g.ldc = N + 1;
+        if (full) g.alpha = T(-0.5), g.beta = T(0.5), g.bias = bias.data(), g.bias_mode = BiasMode::per_col;
+        if (variant & 2) g.max_threads = 1;
+        fusedops::cpu::gemm<T>(g);
+        GemmArgs<T> r = g;
+        r.C = R.data();
+        fusedops::cpu::gemm_reference<T>(r);
+        double worst = 0;
+        bool pad_ok = true;
+        for (int64_t i = 0; i < M; ++i) {
+          for (int64_t j = 0; j < N; ++j) {
+            const size_t x = size_t(i * (N + 1) + j);
+            worst = std::max(worst, std::fabs(double(C[x]) - double(R[x])) / (1 + std::fabs(double(R[x]))));
+            if (std::isnan(double(C[x]))) worst = INFINITY;
+          }
+          const size_t pad = size_t(i * (N + 1) + N);  // the column past N: untouched
+          pad_ok = pad_ok && (std::isnan(double(C[pad])) == std::isnan(double(R[pad]))) &&
+                   (std::isnan(double(C[pad])) || C[pad] == R[pad]);
+        }
+        const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K));
+        record(worst <= tol && pad_ok,
+               fmt("%s %s gemm small-M %ldx%ldx%ld (variant %d)", isa_str(isa), type_str<T>(), long(M), long(N),
+                   long(K), variant),
+               fmt("max relative error %.3g > %.3g, or C written past N", worst, tol));
+      }
+  (void)before;
+}
+
 // ---- bias_act_backward -------------------------------------------------------------------------------
 
 template <typename T>
@@ -621,6 +673,8 @@ int main(int argc, char** argv) {
     test_gemm_pack_b<double>(isa);
     test_gemm_packed_b<float>(isa);
     test_gemm_packed_b<double>(isa);
+    test_gemm_small_m<float>(isa);
+    test_gemm_small_m<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
     test_activation_accuracy<float>(isa);

@@ -268,9 +268,99 @@ struct Gemm {
     }
   }
 
+  // ---- small M against a transposed weight --------------------------------------------
+  // With few rows of A (a recurrent step, a cell, a small batch) the product does too little
+  // work per element of B to pay for packing B, and a B read as W^T (B(k, j) = W[j * csb + k],
+  // every linear and recurrent weight) is the slow layout to pack. Computed instead as
+  // C^T = W A^T: the weight's rows are broadcast in place, only A^T is packed (into NR-column
+  // panels, M x K: small), and each tile is written to C transposed. All of K in one pass,
+  // the accumulators in registers; the columns of C split between threads; bias (per column)
+  // and beta applied when storing. (B read by rows packs by plain copies: measured no gain.)
+  static constexpr int64_t kSmallM = 4 * NR;
+
+  static bool small_m(const GemmArgs<T>& g) {
+    return g.M <= kSmallM && g.M >= NR / 2 && g.rsb == 1 && g.csb != 1 && !g.packed_b && !g.pack_b &&
+           g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= 16 && g.N >= MR;
+  }
+
+  // tile[i * NR + j] = sum_k a[i][k] B[k * NR + j] for i < MR, j < NR.
+  static void tile_product(int64_t kc, const T* const (&a)[MR], const T* B, T* tile) {
+    using R = typename V::R;
+    R acc[MR][NV];
+    const T* ap[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      ap[i] = a[i];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+    }
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; ++k) {
+      R b[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) b[v] = V::load(B + v * V::W);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const R x = V::bcast(ap[i]++);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(x, b[v], acc[i][v]);
+      }
+      B += NR;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) V::store(tile + i * NR + v * V::W, acc[i][v]);
+  }
+
+  static void run_small_m(const GemmArgs<T>& g) {
+    const int nt = choose_threads(g);
+    static thread_local std::vector<T> sbuf;
+    const int64_t panels = (g.M + NR - 1) / NR;
+    T* const At = scratch(sbuf, size_t(panels * NR * g.K));
+    for (int64_t p = 0; p < panels; ++p)  // At panel p: (k, c) = A(p * NR + c, k)
+      pack_b_panel<V, NR>(g.A + p * NR * g.rsa, g.csa, g.rsa, g.K, std::min<int64_t>(NR, g.M - p * NR),
+                          At + p * NR * g.K);
+    const int64_t blocks = (g.N + MR - 1) / MR;  // MR weight rows (columns of C) each
+    const bool plain = g.alpha == T(1) && g.beta == T(0) && g.bias_mode == BiasMode::none;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      alignas(64) T tile[MR * NR];
+      const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+      for (int64_t blk = t * blocks / n_t, end = (t + 1) * blocks / n_t; blk < end; ++blk) {
+        const int64_t j0 = blk * MR;
+        const int n = int(std::min<int64_t>(MR, g.N - j0));
+        const T* a[MR];
+        for (int i = 0; i < MR; ++i) a[i] = g.B + (j0 + std::min(i, n - 1)) * g.csb;
+        for (int64_t p = 0; p < panels; ++p) {
+          tile_product(g.K, a, At + p * NR * g.K, tile);
+          const int64_t i0 = p * NR;
+          const int m = int(std::min<int64_t>(NR, g.M - i0));
+          if (plain) {
+            for (int i = 0; i < m; ++i) {
+              T* c = g.C + (i0 + i) * g.ldc + j0;
+              for (int j = 0; j < n; ++j) c[j] = tile[j * NR + i];
+            }
+            continue;
+          }
+          for (int i = 0; i < m; ++i) {
+            T* c = g.C + (i0 + i) * g.ldc + j0;
+            for (int j = 0; j < n; ++j) {
+              T v = g.alpha * tile[j * NR + i];
+              if (g.beta != T(0)) v += g.beta * c[j];
+              if (g.bias_mode == BiasMode::per_col) v += g.bias[j0 + j];
+              c[j] = v;
+            }
+          }
+        }
+      }
+    }
+  }
+
   static void run(const GemmArgs<T>& g) {
     if (g.M <= 0 || g.N <= 0) return;
     if (g.K <= 0) return run_k0(g);
+    if (small_m(g)) return run_small_m(g);
     static const Blocking blk = blocking_for_cpu<T, MR, NR>();
     const int nt = choose_threads(g);
     int64_t kc_max, nc_max;
