@@ -33,6 +33,17 @@ def _flat(out):
     return [out]
 
 
+def _fresh_args(kind, x, h, c, with_state):
+    """A callable giving fresh leaf copies of (input, state) for each module under comparison."""
+    def args():
+        xs = x.clone().requires_grad_()
+        if not with_state:
+            return (xs,)
+        hs, cs = h.clone().requires_grad_(), c.clone().requires_grad_()
+        return (xs, (hs, cs)) if kind == "lstm" else (xs, hs)
+    return args
+
+
 def _check(ours, theirs, make_args, tol=1e-9):
     a1, a2 = make_args(), make_args()
     o1, o2 = ours(*a1), theirs(*a2)
@@ -74,14 +85,7 @@ def test_padded_matches_torch(kind, cfg, with_state):
     h = torch.randn(cfg["num_layers"] * D, B, H, dtype=torch.float64)
     c = torch.randn(cfg["num_layers"] * D, B, H, dtype=torch.float64)
 
-    def args():
-        xs = x.clone().requires_grad_()
-        if not with_state:
-            return (xs,)
-        hs, cs = h.clone().requires_grad_(), c.clone().requires_grad_()
-        return (xs, (hs, cs)) if kind == "lstm" else (xs, hs)
-
-    _check(ours, theirs, args)
+    _check(ours, theirs, _fresh_args(kind, x, h, c, with_state))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -177,14 +181,7 @@ def test_cells(kind, batched, with_state):
     sshape = (3, H) if batched else (H,)
     h, c = torch.randn(sshape, dtype=torch.float64, generator=g), torch.randn(sshape, dtype=torch.float64, generator=g)
 
-    def args():
-        xs = x.clone().requires_grad_()
-        if not with_state:
-            return (xs,)
-        hs, cs = h.clone().requires_grad_(), c.clone().requires_grad_()
-        return (xs, (hs, cs)) if kind == "lstm" else (xs, hs)
-
-    _check(ours, theirs, args)
+    _check(ours, theirs, _fresh_args(kind, x, h, c, with_state))
 
 
 def test_state_dict_and_repr_match_torch():
