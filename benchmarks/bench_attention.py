@@ -14,6 +14,7 @@ process, and the number is the growth of the process's peak resident set (ru_max
 resident set just before the step, with the inputs and the output gradient already allocated
 and a small warm-up step done (so libraries and thread stacks are not counted).
 """
+import os
 import subprocess
 import sys
 
@@ -73,7 +74,7 @@ def case(shape, causal, backward) -> Case:
 
 
 _MEMORY_SNIPPET = """
-import resource, sys, torch, torch.nn.functional as F
+import sys, torch, torch.nn.functional as F
 import fusedops
 peer, causal = sys.argv[1], sys.argv[2] == "1"
 torch.set_num_threads(2)
@@ -81,31 +82,44 @@ B, H, T, D = 1, 8, 2048, 128
 q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
 g = torch.randn(B, H, T, D)
 fn = fusedops.ops.scaled_dot_product_attention if peer == "fusedops" else F.scaled_dot_product_attention
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-w = torch.randn(1, 2, 64, 16, requires_grad=True)  # warm-up: libraries, threads, code pages
+def status(key):  # bytes
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key))
+def step():
+    out = fn(q, k, v, is_causal=causal)
+    return out, torch.autograd.grad(out, (q, k, v), g)
+w = torch.randn(1, 2, 64, 16, requires_grad=True)  # libraries, threads, code pages
 torch.autograd.grad(fn(w, w, w, is_causal=causal).sum(), w)
-base = rss()
-out = fn(q, k, v, is_causal=causal)
-torch.autograd.grad(out, (q, k, v), g)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(max(peak - base, 0))
+before = status("VmRSS")
+r = step()
+del r
+retained = status("VmRSS") - before  # kept after the first step: scratch, allocator pools
+open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
+base = status("VmRSS")
+r = step()
+print(status("VmHWM") - base, retained)
 """
 
 
 def memory_report():
+    """Peak memory of one forward + backward in a training loop: a fresh process per peer, the
+    C allocator told to return every freed block of 64 KiB or more to the system at once
+    (MALLOC_MMAP_THRESHOLD_), so that the resident set follows the memory in use; one step to
+    warm up, then the growth of the peak resident set (VmHWM, reset just before) over the
+    resident set before the second step. Also printed: what the first step left resident."""
     inputs = 4 * 1 * 8 * 2048 * 128 * 4
-    print(f"peak memory of one fwd+bwd, B=1 H=8 T=2048 D=128 fp32 (each of q, k, v, grad: "
-          f"{inputs / 4 / 2**20:.0f} MiB); growth of peak RSS over the RSS before the step")
+    print(f"peak memory of one fwd+bwd, B=1 H=8 T=2048 D=128 fp32 (each of q, k, v, out, grad: "
+          f"{inputs / 4 / 2**20:.0f} MiB; out + 3 gradients = 32 MiB at the least)")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for causal in (True, False):
         row = []
         for peer in PEERS:
             r = subprocess.run([sys.executable, "-c", _MEMORY_SNIPPET, peer, str(int(causal))],
-                               capture_output=True, text=True, check=True)
-            row.append((peer, int(r.stdout.strip()) / 2**20))
+                               capture_output=True, text=True, check=True, env=env)
+            peak, kept = (int(x) / 2**20 for x in r.stdout.split())
+            row.append((peer, peak, kept))
         print(f"  {'causal' if causal else 'full  '}: "
-              + ", ".join(f"{p} {mib:7.1f} MiB" for p, mib in row))
+              + ", ".join(f"{p} peak {mib:5.1f} MiB (first step left {kept:4.1f} MiB)" for p, mib, kept in row))
 
 
 if __name__ == "__main__":

@@ -255,8 +255,7 @@ struct FlashAttention {
     const int64_t Sp = rup(a.S, NR), Evp = rup(a.Ev, NR), Ep = rup(a.E, NR);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-      static thread_local FwdScratch w;
-      w.k_cached = w.v_cached = -1;
+      FwdScratch w;  // per call: the packed K and V of a head are megabytes; not kept between calls
       w.kt = w.kt_b.get(size_t(std::max<int64_t>(a.E, 1) * (Sp + FBN)));
       w.vp = w.vp_b.get(size_t(std::max<int64_t>(Sp, 1) * Evp));
       w.qs = w.qs_b.get(size_t(BM * Ep));
@@ -271,7 +270,6 @@ struct FlashAttention {
         pack_head_kv(a, b, w);
         forward_block(a, b, i0, w);
       }
-      w.k_cached = w.v_cached = -1;  // the next call may reuse these addresses
     }
   }
 
@@ -409,7 +407,7 @@ struct FlashAttention {
     if (a.batch >= nt) {  // each thread owns whole heads
 #pragma omp parallel num_threads(nt) if (nt > 1)
       {
-        static thread_local BwdScratch w;
+        BwdScratch w;  // per call: a head's Q, dO and dQ are megabytes; not kept between calls
         alloc_bwd(a, w);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < a.batch; ++b) {
@@ -428,7 +426,7 @@ struct FlashAttention {
     std::vector<T*> partial(size_t(nt), nullptr);
 #pragma omp parallel num_threads(nt)
     {
-      static thread_local BwdScratch w;
+      BwdScratch w;  // per call (see above)
       alloc_bwd(a, w);
       partial[size_t(omp_get_thread_num())] = w.dq;
       for (int64_t b = 0; b < a.batch; ++b) {
