@@ -584,6 +584,11 @@ SIM_CASES = {
     "E=80 Ev=40": dict(shapes=((1, 1, 9, 80), (1, 1, 70, 80), (1, 1, 70, 40)), kw=dict(causal=True)),
     "E=128": dict(shapes=((1, 1, 40, 128), (1, 1, 50, 128), (1, 1, 50, 128)), kw=dict(causal=True)),
     "E=24 Ev=12": dict(shapes=((1, 2, 17, 24), (1, 2, 19, 24), (1, 2, 19, 12)), kw={}),  # SIMT
+    # tensor-core backwards (fp16 / bf16, E and Ev multiples of 16): L > S and L < S causal,
+    # a float mask, E != Ev, partial 16-row tiles at both ends
+    "tc causal L>S": dict(shapes=((1, 2, 45, 16), (1, 2, 33, 16), (1, 2, 33, 32)), kw=dict(causal=True)),
+    "tc causal L<S": dict(shapes=((2, 1, 21, 32), (2, 1, 50, 32), (2, 1, 50, 16)), kw=dict(causal=True)),
+    "tc float mask": dict(shapes=((1, 2, 30, 64), (1, 2, 47, 64), (1, 2, 47, 64)), kw=dict(mask="float")),
 }
 
 
@@ -648,9 +653,17 @@ def test_cuda_dropout_matches_cpu(backend):
         torch.testing.assert_close(y.cpu(), x)
     # fp16 (the tensor-core forward): the same elements dropped as the CPU op on the same values
     q16, k16, v16 = (torch.randn(1, 2, 33, 16).half() for _ in range(3))
-    out16, _ = op(backend, "scaled_dot_product_attention")(q16.to(d), k16.to(d), v16.to(d), *args)
-    ref32, _ = ops.scaled_dot_product_attention(q16.float(), k16.float(), v16.float(), *args)
+    out16, lse16 = op(backend, "scaled_dot_product_attention")(q16.to(d), k16.to(d), v16.to(d), *args)
+    ref32, lse32 = ops.scaled_dot_product_attention(q16.float(), k16.float(), v16.float(), *args)
     torch.testing.assert_close(out16.cpu().float(), ref32, atol=2e-2, rtol=0)
+    # and its tensor-core backward regenerates the same mask
+    g16 = torch.randn_like(q16)
+    a = ops.scaled_dot_product_attention_backward(g16.float(), q16.float(), k16.float(), v16.float(), ref32,
+                                                  lse32, *args, [True] * 3)
+    b = op(backend, "scaled_dot_product_attention_backward")(
+        g16.to(d), q16.to(d), k16.to(d), v16.to(d), out16, lse16, *args, [True] * 3)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y.cpu().float(), x, atol=3e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

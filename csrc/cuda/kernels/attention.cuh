@@ -16,7 +16,9 @@
    simulator and a GPU drop exactly the same elements.
    fp16 / bf16 forwards with E % 16 == 0, Ev % 8 == 0 (both <= 128) run on tensor cores instead:
    forward_tc, FlashAttention-2 with mma.sync m16n8k16 (a warp per 16 query rows, fragments
-   gathered from global memory, no shared-memory staging yet). The backward is SIMT. */
+   gathered from global memory, no shared-memory staging yet). Their backwards with E and Ev
+   multiples of 16 (<= 128) run dk_dv_tc (a warp per 16 keys) and dq_tc (a warp per 16
+   queries) on tensor cores too; the delta pass stays SIMT. */
 #pragma once
 #include "gemm.cuh"
 
@@ -447,6 +449,207 @@ __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams
   }
 }
 
+// ---- tensor cores (fp16 / bf16): FlashAttention-2 backward with mma.sync m16n8k16 ---------
+// Same fragment conventions as forward_tc (a lane holds rows g and g + 8 of an accumulator
+// tile, columns 2t and 2t + 1 of each 8-wide n tile). P and dS are rounded to T to enter the
+// products, as in FlashAttention-2. E % 16 == 0 and Ev % 16 == 0, both <= 128.
+
+// The A fragments of a 16 x D tile of rows r[0..1] (row g and g + 8) of `base` (row stride rs),
+// zero past `rows`; D / 16 fragments.
+template <typename T>
+__device__ __forceinline__ void load_a_frags(std::uint32_t (&f)[128 / 16][4], const T* base, int64_t rs,
+                                             const int64_t (&r)[2], int64_t rows, int D, int t) {
+  const T zero = gemm_detail::from_acc<T>(0.f);
+  GEMM_UNROLL
+  for (int kc = 0; kc < 128 / 16; ++kc) {
+    if (kc >= D / 16) break;
+    GEMM_UNROLL
+    for (int h = 0; h < 4; ++h) {
+      const int64_t row = r[h & 1];
+      const T* x = base + row * rs + kc * 16 + 2 * t + (h >> 1) * 8;
+      f[kc][h] = row < rows ? pack2<T>(x[0], x[1]) : pack2<T>(zero, zero);
+    }
+  }
+}
+
+// acc[nt] (two 16 x 8 tiles) = A (16 x D fragments) @ X^T, where X's rows x0 + nt * 8 + g
+// (row stride rs, zero past `rows`) are the 8 columns of tile nt: the B fragment of a
+// row-major X read along its contiguous dimension.
+template <typename T>
+__device__ __forceinline__ void times_rows_t(float (&acc)[2][4], const std::uint32_t (&a)[128 / 16][4], const T* base,
+                                             int64_t rs, int64_t x0, int64_t rows, int D, int g, int t) {
+  const T zero = gemm_detail::from_acc<T>(0.f);
+  GEMM_UNROLL
+  for (int nt = 0; nt < 2; ++nt) {
+    GEMM_UNROLL
+    for (int c = 0; c < 4; ++c) acc[nt][c] = 0.f;
+    const int64_t row = x0 + nt * 8 + g;
+    GEMM_UNROLL
+    for (int kc = 0; kc < 128 / 16; ++kc) {
+      if (kc >= D / 16) break;
+      std::uint32_t bf[2];
+      GEMM_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const T* x = base + row * rs + kc * 16 + 2 * t + h * 8;
+        bf[h] = row < rows ? pack2<T>(x[0], x[1]) : pack2<T>(zero, zero);
+      }
+      mma16816<T>(acc[nt], a[kc], bf);
+    }
+  }
+}
+
+// out[dt] (16 x D) += A (a 16 x 16 tile in A fragments) @ X, X the 16 rows x0.. of `base` (row
+// stride rs, zero past `rows`): B fragments gathered down X's columns.
+template <typename T>
+__device__ __forceinline__ void accumulate_times(float (&out)[128 / 8][4], const std::uint32_t (&a)[4], const T* base,
+                                                 int64_t rs, int64_t x0, int64_t rows, int D, int g, int t) {
+  const T zero = gemm_detail::from_acc<T>(0.f);
+  GEMM_UNROLL
+  for (int dt = 0; dt < 128 / 8; ++dt) {
+    if (dt >= D / 8) break;
+    const int64_t n = dt * 8 + g;
+    std::uint32_t bf[2];
+    GEMM_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const int64_t x = x0 + 2 * t + h * 8;
+      const T v0 = x < rows ? base[x * rs + n] : zero;
+      const T v1 = x + 1 < rows ? base[(x + 1) * rs + n] : zero;
+      bf[h] = pack2<T>(v0, v1);
+    }
+    mma16816<T>(out[dt], a, bf);
+  }
+}
+
+// Two 16 x 8 accumulator tiles as the A fragment of a 16 x 16 tile, rounded to T.
+template <typename T>
+__device__ __forceinline__ void to_a_frag(std::uint32_t (&af)[4], const float (&x)[2][4]) {
+  using gemm_detail::from_acc;
+  af[0] = pack2<T>(from_acc<T>(x[0][0]), from_acc<T>(x[0][1]));
+  af[1] = pack2<T>(from_acc<T>(x[0][2]), from_acc<T>(x[0][3]));
+  af[2] = pack2<T>(from_acc<T>(x[1][0]), from_acc<T>(x[1][1]));
+  af[3] = pack2<T>(from_acc<T>(x[1][2]), from_acc<T>(x[1][3]));
+}
+
+// A warp owns 16 keys; per tile of 16 queries: S^T = K Q^T and dP'^T = V dO^T on tensor cores,
+// P and dS per element (probs), then dV += P^T dO and dK += dS^T Q. No atomics.
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) dk_dv_tc_kernel(AttentionParams<T> p) {
+  using gemm_detail::from_acc;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t b = blockIdx.y, col0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (col0 >= p.S) return;  // uniform across the warp
+  const T* q = p.q + p.off[b];
+  const T* k = p.k + p.off[p.batch + b];
+  const T* v = p.v + p.off[2 * p.batch + b];
+  const T* dO = p.dout + b * p.L * p.Ev;
+  const int64_t r[2] = {col0 + g, col0 + g + 8};
+  const int E = int(p.E), Ev = int(p.Ev);
+  std::uint32_t kf[128 / 16][4], vf[128 / 16][4];
+  load_a_frags<T>(kf, k, p.k_rs, r, p.S, E, t);
+  load_a_frags<T>(vf, v, p.v_rs, r, p.S, Ev, t);
+  float dk[128 / 8][4], dv[128 / 8][4];
+  GEMM_UNROLL
+  for (int dt = 0; dt < 128 / 8; ++dt)
+    GEMM_UNROLL
+    for (int c = 0; c < 4; ++c) dk[dt][c] = dv[dt][c] = 0.f;
+  for (int64_t i0 = p.causal ? col0 : 0; i0 < p.L; i0 += 16) {
+    float st[2][4], dpt[2][4], pd[2][4], ds[2][4];
+    times_rows_t<T>(st, kf, q, p.q_rs, i0, p.L, E, g, t);
+    times_rows_t<T>(dpt, vf, dO, p.Ev, i0, p.L, Ev, g, t);
+    GEMM_UNROLL
+    for (int nt = 0; nt < 2; ++nt)
+      GEMM_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int64_t key = r[c >> 1], query = i0 + nt * 8 + 2 * t + (c & 1);
+        float x = 0.f, y = 0.f;
+        if (key < p.S && query < p.L) probs(p, b, query, key, st[nt][c], dpt[nt][c], &x, &y);
+        pd[nt][c] = x, ds[nt][c] = y;
+      }
+    std::uint32_t pf[4], sf[4];
+    to_a_frag<T>(pf, pd);
+    to_a_frag<T>(sf, ds);
+    accumulate_times<T>(dv, pf, dO, p.Ev, i0, p.L, Ev, g, t);
+    accumulate_times<T>(dk, sf, q, p.q_rs, i0, p.L, E, g, t);
+  }
+  GEMM_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int64_t key = r[h];
+    if (key >= p.S) continue;
+    GEMM_UNROLL
+    for (int dt = 0; dt < 128 / 8; ++dt) {
+      const int64_t c = dt * 8 + 2 * t;
+      if (p.dk && dt < E / 8) {
+        T* o = p.dk + (b * p.S + key) * p.E + c;
+        o[0] = from_acc<T>(dk[dt][2 * h] * p.scale), o[1] = from_acc<T>(dk[dt][2 * h + 1] * p.scale);
+      }
+      if (p.dv && dt < Ev / 8) {
+        T* o = p.dv + (b * p.S + key) * p.Ev + c;
+        o[0] = from_acc<T>(dv[dt][2 * h]), o[1] = from_acc<T>(dv[dt][2 * h + 1]);
+      }
+    }
+  }
+}
+
+// A warp owns 16 queries; per tile of 16 keys: S = Q K^T and dP' = dO V^T on tensor cores,
+// dS per element, then dQ += dS K.
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(AttentionParams<T> p) {
+  using gemm_detail::from_acc;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t b = blockIdx.y, row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (row0 >= p.L) return;  // uniform across the warp
+  const T* q = p.q + p.off[b];
+  const T* k = p.k + p.off[p.batch + b];
+  const T* v = p.v + p.off[2 * p.batch + b];
+  const T* dO = p.dout + b * p.L * p.Ev;
+  const int64_t r[2] = {row0 + g, row0 + g + 8};
+  const int E = int(p.E), Ev = int(p.Ev);
+  std::uint32_t qf[128 / 16][4], of[128 / 16][4];
+  load_a_frags<T>(qf, q, p.q_rs, r, p.L, E, t);
+  load_a_frags<T>(of, dO, p.Ev, r, p.L, Ev, t);
+  float dq[128 / 8][4];
+  GEMM_UNROLL
+  for (int dt = 0; dt < 128 / 8; ++dt)
+    GEMM_UNROLL
+    for (int c = 0; c < 4; ++c) dq[dt][c] = 0.f;
+  const int64_t last = row0 + kTcRows - 1 < p.L - 1 ? row0 + kTcRows - 1 : p.L - 1;
+  const int64_t kend = p.causal ? (last + 1 < p.S ? last + 1 : p.S) : p.S;
+  for (int64_t j0 = 0; j0 < kend; j0 += 16) {
+    float sc[2][4], dp[2][4], ds[2][4];
+    times_rows_t<T>(sc, qf, k, p.k_rs, j0, p.S, E, g, t);
+    times_rows_t<T>(dp, of, v, p.v_rs, j0, p.S, Ev, g, t);
+    GEMM_UNROLL
+    for (int nt = 0; nt < 2; ++nt)
+      GEMM_UNROLL
+      for (int c = 0; c < 4; ++c) {
+        const int64_t query = r[c >> 1], key = j0 + nt * 8 + 2 * t + (c & 1);
+        float x = 0.f, y = 0.f;
+        if (key < p.S && query < p.L) probs(p, b, query, key, sc[nt][c], dp[nt][c], &x, &y);
+        ds[nt][c] = y;
+      }
+    std::uint32_t sf[4];
+    to_a_frag<T>(sf, ds);
+    accumulate_times<T>(dq, sf, k, p.k_rs, j0, p.S, E, g, t);
+  }
+  GEMM_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = r[h];
+    if (row >= p.L) continue;
+    GEMM_UNROLL
+    for (int dt = 0; dt < 128 / 8; ++dt) {
+      if (dt >= E / 8) break;
+      T* o = p.dq + (b * p.L + row) * p.E + dt * 8 + 2 * t;
+      o[0] = from_acc<T>(dq[dt][2 * h] * p.scale), o[1] = from_acc<T>(dq[dt][2 * h + 1] * p.scale);
+    }
+  }
+}
+
+template <typename T>
+inline bool use_tensor_cores_backward(const AttentionParams<T>& p) {
+  return (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) && p.E % 16 == 0 &&
+         p.Ev % 16 == 0 && p.E > 0 && p.Ev > 0 && p.E <= 128 && p.Ev <= 128;
+}
+
 template <typename T>
 inline bool use_tensor_cores(const AttentionParams<T>& p) {
   return (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) && p.E % 16 == 0 &&
@@ -487,7 +690,23 @@ void attention_backward_launch(const AttentionParams<T>& p, cudaStream_t s) {
   if (p.L > 0) {
     const LaunchPlan rows = attention_plan(p.L, p.batch);
     LAUNCH(delta_kernel<T>, rows.grid, rows.block, 0, s, p);
-    if (p.dq) LAUNCH(dq_kernel<T>, rows.grid, rows.block, 0, s, p);
+  }
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+    if (use_tensor_cores_backward(p)) {
+      if (p.dq && p.L > 0) {
+        const LaunchPlan rows = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch);
+        LAUNCH(dq_tc_kernel<T>, rows.grid, rows.block, 0, s, p);
+      }
+      if ((p.dk || p.dv) && p.S > 0) {
+        const LaunchPlan cols = attention_plan((p.S + kTcRows - 1) / kTcRows, p.batch);
+        LAUNCH(dk_dv_tc_kernel<T>, cols.grid, cols.block, 0, s, p);
+      }
+      return;
+    }
+  }
+  if (p.dq && p.L > 0) {
+    const LaunchPlan rows = attention_plan(p.L, p.batch);
+    LAUNCH(dq_kernel<T>, rows.grid, rows.block, 0, s, p);
   }
   if ((p.dk || p.dv) && p.S > 0) {
     const LaunchPlan cols = attention_plan(p.S, p.batch);
