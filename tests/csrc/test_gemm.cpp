@@ -503,6 +503,49 @@ void test_gemm_small_m(Isa isa) {
   (void)before;
 }
 
+// ---- implicit B by row offsets (gemm_offset_b: convolution over a padded image) ------------------
+
+template <typename T>
+void test_gemm_offset_b(Isa isa) {
+  fusedops::set_isa(isa);
+  for (auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {5, 17, 9}, {64, 203, 576}, {13, 33, 1100}, {130, 70, 31}})
+    for (int variant = 0; variant < 3; ++variant) {  // 0: plain, 1: alpha, beta, bias per row, 2: one thread
+      if (g_small && M * N * K > 300000) continue;
+      const int64_t span = 3 * N + 50;
+      std::vector<T> X(static_cast<size_t>(span + N + fusedops::cpu::kGemmOffsetSlack));
+      for (auto& v : X) v = randn<T>();
+      std::vector<int64_t> boff(static_cast<size_t>(K));
+      for (int64_t k = 0; k < K; ++k) boff[size_t(k)] = (k * 7919) % span;
+      std::vector<T> A(static_cast<size_t>(M * K)), bias(static_cast<size_t>(M)), Bm(static_cast<size_t>(K * N));
+      for (auto& v : A) v = randn<T>();
+      for (auto& v : bias) v = randn<T>();
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < N; ++j) Bm[size_t(k * N + j)] = X[size_t(boff[size_t(k)] + j)];
+      std::vector<T> C(static_cast<size_t>(M * (N + 1))), R(C.size());
+      for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = variant == 1 ? randn<T>() : std::numeric_limits<T>::quiet_NaN();
+      GemmArgs<T> g;
+      g.M = M, g.N = N, g.K = K, g.A = A.data(), g.rsa = K, g.csa = 1;
+      g.C = C.data(), g.ldc = N + 1;
+      if (variant == 1) g.alpha = T(0.5), g.beta = T(-1), g.bias = bias.data(), g.bias_mode = BiasMode::per_row;
+      if (variant == 2) g.max_threads = 1;
+      fusedops::cpu::gemm_offset_b<T>(g, X.data(), boff.data());
+      GemmArgs<T> r = g;
+      r.B = Bm.data(), r.rsb = N, r.csb = 1, r.C = R.data();
+      fusedops::cpu::gemm_reference<T>(r);
+      double worst = 0;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          const size_t x = size_t(i * (N + 1) + j);
+          const double e = std::fabs(double(C[x]) - double(R[x])) / (1 + std::fabs(double(R[x])));
+          worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+        }
+      const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K));
+      record(worst <= tol, fmt("%s %s gemm_offset_b %ldx%ldx%ld (variant %d)", isa_str(isa), type_str<T>(), long(M),
+                               long(N), long(K), variant),
+             fmt("max relative error %.3g > %.3g", worst, tol));
+    }
+}
+
 // ---- bias_act_backward -------------------------------------------------------------------------------
 
 template <typename T>
@@ -675,6 +718,8 @@ int main(int argc, char** argv) {
     test_gemm_packed_b<double>(isa);
     test_gemm_small_m<float>(isa);
     test_gemm_small_m<double>(isa);
+    test_gemm_offset_b<float>(isa);
+    test_gemm_offset_b<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
     test_activation_accuracy<float>(isa);

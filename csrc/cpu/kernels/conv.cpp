@@ -220,6 +220,61 @@ void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* b
   }
 }
 
+// Stride 1 (not 1x1): the padded-width implicit GEMM. The group's input is copied once into a
+// zero-padded [Cg, Hp, Wp] buffer; output position p = oh * Wp + ow then finds tap (c, r, q) at
+// xp[c * Hp * Wp + r * dh * Wp + q * dw + p], so every tap is a run of consecutive positions and
+// the GEMM reads its B rows in place (gemm_offset_b): no im2col packing, the weights packed
+// once. Columns OW..Wp-1 of each output row are computed and dropped when the rows are copied
+// out of the [Kg, (OH - 1) * Wp + OW] result.
+bool padded_width(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1 && !pointwise(s); }
+
+template <typename T>
+struct PaddedScratch {
+  std::vector<T> xp, out;
+  std::vector<int64_t> boff;
+};
+
+template <typename T>
+void forward_image_padded(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, int64_t n,
+                          int max_threads, PaddedScratch<T>& sc) {
+  const Dims d(s);
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const int64_t NP = (s.OH - 1) * Wp + s.OW;
+  sc.xp.resize(size_t(d.Cg * plane + kGemmOffsetSlack));
+  sc.out.resize(size_t(d.Kg * NP));
+  sc.boff.resize(size_t(d.CRS));
+  for (int64_t kk = 0; kk < d.CRS; ++kk) {
+    const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
+    sc.boff[size_t(kk)] = c * plane + r * s.dh * Wp + q * s.dw;
+  }
+  std::fill(sc.xp.end() - kGemmOffsetSlack, sc.xp.end(), T(0));
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+    for (int64_t c = 0; c < d.Cg; ++c) {
+      T* dst = sc.xp.data() + c * plane;
+      std::fill(dst, dst + s.ph * Wp, T(0));
+      for (int64_t h = 0; h < s.H; ++h) {
+        T* row = dst + (s.ph + h) * Wp;
+        std::fill(row, row + s.pw, T(0));
+        std::memcpy(row + s.pw, xg + (c * s.H + h) * s.W, size_t(s.W) * sizeof(T));
+        std::fill(row + s.pw + s.W, row + Wp, T(0));
+      }
+      std::fill(dst + (s.ph + s.H) * Wp, dst + plane, T(0));
+    }
+    GemmArgs<T> a;
+    a.M = d.Kg, a.N = NP, a.K = d.CRS;
+    a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
+    a.C = sc.out.data(), a.ldc = NP;
+    if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
+    a.max_threads = max_threads;
+    gemm_offset_b<T>(a, sc.xp.data(), sc.boff.data());
+    T* yg = y + (n * s.K + g * d.Kg) * d.P;
+    for (int64_t k = 0; k < d.Kg; ++k)
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        std::memcpy(yg + k * d.P + oh * s.OW, sc.out.data() + k * NP + oh * Wp, size_t(s.OW) * sizeof(T));
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -237,6 +292,20 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       const int64_t n = t / (s.groups * kbs), g = t / kbs % s.groups, b = t % kbs;
       const int64_t k0 = g * d.Kg + 4 * b;
       conv_direct_forward<T>(s, x, w, bias, y, n, k0, int(std::min<int64_t>(4, d.Kg - 4 * b)));
+    }
+    return;
+  }
+  if (padded_width(s)) {
+    if (images_in_parallel(s.N, nt)) {
+#pragma omp parallel num_threads(nt)
+      {
+        PaddedScratch<T> sc;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t n = 0; n < s.N; ++n) forward_image_padded(s, x, w, bias, y, n, 1, sc);
+      }
+    } else {
+      PaddedScratch<T> sc;
+      for (int64_t n = 0; n < s.N; ++n) forward_image_padded(s, x, w, bias, y, n, 0, sc);
     }
     return;
   }
@@ -466,10 +535,9 @@ void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx)
     for (int64_t p = 0; p < planes; ++p) input_plane_direct(s, gy, w, gx, p / s.C, p % s.C);
     return;
   }
-  // GEMM + col2im measured as fast or faster on the shapes (its GEMM has M = Cg*R*S,
-  // large, and a plain strided B; the transposed convolution gathers with M = Cg only): the
-  // transposed form serves only when a column tile of 16 pixels would outgrow L2.
-  if (transposed_as_forward(s) && d.CRS * 16 * int64_t(sizeof(T)) > (int64_t(256) << 10)) {
+  // Stride 1: the transposed convolution as a forward, which runs the padded-width implicit
+  // GEMM (no gather, no col2im scatter). Otherwise GEMM + col2im.
+  if (transposed_as_forward(s)) {
     // wt[C, Kg, R, S]: wt[g*Cg + c, k, R-1-r, S-1-q] = w[g*Kg + k, c, r, q].
     std::vector<T> wt(size_t(s.K) * size_t(d.CRS));
     for (int64_t g = 0; g < s.groups; ++g)

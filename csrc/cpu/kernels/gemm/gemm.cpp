@@ -12,6 +12,7 @@ namespace fusedops::cpu {
 #define FUSEDOPS_DECLARE_ISA(ns)                                                       \
   namespace ns {                                                                       \
   template <typename T> void gemm_run(const GemmArgs<T>&);                             \
+  template <typename T> void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*); \
   template <typename T> int64_t packed_b_size_run(int64_t, int64_t);                   \
   template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
   template <typename T> MicrokernelInfo info();                                        \
@@ -36,6 +37,16 @@ void gemm_with_isa(Isa isa, const GemmArgs<T>& args) {
 template <typename T>
 void gemm(const GemmArgs<T>& args) {
   gemm_with_isa<T>(active_isa(), args);
+}
+
+template <typename T>
+void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff) {
+#if defined(__x86_64__)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512) return avx512::gemm_offset_b_run<T>(args, X, boff);
+  if (isa == Isa::avx2) return avx2::gemm_offset_b_run<T>(args, X, boff);
+#endif
+  generic::gemm_offset_b_run<T>(args, X, boff);
 }
 
 template <typename T>
@@ -150,6 +161,7 @@ void gemm_reference(const GemmArgs<T>& g) {
 
 #define FUSEDOPS_INSTANTIATE(T)                                                          \
   template void gemm<T>(const GemmArgs<T>&);                                             \
+  template void gemm_offset_b<T>(const GemmArgs<T>&, const T*, const int64_t*);          \
   template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \

@@ -58,6 +58,14 @@ const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage);
 template <typename T>
 void gemm(const GemmArgs<T>& args);
 
+// C = act(alpha * A @ B + beta * C + bias) with an implicit B whose row k is N consecutive
+// elements of X from boff[k]: B(k, j) = X[boff[k] + j] (a convolution's tap k over a padded
+// image, j the output positions). B, rsb, csb, pack_b and packed_b of args are unused. X must
+// be readable up to kGemmOffsetSlack elements past every boff[k] + N (whole vectors are read).
+constexpr int64_t kGemmOffsetSlack = 64;
+template <typename T>
+void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff);
+
 // A batch of GEMMs: the b-th reads A + b * stride_a, B + b * stride_b, writes C + b * stride_c
 // (bias, preact unbatched). A stride of 0 broadcasts that operand; stride_c == 0 sums every
 // product into the one C (beta applies once). Small products run in parallel over the batch.

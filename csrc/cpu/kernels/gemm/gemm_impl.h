@@ -115,11 +115,12 @@ void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, 
 // ---- microkernel ----------------------------------------------------------------------------
 
 // C[0:m, 0:n] = alpha * Ap @ Bp + beta * C for one MR x NR tile; m < MR or n < NR go through
-// a scratch tile. Accumulators: MR x NV registers.
-template <class V, int MR, int NV>
+// a scratch tile. Accumulators: MR x NV registers. Bp is a packed KC x NR micro-panel, or with
+// OFF the implicit operand whose row k is the NR elements at Bp + boff[k] (read unaligned).
+template <class V, int MR, int NV, bool OFF = false>
 void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename V::T* __restrict Bp,
                  typename V::T* C, int64_t ldc, typename V::T alpha, typename V::T beta, int m,
-                 int n) {
+                 int n, const int64_t* boff = nullptr) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int NR = NV * V::W;
@@ -137,7 +138,10 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
   for (int64_t k = 0; k < kc; ++k) {
     R b[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = V::load(Bp + v * V::W);
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (OFF) b[v] = V::loadu(Bp + boff[k] + v * V::W);
+      else b[v] = V::load(Bp + v * V::W);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       R a = V::bcast(Ap + i);
@@ -145,7 +149,7 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(a, b[v], acc[i][v]);
     }
     Ap += MR;
-    Bp += NR;
+    if constexpr (!OFF) Bp += NR;
   }
 
   const R va = V::set1(alpha);
@@ -351,6 +355,42 @@ struct Gemm {
               if (g.bias_mode == BiasMode::per_col) v += g.bias[j0 + j];
               c[j] = v;
             }
+          }
+        }
+      }
+    }
+  }
+
+  // ---- implicit B by row offsets (convolution over a padded image) ---------------------
+  // B(k, j) = X[boff[k] + j]. A is packed whole (it is the small operand: the weights); the
+  // column tiles of C are split between threads, each walking its tile's K steps and row
+  // tiles, so the tile's B rows (KC x NR, read in place) stay in L1 across the row tiles.
+  static void run_offset_b(const GemmArgs<T>& g, const T* X, const int64_t* boff) {
+    if (g.M <= 0 || g.N <= 0) return;
+    if (g.K <= 0) return run_k0(g);
+    int64_t kc_max, nc_max;
+    plan(g.N, g.K, kc_max, nc_max);
+    const int64_t mp = (g.M + MR - 1) / MR * MR;
+    static thread_local std::vector<T> abuf;
+    T* const Ap = scratch(abuf, size_t(mp * g.K));
+    for (int64_t pc = 0; pc < g.K; pc += kc_max)  // K step pc: panels at Ap + mp * pc
+      pack_a<T, MR>(g.A + pc * g.csa, g.rsa, g.csa, g.M, std::min(kc_max, g.K - pc), Ap + mp * pc);
+    const int nt = choose_threads(g);
+    const int64_t tiles = (g.N + NR - 1) / NR;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+      for (int64_t tile = t * tiles / n_t, end = (t + 1) * tiles / n_t; tile < end; ++tile) {
+        const int64_t j0 = tile * NR;
+        const int n = int(std::min<int64_t>(NR, g.N - j0));
+        for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+          const int64_t kc = std::min(kc_max, g.K - pc);
+          const bool last = pc + kc == g.K;
+          for (int64_t i0 = 0; i0 < g.M; i0 += MR) {
+            const int m = int(std::min<int64_t>(MR, g.M - i0));
+            microkernel<V, MR, NV, true>(kc, Ap + mp * pc + i0 * kc, X + j0, g.C + i0 * g.ldc + j0, g.ldc,
+                                         g.alpha, pc == 0 ? g.beta : T(1), m, n, boff + pc);
+            if (last && has_epilogue(g)) epilogue_tile(g, i0, j0, m, n);
           }
         }
       }

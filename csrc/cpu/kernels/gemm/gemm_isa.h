@@ -22,6 +22,14 @@ template void gemm_run<float>(const GemmArgs<float>&);
 template void gemm_run<double>(const GemmArgs<double>&);
 
 template <typename T>
+void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff) {
+  if constexpr (sizeof(T) == 4) GemmF32::run_offset_b(args, X, boff);
+  else GemmF64::run_offset_b(args, X, boff);
+}
+template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*);
+template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, const int64_t*);
+
+template <typename T>
 int64_t packed_b_size_run(int64_t N, int64_t K) {
   if constexpr (sizeof(T) == 4) return GemmF32::packed_b_size(N, K);
   else return GemmF64::packed_b_size(N, K);
