@@ -29,6 +29,11 @@ CASES = [
     (2, 9, 7, 8, 15, 7, 7, 1, 3, 1, 1),       # 7x7
     (2, 6, 10, 9, 6, 3, 5, (1, 2), (1, 2), (2, 1), 2),  # pairs everywhere
     (1, 512, 4, 5, 6, 3, 3, 1, 1, 1, 1),      # input gradient as a transposed convolution
+    # stride 1: the padded-width implicit GEMM; many small images batched per GEMM and split
+    # between threads, asymmetric padding, 7 and 10 output channels (partial microkernel rows)
+    (9, 8, 6, 5, 10, 3, 3, 1, (2, 0), 1, 2),
+    (5, 6, 13, 13, 7, 3, 3, 1, 1, 2, 1),      # dilation 2
+    (8, 32, 13, 13, 64, 3, 3, 1, 1, 1, 1),    # the benchmark's 13x13 layer, smaller batch
 ]
 
 

@@ -231,47 +231,109 @@ bool padded_width(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1 && !poin
 template <typename T>
 struct PaddedScratch {
   std::vector<T> xp, out;
-  std::vector<int64_t> boff;
+  std::vector<int64_t> off;
 };
 
+// Sizes of the padded image and of the padded-width positions: NP = (OH - 1) * Wp + OW.
+struct PaddedDims {
+  int64_t Hp, Wp, plane, NP;
+  explicit PaddedDims(const Conv2dShape& s)
+      : Hp(s.H + 2 * s.ph), Wp(s.W + 2 * s.pw), plane(Hp * Wp), NP((s.OH - 1) * Wp + s.OW) {}
+};
+
+// Sizes sc for the shape and fills the tap offsets: tap (c, r, q) starts at
+// c * plane + r * dh * Wp + q * dw of the padded image.
 template <typename T>
-void forward_image_padded(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, int64_t n,
-                          int max_threads, PaddedScratch<T>& sc) {
+void padded_prepare(const Conv2dShape& s, PaddedScratch<T>& sc, int64_t images = 1) {
   const Dims d(s);
-  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
-  const int64_t NP = (s.OH - 1) * Wp + s.OW;
-  sc.xp.resize(size_t(d.Cg * plane + kGemmOffsetSlack));
-  sc.out.resize(size_t(d.Kg * NP));
-  sc.boff.resize(size_t(d.CRS));
+  const PaddedDims pd(s);
+  sc.xp.resize(size_t(images * d.Cg * pd.plane + kGemmOffsetSlack));
+  sc.out.resize(size_t(images * d.Kg * pd.NP));
+  sc.off.resize(size_t(d.CRS));
   for (int64_t kk = 0; kk < d.CRS; ++kk) {
     const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
-    sc.boff[size_t(kk)] = c * plane + r * s.dh * Wp + q * s.dw;
+    sc.off[size_t(kk)] = c * pd.plane + r * s.dh * pd.Wp + q * s.dw;
   }
   std::fill(sc.xp.end() - kGemmOffsetSlack, sc.xp.end(), T(0));
-  for (int64_t g = 0; g < s.groups; ++g) {
-    const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
-    for (int64_t c = 0; c < d.Cg; ++c) {
-      T* dst = sc.xp.data() + c * plane;
-      std::fill(dst, dst + s.ph * Wp, T(0));
-      for (int64_t h = 0; h < s.H; ++h) {
-        T* row = dst + (s.ph + h) * Wp;
-        std::fill(row, row + s.pw, T(0));
-        std::memcpy(row + s.pw, xg + (c * s.H + h) * s.W, size_t(s.W) * sizeof(T));
-        std::fill(row + s.pw + s.W, row + Wp, T(0));
-      }
-      std::fill(dst + (s.ph + s.H) * Wp, dst + plane, T(0));
+}
+
+// Slot `slot` of sc.xp = group g of image n, zero-padded.
+template <typename T>
+void padded_image(const Conv2dShape& s, const T* x, int64_t n, int64_t g, PaddedScratch<T>& sc, int64_t slot = 0) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  const T* xg = x + (n * s.C + g * d.Cg) * d.HW;
+  for (int64_t c = 0; c < d.Cg; ++c) {
+    T* dst = sc.xp.data() + (slot * d.Cg + c) * pd.plane;
+    std::fill(dst, dst + s.ph * pd.Wp, T(0));
+    for (int64_t h = 0; h < s.H; ++h) {
+      T* row = dst + (s.ph + h) * pd.Wp;
+      std::fill(row, row + s.pw, T(0));
+      std::memcpy(row + s.pw, xg + (c * s.H + h) * s.W, size_t(s.W) * sizeof(T));
+      std::fill(row + s.pw + s.W, row + pd.Wp, T(0));
     }
+    std::fill(dst + (s.ph + s.H) * pd.Wp, dst + pd.plane, T(0));
+  }
+}
+
+// Images [n0, n0 + count): one batched GEMM per group (the weights packed once for them).
+template <typename T>
+void forward_images_padded(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y, int64_t n0,
+                           int64_t count, int max_threads, PaddedScratch<T>& sc) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    for (int64_t i = 0; i < count; ++i) padded_image(s, x, n0 + i, g, sc, i);
     GemmArgs<T> a;
-    a.M = d.Kg, a.N = NP, a.K = d.CRS;
+    a.M = d.Kg, a.N = pd.NP, a.K = d.CRS;
     a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
-    a.C = sc.out.data(), a.ldc = NP;
+    a.C = sc.out.data(), a.ldc = pd.NP;
     if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
     a.max_threads = max_threads;
-    gemm_offset_b<T>(a, sc.xp.data(), sc.boff.data());
-    T* yg = y + (n * s.K + g * d.Kg) * d.P;
+    gemm_offset_b<T>(a, sc.xp.data(), sc.off.data(), count, d.Cg * pd.plane, d.Kg * pd.NP);
+    for (int64_t i = 0; i < count; ++i) {
+      T* yg = y + ((n0 + i) * s.K + g * d.Kg) * d.P;
+      const T* o = sc.out.data() + i * d.Kg * pd.NP;
+      for (int64_t k = 0; k < d.Kg; ++k)
+        for (int64_t oh = 0; oh < s.OH; ++oh)
+          std::memcpy(yg + k * d.P + oh * s.OW, o + k * pd.NP + oh * pd.Wp, size_t(s.OW) * sizeof(T));
+    }
+  }
+}
+
+// Images per batched GEMM: small images go together (up to ~1 MB of padded input), so the
+// weights are packed once for several and the per-call costs are shared.
+inline int64_t padded_batch(const Conv2dShape& s, int64_t images) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  return std::clamp<int64_t>((int64_t(256) << 10) / std::max<int64_t>(d.Cg * pd.plane, 1), 1, std::max<int64_t>(images, 1));
+}
+
+// Weight gradient of image n, transposed: acc[g][CRS, Kg] (= or += by `accumulate`) the taps of
+// the padded image times gy spread to the padded-width positions (zero in the dropped
+// columns): gemm_offset_a, the taps read in place.
+template <typename T>
+void weight_image_padded(const Conv2dShape& s, const T* gy, const T* x, T* acc, int64_t n, bool accumulate,
+                         int max_threads, PaddedScratch<T>& sc) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    padded_image(s, x, n, g, sc);
+    const T* gyg = gy + (n * s.K + g * d.Kg) * d.P;
+    T* gp = sc.out.data();
     for (int64_t k = 0; k < d.Kg; ++k)
-      for (int64_t oh = 0; oh < s.OH; ++oh)
-        std::memcpy(yg + k * d.P + oh * s.OW, sc.out.data() + k * NP + oh * Wp, size_t(s.OW) * sizeof(T));
+      for (int64_t oh = 0; oh < s.OH; ++oh) {
+        T* row = gp + k * pd.NP + oh * pd.Wp;
+        std::memcpy(row, gyg + k * d.P + oh * s.OW, size_t(s.OW) * sizeof(T));
+        if (oh + 1 < s.OH) std::fill(row + s.OW, row + pd.Wp, T(0));
+      }
+    GemmArgs<T> a;
+    a.M = d.CRS, a.N = d.Kg, a.K = pd.NP;
+    a.B = gp, a.rsb = 1, a.csb = pd.NP;  // B(p, k) = gy_padded[k, p]
+    a.beta = accumulate ? T(1) : T(0);
+    a.C = acc + g * d.CRS * d.Kg, a.ldc = d.Kg;
+    a.max_threads = max_threads;
+    gemm_offset_a<T>(a, sc.xp.data(), sc.off.data());
   }
 }
 
@@ -297,15 +359,20 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   }
   if (padded_width(s)) {
     if (images_in_parallel(s.N, nt)) {
+      const int64_t per = padded_batch(s, s.N / nt), chunks = (s.N + per - 1) / per;
 #pragma omp parallel num_threads(nt)
       {
         PaddedScratch<T> sc;
+        padded_prepare(s, sc, per);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t n = 0; n < s.N; ++n) forward_image_padded(s, x, w, bias, y, n, 1, sc);
+        for (int64_t q = 0; q < chunks; ++q)
+          forward_images_padded(s, x, w, bias, y, q * per, std::min(per, s.N - q * per), 1, sc);
       }
     } else {
+      const int64_t per = padded_batch(s, s.N);
       PaddedScratch<T> sc;
-      for (int64_t n = 0; n < s.N; ++n) forward_image_padded(s, x, w, bias, y, n, 0, sc);
+      padded_prepare(s, sc, per);
+      for (int64_t n = 0; n < s.N; n += per) forward_images_padded(s, x, w, bias, y, n, std::min(per, s.N - n), 0, sc);
     }
     return;
   }
@@ -380,6 +447,32 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   const int nt = pool_threads();
+  if (padded_width(s) && !thin(s)) {
+    // Each thread sums its images into its own transposed [groups][CRS][Kg] buffer; then
+    // gw[g * Kg + k][kk] = the sum over threads of buf[g][kk][k].
+    const int use = s.N >= nt ? nt : 1;
+    std::vector<T> bufs(size_t(use) * size_t(wsize));
+#pragma omp parallel num_threads(use) if (use > 1)
+    {
+      const int t = omp_get_thread_num();
+      PaddedScratch<T> sc;
+      padded_prepare(s, sc);
+      T* acc = bufs.data() + size_t(t) * size_t(wsize);
+      const int64_t n0 = s.N * t / use, n1 = s.N * (t + 1) / use;
+      for (int64_t n = n0; n < n1; ++n)
+        weight_image_padded(s, gy, x, acc, n, n > n0, use > 1 ? 1 : 0, sc);
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < wsize; ++i) {
+        const int64_t g = i / (d.Kg * d.CRS), k = i / d.CRS % d.Kg, kk = i % d.CRS;
+        const size_t src = size_t((g * d.CRS + kk) * d.Kg + k);
+        T sum = T(0);
+        for (int u = 0; u < use; ++u) sum += bufs[size_t(u) * size_t(wsize) + src];
+        gw[i] = sum;
+      }
+    }
+    return;
+  }
   if (thin(s)) {
     // Planes k in parallel, each summing over the batch: no reduction between threads.
     const double flops = 2.0 * double(s.N) * double(s.K) * double(d.P) * double(d.CRS);

@@ -12,7 +12,9 @@ namespace fusedops::cpu {
 #define FUSEDOPS_DECLARE_ISA(ns)                                                       \
   namespace ns {                                                                       \
   template <typename T> void gemm_run(const GemmArgs<T>&);                             \
-  template <typename T> void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*); \
+  template <typename T>                                                                \
+  void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
+  template <typename T> void gemm_offset_a_run(const GemmArgs<T>&, const T*, const int64_t*); \
   template <typename T> int64_t packed_b_size_run(int64_t, int64_t);                   \
   template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
   template <typename T> MicrokernelInfo info();                                        \
@@ -40,13 +42,24 @@ void gemm(const GemmArgs<T>& args) {
 }
 
 template <typename T>
-void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff) {
+void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t x_stride,
+                   int64_t c_stride) {
 #if defined(__x86_64__)
   const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::gemm_offset_b_run<T>(args, X, boff);
-  if (isa == Isa::avx2) return avx2::gemm_offset_b_run<T>(args, X, boff);
+  if (isa == Isa::avx512) return avx512::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
+  if (isa == Isa::avx2) return avx2::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
 #endif
-  generic::gemm_offset_b_run<T>(args, X, boff);
+  generic::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
+}
+
+template <typename T>
+void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff) {
+#if defined(__x86_64__)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512) return avx512::gemm_offset_a_run<T>(args, X, aoff);
+  if (isa == Isa::avx2) return avx2::gemm_offset_a_run<T>(args, X, aoff);
+#endif
+  generic::gemm_offset_a_run<T>(args, X, aoff);
 }
 
 template <typename T>
@@ -161,7 +174,8 @@ void gemm_reference(const GemmArgs<T>& g) {
 
 #define FUSEDOPS_INSTANTIATE(T)                                                          \
   template void gemm<T>(const GemmArgs<T>&);                                             \
-  template void gemm_offset_b<T>(const GemmArgs<T>&, const T*, const int64_t*);          \
+  template void gemm_offset_b<T>(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
+  template void gemm_offset_a<T>(const GemmArgs<T>&, const T*, const int64_t*);          \
   template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \

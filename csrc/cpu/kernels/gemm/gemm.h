@@ -62,9 +62,19 @@ void gemm(const GemmArgs<T>& args);
 // elements of X from boff[k]: B(k, j) = X[boff[k] + j] (a convolution's tap k over a padded
 // image, j the output positions). B, rsb, csb, pack_b and packed_b of args are unused. X must
 // be readable up to kGemmOffsetSlack elements past every boff[k] + N (whole vectors are read).
+// A batch of such products sharing A (images): the b-th reads X + b * x_stride and writes
+// C + b * c_stride; A is packed once for all.
 constexpr int64_t kGemmOffsetSlack = 64;
 template <typename T>
-void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff);
+void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch = 1,
+                   int64_t x_stride = 0, int64_t c_stride = 0);
+
+// C = alpha * A @ B + beta * C with an implicit A whose row i is K consecutive elements of X
+// from aoff[i]: A(i, k) = X[aoff[i] + k] (a convolution's tap i over the output positions, for
+// its weight gradient). A, rsa and csa of args are unused; B is read through its strides; no
+// bias or activation.
+template <typename T>
+void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff);
 
 // A batch of GEMMs: the b-th reads A + b * stride_a, B + b * stride_b, writes C + b * stride_c
 // (bias, preact unbatched). A stride of 0 broadcasts that operand; stride_c == 0 sums every

@@ -365,9 +365,17 @@ struct Gemm {
   // B(k, j) = X[boff[k] + j]. A is packed whole (it is the small operand: the weights); the
   // column tiles of C are split between threads, each walking its tile's K steps and row
   // tiles, so the tile's B rows (KC x NR, read in place) stay in L1 across the row tiles.
-  static void run_offset_b(const GemmArgs<T>& g, const T* X, const int64_t* boff) {
-    if (g.M <= 0 || g.N <= 0) return;
-    if (g.K <= 0) return run_k0(g);
+  static void run_offset_b(const GemmArgs<T>& g, const T* X, const int64_t* boff, int64_t batch, int64_t x_stride,
+                           int64_t c_stride) {
+    if (g.M <= 0 || g.N <= 0 || batch <= 0) return;
+    if (g.K <= 0) {
+      for (int64_t b = 0; b < batch; ++b) {
+        GemmArgs<T> gb = g;
+        gb.C = g.C + b * c_stride;
+        run_k0(gb);
+      }
+      return;
+    }
     int64_t kc_max, nc_max;
     plan(g.N, g.K, kc_max, nc_max);
     const int64_t mp = (g.M + MR - 1) / MR * MR;
@@ -375,22 +383,77 @@ struct Gemm {
     T* const Ap = scratch(abuf, size_t(mp * g.K));
     for (int64_t pc = 0; pc < g.K; pc += kc_max)  // K step pc: panels at Ap + mp * pc
       pack_a<T, MR>(g.A + pc * g.csa, g.rsa, g.csa, g.M, std::min(kc_max, g.K - pc), Ap + mp * pc);
-    const int nt = choose_threads(g);
-    const int64_t tiles = (g.N + NR - 1) / NR;
+    GemmArgs<T> gb = g;
+    gb.M *= batch;  // choose_threads: the work of the whole batch
+    const int nt = choose_threads(gb);
+    const int64_t tiles = (g.N + NR - 1) / NR, items = tiles * batch;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
       const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
-      for (int64_t tile = t * tiles / n_t, end = (t + 1) * tiles / n_t; tile < end; ++tile) {
-        const int64_t j0 = tile * NR;
+      GemmArgs<T> ga = g;  // C of the item's batch entry, for the epilogue
+      for (int64_t item = t * items / n_t, end = (t + 1) * items / n_t; item < end; ++item) {
+        const int64_t b = item / tiles, j0 = item % tiles * NR;
         const int n = int(std::min<int64_t>(NR, g.N - j0));
+        const T* Xb = X + b * x_stride;
+        ga.C = g.C + b * c_stride;
         for (int64_t pc = 0; pc < g.K; pc += kc_max) {
           const int64_t kc = std::min(kc_max, g.K - pc);
           const bool last = pc + kc == g.K;
           for (int64_t i0 = 0; i0 < g.M; i0 += MR) {
             const int m = int(std::min<int64_t>(MR, g.M - i0));
-            microkernel<V, MR, NV, true>(kc, Ap + mp * pc + i0 * kc, X + j0, g.C + i0 * g.ldc + j0, g.ldc,
+            microkernel<V, MR, NV, true>(kc, Ap + mp * pc + i0 * kc, Xb + j0, ga.C + i0 * g.ldc + j0, g.ldc,
                                          g.alpha, pc == 0 ? g.beta : T(1), m, n, boff + pc);
-            if (last && has_epilogue(g)) epilogue_tile(g, i0, j0, m, n);
+            if (last && has_epilogue(ga)) epilogue_tile(ga, i0, j0, m, n);
+          }
+        }
+      }
+    }
+  }
+
+  // ---- implicit A by row offsets (a convolution's weight gradient) -----------------------
+  // A(i, k) = X[aoff[i] + k]: row i of A is K consecutive elements of X (a padded image's tap
+  // i over the output positions), broadcast in place; B packed whole (the output gradient,
+  // small). Blocks of MR rows of C split between threads; each walks the K steps and the
+  // column panels, adding alpha * tile to C (beta applied at the first K step).
+  static void run_offset_a(const GemmArgs<T>& g, const T* X, const int64_t* aoff) {
+    if (g.M <= 0 || g.N <= 0) return;
+    if (g.K <= 0) return run_k0(g);
+    int64_t kc_max, nc_max;
+    plan(g.N, g.K, kc_max, nc_max);
+    const int64_t panels = (g.N + NR - 1) / NR, np = panels * NR;
+    static thread_local std::vector<T> bbuf;
+    T* const Bp = scratch(bbuf, size_t(np * g.K));
+    for (int64_t pc = 0; pc < g.K; pc += kc_max) {  // K step pc: panels at Bp + np * pc
+      const int64_t kc = std::min(kc_max, g.K - pc);
+      for (int64_t p = 0; p < panels; ++p)
+        pack_b_panel<V, NR>(g.B + pc * g.rsb + p * NR * g.csb, g.rsb, g.csb, kc,
+                            std::min<int64_t>(NR, g.N - p * NR), Bp + np * pc + p * NR * kc);
+    }
+    const int nt = choose_threads(g);
+    const int64_t blocks = (g.M + MR - 1) / MR;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      alignas(64) T tile[MR * NR];
+      const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+      for (int64_t blk = t * blocks / n_t, end = (t + 1) * blocks / n_t; blk < end; ++blk) {
+        const int64_t i0 = blk * MR;
+        const int m = int(std::min<int64_t>(MR, g.M - i0));
+        for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+          const int64_t kc = std::min(kc_max, g.K - pc);
+          const T* a[MR];
+          for (int i = 0; i < MR; ++i) a[i] = X + aoff[i0 + std::min(i, m - 1)] + pc;
+          for (int64_t p = 0; p < panels; ++p) {
+            tile_product(kc, a, Bp + np * pc + p * NR * kc, tile);
+            const int64_t j0 = p * NR;
+            const int n = int(std::min<int64_t>(NR, g.N - j0));
+            const bool first = pc == 0;
+            for (int i = 0; i < m; ++i) {
+              T* c = g.C + (i0 + i) * g.ldc + j0;
+              for (int j = 0; j < n; ++j) {
+                const T prev = first ? (g.beta == T(0) ? T(0) : g.beta * c[j]) : c[j];
+                c[j] = prev + g.alpha * tile[i * NR + j];
+              }
+            }
           }
         }
       }

@@ -22,12 +22,23 @@ template void gemm_run<float>(const GemmArgs<float>&);
 template void gemm_run<double>(const GemmArgs<double>&);
 
 template <typename T>
-void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff) {
-  if constexpr (sizeof(T) == 4) GemmF32::run_offset_b(args, X, boff);
-  else GemmF64::run_offset_b(args, X, boff);
+void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t xs,
+                       int64_t cs) {
+  if constexpr (sizeof(T) == 4) GemmF32::run_offset_b(args, X, boff, batch, xs, cs);
+  else GemmF64::run_offset_b(args, X, boff, batch, xs, cs);
 }
-template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*);
-template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, const int64_t*);
+template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t,
+                                       int64_t);
+template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t,
+                                        int64_t);
+
+template <typename T>
+void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff) {
+  if constexpr (sizeof(T) == 4) GemmF32::run_offset_a(args, X, aoff);
+  else GemmF64::run_offset_a(args, X, aoff);
+}
+template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, const int64_t*);
+template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*);
 
 template <typename T>
 int64_t packed_b_size_run(int64_t N, int64_t K) {
