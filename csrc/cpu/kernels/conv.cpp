@@ -160,9 +160,11 @@ bool thin(const Conv2dShape& s) {
 // (one to three input channels of a small kernel: the first layer of an image network), where
 // the GEMM would spend more on packing than on its microkernel. The weight gradient keeps the
 // GEMM there (its K is the pixel count, long): the direct weight kernel measured slower.
+bool padded_width(const Conv2dShape& s);
+
 bool direct(const Conv2dShape& s) {
   const Dims d(s);
-  return thin(s) || d.CRS < 32;
+  return thin(s) || (d.CRS < 32 && !padded_width(s));
 }
 
 int pool_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
@@ -228,10 +230,16 @@ void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* b
 // out of the [Kg, (OH - 1) * Wp + OW] result.
 bool padded_width(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1 && !pointwise(s); }
 
+// Per-thread buffers of the padded-width path, kept between calls (a batch is sized to about
+// 1 MB of input and of output, so they stay that small) to spare fresh pages every call.
 template <typename T>
 struct PaddedScratch {
   std::vector<T> xp, out;
   std::vector<int64_t> off;
+  static PaddedScratch& local() {
+    static thread_local PaddedScratch sc;
+    return sc;
+  }
 };
 
 // Sizes of the padded image and of the padded-width positions: NP = (OH - 1) * Wp + OW.
@@ -285,11 +293,23 @@ void forward_images_padded(const Conv2dShape& s, const T* x, const T* w, const T
   for (int64_t g = 0; g < s.groups; ++g) {
     for (int64_t i = 0; i < count; ++i) padded_image(s, x, n0 + i, g, sc, i);
     GemmArgs<T> a;
-    a.M = d.Kg, a.N = pd.NP, a.K = d.CRS;
+    a.K = d.CRS;
     a.A = w + g * d.Kg * d.CRS, a.rsa = d.CRS, a.csa = 1;
-    a.C = sc.out.data(), a.ldc = pd.NP;
     if (bias) a.bias = bias + g * d.Kg, a.bias_mode = BiasMode::per_row;
     a.max_threads = max_threads;
+    if (d.CRS < 64) {
+      // Short K (an image's few channels): writing the output is most of the work, so each
+      // output row is a product of its own, straight into y (a batch over rows), at the cost
+      // of partial tiles at the row ends.
+      a.M = d.Kg, a.N = s.OW, a.ldc = d.P;
+      for (int64_t i = 0; i < count; ++i) {
+        a.C = y + ((n0 + i) * s.K + g * d.Kg) * d.P;
+        gemm_offset_b<T>(a, sc.xp.data() + i * d.Cg * pd.plane, sc.off.data(), s.OH, pd.Wp, s.OW);
+      }
+      continue;
+    }
+    a.M = d.Kg, a.N = pd.NP;
+    a.C = sc.out.data(), a.ldc = pd.NP;
     gemm_offset_b<T>(a, sc.xp.data(), sc.off.data(), count, d.Cg * pd.plane, d.Kg * pd.NP);
     for (int64_t i = 0; i < count; ++i) {
       T* yg = y + ((n0 + i) * s.K + g * d.Kg) * d.P;
@@ -306,7 +326,8 @@ void forward_images_padded(const Conv2dShape& s, const T* x, const T* w, const T
 inline int64_t padded_batch(const Conv2dShape& s, int64_t images) {
   const Dims d(s);
   const PaddedDims pd(s);
-  return std::clamp<int64_t>((int64_t(256) << 10) / std::max<int64_t>(d.Cg * pd.plane, 1), 1, std::max<int64_t>(images, 1));
+  const int64_t per_image = std::max<int64_t>(std::max(d.Cg * pd.plane, d.Kg * pd.NP), 1);
+  return std::clamp<int64_t>((int64_t(256) << 10) / per_image, 1, std::max<int64_t>(images, 1));
 }
 
 // Weight gradient of image n, transposed: acc[g][CRS, Kg] (= or += by `accumulate`) the taps of
@@ -362,7 +383,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       const int64_t per = padded_batch(s, s.N / nt), chunks = (s.N + per - 1) / per;
 #pragma omp parallel num_threads(nt)
       {
-        PaddedScratch<T> sc;
+        PaddedScratch<T>& sc = PaddedScratch<T>::local();
         padded_prepare(s, sc, per);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t q = 0; q < chunks; ++q)
@@ -370,7 +391,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       }
     } else {
       const int64_t per = padded_batch(s, s.N);
-      PaddedScratch<T> sc;
+      PaddedScratch<T>& sc = PaddedScratch<T>::local();
       padded_prepare(s, sc, per);
       for (int64_t n = 0; n < s.N; n += per) forward_images_padded(s, x, w, bias, y, n, std::min(per, s.N - n), 0, sc);
     }
@@ -455,7 +476,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
 #pragma omp parallel num_threads(use) if (use > 1)
     {
       const int t = omp_get_thread_num();
-      PaddedScratch<T> sc;
+      PaddedScratch<T>& sc = PaddedScratch<T>::local();
       padded_prepare(s, sc);
       T* acc = bufs.data() + size_t(t) * size_t(wsize);
       const int64_t n0 = s.N * t / use, n1 = s.N * (t + 1) / use;
@@ -629,8 +650,9 @@ void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx)
     return;
   }
   // Stride 1: the transposed convolution as a forward, which runs the padded-width implicit
-  // GEMM (no gather, no col2im scatter). Otherwise GEMM + col2im.
-  if (transposed_as_forward(s)) {
+  // GEMM (no gather, no col2im scatter), when that GEMM has rows enough (Cg input channels;
+  // an image's one to three channels are better served by GEMM + col2im, the other path).
+  if (transposed_as_forward(s) && d.Cg >= 8) {
     // wt[C, Kg, R, S]: wt[g*Cg + c, k, R-1-r, S-1-q] = w[g*Kg + k, c, r, q].
     std::vector<T> wt(size_t(s.K) * size_t(d.CRS));
     for (int64_t g = 0; g < s.groups; ++g)

@@ -117,10 +117,11 @@ void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, 
 // C[0:m, 0:n] = alpha * Ap @ Bp + beta * C for one MR x NR tile; m < MR or n < NR go through
 // a scratch tile. Accumulators: MR x NV registers. Bp is a packed KC x NR micro-panel, or with
 // OFF the implicit operand whose row k is the NR elements at Bp + boff[k] (read unaligned).
+// rbias: optional bias of the tile's rows, added after alpha and beta.
 template <class V, int MR, int NV, bool OFF = false>
 void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename V::T* __restrict Bp,
                  typename V::T* C, int64_t ldc, typename V::T alpha, typename V::T beta, int m,
-                 int n, const int64_t* boff = nullptr) {
+                 int n, const int64_t* boff = nullptr, const typename V::T* rbias = nullptr) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int NR = NV * V::W;
@@ -153,34 +154,36 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
   }
 
   const R va = V::set1(alpha);
+  const R vb = V::set1(beta);
+  // alpha * acc + beta * C (+ the row's bias): C is read only when beta != 0.
+  auto value = [&](const R& a, const T* c, int i, int cnt) {
+    R r = beta == T(0) ? V::mul(va, a)
+                       : V::fmadd(va, a, V::mul(vb, cnt == V::W ? V::loadu(c) : V::load_partial(c, cnt)));
+    return rbias ? V::add(r, V::bcast(rbias + i)) : r;
+  };
   if (m == MR && n == NR) {
-    if (beta == T(0)) {
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) V::storeu(C + i * ldc + v * V::W, V::mul(va, acc[i][v]));
-    } else {
-      const R vb = V::set1(beta);
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) {
-          T* c = C + i * ldc + v * V::W;
-          V::storeu(c, V::fmadd(va, acc[i][v], V::mul(vb, V::loadu(c))));
-        }
-    }
+      for (int v = 0; v < NV; ++v) {
+        T* c = C + i * ldc + v * V::W;
+        V::storeu(c, value(acc[i][v], c, i, V::W));
+      }
     return;
   }
-  alignas(64) T tile[MR * NR];
+  // A partial tile: whole vectors where the columns allow, masked ones at the edge.
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) V::store(tile + i * NR + v * V::W, V::mul(va, acc[i][v]));
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < n; ++j) {
-      T* c = C + i * ldc + j;
-      *c = beta == T(0) ? tile[i * NR + j] : tile[i * NR + j] + beta * *c;
+    for (int v = 0; v < NV; ++v) {
+      const int left = n - v * V::W;
+      if (left <= 0) break;
+      T* c = C + i * ldc + v * V::W;
+      if (left >= V::W) V::storeu(c, value(acc[i][v], c, i, V::W));
+      else V::store_partial(c, value(acc[i][v], c, i, left), left);
     }
+  }
 }
 
 // ---- driver ---------------------------------------------------------------------------------
@@ -383,6 +386,8 @@ struct Gemm {
     T* const Ap = scratch(abuf, size_t(mp * g.K));
     for (int64_t pc = 0; pc < g.K; pc += kc_max)  // K step pc: panels at Ap + mp * pc
       pack_a<T, MR>(g.A + pc * g.csa, g.rsa, g.csa, g.M, std::min(kc_max, g.K - pc), Ap + mp * pc);
+    // A bias per row alone goes into the microkernel's store (no second pass over the tile).
+    const bool row_bias_only = g.bias_mode == BiasMode::per_row && g.act == Activation::none && !g.preact;
     GemmArgs<T> gb = g;
     gb.M *= batch;  // choose_threads: the work of the whole batch
     const int nt = choose_threads(gb);
@@ -402,8 +407,9 @@ struct Gemm {
           for (int64_t i0 = 0; i0 < g.M; i0 += MR) {
             const int m = int(std::min<int64_t>(MR, g.M - i0));
             microkernel<V, MR, NV, true>(kc, Ap + mp * pc + i0 * kc, Xb + j0, ga.C + i0 * g.ldc + j0, g.ldc,
-                                         g.alpha, pc == 0 ? g.beta : T(1), m, n, boff + pc);
-            if (last && has_epilogue(ga)) epilogue_tile(ga, i0, j0, m, n);
+                                         g.alpha, pc == 0 ? g.beta : T(1), m, n, boff + pc,
+                                         last && row_bias_only ? g.bias + i0 : nullptr);
+            if (last && !row_bias_only && has_epilogue(ga)) epilogue_tile(ga, i0, j0, m, n);
           }
         }
       }
