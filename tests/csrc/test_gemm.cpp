@@ -546,6 +546,48 @@ void test_gemm_offset_b(Isa isa) {
     }
 }
 
+// ---- implicit A by row offsets (gemm_offset_a: a convolution's weight gradient) -------------------
+
+template <typename T>
+void test_gemm_offset_a(Isa isa) {
+  fusedops::set_isa(isa);
+  for (auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {7, 17, 9}, {288, 64, 193}, {13, 33, 1100}, {30, 70, 31}})
+    for (int variant = 0; variant < 3; ++variant) {  // 0: plain, 1: alpha and beta, 2: one thread
+      if (g_small && M * N * K > 300000) continue;
+      const int64_t span = 3 * M + 50;
+      std::vector<T> X(static_cast<size_t>(span + K));
+      for (auto& v : X) v = randn<T>();
+      std::vector<int64_t> aoff(static_cast<size_t>(M));
+      for (int64_t i = 0; i < M; ++i) aoff[size_t(i)] = (i * 7919) % span;
+      std::vector<T> Am(static_cast<size_t>(M * K)), B(static_cast<size_t>(N * (K + 2)));
+      for (auto& v : B) v = randn<T>();
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < K; ++k) Am[size_t(i * K + k)] = X[size_t(aoff[size_t(i)] + k)];
+      std::vector<T> C(static_cast<size_t>(M * (N + 1))), R(C.size());
+      for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = variant == 1 ? randn<T>() : std::numeric_limits<T>::quiet_NaN();
+      GemmArgs<T> g;
+      g.M = M, g.N = N, g.K = K, g.B = B.data(), g.rsb = 1, g.csb = K + 2;  // B transposed, padded rows
+      g.C = C.data(), g.ldc = N + 1;
+      if (variant == 1) g.alpha = T(0.5), g.beta = T(-1);
+      if (variant == 2) g.max_threads = 1;
+      fusedops::cpu::gemm_offset_a<T>(g, X.data(), aoff.data());
+      GemmArgs<T> r = g;
+      r.A = Am.data(), r.rsa = K, r.csa = 1, r.C = R.data();
+      fusedops::cpu::gemm_reference<T>(r);
+      double worst = 0;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          const size_t x = size_t(i * (N + 1) + j);
+          const double e = std::fabs(double(C[x]) - double(R[x])) / (1 + std::fabs(double(R[x])));
+          worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+        }
+      const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K));
+      record(worst <= tol, fmt("%s %s gemm_offset_a %ldx%ldx%ld (variant %d)", isa_str(isa), type_str<T>(), long(M),
+                               long(N), long(K), variant),
+             fmt("max relative error %.3g > %.3g", worst, tol));
+    }
+}
+
 // ---- bias_act_backward -------------------------------------------------------------------------------
 
 template <typename T>
@@ -720,6 +762,8 @@ int main(int argc, char** argv) {
     test_gemm_small_m<double>(isa);
     test_gemm_offset_b<float>(isa);
     test_gemm_offset_b<double>(isa);
+    test_gemm_offset_a<float>(isa);
+    test_gemm_offset_a<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
     test_activation_accuracy<float>(isa);

@@ -452,12 +452,19 @@ struct Gemm {
             tile_product(kc, a, Bp + np * pc + p * NR * kc, tile);
             const int64_t j0 = p * NR;
             const int n = int(std::min<int64_t>(NR, g.N - j0));
-            const bool first = pc == 0;
+            // C = (first K step: beta * C, else C) + alpha * tile, in vectors (masked at the edge).
+            using R = typename V::R;
+            const T keep = pc == 0 ? g.beta : T(1);
+            const R va = V::set1(g.alpha), vk = V::set1(keep);
             for (int i = 0; i < m; ++i) {
               T* c = g.C + (i0 + i) * g.ldc + j0;
-              for (int j = 0; j < n; ++j) {
-                const T prev = first ? (g.beta == T(0) ? T(0) : g.beta * c[j]) : c[j];
-                c[j] = prev + g.alpha * tile[i * NR + j];
+              for (int v = 0; v < NV; ++v) {
+                const int left = n - v * V::W;
+                if (left <= 0) break;
+                T* cv = c + v * V::W;
+                const R t = V::mul(va, V::load(tile + i * NR + v * V::W));
+                if (left >= V::W) V::storeu(cv, keep == T(0) ? t : V::fmadd(vk, V::loadu(cv), t));
+                else V::store_partial(cv, keep == T(0) ? t : V::fmadd(vk, V::load_partial(cv, left), t), left);
               }
             }
           }
