@@ -396,14 +396,17 @@ struct Gemm {
     {
       const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
       GemmArgs<T> ga = g;  // C of the item's batch entry, for the epilogue
-      for (int64_t item = t * items / n_t, end = (t + 1) * items / n_t; item < end; ++item) {
-        const int64_t b = item / tiles, j0 = item % tiles * NR;
-        const int n = int(std::min<int64_t>(NR, g.N - j0));
-        const T* Xb = X + b * x_stride;
-        ga.C = g.C + b * c_stride;
-        for (int64_t pc = 0; pc < g.K; pc += kc_max) {
-          const int64_t kc = std::min(kc_max, g.K - pc);
-          const bool last = pc + kc == g.K;
+      // K steps outermost: the packed A of one step (MC-sized) stays in L2 while the thread's
+      // tiles pass under it; the tiles' C blocks are revisited once per step.
+      const int64_t item0 = t * items / n_t, item1 = (t + 1) * items / n_t;
+      for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, g.K - pc);
+        const bool last = pc + kc == g.K;
+        for (int64_t item = item0; item < item1; ++item) {
+          const int64_t b = item / tiles, j0 = item % tiles * NR;
+          const int n = int(std::min<int64_t>(NR, g.N - j0));
+          const T* Xb = X + b * x_stride;
+          ga.C = g.C + b * c_stride;
           for (int64_t i0 = 0; i0 < g.M; i0 += MR) {
             const int m = int(std::min<int64_t>(MR, g.M - i0));
             microkernel<V, MR, NV, true>(kc, Ap + mp * pc + i0 * kc, Xb + j0, ga.C + i0 * g.ldc + j0, g.ldc,
