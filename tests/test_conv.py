@@ -302,7 +302,7 @@ def test_conv2d_module_padding_mode_and_pool_module():
 # ---- CUDA kernels (simulator, GPU) ------------------------------------------------------------
 
 
-SIM_CASES = [CASES[0], CASES[1], CASES[2], CASES[5], CASES[11], (2, 3, 5, 4, 70, 3, 3, 1, 1, 1, 1)]
+SIM_CASES = [CASES[0], CASES[1], CASES[2], CASES[5], CASES[10], CASES[11], CASES[12], (2, 3, 5, 4, 70, 3, 3, 1, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

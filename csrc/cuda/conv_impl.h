@@ -1,6 +1,8 @@
 // conv2d / max_pool2d bindings on the CUDA kernels, shared by the CUDA build (conv.cu) and the
 // simulator build (sim/sim_conv.cpp). Same checks and shape rules as the CPU binding
-// (common/conv_args.h). Include after defining FUSEDOPS_CUDA_NS in a simulator build.
+// (common/conv_args.h). The backwards reuse the forward kernel (tensor cores for 16-bit): the
+// stride-1 input gradient as the transposed convolution, the weight gradient as the forward
+// with batch and channels exchanged. Include after defining FUSEDOPS_CUDA_NS in a simulator build.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -62,15 +64,50 @@ conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
   const cudaStream_t st = stream_for(input);
   dispatch(input.scalar_type(), [&](auto t) {
     using T = decltype(t);
+    const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups;
     if (mask[0]) {
       gx = at::empty(input.sizes(), input.options());
-      const at::Tensor w = weight.contiguous();
-      launch(op, [&] { k::conv2d_backward_input_launch<T>(s, ptr<T>(gy), ptr<T>(w), ptr<T>(*gx), st); });
+      if (s.sh == 1 && s.sw == 1 && s.ph <= s.dh * (s.R - 1) && s.pw <= s.dw * (s.S - 1) && s.K > 0) {
+        // Stride 1: the forward kernel (tensor cores for 16-bit) on the transposed convolution:
+        // gy padded by dilation * (kernel - 1) - padding, the weight flipped with its channel
+        // axes swapped, wt[g * Cg + c, k, R-1-r, S-1-q] = w[g * Kg + k, c, r, q].
+        const at::Tensor wt = weight.reshape({s.groups, Kg, Cg, s.R, s.S})
+                                  .flip({3, 4})
+                                  .transpose(1, 2)
+                                  .reshape({s.C, Kg, s.R, s.S})
+                                  .contiguous();
+        cpu::Conv2dShape t = s;
+        t.C = s.K, t.H = s.OH, t.W = s.OW, t.K = s.C, t.OH = s.H, t.OW = s.W;
+        t.ph = s.dh * (s.R - 1) - s.ph, t.pw = s.dw * (s.S - 1) - s.pw;
+        launch(op, [&] { k::conv2d_forward_launch<T>(t, ptr<T>(gy), ptr<T>(wt), nullptr, ptr<T>(*gx), st); });
+      } else {
+        const at::Tensor w = weight.contiguous();
+        launch(op, [&] { k::conv2d_backward_input_launch<T>(s, ptr<T>(gy), ptr<T>(w), ptr<T>(*gx), st); });
+      }
     }
     if (mask[1]) {
       gw = at::empty(weight.sizes(), weight.options());
-      const at::Tensor x = nchw4(input);
-      launch(op, [&] { k::conv2d_backward_weight_launch<T>(s, ptr<T>(gy), ptr<T>(x), ptr<T>(*gw), st); });
+      if (s.N == 0 || s.OH * s.OW == 0) {
+        gw->zero_();
+      } else {
+        // The forward kernel (tensor cores for 16-bit) with batch and channels swapped: per group,
+        // out[c, k, r, q] = sum over n, i, j of x[n, c, i*sh - ph + r*dh, j*sw - pw + q*dw] *
+        // gy[n, k, i, j], a convolution of x^T [Cg, N, H, W] by gy^T [Kg, N, OH, OW] with stride
+        // and dilation exchanged; its first R x S outputs, transposed, are the weight gradient.
+        const at::Tensor x = nchw4(input);
+        for (int64_t g = 0; g < s.groups; ++g) {
+          const at::Tensor xt = x.narrow(1, g * Cg, Cg).transpose(0, 1).contiguous();
+          const at::Tensor gyt = gy.narrow(1, g * Kg, Kg).transpose(0, 1).contiguous();
+          cpu::Conv2dShape u;
+          u.N = Cg, u.C = s.N, u.H = s.H, u.W = s.W, u.K = Kg, u.R = s.OH, u.S = s.OW;
+          u.sh = s.dh, u.sw = s.dw, u.dh = s.sh, u.dw = s.sw, u.ph = s.ph, u.pw = s.pw, u.groups = 1;
+          u.OH = (s.H + 2 * s.ph - s.sh * (s.OH - 1) - 1) / s.dh + 1;
+          u.OW = (s.W + 2 * s.pw - s.sw * (s.OW - 1) - 1) / s.dw + 1;
+          at::Tensor out = at::empty({Cg, Kg, u.OH, u.OW}, input.options());
+          launch(op, [&] { k::conv2d_forward_launch<T>(u, ptr<T>(xt), ptr<T>(gyt), nullptr, ptr<T>(out), st); });
+          gw->narrow(0, g * Kg, Kg).copy_(out.narrow(2, 0, s.R).narrow(3, 0, s.S).transpose(0, 1));
+        }
+      }
     }
     if (mask[2]) {
       gb = at::empty({s.K}, input.options());

@@ -5,8 +5,10 @@
    output tiles, 16-deep K slices; the im2col tile is gathered into shared memory straight from
    x (zero padding, stride, dilation), never stored. fp32/fp64: 256 threads, 4 x 4 outputs
    each (SIMT); fp16/bf16: tensor cores (mma.sync m16n8k16, fp32 accumulation).
-   Backward input: one thread per input element gathering the outputs it reached (no atomics);
-   backward weight and bias: one block per gradient element reducing over batch and pixels in
+   Backward input (strides other than 1; the binding runs stride 1 as the forward of the
+   transposed convolution): one thread per input element gathering the outputs it reached (no
+   atomics). The weight gradient is the forward kernel with batch and channels exchanged (see
+   cuda/conv_impl.h); the bias gradient one block per channel reducing over batch and pixels in
    a fixed order (deterministic). Max pooling: forward one thread per output (NaN propagates,
    first maximum wins), backward one thread per input element collecting the outputs whose
    index points at it. */
@@ -199,28 +201,6 @@ __device__ Acc block_sum(Acc v, Acc* red) {
   return red[0];
 }
 
-// One block per weight-gradient element (k, crs): the sum over images and pixels.
-template <typename T>
-__global__ void __launch_bounds__(256)
-    conv2d_backward_weight_kernel(Conv2dShape s, const T* gy, const T* x, T* gw) {
-  using Acc = gemm_acc_t<T>;
-  SMEM_ARRAY(Acc, red, 256);
-  const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, P = s.OH * s.OW, RS = s.R * s.S;
-  const int64_t CRS = Cg * RS;
-  const int64_t k = blockIdx.x / CRS, crs = blockIdx.x % CRS;
-  const int64_t g = k / Kg, c = crs / RS, r = (crs % RS) / s.S, q = crs % s.S;
-  Acc acc = Acc(0);
-  for (int64_t j = threadIdx.x; j < s.N * P; j += 256) {
-    const int64_t n = j / P, pix = j % P, oh = pix / s.OW, ow = pix % s.OW;
-    const int64_t ih = oh * s.sh - s.ph + r * s.dh, iw = ow * s.sw - s.pw + q * s.dw;
-    if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-    acc += to_acc(gy[(n * s.K + k) * P + pix]) *
-           to_acc(x[((n * s.C + g * Cg + c) * s.H + ih) * s.W + iw]);
-  }
-  const Acc total = block_sum(acc, &red[0]);
-  if (threadIdx.x == 0) gw[blockIdx.x] = from_acc<T>(total);
-}
-
 template <typename T>
 __global__ void __launch_bounds__(256) conv2d_backward_bias_kernel(Conv2dShape s, const T* gy, T* gb) {
   using Acc = gemm_acc_t<T>;
@@ -310,15 +290,6 @@ void conv2d_backward_input_launch(const cpu::Conv2dShape& s, const T* gy, const 
   const int64_t total = s.N * s.C * s.H * s.W;
   if (total == 0) return;
   LAUNCH((conv2d_backward_input_kernel<T>), blocks_for(total, 256), dim3(256), 0, st, s, gy, w, gx);
-}
-
-template <typename T>
-void conv2d_backward_weight_launch(const cpu::Conv2dShape& s, const T* gy, const T* x, T* gw,
-                                   cudaStream_t st) {
-  using namespace conv_detail;
-  const int64_t total = s.K * (s.C / s.groups) * s.R * s.S;
-  if (total == 0) return;
-  LAUNCH((conv2d_backward_weight_kernel<T>), dim3(unsigned(total)), dim3(256), 0, st, s, gy, x, gw);
 }
 
 template <typename T>
