@@ -55,23 +55,30 @@ def assert_conv_close(out, x, w, b, kw, what="conv2d"):
     assert_product_close(out, ref, bound, k, what=what)
 
 
-@pytest.mark.parametrize("c", CASES, ids=[str(i) for i in range(len(CASES))])
-def test_conv2d_forward_backward(c):
+def _check_forward_backward(c, tag=""):
+    """Values against float64 truth; gradients within twice torch's float32 error."""
     x, w, b, kw = _case(c, grad=True)
     out = conv2d(x, w, b, **kw)
-    assert_conv_close(out, x, w, b, kw)
+    assert_conv_close(out, x, w, b, kw, what=f"conv2d{tag}")
     go = torch.randn_like(out)
     ours = torch.autograd.grad(out, (x, w, b), go)
     theirs = torch.autograd.grad(F.conv2d(x, w, b, **kw), (x, w, b), go)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     truth = torch.autograd.grad(F.conv2d(x64, w64, b64, **kw), (x64, w64, b64), go.double())
     for name, o, t, r in zip(("grad_input", "grad_weight", "grad_bias"), ours, theirs, truth):
-        assert_within_budget(o, t, r, name, floor_ulps=64)
+        assert_within_budget(o, t, r, f"{name}{tag}", floor_ulps=64)
+    return x, w, kw
 
 
-# Few input channels of a small kernel (Cg * R * S < 32): the SIMD direct kernels run the
-# forward and the weight gradient. Output widths around the vector width (tails), borders from
-# padding, strides, dilation, channel counts that leave a partial block of four.
+@pytest.mark.parametrize("c", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_conv2d_forward_backward(c):
+    _check_forward_backward(c)
+
+
+# Few input channels of a small kernel (Cg * R * S < 32): at stride 1 the padded-width GEMM with
+# each output row written straight into y (short K), at other strides the SIMD direct kernel;
+# thin products (Kg < 4) direct loops. Output widths around the vector width (tails), borders
+# from padding, strides, dilation, channel counts that leave partial tiles.
 DIRECT_CASES = [
     (4, 1, 28, 28, 32, 3, 3, 1, 0, 1, 1),     # an MNIST first layer
     (2, 3, 19, 21, 6, 3, 3, 1, 1, 1, 1),      # RGB, padded, 6 = 4 + 2 channels
@@ -84,16 +91,7 @@ DIRECT_CASES = [
 
 @pytest.mark.parametrize("c", DIRECT_CASES, ids=[str(i) for i in range(len(DIRECT_CASES))])
 def test_conv2d_direct_every_isa(isa, c):
-    x, w, b, kw = _case(c, grad=True)
-    out = conv2d(x, w, b, **kw)
-    assert_conv_close(out, x, w, b, kw, what=f"conv2d[{isa}]")
-    go = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (x, w, b), go)
-    theirs = torch.autograd.grad(F.conv2d(x, w, b, **kw), (x, w, b), go)
-    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
-    truth = torch.autograd.grad(F.conv2d(x64, w64, b64, **kw), (x64, w64, b64), go.double())
-    for name, o, t, r in zip(("grad_input", "grad_weight", "grad_bias"), ours, theirs, truth):
-        assert_within_budget(o, t, r, f"{name}[{isa}]", floor_ulps=64)
+    x, w, kw = _check_forward_backward(c, f"[{isa}]")
     x64 = x.detach().double().requires_grad_()
     w64 = w.detach().double().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, bw: conv2d(a, bw, None, **kw), (x64[:1, :, :7, :9], w64))
