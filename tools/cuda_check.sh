@@ -56,26 +56,39 @@ PY
   touch "$torch_inc/.done"
 }
 
-fail=0
-for f in "${files[@]}"; do
-  src=$f
+# Every file compiles in its own nvcc process, CUDA_CHECK_JOBS at a time (default: one per
+# CPU); the logs are printed afterwards in file order.
+jobs_max=${CUDA_CHECK_JOBS:-$(nproc 2>/dev/null || echo 1)}
+for f in "${files[@]}"; do need_torch "$f" && { prepare_torch_headers; break; }; done
+compile() {  # compile FILE INDEX: writes $out/INDEX.log and $out/INDEX.rc
+  local f=$1 i=$2 src=$1
   if [[ $f == *.cuh ]]; then  # a header alone: through a one-line translation unit
     src="$out/$(basename "$f").cu"
     printf '#include "%s"\n' "$PWD/$f" >"$src"
   fi
-  flags=(-std=c++20 -c "$src" -o "$out/$(basename "$f").o"
-         -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-         --resource-usage -Werror all-warnings -Xcompiler -Wall -I csrc)
+  local flags=(-std=c++20 -c "$src" -o "$out/$(basename "$f").o"
+               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+               --resource-usage -Werror all-warnings -Xcompiler -Wall -I csrc)
   [ -n "$cuda_inc" ] && flags+=(-isystem "$cuda_inc")
   if need_torch "$f"; then
-    prepare_torch_headers
     flags+=(-isystem "$torch_inc/torch/include" -isystem "$torch_inc/torch/include/torch/csrc/api/include")
   fi
+  local rc=0
+  "$NVCC" "${flags[@]}" >"$out/$i.log" 2>&1 || rc=$?
+  echo $rc >"$out/$i.rc"
+}
+for i in "${!files[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
+  compile "${files[$i]}" "$i" &
+done
+wait
+fail=0
+for i in "${!files[@]}"; do
+  f=${files[$i]}
   echo "== $f"
-  rc=0
-  "$NVCC" "${flags[@]}" >"$out/log" 2>&1 || rc=$?
-  sed -E 's/^ptxas info *: //' "$out/log"
-  [ $rc -eq 0 ] || { echo "cuda-check: $f failed (exit $rc)"; fail=1; }
+  sed -E 's/^ptxas info *: //' "$out/$i.log"
+  rc=$(cat "$out/$i.rc" 2>/dev/null || echo 1)
+  [ "$rc" -eq 0 ] || { echo "cuda-check: $f failed (exit $rc)"; fail=1; }
 done
 if [ $fail -ne 0 ]; then echo "cuda-check: FAILED"; exit 1; fi
-echo "cuda-check: ${#files[@]} files compiled for sm_80 and sm_90"
+echo "cuda-check: ${#files[@]} files compiled for sm_80 and sm_90 ($jobs_max at a time)"
