@@ -142,10 +142,11 @@ def assert_raises_named(fn, exc, words, op):
         assert word in msg, f"{word!r} not in {msg!r}"
 
 
-def assert_within_budget(ours, theirs, truth, what, floor_ulps=16):
+def assert_within_budget(ours, theirs, truth, what, floor_ulps=16, scale=0.0):
     """Error-budget rule: max |ours - truth| <= 2 max |theirs - truth| + a floor of
     `floor_ulps` eps of the largest value (so that an exact `theirs` does not demand an exact
-    `ours`).
+    `ours`), or of `scale` where that is larger: the size of the terms a result cancels from
+    (a gradient that is zero by cancellation is rounded at their scale, not at zero's).
     `theirs` is torch's result in the same dtype as ours, `truth` a float64 result."""
     assert ours is not None, f"{what}: missing (None)"
     assert ours.shape == truth.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(truth.shape)}"
@@ -156,7 +157,7 @@ def assert_within_budget(ours, theirs, truth, what, floor_ulps=16):
     ours_err = (ours.double() - truth).abs().max().item()
     theirs_err = (theirs.double() - truth).abs().max().item()
     eps = torch.finfo(ours.dtype).eps
-    floor = floor_ulps * eps * max(truth.abs().max().item(), 1e-30)
+    floor = floor_ulps * eps * max(truth.abs().max().item(), scale, 1e-30)
     budget = 2.0 * theirs_err + floor
     assert ours_err <= budget, (
         f"{what}: max error {ours_err:.3e} vs float64 exceeds budget {budget:.3e} "

@@ -55,13 +55,16 @@ def test_pointwise_special_values(isa, dtype, name):
     x.requires_grad_()
     xr = x.detach().clone().requires_grad_()
     out, ref = ours_fn(x), torch_fn(xr)
+    # The values' reference is torch in float64, rounded: torch's vectorised float32 GELU gives
+    # NaN at +inf on AVX-512 machines (its float64 kernel, and the math, give +inf).
+    want = torch_fn(x.detach().double()).to(dtype)
     # NaN where torch has NaN, and close elsewhere: a few eps of the value and of the input
     # (GELU's negative tail is 1 + erf(x) after cancellation, in torch as in ours)
-    assert torch.equal(out.isnan(), ref.isnan()), (out, ref)
+    assert torch.equal(out.isnan(), want.isnan()), (out, want)
     eps = torch.finfo(dtype).eps
-    scale = ref.detach().abs() + x.detach().abs().clamp(max=100)
-    ok = out.isnan() | (out == ref) | ((out - ref).abs() <= 8 * eps * scale)
-    assert ok.all(), (x[~ok], out[~ok], ref[~ok])
+    scale = want.abs() + x.detach().abs().clamp(max=100)
+    ok = out.isnan() | (out == want) | ((out - want).abs() <= 8 * eps * scale)
+    assert ok.all(), (x[~ok], out[~ok], want[~ok])
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
     (gr,) = torch.autograd.grad(ref, xr, torch.ones_like(ref))
     assert torch.equal(g.isnan(), gr.isnan()), (g, gr)
@@ -382,7 +385,8 @@ def test_cuda_special_values(backend):
         torch.testing.assert_close(op(backend, name)(x.to(d), -1).cpu(), getattr(torch, name)(x, -1), equal_nan=True)
     v = torch.tensor([nan, inf, -inf, 0.0, -0.0, 1e-30, -100.0, 100.0])
     for name, fn in TORCH_POINTWISE.items():
-        torch.testing.assert_close(_cuda_forward(backend, name)(v.to(d)).cpu(), fn(v), equal_nan=True)
+        # (torch in float64: its float32 GELU is NaN at +inf on AVX-512 machines)
+        torch.testing.assert_close(_cuda_forward(backend, name)(v.to(d)).cpu(), fn(v.double()).float(), equal_nan=True)
     torch.testing.assert_close(op(backend, "relu_backward")(torch.ones(8, device=d), F.relu(v).to(d)).cpu(),
                                torch.tensor([1.0, 1, 0, 0, 0, 1, 0, 1]))
 

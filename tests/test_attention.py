@@ -43,9 +43,12 @@ def _compare(q, k, v, what, floor_ulps=64, grads=True, **kw):
     ours_g = torch.autograd.grad(out, (q, k, v), g)
     their_g = torch.autograd.grad(theirs, (q, k, v), g)
     truth_g = torch.autograd.grad(truth, (q64, k64, v64), g.double())
+    # dQ and dK are sums of P (dP - D): zero by cancellation where a row sees one key (S = 1),
+    # rounded at the scale of the gradients that do not cancel (dV).
+    scale = max((t.abs().max().item() for t in truth_g if t.numel()), default=0.0)
     for name, a, b, c in zip("qkv", ours_g, their_g, truth_g):
         assert a.shape == c.shape, f"{what}: d{name} shape"
-        assert_within_budget(a, b, c, f"{what}: d{name}", floor_ulps)
+        assert_within_budget(a, b, c, f"{what}: d{name}", floor_ulps, scale=scale)
 
 
 # ---- values and gradients -------------------------------------------------------------------
