@@ -508,7 +508,9 @@ void test_gemm_small_m(Isa isa) {
 template <typename T>
 void test_gemm_offset_b(Isa isa) {
   fusedops::set_isa(isa);
-  for (auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {5, 17, 9}, {64, 203, 576}, {13, 33, 1100}, {130, 70, 31}})
+  // (64 x 141 and 130 x 70 take the second fp32 tile where the instruction set has one)
+  for (auto [M, N, K] :
+       {std::array<int64_t, 3>{1, 1, 1}, {5, 17, 9}, {64, 203, 576}, {64, 141, 288}, {13, 33, 1100}, {130, 70, 31}})
     for (int variant = 0; variant < 3; ++variant) {  // 0: plain, 1: alpha, beta, bias per row, 2: one thread
       if (g_small && M * N * K > 300000) continue;
       const int64_t span = 3 * N + 50;
@@ -542,6 +544,58 @@ void test_gemm_offset_b(Isa isa) {
       const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K));
       record(worst <= tol, fmt("%s %s gemm_offset_b %ldx%ldx%ld (variant %d)", isa_str(isa), type_str<T>(), long(M),
                                long(N), long(K), variant),
+             fmt("max relative error %.3g > %.3g", worst, tol));
+    }
+}
+
+// ---- implicit B and C by row offsets (gemm_offset_c: a convolution's input gradient) ------------
+
+template <typename T>
+void test_gemm_offset_c(Isa isa) {
+  fusedops::set_isa(isa);
+  // M, N, K, rows per group: a group's rows add into one plane at shifts 0, 1, N / 2, ...
+  // (overlapping); groups into planes of their own. 288 x 141 takes the second fp32 tile where
+  // the instruction set has one; K = 600 runs two K steps.
+  for (auto [M, N, K, G] : {std::array<int64_t, 4>{1, 1, 1, 1}, {9, 17, 5, 9}, {288, 141, 64, 9}, {50, 70, 600, 5},
+                            {30, 33, 7, 3}})
+    for (int variant = 0; variant < 3; ++variant) {  // 0: plain, 1: alpha, 2: one thread
+      if (g_small && M * N * K > 300000) continue;
+      const int64_t batch = 2, span = 3 * N + 50;
+      const int64_t xs = span + N + 7, plane = N + (G - 1) * (N / 2 + 1) + 3;
+      const int64_t ys = (M + G - 1) / G * plane + 5;
+      std::vector<T> X(static_cast<size_t>(batch * xs + fusedops::cpu::kGemmOffsetSlack));
+      for (auto& v : X) v = randn<T>();
+      std::vector<int64_t> boff(static_cast<size_t>(K)), coff(static_cast<size_t>(M));
+      for (int64_t k = 0; k < K; ++k) boff[size_t(k)] = (k * 7919) % span;
+      for (int64_t i = 0; i < M; ++i) coff[size_t(i)] = i / G * plane + (i % G) * (i % 2 ? N / 2 + 1 : 1);
+      std::vector<T> A(static_cast<size_t>(M * K));
+      for (auto& v : A) v = randn<T>();
+      std::vector<T> Y(static_cast<size_t>(batch * ys)), Yr;
+      for (auto& v : Y) v = randn<T>();
+      Yr = Y;
+      GemmArgs<T> g;
+      g.M = M, g.N = N, g.K = K, g.A = A.data(), g.rsa = 1, g.csa = M;  // A read transposed, as a weight
+      if (variant == 1) g.alpha = T(0.5);
+      if (variant == 2) g.max_threads = 1;
+      fusedops::cpu::gemm_offset_c<T>(g, X.data(), boff.data(), Y.data(), coff.data(), G, batch, xs, ys);
+      for (int64_t b = 0; b < batch; ++b) {
+        std::vector<T> Bm(static_cast<size_t>(K * N)), D(static_cast<size_t>(M * N));
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t j = 0; j < N; ++j) Bm[size_t(k * N + j)] = X[size_t(b * xs + boff[size_t(k)] + j)];
+        GemmArgs<T> r = g;
+        r.B = Bm.data(), r.rsb = N, r.csb = 1, r.C = D.data(), r.ldc = N, r.alpha = T(1), r.beta = T(0);
+        fusedops::cpu::gemm_reference<T>(r);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) Yr[size_t(b * ys + coff[size_t(i)] + j)] += g.alpha * D[size_t(i * N + j)];
+      }
+      double worst = 0;
+      for (size_t x = 0; x < Y.size(); ++x) {
+        const double e = std::fabs(double(Y[x]) - double(Yr[x])) / (1 + std::fabs(double(Yr[x])));
+        worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+      }
+      const double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K * G));
+      record(worst <= tol, fmt("%s %s gemm_offset_c %ldx%ldx%ld groups of %ld (variant %d)", isa_str(isa),
+                               type_str<T>(), long(M), long(N), long(K), long(G), variant),
              fmt("max relative error %.3g > %.3g", worst, tol));
     }
 }
@@ -764,6 +818,8 @@ int main(int argc, char** argv) {
     test_gemm_offset_b<double>(isa);
     test_gemm_offset_a<float>(isa);
     test_gemm_offset_a<double>(isa);
+    test_gemm_offset_c<float>(isa);
+    test_gemm_offset_c<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
     test_activation_accuracy<float>(isa);

@@ -186,6 +186,13 @@ inline void valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* 
   *hi = std::clamp<int64_t>(h, *lo, OW);
 }
 
+// dst[0, n) = src[0, n): rows of a few dozen elements, copied inline (a library call per row
+// costs as much as the copy).
+template <typename T>
+inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
+}
+
 // ---- forward --------------------------------------------------------------------------------
 
 // Pixel columns per GEMM call: the packed im2col panel (Cg*R*S x chunk) stays in L2 instead
@@ -277,7 +284,7 @@ void padded_image(const Conv2dShape& s, const T* x, int64_t n, int64_t g, Padded
     for (int64_t h = 0; h < s.H; ++h) {
       T* row = dst + (s.ph + h) * pd.Wp;
       std::fill(row, row + s.pw, T(0));
-      std::memcpy(row + s.pw, xg + (c * s.H + h) * s.W, size_t(s.W) * sizeof(T));
+      copy_row(row + s.pw, xg + (c * s.H + h) * s.W, s.W);
       std::fill(row + s.pw + s.W, row + pd.Wp, T(0));
     }
     std::fill(dst + (s.ph + s.H) * pd.Wp, dst + pd.plane, T(0));
@@ -316,7 +323,7 @@ void forward_images_padded(const Conv2dShape& s, const T* x, const T* w, const T
       const T* o = sc.out.data() + i * d.Kg * pd.NP;
       for (int64_t k = 0; k < d.Kg; ++k)
         for (int64_t oh = 0; oh < s.OH; ++oh)
-          std::memcpy(yg + k * d.P + oh * s.OW, o + k * pd.NP + oh * pd.Wp, size_t(s.OW) * sizeof(T));
+          copy_row(yg + k * d.P + oh * s.OW, o + k * pd.NP + oh * pd.Wp, s.OW);
     }
   }
 }
@@ -338,15 +345,21 @@ void weight_image_padded(const Conv2dShape& s, const T* gy, const T* x, T* acc, 
                          int max_threads, PaddedScratch<T>& sc) {
   const Dims d(s);
   const PaddedDims pd(s);
+  // Unpadded, the image is its own padded image: its taps are read in place (A is read
+  // exactly, never past a tap's NP positions, so never past the image).
+  const bool in_place = s.ph == 0 && s.pw == 0;
   for (int64_t g = 0; g < s.groups; ++g) {
-    padded_image(s, x, n, g, sc);
+    if (!in_place) padded_image(s, x, n, g, sc);
+    const T* X = in_place ? x + (n * s.C + g * d.Cg) * d.HW : sc.xp.data();
     const T* gyg = gy + (n * s.K + g * d.Kg) * d.P;
     T* gp = sc.out.data();
     for (int64_t k = 0; k < d.Kg; ++k)
       for (int64_t oh = 0; oh < s.OH; ++oh) {
         T* row = gp + k * pd.NP + oh * pd.Wp;
-        std::memcpy(row, gyg + k * d.P + oh * s.OW, size_t(s.OW) * sizeof(T));
-        if (oh + 1 < s.OH) std::fill(row + s.OW, row + pd.Wp, T(0));
+        const T* src = gyg + k * d.P + oh * s.OW;
+        copy_row(row, src, s.OW);
+        if (oh + 1 < s.OH)
+          for (int64_t t = s.OW; t < pd.Wp; ++t) row[t] = T(0);
       }
     GemmArgs<T> a;
     a.M = d.CRS, a.N = d.Kg, a.K = pd.NP;
@@ -354,7 +367,7 @@ void weight_image_padded(const Conv2dShape& s, const T* gy, const T* x, T* acc, 
     a.beta = accumulate ? T(1) : T(0);
     a.C = acc + g * d.CRS * d.Kg, a.ldc = d.Kg;
     a.max_threads = max_threads;
-    gemm_offset_a<T>(a, sc.xp.data(), sc.off.data());
+    gemm_offset_a<T>(a, X, sc.off.data());
   }
 }
 
@@ -634,6 +647,74 @@ void input_image_gemm(const Conv2dShape& s, const T* gy, const T* w, T* gx, int6
   }
 }
 
+// Stride 1: the input gradient as the adjoint of the padded-width forward. Each image's gy goes
+// into a [Kg, NPs] buffer in padded-width layout (positions oh * Wp + ow, zero in the columns
+// OW..Wp-1), and gemm_offset_c adds, for every tap (c, r, q) of the forward's offsets,
+// sum_k w[k, c, r, q] gy_pw[k][p] into the padded gradient plane c at p + off(r, q): the
+// col2im scatter done by the GEMM's stores, every product a useful one (the transposed
+// convolution multiplies the zeros of gy's full padding). Without padding the padded
+// gradient is gx itself; otherwise its interior is copied out.
+template <typename T>
+struct AdjointScratch {
+  std::vector<T> gyp, gxp;
+  std::vector<int64_t> boff, coff;
+};
+
+template <typename T>
+void input_adjoint(const Conv2dShape& s, const T* gy, const T* w, T* gx) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  const bool unpadded = s.ph == 0 && s.pw == 0;
+  const int64_t nps = (pd.NP + 15) / 16 * 16;  // row stride of gy_pw
+  const int nt = pool_threads();
+  const int64_t per_image = std::max<int64_t>(d.Kg * nps + d.Cg * pd.plane, 1);
+  const int64_t per = std::clamp<int64_t>((int64_t(1) << 20) / 4 / per_image, std::min<int64_t>(2 * nt, s.N), s.N);
+  AdjointScratch<T> sc;
+  sc.gyp.assign(size_t(per * d.Kg * nps + kGemmOffsetSlack), T(0));
+  if (!unpadded) sc.gxp.resize(size_t(per * d.Cg * pd.plane));
+  sc.boff.resize(size_t(d.Kg));
+  for (int64_t k = 0; k < d.Kg; ++k) sc.boff[size_t(k)] = k * nps;
+  sc.coff.resize(size_t(d.CRS));
+  for (int64_t kk = 0; kk < d.CRS; ++kk) {
+    const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
+    sc.coff[size_t(kk)] = c * pd.plane + r * s.dh * pd.Wp + q * s.dw;
+  }
+  for (int64_t n0 = 0; n0 < s.N; n0 += per) {
+    const int64_t count = std::min(per, s.N - n0);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      // gy of the chunk in padded-width layout (its dropped columns stay zero).
+      const int64_t tasks = count * d.Kg;
+#pragma omp parallel for num_threads(nt) if (nt > 1 && tasks * d.P > 32768) schedule(static)
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t i = t / d.Kg, k = t % d.Kg;
+        const T* src = gy + ((n0 + i) * s.K + g * d.Kg + k) * d.P;
+        T* dst = sc.gyp.data() + t * nps;
+        for (int64_t oh = 0; oh < s.OH; ++oh) copy_row(dst + oh * pd.Wp, src + oh * s.OW, s.OW);
+      }
+      T* Y;
+      int64_t ys;
+      if (unpadded) {
+        Y = gx + (n0 * s.C + g * d.Cg) * d.HW, ys = s.C * d.HW;
+        for (int64_t i = 0; i < count; ++i) std::fill(Y + i * ys, Y + i * ys + d.Cg * d.HW, T(0));
+      } else {
+        Y = sc.gxp.data(), ys = d.Cg * pd.plane;
+        std::fill(sc.gxp.begin(), sc.gxp.begin() + count * ys, T(0));
+      }
+      GemmArgs<T> a;
+      a.M = d.CRS, a.N = pd.NP, a.K = d.Kg;
+      a.A = w + g * d.Kg * d.CRS, a.rsa = 1, a.csa = d.CRS;
+      gemm_offset_c<T>(a, sc.gyp.data(), sc.boff.data(), Y, sc.coff.data(), d.RS, count, d.Kg * nps, ys);
+      if (unpadded) continue;
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t c = 0; c < d.Cg; ++c) {
+          const T* src = sc.gxp.data() + (i * d.Cg + c) * pd.plane + s.ph * pd.Wp + s.pw;
+          T* dst = gx + ((n0 + i) * s.C + g * d.Cg + c) * d.HW;
+          for (int64_t h = 0; h < s.H; ++h) copy_row(dst + h * s.W, src + h * pd.Wp, s.W);
+        }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -649,10 +730,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx)
     for (int64_t p = 0; p < planes; ++p) input_plane_direct(s, gy, w, gx, p / s.C, p % s.C);
     return;
   }
-  // Stride 1: the transposed convolution as a forward, which runs the padded-width implicit
-  // GEMM (no gather, no col2im scatter), when that GEMM has rows enough (Cg input channels;
-  // an image's one to three channels are better served by GEMM + col2im, the other path).
-  if (transposed_as_forward(s) && d.Cg >= 8) {
+  // Stride 1: the transposed convolution as a forward (the padded-width implicit GEMM) when
+  // that GEMM has rows enough (Cg input channels) and gy's full padding adds little; otherwise
+  // the adjoint of the padded-width forward, whose GEMM scatters its own columns.
+  const PaddedDims pd(s);
+  const int64_t np_transposed = (s.H - 1) * (s.OW + 2 * (s.dw * (s.S - 1) - s.pw)) + s.W;
+  const bool transposed = transposed_as_forward(s) && d.Cg >= 8 && double(np_transposed) <= 1.15 * double(pd.NP);
+  if (s.sh == 1 && s.sw == 1 && !transposed) return input_adjoint(s, gy, w, gx);
+  if (transposed) {
     // wt[C, Kg, R, S]: wt[g*Cg + c, k, R-1-r, S-1-q] = w[g*Kg + k, c, r, q].
     std::vector<T> wt(size_t(s.K) * size_t(d.CRS));
     for (int64_t g = 0; g < s.groups; ++g)

@@ -15,6 +15,9 @@ namespace fusedops::cpu {
   template <typename T>                                                                \
   void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
   template <typename T> void gemm_offset_a_run(const GemmArgs<T>&, const T*, const int64_t*); \
+  template <typename T>                                                                \
+  void gemm_offset_c_run(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, \
+                         int64_t, int64_t, int64_t, int64_t);                          \
   template <typename T> int64_t packed_b_size_run(int64_t, int64_t);                   \
   template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
   template <typename T> MicrokernelInfo info();                                        \
@@ -50,6 +53,19 @@ void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff, int
   if (isa == Isa::avx2) return avx2::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
 #endif
   generic::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
+}
+
+template <typename T>
+void gemm_offset_c(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
+                   int64_t row_group, int64_t batch, int64_t x_stride, int64_t y_stride) {
+#if defined(__x86_64__)
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512)
+    return avx512::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
+  if (isa == Isa::avx2)
+    return avx2::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
+#endif
+  generic::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
 }
 
 template <typename T>
@@ -175,6 +191,8 @@ void gemm_reference(const GemmArgs<T>& g) {
 #define FUSEDOPS_INSTANTIATE(T)                                                          \
   template void gemm<T>(const GemmArgs<T>&);                                             \
   template void gemm_offset_b<T>(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
+  template void gemm_offset_c<T>(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, int64_t, \
+                                 int64_t, int64_t, int64_t);                                              \
   template void gemm_offset_a<T>(const GemmArgs<T>&, const T*, const int64_t*);          \
   template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \

@@ -69,6 +69,16 @@ template <typename T>
 void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch = 1,
                    int64_t x_stride = 0, int64_t c_stride = 0);
 
+// Y[coff[i] + j] += alpha * (A @ B)(i, j), B implicit as for gemm_offset_b (beta, bias, C and
+// ldc of args unused): the transpose of a convolution, each row of A @ B (an input channel's
+// tap over the output positions) added into a shifted view of the input gradient. Rows may
+// overlap; rows that may overlap each other must lie in one aligned group of `row_group` rows
+// (one channel's taps), which one thread adds in order. A batch as in gemm_offset_b (Y + b *
+// y_stride). X needs the same slack as for gemm_offset_b.
+template <typename T>
+void gemm_offset_c(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
+                   int64_t row_group, int64_t batch = 1, int64_t x_stride = 0, int64_t y_stride = 0);
+
 // C = alpha * A @ B + beta * C with an implicit A whose row i is K consecutive elements of X
 // from aoff[i]: A(i, k) = X[aoff[i] + k] (a convolution's tap i over the output positions, for
 // its weight gradient). A, rsa and csa of args are unused; B is read through its strides; no

@@ -117,23 +117,29 @@ void pack_b_panel(const typename V::T* B, int64_t rsb, int64_t csb, int64_t kc, 
 // C[0:m, 0:n] = alpha * Ap @ Bp + beta * C for one MR x NR tile; m < MR or n < NR go through
 // a scratch tile. Accumulators: MR x NV registers. Bp is a packed KC x NR micro-panel, or with
 // OFF the implicit operand whose row k is the NR elements at Bp + boff[k] (read unaligned).
-// rbias: optional bias of the tile's rows, added after alpha and beta.
-template <class V, int MR, int NV, bool OFF = false>
+// rbias: optional bias of the tile's rows, added after alpha and beta. With OFFC, row i of the
+// tile is at C + coff[i] (ldc unused); rows may overlap, and are stored in order.
+template <class V, int MR, int NV, bool OFF = false, bool OFFC = false>
 void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename V::T* __restrict Bp,
                  typename V::T* C, int64_t ldc, typename V::T alpha, typename V::T beta, int m,
-                 int n, const int64_t* boff = nullptr, const typename V::T* rbias = nullptr) {
+                 int n, const int64_t* boff = nullptr, const typename V::T* rbias = nullptr,
+                 const int64_t* coff = nullptr) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int NR = NV * V::W;
+  auto row = [&](int i) { return OFFC ? C + coff[i] : C + i * ldc; };
   R acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     // The C tile is needed only after the k loop: fetch it meanwhile.
-    __builtin_prefetch(C + i * ldc, 1);
-    __builtin_prefetch(C + i * ldc + NR - 1, 1);
+    if (OFFC && i >= m) break;
+    __builtin_prefetch(row(i), 1);
+    __builtin_prefetch(row(i) + NR - 1, 1);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
-  }
 
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
@@ -166,7 +172,7 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        T* c = C + i * ldc + v * V::W;
+        T* c = row(i) + v * V::W;
         V::storeu(c, value(acc[i][v], c, i, V::W));
       }
     return;
@@ -179,7 +185,7 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
     for (int v = 0; v < NV; ++v) {
       const int left = n - v * V::W;
       if (left <= 0) break;
-      T* c = C + i * ldc + v * V::W;
+      T* c = row(i) + v * V::W;
       if (left >= V::W) V::storeu(c, value(acc[i][v], c, i, V::W));
       else V::store_partial(c, value(acc[i][v], c, i, left), left);
     }
@@ -201,6 +207,7 @@ template <class V, int MR, int NV>
 struct Gemm {
   using T = typename V::T;
   static constexpr int NR = NV * V::W;
+  static constexpr int kMR = MR;
 
   static void epilogue_tile(const GemmArgs<T>& g, int64_t i0, int64_t j0, int m, int n) {
     for (int i = 0; i < m; ++i) {
@@ -413,6 +420,54 @@ struct Gemm {
                                          g.alpha, pc == 0 ? g.beta : T(1), m, n, boff + pc,
                                          last && row_bias_only ? g.bias + i0 : nullptr);
             if (last && !row_bias_only && has_epilogue(ga)) epilogue_tile(ga, i0, j0, m, n);
+          }
+        }
+      }
+    }
+  }
+
+  // ---- implicit B and C by row offsets (a convolution's input gradient) ----------------
+  // Y[coff[i] + j] += alpha * (A @ B)(i, j) with B(k, j) = X[boff[k] + j] read in place. Rows of
+  // C may overlap (an input channel's taps add into shifted views of one plane), so rows are
+  // handed to threads in whole groups of `row_group` (the rows that may overlap each other)
+  // and each group's rows are added in order. Batch entry b reads X + b * x_stride and adds
+  // into Y + b * y_stride; A is packed once for all.
+  static void run_offset_c(const GemmArgs<T>& g, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
+                           int64_t row_group, int64_t batch, int64_t x_stride, int64_t y_stride) {
+    if (g.M <= 0 || g.N <= 0 || g.K <= 0 || batch <= 0) return;
+    int64_t kc_max, nc_max;
+    plan(g.N, g.K, kc_max, nc_max);
+    GemmArgs<T> gb = g;
+    gb.M *= batch;
+    const int nt = choose_threads(gb);
+    // Row blocks: whole groups, enough blocks for two items per thread.
+    const int64_t groups = (g.M + row_group - 1) / row_group;
+    const int64_t want = std::min<int64_t>(groups, (2 * nt + batch - 1) / batch);
+    const int64_t rows = (groups + want - 1) / want * row_group;
+    const int64_t rblocks = (g.M + rows - 1) / rows, items = rblocks * batch;
+    // A packed per row block (its tiles start at the block's first row), per K step:
+    // block q, step pc at Ap + q * bp * K + bp * pc.
+    const int64_t bp = (rows + MR - 1) / MR * MR;
+    static thread_local std::vector<T> abuf;
+    T* const Ap = scratch(abuf, size_t(rblocks * bp * g.K));
+    for (int64_t q = 0; q < rblocks; ++q)
+      for (int64_t pc = 0; pc < g.K; pc += kc_max)
+        pack_a<T, MR>(g.A + q * rows * g.rsa + pc * g.csa, g.rsa, g.csa, std::min(rows, g.M - q * rows),
+                      std::min(kc_max, g.K - pc), Ap + q * bp * g.K + bp * pc);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / rblocks, q = item % rblocks, r0 = q * rows, r1 = std::min(g.M, r0 + rows);
+      const T* Xb = X + b * x_stride;
+      T* Yb = Y + b * y_stride;
+      for (int64_t pc = 0; pc < g.K; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, g.K - pc);
+        const T* Aq = Ap + q * bp * g.K + bp * pc;
+        for (int64_t j0 = 0; j0 < g.N; j0 += NR) {
+          const int n = int(std::min<int64_t>(NR, g.N - j0));
+          for (int64_t i0 = r0; i0 < r1; i0 += MR) {
+            const int m = int(std::min<int64_t>(MR, r1 - i0));
+            microkernel<V, MR, NV, true, true>(kc, Aq + (i0 - r0) * kc, Xb + j0, Yb + j0, 0, g.alpha, T(1), m, n,
+                                               boff + pc, nullptr, coff + i0);
           }
         }
       }

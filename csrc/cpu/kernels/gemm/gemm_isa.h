@@ -21,16 +21,57 @@ void gemm_run(const GemmArgs<T>& args) {
 template void gemm_run<float>(const GemmArgs<float>&);
 template void gemm_run<double>(const GemmArgs<double>&);
 
+// The implicit-B products (convolution) may also run on a second fp32 tile, FUSEDOPS_OFFB_MR_F32 x
+// FUSEDOPS_OFFB_NV_F32 registers, where it wastes less of its tiles on the product's M and N
+// (a layer's 32 or 64 output channels are whole 8-row tiles, not 14-row ones).
+#ifdef FUSEDOPS_OFFB_MR_F32
+using GemmF32Alt = Gemm<FUSEDOPS_VEC_F32, FUSEDOPS_OFFB_MR_F32, FUSEDOPS_OFFB_NV_F32>;
+#endif
+
+// Fraction of the MR x NR tiles covering M x N (per batch entry) that is real work.
+inline double tile_fill(int64_t M, int64_t N, int MR, int NR) {
+  return double(M) * double(N) / (double((M + MR - 1) / MR * MR) * double((N + NR - 1) / NR * NR));
+}
+
 template <typename T>
 void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t xs,
                        int64_t cs) {
-  if constexpr (sizeof(T) == 4) GemmF32::run_offset_b(args, X, boff, batch, xs, cs);
-  else GemmF64::run_offset_b(args, X, boff, batch, xs, cs);
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_OFFB_MR_F32
+    // The wider tile runs about as fast per FMA as the main one (fewer loads per FMA, fewer
+    // accumulators): pick whichever leaves less of its tiles empty.
+    if (tile_fill(args.M, args.N, GemmF32Alt::kMR, GemmF32Alt::NR) >
+        tile_fill(args.M, args.N, GemmF32::kMR, GemmF32::NR) * 1.02)
+      return GemmF32Alt::run_offset_b(args, X, boff, batch, xs, cs);
+#endif
+    GemmF32::run_offset_b(args, X, boff, batch, xs, cs);
+  } else {
+    GemmF64::run_offset_b(args, X, boff, batch, xs, cs);
+  }
 }
 template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t,
                                        int64_t);
 template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t,
                                         int64_t);
+
+template <typename T>
+void gemm_offset_c_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
+                       int64_t group, int64_t batch, int64_t xs, int64_t ys) {
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_OFFB_MR_F32
+    if (tile_fill(args.M, args.N, GemmF32Alt::kMR, GemmF32Alt::NR) >
+        tile_fill(args.M, args.N, GemmF32::kMR, GemmF32::NR) * 1.02)
+      return GemmF32Alt::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
+#endif
+    GemmF32::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
+  } else {
+    GemmF64::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
+  }
+}
+template void gemm_offset_c_run<float>(const GemmArgs<float>&, const float*, const int64_t*, float*,
+                                       const int64_t*, int64_t, int64_t, int64_t, int64_t);
+template void gemm_offset_c_run<double>(const GemmArgs<double>&, const double*, const int64_t*, double*,
+                                        const int64_t*, int64_t, int64_t, int64_t, int64_t);
 
 template <typename T>
 void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff) {
