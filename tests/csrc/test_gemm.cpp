@@ -606,17 +606,18 @@ template <typename T>
 void test_gemm_offset_a(Isa isa) {
   fusedops::set_isa(isa);
   for (auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {7, 17, 9}, {288, 64, 193}, {13, 33, 1100}, {30, 70, 31}})
-    for (int variant = 0; variant < 3; ++variant) {  // 0: plain, 1: alpha and beta, 2: one thread
+    for (int variant = 0; variant < 4; ++variant) {  // 0: plain, 1: alpha and beta, 2: one thread, 3: runs
       if (g_small && M * N * K > 300000) continue;
-      const int64_t span = 3 * M + 50;
-      std::vector<T> X(static_cast<size_t>(span + K));
+      const int64_t span = 3 * M + 50, run = variant == 3 ? 7 : 0, stride = 10;
+      std::vector<T> X(static_cast<size_t>(span + (run ? (K / run + 1) * stride : K)));
       for (auto& v : X) v = randn<T>();
       std::vector<int64_t> aoff(static_cast<size_t>(M));
       for (int64_t i = 0; i < M; ++i) aoff[size_t(i)] = (i * 7919) % span;
       std::vector<T> Am(static_cast<size_t>(M * K)), B(static_cast<size_t>(N * (K + 2)));
       for (auto& v : B) v = randn<T>();
       for (int64_t i = 0; i < M; ++i)
-        for (int64_t k = 0; k < K; ++k) Am[size_t(i * K + k)] = X[size_t(aoff[size_t(i)] + k)];
+        for (int64_t k = 0; k < K; ++k)
+          Am[size_t(i * K + k)] = X[size_t(aoff[size_t(i)] + (run ? k / run * stride + k % run : k))];
       std::vector<T> C(static_cast<size_t>(M * (N + 1))), R(C.size());
       for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = variant == 1 ? randn<T>() : std::numeric_limits<T>::quiet_NaN();
       GemmArgs<T> g;
@@ -624,7 +625,7 @@ void test_gemm_offset_a(Isa isa) {
       g.C = C.data(), g.ldc = N + 1;
       if (variant == 1) g.alpha = T(0.5), g.beta = T(-1);
       if (variant == 2) g.max_threads = 1;
-      fusedops::cpu::gemm_offset_a<T>(g, X.data(), aoff.data());
+      fusedops::cpu::gemm_offset_a<T>(g, X.data(), aoff.data(), run, stride);
       GemmArgs<T> r = g;
       r.A = Am.data(), r.rsa = K, r.csa = 1, r.C = R.data();
       fusedops::cpu::gemm_reference<T>(r);

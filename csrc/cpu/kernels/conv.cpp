@@ -338,36 +338,25 @@ inline int64_t padded_batch(const Conv2dShape& s, int64_t images) {
 }
 
 // Weight gradient of image n, transposed: acc[g][CRS, Kg] (= or += by `accumulate`) the taps of
-// the padded image times gy spread to the padded-width positions (zero in the dropped
-// columns): gemm_offset_a, the taps read in place.
+// the padded image times gy: gemm_offset_a, each tap read in place over the output rows (runs
+// of OW every Wp), gy packed straight from its dense rows.
 template <typename T>
 void weight_image_padded(const Conv2dShape& s, const T* gy, const T* x, T* acc, int64_t n, bool accumulate,
                          int max_threads, PaddedScratch<T>& sc) {
   const Dims d(s);
   const PaddedDims pd(s);
-  // Unpadded, the image is its own padded image: its taps are read in place (A is read
-  // exactly, never past a tap's NP positions, so never past the image).
+  // Unpadded, the image is its own padded image (A is read exactly, never past its last tap).
   const bool in_place = s.ph == 0 && s.pw == 0;
   for (int64_t g = 0; g < s.groups; ++g) {
     if (!in_place) padded_image(s, x, n, g, sc);
     const T* X = in_place ? x + (n * s.C + g * d.Cg) * d.HW : sc.xp.data();
-    const T* gyg = gy + (n * s.K + g * d.Kg) * d.P;
-    T* gp = sc.out.data();
-    for (int64_t k = 0; k < d.Kg; ++k)
-      for (int64_t oh = 0; oh < s.OH; ++oh) {
-        T* row = gp + k * pd.NP + oh * pd.Wp;
-        const T* src = gyg + k * d.P + oh * s.OW;
-        copy_row(row, src, s.OW);
-        if (oh + 1 < s.OH)
-          for (int64_t t = s.OW; t < pd.Wp; ++t) row[t] = T(0);
-      }
     GemmArgs<T> a;
-    a.M = d.CRS, a.N = d.Kg, a.K = pd.NP;
-    a.B = gp, a.rsb = 1, a.csb = pd.NP;  // B(p, k) = gy_padded[k, p]
+    a.M = d.CRS, a.N = d.Kg, a.K = d.P;
+    a.B = gy + (n * s.K + g * d.Kg) * d.P, a.rsb = 1, a.csb = d.P;  // B(p, k) = gy[k, p]
     a.beta = accumulate ? T(1) : T(0);
     a.C = acc + g * d.CRS * d.Kg, a.ldc = d.Kg;
     a.max_threads = max_threads;
-    gemm_offset_a<T>(a, X, sc.off.data());
+    gemm_offset_a<T>(a, X, sc.off.data(), s.OW, pd.Wp);
   }
 }
 

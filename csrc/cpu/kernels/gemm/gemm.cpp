@@ -14,7 +14,8 @@ namespace fusedops::cpu {
   template <typename T> void gemm_run(const GemmArgs<T>&);                             \
   template <typename T>                                                                \
   void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
-  template <typename T> void gemm_offset_a_run(const GemmArgs<T>&, const T*, const int64_t*); \
+  template <typename T>                                                                \
+  void gemm_offset_a_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t); \
   template <typename T>                                                                \
   void gemm_offset_c_run(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, \
                          int64_t, int64_t, int64_t, int64_t);                          \
@@ -69,13 +70,13 @@ void gemm_offset_c(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* 
 }
 
 template <typename T>
-void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff) {
+void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride) {
 #if defined(__x86_64__)
   const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::gemm_offset_a_run<T>(args, X, aoff);
-  if (isa == Isa::avx2) return avx2::gemm_offset_a_run<T>(args, X, aoff);
+  if (isa == Isa::avx512) return avx512::gemm_offset_a_run<T>(args, X, aoff, run, stride);
+  if (isa == Isa::avx2) return avx2::gemm_offset_a_run<T>(args, X, aoff, run, stride);
 #endif
-  generic::gemm_offset_a_run<T>(args, X, aoff);
+  generic::gemm_offset_a_run<T>(args, X, aoff, run, stride);
 }
 
 template <typename T>
@@ -193,7 +194,7 @@ void gemm_reference(const GemmArgs<T>& g) {
   template void gemm_offset_b<T>(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
   template void gemm_offset_c<T>(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, int64_t, \
                                  int64_t, int64_t, int64_t);                                              \
-  template void gemm_offset_a<T>(const GemmArgs<T>&, const T*, const int64_t*);          \
+  template void gemm_offset_a<T>(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t); \
   template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \

@@ -82,9 +82,11 @@ void gemm_offset_c(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* 
 // C = alpha * A @ B + beta * C with an implicit A whose row i is K consecutive elements of X
 // from aoff[i]: A(i, k) = X[aoff[i] + k] (a convolution's tap i over the output positions, for
 // its weight gradient). A, rsa and csa of args are unused; B is read through its strides; no
-// bias or activation.
+// bias or activation. With run > 0 a row of A is read in runs of `run` elements every
+// `stride`: A(i, k) = X[aoff[i] + k / run * stride + k % run] (a tap over an image's output
+// rows, read from its padded rows: B, the output gradient, stays dense).
 template <typename T>
-void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff);
+void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run = 0, int64_t stride = 0);
 
 // A batch of GEMMs: the b-th reads A + b * stride_a, B + b * stride_b, writes C + b * stride_c
 // (bias, preact unbatched). A stride of 0 broadcasts that operand; stride_c == 0 sums every

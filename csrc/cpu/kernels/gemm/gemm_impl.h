@@ -297,8 +297,12 @@ struct Gemm {
            g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= 16 && g.N >= MR;
   }
 
-  // tile[i * NR + j] = sum_k a[i][k] B[k * NR + j] for i < MR, j < NR.
-  static void tile_product(int64_t kc, const T* const (&a)[MR], const T* B, T* tile) {
+  // tile[i * NR + j] = sum_k a[i][k] B[k * NR + j] for i < MR, j < NR. With run > 0, row i of A
+  // is read in runs: the first `first` elements from a[i], then `run` at a time, each run
+  // starting `gap` elements past the end of the one before (an image's output rows, read
+  // from its padded rows).
+  static void tile_product(int64_t kc, const T* const (&a)[MR], const T* B, T* tile, int64_t run = 0,
+                           int64_t gap = 0, int64_t first = 0) {
     using R = typename V::R;
     R acc[MR][NV];
     const T* ap[MR];
@@ -308,18 +312,25 @@ struct Gemm {
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
     }
+    for (int64_t k = 0, len = run > 0 ? std::min(first, kc) : kc; k < kc;) {
 #pragma GCC unroll 2
-    for (int64_t k = 0; k < kc; ++k) {
-      R b[NV];
+      for (int64_t t = 0; t < len; ++t) {
+        R b[NV];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) b[v] = V::load(B + v * V::W);
+        for (int v = 0; v < NV; ++v) b[v] = V::load(B + v * V::W);
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const R x = V::bcast(ap[i]++);
+        for (int i = 0; i < MR; ++i) {
+          const R x = V::bcast(ap[i]++);
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(x, b[v], acc[i][v]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(x, b[v], acc[i][v]);
+        }
+        B += NR;
       }
-      B += NR;
+      k += len;
+      if (k >= kc) break;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) ap[i] += gap;
+      len = std::min(run, kc - k);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
@@ -476,10 +487,13 @@ struct Gemm {
 
   // ---- implicit A by row offsets (a convolution's weight gradient) -----------------------
   // A(i, k) = X[aoff[i] + k]: row i of A is K consecutive elements of X (a padded image's tap
-  // i over the output positions), broadcast in place; B packed whole (the output gradient,
-  // small). Blocks of MR rows of C split between threads; each walks the K steps and the
-  // column panels, adding alpha * tile to C (beta applied at the first K step).
-  static void run_offset_a(const GemmArgs<T>& g, const T* X, const int64_t* aoff) {
+  // i over the output positions), broadcast in place; or, with run > 0, runs of `run` of
+  // them every `stride` (A(i, k) = X[aoff[i] + k / run * stride + k % run]: the tap over the
+  // output rows, read from the padded rows). B packed whole (the output gradient, small).
+  // Blocks of MR rows of C split between threads; each walks the K steps and the column
+  // panels, adding alpha * tile to C (beta applied at the first K step).
+  static void run_offset_a(const GemmArgs<T>& g, const T* X, const int64_t* aoff, int64_t run = 0,
+                           int64_t stride = 0) {
     if (g.M <= 0 || g.N <= 0) return;
     if (g.K <= 0) return run_k0(g);
     int64_t kc_max, nc_max;
@@ -505,9 +519,11 @@ struct Gemm {
         for (int64_t pc = 0; pc < g.K; pc += kc_max) {
           const int64_t kc = std::min(kc_max, g.K - pc);
           const T* a[MR];
-          for (int i = 0; i < MR; ++i) a[i] = X + aoff[i0 + std::min(i, m - 1)] + pc;
+          const int64_t start = run > 0 ? pc / run * stride + pc % run : pc;
+          for (int i = 0; i < MR; ++i) a[i] = X + aoff[i0 + std::min(i, m - 1)] + start;
           for (int64_t p = 0; p < panels; ++p) {
-            tile_product(kc, a, Bp + np * pc + p * NR * kc, tile);
+            if (run > 0) tile_product(kc, a, Bp + np * pc + p * NR * kc, tile, run, stride - run, run - pc % run);
+            else tile_product(kc, a, Bp + np * pc + p * NR * kc, tile);
             const int64_t j0 = p * NR;
             const int n = int(std::min<int64_t>(NR, g.N - j0));
             // C = (first K step: beta * C, else C) + alpha * tile, in vectors (masked at the edge).

@@ -74,12 +74,12 @@ template void gemm_offset_c_run<double>(const GemmArgs<double>&, const double*, 
                                         const int64_t*, int64_t, int64_t, int64_t, int64_t);
 
 template <typename T>
-void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff) {
-  if constexpr (sizeof(T) == 4) GemmF32::run_offset_a(args, X, aoff);
-  else GemmF64::run_offset_a(args, X, aoff);
+void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride) {
+  if constexpr (sizeof(T) == 4) GemmF32::run_offset_a(args, X, aoff, run, stride);
+  else GemmF64::run_offset_a(args, X, aoff, run, stride);
 }
-template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, const int64_t*);
-template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*);
+template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t);
+template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t);
 
 template <typename T>
 int64_t packed_b_size_run(int64_t N, int64_t K) {
