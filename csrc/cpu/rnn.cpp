@@ -50,19 +50,20 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa,
 }
 
 // A GEMM operand B(k, j) = B[k * rsb + j * csb] of N columns and K rows, packed once and
-// reused by the product of every time step when there are several (`uses`); a single product
-// (a cell) reads it in place, which the GEMM's small-M path does without packing.
+// reused by the product of every time step when there are several (`uses`), of at most M rows
+// each (the batch); a single product (a cell) reads it in place, which the GEMM's small-M path
+// does without packing.
 template <typename T>
 struct PackedWeight {
   std::vector<T> storage;
   const T* B;
-  int64_t rsb, csb, N, K;
+  int64_t rsb, csb, N, K, M;
   const T* data = nullptr;
-  PackedWeight(const T* B_, int64_t rsb_, int64_t csb_, int64_t N_, int64_t K_, int64_t uses)
-      : B(B_), rsb(rsb_), csb(csb_), N(N_), K(K_) {
+  PackedWeight(const T* B_, int64_t rsb_, int64_t csb_, int64_t N_, int64_t K_, int64_t M_, int64_t uses)
+      : B(B_), rsb(rsb_), csb(csb_), N(N_), K(K_), M(M_) {
     if (uses < 2) return;
     GemmArgs<T> g;
-    g.N = N, g.K = K, g.B = B, g.rsb = rsb, g.csb = csb;
+    g.M = M, g.N = N, g.K = K, g.B = B, g.rsb = rsb, g.csb = csb;
     data = cpu::gemm_pack_b<T>(g, storage);
   }
   // C[M, N] (ldc) = A[M, K] (row stride rsa) @ B + beta * C.
@@ -71,7 +72,7 @@ struct PackedWeight {
     if (bias) g.bias = bias, g.bias_mode = BiasMode::per_col;
     g.M = M, g.N = N, g.K = K;
     g.A = A, g.rsa = rsa, g.csa = 1;
-    if (data) g.packed_b = data;
+    if (data) g.packed_b = data, g.packed_m = this->M;
     else g.B = B, g.rsb = rsb, g.csb = csb;
     g.beta = beta, g.C = C, g.ldc = ldc;
     cpu::gemm<T>(g);
@@ -126,8 +127,8 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
   const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W;
   const bool gru = d.mode == RnnMode::gru, proj = w_hr != nullptr;
   std::vector<T> scratch(size_t(d.B) * (proj ? H : 0)), hgates(size_t(d.B) * GH);
-  const PackedWeight<T> whh(w_hh, 1, P, GH, P, d.T);  // B(k, j) = w_hh[j, k]
-  const PackedWeight<T> whr(w_hr, 1, H, proj ? P : 0, proj ? H : 0, d.T);
+  const PackedWeight<T> whh(w_hh, 1, P, GH, P, d.B, d.T);  // B(k, j) = w_hh[j, k]
+  const PackedWeight<T> whr(w_hr, 1, H, proj ? P : 0, proj ? H : 0, d.B, d.T);
   // The input projections of all steps: Gi = X W_ih^T + bias, one GEMM. (Chunks of ~4 MB just
   // ahead of the recurrence, to find them in cache, measured no faster here.)
   gemm<T>(d.N, GH, d.I, x, d.I, 1, w_ih, 1, d.I, T(0), ws, W, bias);
@@ -209,8 +210,8 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
   if (lstm) gather_prev<T>(d, reverse, in.ws + 4 * H, W, in.c0, H, H, cprev);
   T* const dH = proj ? scratch<T>(t_dH, N * P) : nullptr;
   T* const dm = proj ? scratch<T>(t_dm, d.B * H) : nullptr;
-  const PackedWeight<T> whh(in.w_hh, P, 1, P, GH, d.T);  // B(k, j) = w_hh[k, j]
-  const PackedWeight<T> whr(in.w_hr, H, 1, proj ? H : 0, proj ? P : 0, d.T);
+  const PackedWeight<T> whh(in.w_hh, P, 1, P, GH, d.B, d.T);  // B(k, j) = w_hh[k, j]
+  const PackedWeight<T> whr(in.w_hr, H, 1, proj ? H : 0, proj ? P : 0, d.B, d.T);
 
   for (int64_t k = d.T - 1; k >= 0; --k) {
     const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];

@@ -412,17 +412,19 @@ void test_gemm_pack_b(Isa isa) {
 // ---- B packed ahead (gemm_pack_b + GemmArgs::packed_b) ------------------------------------------------
 
 // One packed B serves several products with different A, M, beta and C: explicit strided and
-// transposed B, the implicit B, and sizes that span several KC and NC blocks.
+// transposed B, the implicit B, and sizes that span several KC and NC blocks; packed for 13 or
+// 64 rows (on AVX-512 fp32, 64 packs for the second tile), used by products of any M.
 template <typename T>
 void test_gemm_packed_b(Isa isa) {
   fusedops::set_isa(isa);
+  for (int64_t pack_m : {13, 64})
   for (auto [N, K, transposed] : {std::array<int64_t, 3>{37, 5, 0}, {130, 700, 1}, {1, 1, 0}, {2050, 1100, 1},
                                   {600, 96, 2}}) {
     if (g_small && N * K > 200000) continue;
     std::vector<T> Bm(static_cast<size_t>(N * K));
     for (auto& v : Bm) v = randn<T>();
     GemmArgs<T> g;
-    g.N = N, g.K = K, g.B = Bm.data();
+    g.M = pack_m, g.N = N, g.K = K, g.B = Bm.data();
     if (transposed == 1) g.rsb = 1, g.csb = K;  // B(k, j) = Bm[j * K + k]
     else g.rsb = N, g.csb = 1;
     if (transposed == 2) g.pack_b = &pack_formula<T>;
@@ -435,7 +437,7 @@ void test_gemm_packed_b(Isa isa) {
       for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = beta == 0.0 ? std::numeric_limits<T>::quiet_NaN() : randn<T>();
       GemmArgs<T> p = g;
       p.M = M, p.A = A.data(), p.rsa = K, p.csa = 1, p.beta = T(beta), p.C = C.data(), p.ldc = N;
-      p.packed_b = packed;
+      p.packed_b = packed, p.packed_m = pack_m;
       fusedops::cpu::gemm<T>(p);
       p.packed_b = nullptr, p.C = R.data();
       fusedops::cpu::gemm_reference<T>(p);
@@ -444,8 +446,9 @@ void test_gemm_packed_b(Isa isa) {
         worst = std::max(worst, std::fabs(double(C[x]) - double(R[x])) / (1 + std::fabs(double(R[x]))));
       double tol = 64 * std::numeric_limits<T>::epsilon() * std::sqrt(double(K));
       if (transposed == 2) tol *= 1 + 0.01 * double(K * N);
-      record(worst <= tol, fmt("%s %s gemm packed_b %ldx%ldx%ld (B layout %d, beta %.1f)", isa_str(isa), type_str<T>(),
-                               long(M), long(N), long(K), int(transposed), beta),
+      record(worst <= tol, fmt("%s %s gemm packed_b %ldx%ldx%ld (B layout %d, beta %.1f, packed for %ld rows)",
+                               isa_str(isa), type_str<T>(), long(M), long(N), long(K), int(transposed), beta,
+                               long(pack_m)),
              fmt("max relative error %.3g > %.3g", worst, tol));
     }
   }

@@ -19,7 +19,7 @@ namespace fusedops::cpu {
   template <typename T>                                                                \
   void gemm_offset_c_run(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, \
                          int64_t, int64_t, int64_t, int64_t);                          \
-  template <typename T> int64_t packed_b_size_run(int64_t, int64_t);                   \
+  template <typename T> int64_t packed_b_size_run(int64_t, int64_t, int64_t);                \
   template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
   template <typename T> MicrokernelInfo info();                                        \
   template <typename T>                                                                \
@@ -82,7 +82,7 @@ void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int
 template <typename T>
 const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage) {
   const Isa isa = active_isa();
-  int64_t (*size)(int64_t, int64_t) = generic::packed_b_size_run<T>;
+  int64_t (*size)(int64_t, int64_t, int64_t) = generic::packed_b_size_run<T>;
   void (*pack)(const GemmArgs<T>&, T*) = generic::pack_b_run<T>;
 #if defined(__x86_64__)
   if (isa == Isa::avx512) size = avx512::packed_b_size_run<T>, pack = avx512::pack_b_run<T>;
@@ -90,7 +90,7 @@ const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage) {
 #endif
   (void)isa;
   const size_t pad = 64 / sizeof(T);
-  storage.resize(size_t(std::max<int64_t>(size(args.N, args.K), 0)) + pad);
+  storage.resize(size_t(std::max<int64_t>(size(args.M, args.N, args.K), 0)) + pad);
   auto p = reinterpret_cast<uintptr_t>(storage.data());
   T* dst = reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
   pack(args, dst);

@@ -45,12 +45,15 @@ struct GemmArgs {
   const void* pack_b_ctx = nullptr;
   // Optional B packed ahead by gemm_pack_b (same N, K and instruction set): products that
   // share one B (a recurrent weight at every time step) skip its packing. B, rsb, csb, pack_b
-  // unused then.
+  // unused then; packed_m must be the M given to gemm_pack_b (the microkernel tile it packed
+  // for follows from it), whatever this product's M.
   const T* packed_b = nullptr;
+  int64_t packed_m = 0;
 };
 
 // Packs the B operand of args (N, K and B/rsb/csb or pack_b) once, into `storage`, for
-// GemmArgs::packed_b; returns the (aligned) start to put there.
+// GemmArgs::packed_b; returns the (aligned) start to put there. args.M: the rows of the
+// products that will use it (their largest; the packing suits the tile chosen for it).
 template <typename T>
 const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage);
 

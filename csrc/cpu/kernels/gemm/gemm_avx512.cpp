@@ -8,7 +8,7 @@
 #define FUSEDOPS_NV_F32 2
 #define FUSEDOPS_MR_F64 14
 #define FUSEDOPS_NV_F64 2
-#define FUSEDOPS_OFFB_MR_F32 8  // 8 x 48 for the implicit-B (convolution) product
-#define FUSEDOPS_OFFB_NV_F32 3
+#define FUSEDOPS_ALT_MR_F32 8  // a second fp32 tile, 8 x 48 (gemm_isa.h)
+#define FUSEDOPS_ALT_NV_F32 3
 #include "gemm_isa.h"
 #endif

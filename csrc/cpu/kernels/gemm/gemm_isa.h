@@ -13,19 +13,13 @@ namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 using GemmF32 = Gemm<FUSEDOPS_VEC_F32, FUSEDOPS_MR_F32, FUSEDOPS_NV_F32>;
 using GemmF64 = Gemm<FUSEDOPS_VEC_F64, FUSEDOPS_MR_F64, FUSEDOPS_NV_F64>;
 
-template <typename T>
-void gemm_run(const GemmArgs<T>& args) {
-  if constexpr (sizeof(T) == 4) GemmF32::run(args);
-  else GemmF64::run(args);
-}
-template void gemm_run<float>(const GemmArgs<float>&);
-template void gemm_run<double>(const GemmArgs<double>&);
-
-// The implicit-B products (convolution) may also run on a second fp32 tile, FUSEDOPS_OFFB_MR_F32 x
-// FUSEDOPS_OFFB_NV_F32 registers, where it wastes less of its tiles on the product's M and N
-// (a layer's 32 or 64 output channels are whole 8-row tiles, not 14-row ones).
-#ifdef FUSEDOPS_OFFB_MR_F32
-using GemmF32Alt = Gemm<FUSEDOPS_VEC_F32, FUSEDOPS_OFFB_MR_F32, FUSEDOPS_OFFB_NV_F32>;
+// fp32 products may also run on a second tile, FUSEDOPS_ALT_MR_F32 x FUSEDOPS_ALT_NV_F32
+// registers, where it wastes less of its tiles on the product's M and N: a batch of 32, 64 or
+// 128 rows, a layer's 32 or 64 output channels, are whole 8-row tiles, not 14-row ones. The
+// wider tile runs about as fast per FMA as the main one (fewer loads per FMA, fewer
+// accumulators).
+#ifdef FUSEDOPS_ALT_MR_F32
+using GemmF32Alt = Gemm<FUSEDOPS_VEC_F32, FUSEDOPS_ALT_MR_F32, FUSEDOPS_ALT_NV_F32>;
 #endif
 
 // Fraction of the MR x NR tiles covering M x N (per batch entry) that is real work.
@@ -33,16 +27,46 @@ inline double tile_fill(int64_t M, int64_t N, int MR, int NR) {
   return double(M) * double(N) / (double((M + MR - 1) / MR * MR) * double((N + NR - 1) / NR * NR));
 }
 
+// Whether an fp32 M x N product runs on the second tile.
+inline bool use_alt_f32(int64_t M, int64_t N) {
+#ifdef FUSEDOPS_ALT_MR_F32
+  return M > 0 && N > 0 &&
+         tile_fill(M, N, GemmF32Alt::kMR, GemmF32Alt::NR) > tile_fill(M, N, GemmF32::kMR, GemmF32::NR) * 1.02;
+#else
+  (void)M, (void)N;
+  return false;
+#endif
+}
+
+// A B packed ahead was packed for the tile of packed_m rows (gemm_pack_b's M); other products
+// pick theirs by M, except the small-M path (its own tiles, on the main kernel).
+template <typename T>
+bool use_alt(const GemmArgs<T>& g) {
+  if constexpr (sizeof(T) != 4) return false;
+  if (g.packed_b) return use_alt_f32(g.packed_m, g.N);
+  return !GemmF32::small_m(g) && use_alt_f32(g.M, g.N);
+}
+
+template <typename T>
+void gemm_run(const GemmArgs<T>& args) {
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (use_alt(args)) return GemmF32Alt::run(args);
+#endif
+    GemmF32::run(args);
+  } else {
+    GemmF64::run(args);
+  }
+}
+template void gemm_run<float>(const GemmArgs<float>&);
+template void gemm_run<double>(const GemmArgs<double>&);
+
 template <typename T>
 void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t xs,
                        int64_t cs) {
   if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_OFFB_MR_F32
-    // The wider tile runs about as fast per FMA as the main one (fewer loads per FMA, fewer
-    // accumulators): pick whichever leaves less of its tiles empty.
-    if (tile_fill(args.M, args.N, GemmF32Alt::kMR, GemmF32Alt::NR) >
-        tile_fill(args.M, args.N, GemmF32::kMR, GemmF32::NR) * 1.02)
-      return GemmF32Alt::run_offset_b(args, X, boff, batch, xs, cs);
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::run_offset_b(args, X, boff, batch, xs, cs);
 #endif
     GemmF32::run_offset_b(args, X, boff, batch, xs, cs);
   } else {
@@ -58,10 +82,8 @@ template <typename T>
 void gemm_offset_c_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
                        int64_t group, int64_t batch, int64_t xs, int64_t ys) {
   if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_OFFB_MR_F32
-    if (tile_fill(args.M, args.N, GemmF32Alt::kMR, GemmF32Alt::NR) >
-        tile_fill(args.M, args.N, GemmF32::kMR, GemmF32::NR) * 1.02)
-      return GemmF32Alt::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
 #endif
     GemmF32::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
   } else {
@@ -82,17 +104,30 @@ template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, con
 template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t);
 
 template <typename T>
-int64_t packed_b_size_run(int64_t N, int64_t K) {
-  if constexpr (sizeof(T) == 4) return GemmF32::packed_b_size(N, K);
-  else return GemmF64::packed_b_size(N, K);
+int64_t packed_b_size_run(int64_t M, int64_t N, int64_t K) {
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (use_alt_f32(M, N)) return GemmF32Alt::packed_b_size(N, K);
+#endif
+    (void)M;
+    return GemmF32::packed_b_size(N, K);
+  } else {
+    return GemmF64::packed_b_size(N, K);
+  }
 }
-template int64_t packed_b_size_run<float>(int64_t, int64_t);
-template int64_t packed_b_size_run<double>(int64_t, int64_t);
+template int64_t packed_b_size_run<float>(int64_t, int64_t, int64_t);
+template int64_t packed_b_size_run<double>(int64_t, int64_t, int64_t);
 
 template <typename T>
 void pack_b_run(const GemmArgs<T>& args, T* dst) {
-  if constexpr (sizeof(T) == 4) GemmF32::pack_b_whole(args, dst);
-  else GemmF64::pack_b_whole(args, dst);
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::pack_b_whole(args, dst);
+#endif
+    GemmF32::pack_b_whole(args, dst);
+  } else {
+    GemmF64::pack_b_whole(args, dst);
+  }
 }
 template void pack_b_run<float>(const GemmArgs<float>&, float*);
 template void pack_b_run<double>(const GemmArgs<double>&, double*);
