@@ -79,11 +79,11 @@ struct PackedWeight {
   }
 };
 
-// Uninitialized scratch of n elements (huge pages when large: see fresh_output.h); the tensor
-// owns the memory.
+// Uninitialized scratch of n elements (large ones from the block pool: see fresh_output.h); the
+// tensor owns the memory.
 template <typename T>
 T* scratch(at::Tensor& holder, int64_t n) {
-  holder = empty_output({std::max<int64_t>(n, 0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  holder = pooled_empty({std::max<int64_t>(n, 0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   return holder.data_ptr<T>();
 }
 
@@ -172,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
                             : empty_output({d.T, d.B, d.P}, input.options());
   at::Tensor hy = hx.contiguous().clone();
   at::Tensor cy = d.mode == RnnMode::lstm ? cx->contiguous().clone() : at::empty({0}, input.options());
-  at::Tensor ws = empty_output({d.N, d.W}, input.options());
+  at::Tensor ws = pooled_empty({d.N, d.W}, input.options());  // saved for the backward only
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.rnn_layer", [&] {
     forward<scalar_t>(d, reverse, x.data_ptr<scalar_t>(), wi.data_ptr<scalar_t>(),
                       wh.data_ptr<scalar_t>(), cptr<scalar_t>(bias), gru ? cptr<scalar_t>(bh) : nullptr,
