@@ -657,7 +657,9 @@ void input_adjoint(const Conv2dShape& s, const T* gy, const T* w, T* gx) {
   const int64_t nps = (pd.NP + 15) / 16 * 16;  // row stride of gy_pw
   const int nt = pool_threads();
   const int64_t per_image = std::max<int64_t>(d.Kg * nps + d.Cg * pd.plane, 1);
-  const int64_t per = std::clamp<int64_t>((int64_t(1) << 20) / 4 / per_image, std::min<int64_t>(2 * nt, s.N), s.N);
+  // Images per product: about 1 MB of gy and gradient (the product splits its rows between
+  // threads too, so one large image is enough work).
+  const int64_t per = std::clamp<int64_t>((int64_t(1) << 20) / int64_t(sizeof(T)) / per_image, 1, s.N);
   AdjointScratch<T> sc;
   sc.gyp.assign(size_t(per * d.Kg * nps + kGemmOffsetSlack), T(0));
   if (!unpadded) sc.gxp.resize(size_t(per * d.Cg * pd.plane));
