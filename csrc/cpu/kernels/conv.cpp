@@ -256,19 +256,26 @@ struct PaddedDims {
       : Hp(s.H + 2 * s.ph), Wp(s.W + 2 * s.pw), plane(Hp * Wp), NP((s.OH - 1) * Wp + s.OW) {}
 };
 
-// Sizes sc for the shape and fills the tap offsets: tap (c, r, q) starts at
-// c * plane + r * dh * Wp + q * dw of the padded image.
+// off[kk] = where tap kk = (c, r, q) starts in the padded image: c * plane + r * dh * Wp + q * dw.
+inline void tap_offsets(const Conv2dShape& s, std::vector<int64_t>& off) {
+  const Dims d(s);
+  const PaddedDims pd(s);
+  off.resize(size_t(d.CRS));
+  for (int64_t kk = 0; kk < d.CRS; ++kk) {
+    const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
+    off[size_t(kk)] = c * pd.plane + r * s.dh * pd.Wp + q * s.dw;
+  }
+}
+
+// Sizes sc for the shape (`images` padded images; the padded-width output too when `out`)
+// and fills the tap offsets.
 template <typename T>
-void padded_prepare(const Conv2dShape& s, PaddedScratch<T>& sc, int64_t images = 1) {
+void padded_prepare(const Conv2dShape& s, PaddedScratch<T>& sc, int64_t images = 1, bool out = true) {
   const Dims d(s);
   const PaddedDims pd(s);
   sc.xp.resize(size_t(images * d.Cg * pd.plane + kGemmOffsetSlack));
-  sc.out.resize(size_t(images * d.Kg * pd.NP));
-  sc.off.resize(size_t(d.CRS));
-  for (int64_t kk = 0; kk < d.CRS; ++kk) {
-    const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
-    sc.off[size_t(kk)] = c * pd.plane + r * s.dh * pd.Wp + q * s.dw;
-  }
+  if (out) sc.out.resize(size_t(images * d.Kg * pd.NP));
+  tap_offsets(s, sc.off);
   std::fill(sc.xp.end() - kGemmOffsetSlack, sc.xp.end(), T(0));
 }
 
@@ -479,7 +486,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     {
       const int t = omp_get_thread_num();
       PaddedScratch<T>& sc = PaddedScratch<T>::local();
-      padded_prepare(s, sc);
+      padded_prepare(s, sc, 1, false);  // (the weight gradient reads gy where it lies)
       T* acc = bufs.data() + size_t(t) * size_t(wsize);
       const int64_t n0 = s.N * t / use, n1 = s.N * (t + 1) / use;
       for (int64_t n = n0; n < n1; ++n)
@@ -647,6 +654,10 @@ template <typename T>
 struct AdjointScratch {
   std::vector<T> gyp, gxp;
   std::vector<int64_t> boff, coff;
+  static AdjointScratch& local() {  // kept between calls, as PaddedScratch
+    static thread_local AdjointScratch sc;
+    return sc;
+  }
 };
 
 template <typename T>
@@ -660,27 +671,27 @@ void input_adjoint(const Conv2dShape& s, const T* gy, const T* w, T* gx) {
   // Images per product: about 1 MB of gy and gradient (the product splits its rows between
   // threads too, so one large image is enough work).
   const int64_t per = std::clamp<int64_t>((int64_t(1) << 20) / int64_t(sizeof(T)) / per_image, 1, s.N);
-  AdjointScratch<T> sc;
-  sc.gyp.assign(size_t(per * d.Kg * nps + kGemmOffsetSlack), T(0));
+  AdjointScratch<T>& sc = AdjointScratch<T>::local();
+  // (Past the rows only vectors the GEMM drops are read: the slack needs no zeros.)
+  sc.gyp.resize(size_t(per * d.Kg * nps + kGemmOffsetSlack));
   if (!unpadded) sc.gxp.resize(size_t(per * d.Cg * pd.plane));
   sc.boff.resize(size_t(d.Kg));
   for (int64_t k = 0; k < d.Kg; ++k) sc.boff[size_t(k)] = k * nps;
-  sc.coff.resize(size_t(d.CRS));
-  for (int64_t kk = 0; kk < d.CRS; ++kk) {
-    const int64_t c = kk / d.RS, r = (kk % d.RS) / s.S, q = kk % s.S;
-    sc.coff[size_t(kk)] = c * pd.plane + r * s.dh * pd.Wp + q * s.dw;
-  }
+  tap_offsets(s, sc.coff);  // the rows of C: the forward's taps
   for (int64_t n0 = 0; n0 < s.N; n0 += per) {
     const int64_t count = std::min(per, s.N - n0);
     for (int64_t g = 0; g < s.groups; ++g) {
-      // gy of the chunk in padded-width layout (its dropped columns stay zero).
+      // gy of the chunk in padded-width layout, zero in the dropped columns.
       const int64_t tasks = count * d.Kg;
 #pragma omp parallel for num_threads(nt) if (nt > 1 && tasks * d.P > 32768) schedule(static)
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t i = t / d.Kg, k = t % d.Kg;
         const T* src = gy + ((n0 + i) * s.K + g * d.Kg + k) * d.P;
         T* dst = sc.gyp.data() + t * nps;
-        for (int64_t oh = 0; oh < s.OH; ++oh) copy_row(dst + oh * pd.Wp, src + oh * s.OW, s.OW);
+        for (int64_t oh = 0; oh < s.OH; ++oh) {
+          copy_row(dst + oh * pd.Wp, src + oh * s.OW, s.OW);
+          if (oh + 1 < s.OH) std::fill(dst + oh * pd.Wp + s.OW, dst + (oh + 1) * pd.Wp, T(0));
+        }
       }
       T* Y;
       int64_t ys;

@@ -42,21 +42,32 @@ inline bool use_alt_f32(int64_t M, int64_t N) {
 // pick theirs by M, except the small-M path (its own tiles, on the main kernel).
 template <typename T>
 bool use_alt(const GemmArgs<T>& g) {
-  if constexpr (sizeof(T) != 4) return false;
-  if (g.packed_b) return use_alt_f32(g.packed_m, g.N);
-  return !GemmF32::small_m(g) && use_alt_f32(g.M, g.N);
+  if constexpr (sizeof(T) != 4) {
+    return false;
+  } else {
+    if (g.packed_b) return use_alt_f32(g.packed_m, g.N);
+    return !GemmF32::small_m(g) && use_alt_f32(g.M, g.N);
+  }
+}
+
+// f(kernel) with the kernel for T: fp64's, or fp32's main or (with `alt`) second tile.
+template <typename T, class F>
+decltype(auto) with_kernel(bool alt, F&& f) {
+  if constexpr (sizeof(T) == 4) {
+#ifdef FUSEDOPS_ALT_MR_F32
+    if (alt) return f(GemmF32Alt{});
+#endif
+    (void)alt;
+    return f(GemmF32{});
+  } else {
+    (void)alt;
+    return f(GemmF64{});
+  }
 }
 
 template <typename T>
 void gemm_run(const GemmArgs<T>& args) {
-  if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_ALT_MR_F32
-    if (use_alt(args)) return GemmF32Alt::run(args);
-#endif
-    GemmF32::run(args);
-  } else {
-    GemmF64::run(args);
-  }
+  with_kernel<T>(use_alt(args), [&](auto k) { decltype(k)::run(args); });
 }
 template void gemm_run<float>(const GemmArgs<float>&);
 template void gemm_run<double>(const GemmArgs<double>&);
@@ -64,14 +75,8 @@ template void gemm_run<double>(const GemmArgs<double>&);
 template <typename T>
 void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t xs,
                        int64_t cs) {
-  if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_ALT_MR_F32
-    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::run_offset_b(args, X, boff, batch, xs, cs);
-#endif
-    GemmF32::run_offset_b(args, X, boff, batch, xs, cs);
-  } else {
-    GemmF64::run_offset_b(args, X, boff, batch, xs, cs);
-  }
+  with_kernel<T>(use_alt_f32(args.M, args.N),
+                 [&](auto k) { decltype(k)::run_offset_b(args, X, boff, batch, xs, cs); });
 }
 template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t,
                                        int64_t);
@@ -81,14 +86,8 @@ template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, 
 template <typename T>
 void gemm_offset_c_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
                        int64_t group, int64_t batch, int64_t xs, int64_t ys) {
-  if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_ALT_MR_F32
-    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
-#endif
-    GemmF32::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
-  } else {
-    GemmF64::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys);
-  }
+  with_kernel<T>(use_alt_f32(args.M, args.N),
+                 [&](auto k) { decltype(k)::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys); });
 }
 template void gemm_offset_c_run<float>(const GemmArgs<float>&, const float*, const int64_t*, float*,
                                        const int64_t*, int64_t, int64_t, int64_t, int64_t);
@@ -97,37 +96,21 @@ template void gemm_offset_c_run<double>(const GemmArgs<double>&, const double*, 
 
 template <typename T>
 void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride) {
-  if constexpr (sizeof(T) == 4) GemmF32::run_offset_a(args, X, aoff, run, stride);
-  else GemmF64::run_offset_a(args, X, aoff, run, stride);
+  with_kernel<T>(false, [&](auto k) { decltype(k)::run_offset_a(args, X, aoff, run, stride); });
 }
 template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t);
 template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t);
 
 template <typename T>
 int64_t packed_b_size_run(int64_t M, int64_t N, int64_t K) {
-  if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_ALT_MR_F32
-    if (use_alt_f32(M, N)) return GemmF32Alt::packed_b_size(N, K);
-#endif
-    (void)M;
-    return GemmF32::packed_b_size(N, K);
-  } else {
-    return GemmF64::packed_b_size(N, K);
-  }
+  return with_kernel<T>(use_alt_f32(M, N), [&](auto k) { return decltype(k)::packed_b_size(N, K); });
 }
 template int64_t packed_b_size_run<float>(int64_t, int64_t, int64_t);
 template int64_t packed_b_size_run<double>(int64_t, int64_t, int64_t);
 
 template <typename T>
 void pack_b_run(const GemmArgs<T>& args, T* dst) {
-  if constexpr (sizeof(T) == 4) {
-#ifdef FUSEDOPS_ALT_MR_F32
-    if (use_alt_f32(args.M, args.N)) return GemmF32Alt::pack_b_whole(args, dst);
-#endif
-    GemmF32::pack_b_whole(args, dst);
-  } else {
-    GemmF64::pack_b_whole(args, dst);
-  }
+  with_kernel<T>(use_alt_f32(args.M, args.N), [&](auto k) { decltype(k)::pack_b_whole(args, dst); });
 }
 template void pack_b_run<float>(const GemmArgs<float>&, float*);
 template void pack_b_run<double>(const GemmArgs<double>&, double*);
