@@ -404,44 +404,43 @@ struct FlashAttention {
     const int64_t nkb = (S + BN - 1) / BN;
     const double flops = 4.0 * double(a.batch) * L * S * (E + a.Ev);
     const int nt = threads_for(flops);
-    if (a.batch >= nt) {  // each thread owns whole heads
+    // Tasks: (head, group of key blocks). With few heads a head's key blocks are split into
+    // groups, each summing its own partial dQ; the partials are added in group order. The
+    // groups follow from the shape alone (about 16 tasks), never from the thread count, so
+    // dQ has the same bits for any number of threads.
+    const int64_t groups = std::clamp<int64_t>(16 / a.batch, 1, nkb), tasks = a.batch * groups;
+    const int64_t Lr = L + BM;
+    std::vector<T> partial(a.dq && groups > 1 ? size_t(tasks * Lr * Ep) : 0);
 #pragma omp parallel num_threads(nt) if (nt > 1)
-      {
-        BwdScratch w;  // per call: a head's Q, dO and dQ are megabytes; not kept between calls
-        alloc_bwd(a, w);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < a.batch; ++b) {
-          prepare_head(a, b, w);
-          for (int64_t kb = 0; kb < nkb; ++kb) backward_key_block(a, b, kb * BN, w);
-          if (a.dq) {
-            T* dq = a.dq + b * L * E;
-            for (int64_t r = 0; r < L; ++r)
-              for (int64_t e = 0; e < E; ++e) dq[r * E + e] = a.scale * w.dq[r * Ep + e];
-          }
-        }
-      }
-      return;
-    }
-    // Fewer heads than threads: the key blocks of one head in parallel, dQ summed over threads.
-    std::vector<T*> partial(size_t(nt), nullptr);
-#pragma omp parallel num_threads(nt)
     {
-      BwdScratch w;  // per call (see above)
+      BwdScratch w;  // per call: a head's Q, dO and dQ are megabytes; not kept between calls
       alloc_bwd(a, w);
-      partial[size_t(omp_get_thread_num())] = w.dq;
-      for (int64_t b = 0; b < a.batch; ++b) {
+      T* const own_dq = w.dq;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / groups, grp = task % groups;
+        if (groups > 1 && a.dq) w.dq = partial.data() + task * Lr * Ep;
         prepare_head(a, b, w);
-#pragma omp for schedule(static, 1)
-        for (int64_t kb = 0; kb < nkb; ++kb) backward_key_block(a, b, kb * BN, w);
-        if (a.dq) {
+        for (int64_t kb = grp * nkb / groups, k1 = (grp + 1) * nkb / groups; kb < k1; ++kb)
+          backward_key_block(a, b, kb * BN, w);
+        if (a.dq && groups == 1) {
           T* dq = a.dq + b * L * E;
-#pragma omp for schedule(static)
           for (int64_t r = 0; r < L; ++r)
-            for (int64_t e = 0; e < E; ++e) {
-              T acc = 0;
-              for (int t = 0; t < nt; ++t) acc += partial[size_t(t)][r * Ep + e];
-              dq[r * E + e] = a.scale * acc;
-            }
+            for (int64_t e = 0; e < E; ++e) dq[r * E + e] = a.scale * w.dq[r * Ep + e];
+        }
+        w.dq = own_dq;
+      }
+      if (a.dq && groups > 1) {
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < a.batch * L; ++row) {
+          const int64_t b = row / L, r = row % L;
+          const T* p = partial.data() + b * groups * Lr * Ep + r * Ep;
+          T* dq = a.dq + row * E;
+          for (int64_t e = 0; e < E; ++e) {
+            T acc = p[e];
+            for (int64_t g = 1; g < groups; ++g) acc += p[g * Lr * Ep + e];
+            dq[e] = a.scale * acc;
+          }
         }
       }
     }

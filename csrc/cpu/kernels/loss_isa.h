@@ -29,6 +29,22 @@ inline int loss_threads(int64_t rows, double work) {
   return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(omp_get_max_threads()), rows, by_work})));
 }
 
+// sum of f(i) over [0, rows), in double: per chunk fixed by the sizes (parallel.h), the
+// chunks added in order, so the same bits for any thread count.
+template <class F>
+double chunked_sum(int nt, int64_t rows, int64_t cols, F&& f) {
+  const int64_t chunks = reduction_chunks(rows, cols, 16384, 64);
+  std::vector<double> part(size_t(std::max<int64_t>(chunks, 1)), 0.0);
+  parallel_items(nt, rows > 0 ? chunks : 0, [&](int64_t c) {
+    double s = 0;
+    for (int64_t i = chunk_start(c, chunks, rows), e = chunk_start(c + 1, chunks, rows); i < e; ++i) s += f(i);
+    part[size_t(c)] = s;
+  });
+  double total = 0;
+  for (double p : part) total += p;
+  return total;
+}
+
 // One row of cross-entropy: loss, and the scaled gradient when g != nullptr.
 template <class V>
 struct CrossEntropyRow {
@@ -230,13 +246,11 @@ void cross_entropy_run(const CrossEntropyArgs<typename V::T>& a) {
     row.wsum = double(a.C);
   }
   const int nt = loss_threads(a.N, double(a.N) * double(a.C));
-  double total = 0;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : total) if (nt > 1)
-  for (int64_t i = 0; i < a.N; ++i) {
+  const double total = chunked_sum(nt, a.N, a.C, [&](int64_t i) {
     const T l = row.run(i);
     if (a.loss_rows) a.loss_rows[i] = l;
-    total += double(l);
-  }
+    return double(l);
+  });
   if (a.loss_sum) *a.loss_sum = total;
 }
 
@@ -293,13 +307,11 @@ void add_column_sums_run(int64_t N, int64_t C, const typename V::T* g, int64_t l
 template <typename T, class F>
 void elementwise_reduce(int64_t n, T* loss_rows, double* loss_sum, F f) {
   const int nt = loss_threads(n, double(n) * 4);
-  double total = 0;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : total) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  const double total = chunked_sum(nt, n, 4, [&](int64_t i) {
     const T l = f(i);
     if (loss_rows) loss_rows[i] = l;
-    total += double(l);
-  }
+    return double(l);
+  });
   if (loss_sum) *loss_sum = total;
 }
 

@@ -204,13 +204,13 @@ void layer_norm_backward(int64_t M, int64_t N, const typename V::T* g, const typ
     return;
   }
   const int nt = norm_detail::threads_for(M, N);
-  // per thread: its partial sums [2, N] and its block sums [2, N]
-  std::vector<T> part(wb ? size_t(nt) * 4 * N : 0, T(0));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int64_t r0 = t * M / nth, r1 = (t + 1) * M / nth;
-    T* pw = wb ? part.data() + size_t(t) * 4 * N : nullptr;
+  // Rows in chunks fixed by M and N; per chunk its partial sums [2, N] and its block sums
+  // [2, N]; the chunks' sums added in chunk order (parallel.h).
+  const int64_t chunks = reduction_chunks(M, N);
+  std::vector<T> part(wb ? size_t(chunks) * 4 * N : 0, T(0));
+  parallel_items(nt, chunks, [&](int64_t c) {
+    const int64_t r0 = chunk_start(c, chunks, M), r1 = chunk_start(c + 1, chunks, M);
+    T* pw = wb ? part.data() + size_t(c) * 4 * N : nullptr;
     T* pb = wb ? pw + N : nullptr;
     T* bw = wb ? pw + 2 * N : nullptr;
     T* bb = wb ? pw + 3 * N : nullptr;
@@ -232,21 +232,9 @@ void layer_norm_backward(int64_t M, int64_t N, const typename V::T* g, const typ
         bw[j] = bb[j] = T(0);
       }
     }
-    if (wb) {
-#pragma omp barrier
-      // each thread sums a slice of columns over the threads, in thread order
-      const int64_t j0 = t * N / nth, j1 = (t + 1) * N / nth;
-      for (int64_t j = j0; j < j1; ++j) {
-        T sw = T(0), sb = T(0);
-        for (int u = 0; u < nth; ++u) {
-          sw += part[size_t(u) * 4 * N + j];
-          sb += part[size_t(u) * 4 * N + N + j];
-        }
-        if (dw) dw[j] = sw;
-        if (db) db[j] = sb;
-      }
-    }
-  }
+  });
+  if (dw) sum_partials(nt, chunks, N, part.data(), 4 * N, dw);
+  if (db) sum_partials(nt, chunks, N, part.data() + N, 4 * N, db);
 }
 
 // Entry points for norm.cpp, one set per instruction set.

@@ -14,6 +14,9 @@
 #include <vector>
 
 #include <omp.h>
+
+#include "../parallel.h"
+#include "../scratch.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif

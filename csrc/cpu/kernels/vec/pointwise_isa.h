@@ -9,7 +9,9 @@ namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 // For a [M, N] gradient g (strides rsg, csg; expanded gradients have stride 0):
 //   dz = g * act'(z)        when act != none (z: [M, N] row-major with ldz; dz row-major, N)
 //   db[n] = sum_m dz[m, n]  when db != nullptr (dz taken as g when act == none)
-// Rows are split between threads; each sums its rows into a private row, then they are added.
+// Rows are split into chunks fixed by M and N (parallel.h); each chunk sums its rows into its
+// own row of partial sums, and the chunks' rows are added in order: the same bits for any
+// thread count.
 template <class V>
 void bias_act_backward(int64_t M, int64_t N, const typename V::T* g, int64_t rsg, int64_t csg,
                        const typename V::T* z, int64_t ldz, typename V::T* dz, Activation act,
@@ -19,16 +21,13 @@ void bias_act_backward(int64_t M, int64_t N, const typename V::T* g, int64_t rsg
     if (db) std::fill(db, db + std::max<int64_t>(N, 0), T(0));
     return;
   }
-  const int nt = omp_in_parallel() ? 1
-                 : std::max(1, std::min<int>(omp_get_max_threads(), int(M * N / 16384)));
-  std::vector<T> partial(db ? size_t(nt) * N : 0, T(0));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int64_t m0 = tid * M / nth, m1 = (tid + 1) * M / nth;
-    T* acc = db ? partial.data() + size_t(tid) * N : nullptr;
+  const int nt = threads_for_work(double(M) * double(N), 16384);
+  const int64_t chunks = reduction_chunks(M, N);
+  std::vector<T> partial(db ? size_t(chunks) * N : 0, T(0));
+  parallel_items(nt, chunks, [&](int64_t c) {
+    T* acc = db ? partial.data() + size_t(c) * N : nullptr;
     std::vector<T> row;
-    for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t m = chunk_start(c, chunks, M), m1 = chunk_start(c + 1, chunks, M); m < m1; ++m) {
       const T* src = g + m * rsg;
       int64_t cs = csg;
       if (act != Activation::none) {
@@ -47,14 +46,8 @@ void bias_act_backward(int64_t M, int64_t N, const typename V::T* g, int64_t rsg
       for (; n + V::W <= N; n += V::W) V::storeu(acc + n, V::add(V::loadu(acc + n), V::loadu(src + n)));
       for (; n < N; ++n) acc[n] += src[n];
     }
-  }
-  if (db) {
-    for (int64_t n = 0; n < N; ++n) {
-      T s = T(0);
-      for (int t = 0; t < nt; ++t) s += partial[size_t(t) * N + n];
-      db[n] = s;
-    }
-  }
+  });
+  if (db) sum_partials(nt, chunks, N, partial.data(), N, db);
 }
 
 // Sustained FMA rate of this instruction set: independent accumulator chains in registers,

@@ -1,0 +1,198 @@
+"""Every CPU op on shapes large enough that its kernels split work between threads, with its
+outputs and gradients: what tests/test_threads.py compares bit for bit across thread counts,
+OpenMP team limits and Python threads.
+
+Run as a program it computes every case and saves the results (`python tests/thread_cases.py
+OUT.pt [NAME ...]`), so that a child process under other OpenMP settings can be compared with
+the parent.
+"""
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import fusedops
+from fusedops import nn as fnn
+from fusedops import ops
+
+
+def _inputs(seed, *shapes, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, generator=g).requires_grad_(grad) for s in shapes]
+
+
+def _grads(out, inputs, seed=99):
+    """Output, then the gradient of every input for a fixed random cotangent."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    g = torch.Generator().manual_seed(seed)
+    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    grads = torch.autograd.grad(outs, inputs, cot, allow_unused=True)
+    return [o.detach() for o in outs] + [x for x in grads if x is not None]
+
+
+def linear():
+    x, w, b = _inputs(1, (300, 257), (513, 257), (513,))
+    return _grads(ops.linear(x, w, b, activation="gelu_tanh"), [x, w, b])
+
+
+def linear_small_m():
+    x, w, b = _inputs(2, (40, 1024), (1536, 1024), (1536,))
+    return _grads(ops.linear(x, w, b), [x, w, b])
+
+
+def matmul():
+    a, b = _inputs(3, (3, 130, 200), (3, 200, 190))
+    return _grads(ops.matmul(a, b), [a, b])
+
+
+def conv_padded():  # stride 1: the padded-width implicit GEMM and its adjoint
+    x, w, b = _inputs(4, (9, 16, 19, 19), (32, 16, 3, 3), (32,))
+    return _grads(ops.conv2d(x, w, b, padding=1), [x, w, b])
+
+
+def conv_first_layer():  # one input channel
+    x, w, b = _inputs(5, (37, 1, 28, 28), (16, 1, 5, 5), (16,))
+    return _grads(ops.conv2d(x, w, b, padding=2), [x, w, b])
+
+
+def conv_strided():
+    x, w, b = _inputs(6, (7, 12, 23, 23), (24, 6, 3, 3), (24,))
+    return _grads(ops.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2), [x, w, b])
+
+
+def max_pool():
+    (x,) = _inputs(7, (9, 24, 33, 33))
+    return _grads(ops.max_pool2d(x, 3, 2, padding=1), [x])
+
+
+def attention_one_head():  # fewer heads than threads: the key blocks of a head split
+    q, k, v = _inputs(8, (1, 1, 300, 64), (1, 1, 333, 64), (1, 1, 333, 64))
+    return _grads(ops.scaled_dot_product_attention(q, k, v), [q, k, v])
+
+
+def attention_causal_heads():
+    q, k, v = _inputs(9, (2, 3, 200, 40), (2, 3, 200, 40), (2, 3, 200, 40))
+    return _grads(ops.scaled_dot_product_attention(q, k, v, is_causal=True), [q, k, v])
+
+
+def attention_dropout():
+    q, k, v = _inputs(10, (1, 2, 150, 32), (1, 2, 170, 32), (1, 2, 170, 32))
+    rng = torch.tensor([12345, 678], dtype=torch.int64)  # (seed, offset): no global generator
+    out = torch.ops.fusedops.scaled_dot_product_attention(q, k, v, None, 0.3, False, None, False, rng)[0]
+    return _grads(out, [q, k, v])
+
+
+def layer_norm():
+    x, w, b = _inputs(11, (4099, 384), (384,), (384,))
+    return _grads(ops.layer_norm(x, [384], w, b), [x, w, b])
+
+
+def add_layer_norm():
+    x, r, w, b = _inputs(12, (2051, 384), (2051, 384), (384,), (384,))
+    return _grads(ops.add_layer_norm(x, r, [384], w, b), [x, r, w, b])
+
+
+def activations():
+    (x,) = _inputs(13, (1001, 999))
+    out = []
+    for f in (lambda t: ops.gelu(t), lambda t: ops.gelu(t, approximate="tanh"), ops.sigmoid, ops.tanh,
+              lambda t: ops.relu(t), lambda t: ops.softmax(t, -1), lambda t: ops.log_softmax(t, -1)):
+        out += _grads(f(x), [x])
+    return out
+
+
+def cross_entropy():
+    (x,) = _inputs(14, (1031, 3001))
+    t = torch.randint(0, 3001, (1031,), generator=torch.Generator().manual_seed(1))
+    return _grads(ops.cross_entropy(x, t, label_smoothing=0.1), [x])
+
+
+def linear_cross_entropy():
+    x, w = _inputs(15, (777, 128), (2053, 128))
+    t = torch.randint(0, 2053, (777,), generator=torch.Generator().manual_seed(2))
+    return _grads(ops.linear_cross_entropy(x, w, t), [x, w])
+
+
+def other_losses():
+    x, y = _inputs(16, (2000, 513), (2000, 513))
+    p = torch.rand(2000, 513, generator=torch.Generator().manual_seed(3))
+    return _grads(ops.mse_loss(x, y), [x, y]) + _grads(ops.binary_cross_entropy_with_logits(x, p), [x])
+
+
+def _seeded(module, seed):
+    """The module's parameters drawn from their own generator (cases run from several Python
+    threads at once must not share torch's global one)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 0.2 - 0.1)
+    return module
+
+
+def _recurrent(cls, seed, **kw):
+    layer = _seeded(cls(96, 160, num_layers=2, batch_first=True, **kw), seed)
+    (x,) = _inputs(seed, (21, 33, 96))
+    out, _ = layer(x)
+    return _grads(out, [x, *layer.parameters()])
+
+
+def lstm():
+    return _recurrent(fnn.LSTM, 17, bidirectional=True)
+
+
+def gru():
+    return _recurrent(fnn.GRU, 18)
+
+
+def rnn():
+    return _recurrent(fnn.RNN, 19)
+
+
+def cells():
+    out = []
+    for i, cls in enumerate((fnn.LSTMCell, fnn.GRUCell, fnn.RNNCell)):
+        cell = _seeded(cls(200, 300), 20 + i)
+        (x,) = _inputs(20 + i, (64, 200))
+        h = cell(x)
+        out += _grads(h, [x, *cell.parameters()])
+    return out
+
+
+def optimizers():
+    out = []
+    for make in (lambda p: fusedops.optim.AdamW(p, lr=1e-2), lambda p: fusedops.optim.SGD(p, lr=1e-2, momentum=0.9)):
+        params = [torch.nn.Parameter(t.detach()) for t in _inputs(23, (1000, 1001), (333,), grad=False)]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+        opt = make(params)
+        for _ in range(2):
+            opt.step()
+        norm = fusedops.optim.clip_grad_norm_(params, 1.0)
+        out += [p.detach().clone() for p in params] + [p.grad.clone() for p in params] + [norm]
+    return out
+
+
+CASES = {f.__name__: f for f in (
+    linear, linear_small_m, matmul, conv_padded, conv_first_layer, conv_strided, max_pool,
+    attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
+    activations, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    optimizers)}
+
+
+def run(names=None):
+    return {n: CASES[n]() for n in (names or CASES)}
+
+
+def differences(a, b):
+    """Names of the cases whose results differ in any bit, with the largest difference."""
+    bad = {}
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            if x.shape != y.shape or not torch.equal(x, y):
+                bad[name] = (x.float() - y.float()).abs().max().item() if x.shape == y.shape else "shape"
+                break
+    return bad
+
+
+if __name__ == "__main__":
+    torch.save(run(sys.argv[2:] or None), sys.argv[1])
