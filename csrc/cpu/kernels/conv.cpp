@@ -13,6 +13,7 @@
 
 #include "conv_direct.h"
 #include "gemm/gemm.h"
+#include "scratch.h"
 
 namespace fusedops::cpu {
 namespace {
@@ -237,16 +238,12 @@ void forward_image_gemm(const Conv2dShape& s, const T* x, const T* w, const T* b
 // out of the [Kg, (OH - 1) * Wp + OW] result.
 bool padded_width(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1 && !pointwise(s); }
 
-// Per-thread buffers of the padded-width path, kept between calls (a batch is sized to about
-// 1 MB of input and of output, so they stay that small) to spare fresh pages every call.
+// Buffers of the padded-width path, per call and thread (a batch is sized to about 1 MB of
+// input and of output); from the scratch cache, so a call reuses the pages of the one before.
 template <typename T>
 struct PaddedScratch {
-  std::vector<T> xp, out;
-  std::vector<int64_t> off;
-  static PaddedScratch& local() {
-    static thread_local PaddedScratch sc;
-    return sc;
-  }
+  ScratchVec<T> xp, out;
+  ScratchVec<int64_t> off;
 };
 
 // Sizes of the padded image and of the padded-width positions: NP = (OH - 1) * Wp + OW.
@@ -257,7 +254,7 @@ struct PaddedDims {
 };
 
 // off[kk] = where tap kk = (c, r, q) starts in the padded image: c * plane + r * dh * Wp + q * dw.
-inline void tap_offsets(const Conv2dShape& s, std::vector<int64_t>& off) {
+inline void tap_offsets(const Conv2dShape& s, ScratchVec<int64_t>& off) {
   const Dims d(s);
   const PaddedDims pd(s);
   off.resize(size_t(d.CRS));
@@ -392,7 +389,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       const int64_t per = padded_batch(s, s.N / nt), chunks = (s.N + per - 1) / per;
 #pragma omp parallel num_threads(nt)
       {
-        PaddedScratch<T>& sc = PaddedScratch<T>::local();
+        PaddedScratch<T> sc;
         padded_prepare(s, sc, per);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t q = 0; q < chunks; ++q)
@@ -400,7 +397,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       }
     } else {
       const int64_t per = padded_batch(s, s.N);
-      PaddedScratch<T>& sc = PaddedScratch<T>::local();
+      PaddedScratch<T> sc;
       padded_prepare(s, sc, per);
       for (int64_t n = 0; n < s.N; n += per) forward_images_padded(s, x, w, bias, y, n, std::min(per, s.N - n), 0, sc);
     }
@@ -467,6 +464,16 @@ void weight_image_gemm(const Conv2dShape& s, const T* gy, const T* x, T* dst, in
 
 }  // namespace
 
+// Images summed in groups fixed by the batch and the weight's size (never by the thread
+// count): each group into its own buffer, the buffers then added in group order, so the
+// gradient has the same bits for any number of threads. Up to 16 groups, their buffers at
+// most 16 MB together; one group (every image in turn, each product parallel inside) when a
+// weight is too large for two.
+inline int64_t image_groups(int64_t N, int64_t weight_bytes) {
+  const int64_t by_memory = (int64_t(16) << 20) / std::max<int64_t>(weight_bytes, 1);
+  return std::clamp<int64_t>(std::min<int64_t>(N, 16), 1, std::max<int64_t>(by_memory, 1));
+}
+
 template <typename T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw) {
   const Dims d(s);
@@ -477,81 +484,51 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     return;
   }
   const int nt = pool_threads();
-  if (padded_width(s) && !thin(s)) {
-    // Each thread sums its images into its own transposed [groups][CRS][Kg] buffer; then
-    // gw[g * Kg + k][kk] = the sum over threads of buf[g][kk][k].
-    const int use = s.N >= nt ? nt : 1;
-    std::vector<T> bufs(size_t(use) * size_t(wsize));
-#pragma omp parallel num_threads(use) if (use > 1)
-    {
-      const int t = omp_get_thread_num();
-      PaddedScratch<T>& sc = PaddedScratch<T>::local();
-      padded_prepare(s, sc, 1, false);  // (the weight gradient reads gy where it lies)
-      T* acc = bufs.data() + size_t(t) * size_t(wsize);
-      const int64_t n0 = s.N * t / use, n1 = s.N * (t + 1) / use;
-      for (int64_t n = n0; n < n1; ++n)
-        weight_image_padded(s, gy, x, acc, n, n > n0, use > 1 ? 1 : 0, sc);
-#pragma omp barrier
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < wsize; ++i) {
-        const int64_t g = i / (d.Kg * d.CRS), k = i / d.CRS % d.Kg, kk = i % d.CRS;
-        const size_t src = size_t((g * d.CRS + kk) * d.Kg + k);
-        T sum = T(0);
-        for (int u = 0; u < use; ++u) sum += bufs[size_t(u) * size_t(wsize) + src];
-        gw[i] = sum;
-      }
-    }
-    return;
-  }
   if (thin(s)) {
-    // Planes k in parallel, each summing over the batch: no reduction between threads.
+    // Blocks of up to four output channels of one group in parallel, each over the batch in
+    // order: no sums between threads.
     const double flops = 2.0 * double(s.N) * double(s.K) * double(d.P) * double(d.CRS);
     const int use = flops < 1e6 ? 1 : nt;
-    // Blocks of up to four output channels of one group in parallel, each over the batch.
     const int64_t kbs = (d.Kg + 3) / 4, blocks = s.groups * kbs;
-    if (blocks >= use) {
 #pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
-      for (int64_t t = 0; t < blocks; ++t) {
-        const int64_t k0 = t / kbs * d.Kg + 4 * (t % kbs);
-        const int kb = int(std::min<int64_t>(4, d.Kg - 4 * (t % kbs)));
-        for (int64_t n = 0; n < s.N; ++n) conv_direct_weight<T>(s, gy, x, gw, n, k0, kb, n > 0);
-      }
-      return;
-    }
-  }
-  if (nt > 1 && s.N >= 2 * nt) {
-    // Each thread sums its share of the images into its own buffer (thread 0: gw), then the
-    // buffers are added up.
-    std::vector<T> part(size_t(nt - 1) * size_t(wsize));
-    const bool use_direct = thin(s);
-#pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num();
-      T* dst = t == 0 ? gw : part.data() + size_t(t - 1) * wsize;
-      const int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-      for (int64_t n = n0; n < n1; ++n) {
-        if (use_direct) {
-          for (int64_t k = 0; k < s.K; ++k) conv_direct_weight<T>(s, gy, x, dst, n, k, 1, n > n0);
-        } else {
-          weight_image_gemm(s, gy, x, dst, n, n > n0 ? T(1) : T(0));
-        }
-      }
-#pragma omp barrier
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < wsize; ++i) {
-        T acc = gw[i];
-        for (int u = 0; u < nt - 1; ++u) acc += part[size_t(u) * wsize + i];
-        gw[i] = acc;
-      }
+    for (int64_t t = 0; t < blocks; ++t) {
+      const int64_t k0 = t / kbs * d.Kg + 4 * (t % kbs);
+      const int kb = int(std::min<int64_t>(4, d.Kg - 4 * (t % kbs)));
+      for (int64_t n = 0; n < s.N; ++n) conv_direct_weight<T>(s, gy, x, gw, n, k0, kb, n > 0);
     }
     return;
   }
-  for (int64_t n = 0; n < s.N; ++n) {
-    if (thin(s)) {
-      for (int64_t k = 0; k < s.K; ++k) conv_direct_weight<T>(s, gy, x, gw, n, k, 1, n > 0);
+  const bool padded = padded_width(s);
+  const int64_t G = image_groups(s.N, wsize * int64_t(sizeof(T)));
+  // The padded-width path sums into transposed [groups][CRS][Kg] buffers; the other writes
+  // gw's layout, and a single group sums straight into gw.
+  std::vector<T> bufs(padded || G > 1 ? size_t(G) * size_t(wsize) : 0);
+  auto sum_group = [&](int64_t grp, int max_threads) {
+    T* acc = bufs.empty() ? gw : bufs.data() + size_t(grp) * size_t(wsize);
+    const int64_t n0 = s.N * grp / G, n1 = s.N * (grp + 1) / G;
+    if (padded) {
+      PaddedScratch<T> sc;
+      padded_prepare(s, sc, 1, false);  // (the weight gradient reads gy where it lies)
+      for (int64_t n = n0; n < n1; ++n) weight_image_padded(s, gy, x, acc, n, n > n0, max_threads, sc);
     } else {
-      weight_image_gemm(s, gy, x, gw, n, n > 0 ? T(1) : T(0));
+      for (int64_t n = n0; n < n1; ++n) weight_image_gemm(s, gy, x, acc, n, n > n0 ? T(1) : T(0));
     }
+  };
+  if (G == 1) {
+    sum_group(0, 0);  // the products parallel inside
+  } else {
+    const int use = int(std::min<int64_t>(nt, G));
+#pragma omp parallel for num_threads(use) schedule(dynamic, 1) if (use > 1)
+    for (int64_t grp = 0; grp < G; ++grp) sum_group(grp, 1);
+  }
+  if (bufs.empty()) return;
+  const int use = double(G) * double(wsize) < 65536 ? 1 : nt;
+#pragma omp parallel for num_threads(use) schedule(static) if (use > 1)
+  for (int64_t i = 0; i < wsize; ++i) {
+    const int64_t src = padded ? (i / (d.Kg * d.CRS) * d.CRS + i % d.CRS) * d.Kg + i / d.CRS % d.Kg : i;
+    T sum = bufs[size_t(src)];
+    for (int64_t u = 1; u < G; ++u) sum += bufs[size_t(u) * size_t(wsize) + size_t(src)];
+    gw[i] = sum;
   }
 }
 
@@ -651,13 +628,9 @@ void input_image_gemm(const Conv2dShape& s, const T* gy, const T* w, T* gx, int6
 // convolution multiplies the zeros of gy's full padding). Without padding the padded
 // gradient is gx itself; otherwise its interior is copied out.
 template <typename T>
-struct AdjointScratch {
-  std::vector<T> gyp, gxp;
-  std::vector<int64_t> boff, coff;
-  static AdjointScratch& local() {  // kept between calls, as PaddedScratch
-    static thread_local AdjointScratch sc;
-    return sc;
-  }
+struct AdjointScratch {  // per call, as PaddedScratch
+  ScratchVec<T> gyp, gxp;
+  ScratchVec<int64_t> boff, coff;
 };
 
 template <typename T>
@@ -671,7 +644,7 @@ void input_adjoint(const Conv2dShape& s, const T* gy, const T* w, T* gx) {
   // Images per product: about 1 MB of gy and gradient (the product splits its rows between
   // threads too, so one large image is enough work).
   const int64_t per = std::clamp<int64_t>((int64_t(1) << 20) / int64_t(sizeof(T)) / per_image, 1, s.N);
-  AdjointScratch<T>& sc = AdjointScratch<T>::local();
+  AdjointScratch<T> sc;
   // (Past the rows only vectors the GEMM drops are read: the slack needs no zeros.)
   sc.gyp.resize(size_t(per * d.Kg * nps + kGemmOffsetSlack));
   if (!unpadded) sc.gxp.resize(size_t(per * d.Cg * pd.plane));
