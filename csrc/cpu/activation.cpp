@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/threads.h"
 #include "common/checks.h"
 #include "common/fresh_output.h"
 #include "common/norm_args.h"
@@ -117,18 +118,18 @@ at::Tensor log_softmax_backward_cpu(const at::Tensor& grad_output, const at::Ten
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("gelu", &gelu_cpu);
-  m.impl("gelu_backward", &gelu_backward_cpu);
-  m.impl("relu", &relu_cpu);
-  m.impl("relu_backward", &relu_backward_cpu);
-  m.impl("sigmoid", &sigmoid_cpu);
-  m.impl("sigmoid_backward", &sigmoid_backward_cpu);
-  m.impl("tanh", &tanh_cpu);
-  m.impl("tanh_backward", &tanh_backward_cpu);
-  m.impl("softmax", &softmax_cpu);
-  m.impl("softmax_backward", &softmax_backward_cpu);
-  m.impl("log_softmax", &log_softmax_cpu);
-  m.impl("log_softmax_backward", &log_softmax_backward_cpu);
+  m.impl("gelu", FUSEDOPS_CPU(gelu_cpu));
+  m.impl("gelu_backward", FUSEDOPS_CPU(gelu_backward_cpu));
+  m.impl("relu", FUSEDOPS_CPU(relu_cpu));
+  m.impl("relu_backward", FUSEDOPS_CPU(relu_backward_cpu));
+  m.impl("sigmoid", FUSEDOPS_CPU(sigmoid_cpu));
+  m.impl("sigmoid_backward", FUSEDOPS_CPU(sigmoid_backward_cpu));
+  m.impl("tanh", FUSEDOPS_CPU(tanh_cpu));
+  m.impl("tanh_backward", FUSEDOPS_CPU(tanh_backward_cpu));
+  m.impl("softmax", FUSEDOPS_CPU(softmax_cpu));
+  m.impl("softmax_backward", FUSEDOPS_CPU(softmax_backward_cpu));
+  m.impl("log_softmax", FUSEDOPS_CPU(log_softmax_cpu));
+  m.impl("log_softmax_backward", FUSEDOPS_CPU(log_softmax_backward_cpu));
 }
 
 }  // namespace fusedops

@@ -8,6 +8,7 @@
 #include <array>
 #include <optional>
 
+#include "common/threads.h"
 #include "common/attention_args.h"
 #include "common/checks.h"
 #include "cpu/kernels/attention.h"
@@ -175,8 +176,8 @@ sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at:
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("scaled_dot_product_attention", &sdpa_cpu);
-  m.impl("scaled_dot_product_attention_backward", &sdpa_backward_cpu);
+  m.impl("scaled_dot_product_attention", FUSEDOPS_CPU(sdpa_cpu));
+  m.impl("scaled_dot_product_attention_backward", FUSEDOPS_CPU(sdpa_backward_cpu));
 }
 
 }  // namespace fusedops

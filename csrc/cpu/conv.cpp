@@ -8,6 +8,7 @@
 #include <array>
 #include <optional>
 
+#include "common/threads.h"
 #include "common/checks.h"
 #include "common/conv_args.h"
 #include "cpu/kernels/conv.h"
@@ -140,10 +141,10 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("conv2d", &conv2d_cpu);
-  m.impl("conv2d_backward", &conv2d_backward_cpu);
-  m.impl("max_pool2d_with_indices", &max_pool2d_with_indices_cpu);
-  m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
+  m.impl("conv2d", FUSEDOPS_CPU(conv2d_cpu));
+  m.impl("conv2d_backward", FUSEDOPS_CPU(conv2d_backward_cpu));
+  m.impl("max_pool2d_with_indices", FUSEDOPS_CPU(max_pool2d_with_indices_cpu));
+  m.impl("max_pool2d_backward", FUSEDOPS_CPU(max_pool2d_backward_cpu));
 }
 
 }  // namespace fusedops

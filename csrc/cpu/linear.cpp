@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "common/threads.h"
 #include "common/checks.h"
 #include "common/linear_args.h"
 #include "cpu/kernels/gemm/gemm.h"
@@ -230,11 +231,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("linear", &linear_cpu);
-  m.impl("linear_act", &linear_act_cpu);
-  m.impl("linear_backward", &linear_backward_cpu);
-  m.impl("matmul", &matmul_cpu);
-  m.impl("matmul_backward", &matmul_backward_cpu);
+  m.impl("linear", FUSEDOPS_CPU(linear_cpu));
+  m.impl("linear_act", FUSEDOPS_CPU(linear_act_cpu));
+  m.impl("linear_backward", FUSEDOPS_CPU(linear_backward_cpu));
+  m.impl("matmul", FUSEDOPS_CPU(matmul_cpu));
+  m.impl("matmul_backward", FUSEDOPS_CPU(matmul_backward_cpu));
 }
 
 }  // namespace fusedops

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "common/threads.h"
+#include "common/caches.h"
 #include "common/checks.h"
 #include "common/linear_args.h"
 #include "common/loss_args.h"
@@ -23,17 +25,27 @@ namespace {
 
 // The gradient buffer of cross_entropy: 800 MB for 4096 x 50304 logits, written once. Fresh
 // memory costs a page fault per page (a fill of new memory measured 11x slower than of touched
-// memory here), so the last large buffer is kept and handed out again once nothing but this
-// cache refers to it (the previous step's gradient has been consumed) — one slot per process,
-// like a caching allocator's. A buffer still referenced anywhere is never reused.
+// memory here). With FUSEDOPS_CE_GRAD_CACHE=1 the last large buffer is kept and handed out
+// again once nothing but this cache refers to it (the previous step's gradient has been
+// consumed) — one slot per process, like a caching allocator's; a buffer still referenced
+// anywhere is never reused. Off by default: it holds the buffer after every tensor is gone
+// (fusedops.empty_cache() drops it).
 std::mutex grad_cache_mutex;
 at::Tensor grad_cache;
+
+bool grad_cache_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("FUSEDOPS_CE_GRAD_CACHE");
+    return e && *e && std::string(e) != "0";
+  }();
+  return on;
+}
 
 at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   int64_t numel = 1;
   for (int64_t s : sizes) numel *= s;
-  const bool large = numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opt.dtype()))) >=
-                     (int64_t(64) << 20);
+  const bool large = grad_cache_enabled() &&
+                     numel * int64_t(c10::elementSize(c10::typeMetaToScalarType(opt.dtype()))) >= (int64_t(64) << 20);
   if (large) {
     std::lock_guard<std::mutex> lock(grad_cache_mutex);
     if (grad_cache.defined() && grad_cache.use_count() == 1 &&
@@ -55,6 +67,22 @@ at::Tensor empty_grad(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   }
   return g;
 }
+
+}  // namespace
+
+size_t loss_cache_bytes() {
+  std::lock_guard<std::mutex> lock(grad_cache_mutex);
+  return grad_cache.defined() ? grad_cache.nbytes() : 0;
+}
+
+size_t release_loss_cache() {
+  std::lock_guard<std::mutex> lock(grad_cache_mutex);
+  const size_t bytes = grad_cache.defined() ? grad_cache.nbytes() : 0;
+  grad_cache = at::Tensor();
+  return bytes;
+}
+
+namespace {
 
 // Class-index targets: int64 of `shape`; every value ignore_index or in [0, C). Returns the
 // weighted count of the rows not ignored.
@@ -507,15 +535,15 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("cross_entropy", &cross_entropy_cpu);
-  m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
-  m.impl("loss_grad_scale", &loss_grad_scale_cpu);
-  m.impl("linear_cross_entropy", &linear_cross_entropy_cpu);
-  m.impl("linear_cross_entropy_backward", &linear_cross_entropy_backward_cpu);
-  m.impl("mse_loss", &mse_loss_cpu);
-  m.impl("mse_loss_backward", &mse_loss_backward_cpu);
-  m.impl("binary_cross_entropy_with_logits", &bce_with_logits_cpu);
-  m.impl("binary_cross_entropy_with_logits_backward", &bce_with_logits_backward_cpu);
+  m.impl("cross_entropy", FUSEDOPS_CPU(cross_entropy_cpu));
+  m.impl("cross_entropy_backward", FUSEDOPS_CPU(cross_entropy_backward_cpu));
+  m.impl("loss_grad_scale", FUSEDOPS_CPU(loss_grad_scale_cpu));
+  m.impl("linear_cross_entropy", FUSEDOPS_CPU(linear_cross_entropy_cpu));
+  m.impl("linear_cross_entropy_backward", FUSEDOPS_CPU(linear_cross_entropy_backward_cpu));
+  m.impl("mse_loss", FUSEDOPS_CPU(mse_loss_cpu));
+  m.impl("mse_loss_backward", FUSEDOPS_CPU(mse_loss_backward_cpu));
+  m.impl("binary_cross_entropy_with_logits", FUSEDOPS_CPU(bce_with_logits_cpu));
+  m.impl("binary_cross_entropy_with_logits_backward", FUSEDOPS_CPU(bce_with_logits_backward_cpu));
 }
 
 }  // namespace fusedops

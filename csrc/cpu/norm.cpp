@@ -10,6 +10,7 @@
 #include <optional>
 #include <tuple>
 
+#include "common/threads.h"
 #include "common/checks.h"
 #include "common/fresh_output.h"
 #include "common/norm_args.h"
@@ -150,12 +151,12 @@ Grads add_layer_norm_backward_cpu(const at::Tensor& grad_output, const OptTensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("layer_norm", &layer_norm_cpu);
-  m.impl("layer_norm_stats", &layer_norm_stats_cpu);
-  m.impl("layer_norm_backward", &layer_norm_backward_cpu);
-  m.impl("add_layer_norm", &add_layer_norm_cpu);
-  m.impl("add_layer_norm_stats", &add_layer_norm_stats_cpu);
-  m.impl("add_layer_norm_backward", &add_layer_norm_backward_cpu);
+  m.impl("layer_norm", FUSEDOPS_CPU(layer_norm_cpu));
+  m.impl("layer_norm_stats", FUSEDOPS_CPU(layer_norm_stats_cpu));
+  m.impl("layer_norm_backward", FUSEDOPS_CPU(layer_norm_backward_cpu));
+  m.impl("add_layer_norm", FUSEDOPS_CPU(add_layer_norm_cpu));
+  m.impl("add_layer_norm_stats", FUSEDOPS_CPU(add_layer_norm_stats_cpu));
+  m.impl("add_layer_norm_backward", FUSEDOPS_CPU(add_layer_norm_backward_cpu));
 }
 
 }  // namespace fusedops

@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "common/threads.h"
 #include "common/checks.h"
 #include "common/optim_args.h"
 #include "cpu/kernels/optim.h"
@@ -190,10 +191,10 @@ void clip_scale_cpu(at::TensorList tensors, const at::Tensor& total_norm, double
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("adam_step_", &adam_step_cpu);
-  m.impl("sgd_step_", &sgd_step_cpu);
-  m.impl("total_norm", &total_norm_cpu);
-  m.impl("clip_scale_", &clip_scale_cpu);
+  m.impl("adam_step_", FUSEDOPS_CPU(adam_step_cpu));
+  m.impl("sgd_step_", FUSEDOPS_CPU(sgd_step_cpu));
+  m.impl("total_norm", FUSEDOPS_CPU(total_norm_cpu));
+  m.impl("clip_scale_", FUSEDOPS_CPU(clip_scale_cpu));
 }
 
 }  // namespace fusedops

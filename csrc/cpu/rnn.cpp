@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/threads.h"
 #include "common/fresh_output.h"
 #include "common/rnn_args.h"
 #include "cpu/kernels/gemm/gemm.h"
@@ -59,12 +60,13 @@ struct PackedWeight {
   const T* B;
   int64_t rsb, csb, N, K, M;
   const T* data = nullptr;
+  Isa isa = Isa::generic;  // the instruction set `data` was packed for
   PackedWeight(const T* B_, int64_t rsb_, int64_t csb_, int64_t N_, int64_t K_, int64_t M_, int64_t uses)
       : B(B_), rsb(rsb_), csb(csb_), N(N_), K(K_), M(M_) {
     if (uses < 2) return;
     GemmArgs<T> g;
     g.M = M, g.N = N, g.K = K, g.B = B, g.rsb = rsb, g.csb = csb;
-    data = cpu::gemm_pack_b<T>(g, storage);
+    data = cpu::gemm_pack_b<T>(g, storage, &isa);
   }
   // C[M, N] (ldc) = A[M, K] (row stride rsa) @ B + beta * C.
   void times(int64_t M, const T* A, int64_t rsa, T beta, T* C, int64_t ldc, const T* bias = nullptr) const {
@@ -72,7 +74,7 @@ struct PackedWeight {
     if (bias) g.bias = bias, g.bias_mode = BiasMode::per_col;
     g.M = M, g.N = N, g.K = K;
     g.A = A, g.rsa = rsa, g.csa = 1;
-    if (data) g.packed_b = data, g.packed_m = this->M;
+    if (data) g.packed_b = data, g.packed_m = this->M, g.packed_isa = isa;
     else g.B = B, g.rsb = rsb, g.csb = csb;
     g.beta = beta, g.C = C, g.ldc = ldc;
     cpu::gemm<T>(g);
@@ -308,8 +310,8 @@ Grads rnn_layer_backward_cpu(c10::string_view mode, const OptTensor& grad_output
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("rnn_layer", &rnn_layer_cpu);
-  m.impl("rnn_layer_backward", &rnn_layer_backward_cpu);
+  m.impl("rnn_layer", FUSEDOPS_CPU(rnn_layer_cpu));
+  m.impl("rnn_layer_backward", FUSEDOPS_CPU(rnn_layer_backward_cpu));
 }
 
 }  // namespace fusedops
