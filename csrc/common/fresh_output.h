@@ -40,10 +40,20 @@ inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& o
 // of blocks that return to it when their tensor dies. Huge pages still have to be zeroed by the
 // kernel on first touch: a 42 MB LSTM workspace, above glibc's 32 MB mmap ceiling, is fresh
 // memory on every call, ~7% of the layer's forward. The pool keeps at most kPoolKeep bytes of
-// idle blocks (a training loop's steady state of a few same-sized blocks); below kPoolMin bytes
-// this is empty_output. Not for tensors handed to users (a pooled tensor cannot be resized).
+// idle blocks (a training loop's steady state of a few same-sized blocks; default 64 MB,
+// FUSEDOPS_RNN_POOL_MB sets it, 0 keeps none); below kPoolMin bytes this is empty_output. Not
+// for tensors handed to users (a pooled tensor cannot be resized).
 constexpr int64_t kPoolMin = int64_t(16) << 20;
-constexpr size_t kPoolKeep = size_t(256) << 20;
+
+inline size_t pool_keep_bytes() {
+  static const size_t keep = [] {
+    const char* e = std::getenv("FUSEDOPS_RNN_POOL_MB");
+    char* end = nullptr;
+    const long long mb = e && *e ? std::strtoll(e, &end, 10) : -1;
+    return mb >= 0 && end != e ? size_t(mb) << 20 : size_t(64) << 20;
+  }();
+  return keep;
+}
 
 class BlockPool {
  public:
@@ -77,10 +87,27 @@ class BlockPool {
     *got = want;
     return p;
   }
+  size_t idle_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return idle_;
+  }
+  // Frees every idle block; returns the bytes freed.
+  size_t release() {
+    std::vector<std::pair<size_t, void*>> blocks;
+    size_t bytes;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      blocks.swap(free_);
+      bytes = idle_;
+      idle_ = 0;
+    }
+    for (auto& b : blocks) std::free(b.second);
+    return bytes;
+  }
   void give(void* p, size_t size) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (idle_ + size <= kPoolKeep) {
+      if (idle_ + size <= pool_keep_bytes()) {
         free_.emplace_back(size, p);
         idle_ += size;
         return;

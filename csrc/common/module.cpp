@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "common/caches.h"
 #include "common/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
 
@@ -73,9 +74,28 @@ PyObject* fma_peak(PyObject*, PyObject* args) {
   Py_END_ALLOW_THREADS return PyFloat_FromDouble(r);
 }
 
+// _empty_cache() -> int: frees the scratch, pool and loss caches; returns the bytes freed.
+PyObject* empty_cache(PyObject*, PyObject*) {
+  size_t freed;
+  Py_BEGIN_ALLOW_THREADS freed = fusedops::empty_caches();
+  Py_END_ALLOW_THREADS return PyLong_FromSize_t(freed);
+}
+
+// _cache_bytes() -> dict: idle bytes held by each cache now.
+PyObject* cache_bytes(PyObject*, PyObject*) {
+  const fusedops::CacheBytes b = fusedops::cache_bytes();
+  PyObject* d = PyDict_New();
+  set_int(d, "scratch", (long long)b.scratch);
+  set_int(d, "rnn_pool", (long long)b.rnn_pool);
+  set_int(d, "loss", (long long)b.loss);
+  return d;
+}
+
 PyMethodDef methods[] = {
     {"_cpu_info", cpu_info, METH_NOARGS, "CPU model, instruction sets, caches, GEMM tiles."},
     {"_set_isa", set_isa, METH_O, "Cap the instruction set the kernels use."},
+    {"_empty_cache", empty_cache, METH_NOARGS, "Free the kernels' caches; returns the bytes freed."},
+    {"_cache_bytes", cache_bytes, METH_NOARGS, "Idle bytes held by each cache."},
     {"_fma_peak_gflops", fma_peak, METH_VARARGS, "Measured fp32 FMA peak (threads, seconds)."},
     {nullptr, nullptr, 0, nullptr}};
 

@@ -194,9 +194,10 @@ void microkernel(int64_t kc, const typename V::T* __restrict Ap, const typename 
 
 // ---- driver ---------------------------------------------------------------------------------
 
+// A 64-byte aligned view of n elements of a call's scratch buffer (scratch.h: the blocks come
+// from the process-wide cache and go back to it when the call ends).
 template <typename T>
-T* scratch(std::vector<T>& buf, size_t n) {
-  // 64-byte aligned view into a per-thread buffer that only grows (no page faults per call).
+T* scratch(ScratchVec<T>& buf, size_t n) {
   const size_t pad = 64 / sizeof(T);
   if (buf.size() < n + pad) buf.resize(n + pad);
   auto p = reinterpret_cast<uintptr_t>(buf.data());
@@ -292,9 +293,14 @@ struct Gemm {
   // and beta applied when storing. (B read by rows packs by plain copies: measured no gain.)
   static constexpr int64_t kSmallM = 4 * NR;
 
+  // A^T is packed whole (all of K in one pass): up to 4 MB of it, beyond that (a long K) the
+  // blocked path, whose buffers do not grow with K.
+  static constexpr int64_t kSmallMPackMax = (int64_t(4) << 20) / int64_t(sizeof(T));
+
   static bool small_m(const GemmArgs<T>& g) {
     return g.M <= kSmallM && g.M >= NR / 2 && g.rsb == 1 && g.csb != 1 && !g.packed_b && !g.pack_b &&
-           g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= 16 && g.N >= MR;
+           g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= 16 && g.N >= MR &&
+           (g.M + NR - 1) / NR * NR * g.K <= kSmallMPackMax;
   }
 
   // tile[i * NR + j] = sum_k a[i][k] B[k * NR + j] for i < MR, j < NR. With run > 0, row i of A
@@ -340,7 +346,7 @@ struct Gemm {
 
   static void run_small_m(const GemmArgs<T>& g) {
     const int nt = choose_threads(g);
-    static thread_local std::vector<T> sbuf;
+    ScratchVec<T> sbuf;
     const int64_t panels = (g.M + NR - 1) / NR;
     T* const At = scratch(sbuf, size_t(panels * NR * g.K));
     for (int64_t p = 0; p < panels; ++p)  // At panel p: (k, c) = A(p * NR + c, k)
@@ -400,7 +406,7 @@ struct Gemm {
     int64_t kc_max, nc_max;
     plan(g.N, g.K, kc_max, nc_max);
     const int64_t mp = (g.M + MR - 1) / MR * MR;
-    static thread_local std::vector<T> abuf;
+    ScratchVec<T> abuf;
     T* const Ap = scratch(abuf, size_t(mp * g.K));
     for (int64_t pc = 0; pc < g.K; pc += kc_max)  // K step pc: panels at Ap + mp * pc
       pack_a<T, MR>(g.A + pc * g.csa, g.rsa, g.csa, g.M, std::min(kc_max, g.K - pc), Ap + mp * pc);
@@ -459,7 +465,7 @@ struct Gemm {
     // A packed per row block (its tiles start at the block's first row), per K step:
     // block q, step pc at Ap + q * bp * K + bp * pc.
     const int64_t bp = (rows + MR - 1) / MR * MR;
-    static thread_local std::vector<T> abuf;
+    ScratchVec<T> abuf;
     T* const Ap = scratch(abuf, size_t(rblocks * bp * g.K));
     for (int64_t q = 0; q < rblocks; ++q)
       for (int64_t pc = 0; pc < g.K; pc += kc_max)
@@ -499,7 +505,7 @@ struct Gemm {
     int64_t kc_max, nc_max;
     plan(g.N, g.K, kc_max, nc_max);
     const int64_t panels = (g.N + NR - 1) / NR, np = panels * NR;
-    static thread_local std::vector<T> bbuf;
+    ScratchVec<T> bbuf;
     T* const Bp = scratch(bbuf, size_t(np * g.K));
     for (int64_t pc = 0; pc < g.K; pc += kc_max) {  // K step pc: panels at Bp + np * pc
       const int64_t kc = std::min(kc_max, g.K - pc);
@@ -568,7 +574,7 @@ struct Gemm {
 
     // Two packed-B buffers, used by alternate steps: the barrier after a step's packing also
     // tells that every thread is done with the step before, so no barrier closes a step.
-    static thread_local std::vector<T> bbuf;
+    ScratchVec<T> bbuf;
     const size_t bsize = g.packed_b ? 0 : (size_t(kc_max) * nc_max + 15) / 16 * 16;
     T* const Bbuf = g.packed_b ? nullptr : scratch(bbuf, 2 * bsize);
     // Per (jc, pc) step: a counter of packed B panels handed out and one of work items.
@@ -578,7 +584,7 @@ struct Gemm {
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-      static thread_local std::vector<T> abuf;
+      ScratchVec<T> abuf;
       T* Ap = scratch(abuf, size_t(kc_max) * mc);
       int64_t step = 0;
       for (int64_t jc = 0; jc < g.N; jc += nc_max) {
