@@ -429,7 +429,11 @@ void test_gemm_packed_b(Isa isa) {
     else g.rsb = N, g.csb = 1;
     if (transposed == 2) g.pack_b = &pack_formula<T>;
     std::vector<T> storage;
-    const T* packed = fusedops::cpu::gemm_pack_b<T>(g, storage);
+    Isa packed_isa;
+    const T* packed = fusedops::cpu::gemm_pack_b<T>(g, storage, &packed_isa);
+    // The products run on the instruction set the panels were packed for, whatever is in
+    // force when they run: each set packs its own layout.
+    fusedops::set_isa(isa == Isa::generic ? Isa::avx512 : Isa::generic);
     for (auto [M, beta] : {std::pair<int64_t, double>{1, 0.0}, {64, 1.0}, {13, 0.5}}) {
       std::vector<T> A(static_cast<size_t>(M * K));
       for (auto& v : A) v = randn<T>();
@@ -437,7 +441,7 @@ void test_gemm_packed_b(Isa isa) {
       for (size_t x = 0; x < C.size(); ++x) C[x] = R[x] = beta == 0.0 ? std::numeric_limits<T>::quiet_NaN() : randn<T>();
       GemmArgs<T> p = g;
       p.M = M, p.A = A.data(), p.rsa = K, p.csa = 1, p.beta = T(beta), p.C = C.data(), p.ldc = N;
-      p.packed_b = packed, p.packed_m = pack_m;
+      p.packed_b = packed, p.packed_m = pack_m, p.packed_isa = packed_isa;
       fusedops::cpu::gemm<T>(p);
       p.packed_b = nullptr, p.C = R.data();
       fusedops::cpu::gemm_reference<T>(p);
@@ -451,6 +455,7 @@ void test_gemm_packed_b(Isa isa) {
                                long(pack_m)),
              fmt("max relative error %.3g > %.3g", worst, tol));
     }
+    fusedops::set_isa(isa);
   }
 }
 

@@ -42,7 +42,7 @@ void gemm_with_isa(Isa isa, const GemmArgs<T>& args) {
 
 template <typename T>
 void gemm(const GemmArgs<T>& args) {
-  gemm_with_isa<T>(active_isa(), args);
+  gemm_with_isa<T>(args.packed_b ? args.packed_isa : active_isa(), args);
 }
 
 template <typename T>
@@ -80,8 +80,9 @@ void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int
 }
 
 template <typename T>
-const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage) {
+const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage, Isa* packed_isa) {
   const Isa isa = active_isa();
+  *packed_isa = isa;
   int64_t (*size)(int64_t, int64_t, int64_t) = generic::packed_b_size_run<T>;
   void (*pack)(const GemmArgs<T>&, T*) = generic::pack_b_run<T>;
 #if defined(__x86_64__)
@@ -195,7 +196,7 @@ void gemm_reference(const GemmArgs<T>& g) {
   template void gemm_offset_c<T>(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, int64_t, \
                                  int64_t, int64_t, int64_t);                                              \
   template void gemm_offset_a<T>(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t); \
-  template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&);                 \
+  template const T* gemm_pack_b<T>(const GemmArgs<T>&, std::vector<T>&, Isa*);                 \
   template void gemm_with_isa<T>(Isa, const GemmArgs<T>&);                               \
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \
   template void gemm_reference<T>(const GemmArgs<T>&);                                   \

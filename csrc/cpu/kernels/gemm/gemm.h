@@ -49,15 +49,19 @@ struct GemmArgs {
   // for follows from it), whatever this product's M.
   const T* packed_b = nullptr;
   int64_t packed_m = 0;
+  // The instruction set packed_b was packed for (gemm_pack_b says): the product runs on it,
+  // whatever the instruction set in force is now, since each set packs its own panel layout.
+  Isa packed_isa = Isa::generic;
 };
 
 // Packs the B operand of args (N, K and B/rsb/csb or pack_b) once, into `storage`, for
-// GemmArgs::packed_b; returns the (aligned) start to put there. args.M: the rows of the
-// products that will use it (their largest; the packing suits the tile chosen for it).
+// GemmArgs::packed_b; returns the (aligned) start to put there, and in *isa the instruction
+// set it was packed for (for GemmArgs::packed_isa). args.M: the rows of the products that will
+// use it (their largest; the packing suits the tile chosen for it).
 template <typename T>
-const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage);
+const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage, Isa* isa);
 
-// Runs on the instruction set in force (active_isa()).
+// Runs on the instruction set in force (active_isa()), or on args.packed_isa with packed_b.
 template <typename T>
 void gemm(const GemmArgs<T>& args);
 
