@@ -29,9 +29,33 @@ def _load_extension():
 
 _C = _load_extension()
 
+
+def _check_isa_setting():
+    import os
+    import warnings
+
+    want = os.environ.get("FUSEDOPS_ISA")
+    if want is not None and want not in ("generic", "avx2", "avx512"):
+        warnings.warn(
+            f"fusedops: FUSEDOPS_ISA={want!r} is not one of 'generic', 'avx2', 'avx512'; "
+            f"ignored, the kernels use {_C._cpu_info()['isa']!r}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_check_isa_setting()
+
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 from . import optim  # noqa: E402
+
+
+def empty_cache() -> int:
+    """Frees the memory the CPU kernels keep between calls (scratch blocks, the recurrent layers'
+    block pool, the cross-entropy gradient buffer when FUSEDOPS_CE_GRAD_CACHE=1); returns the
+    bytes freed. Memory of live tensors is untouched."""
+    return _C._empty_cache()
 
 
 def cpu_info():
@@ -39,4 +63,4 @@ def cpu_info():
     return _C._cpu_info()
 
 
-__all__ = ["__version__", "ops", "nn", "optim", "cpu_info"]
+__all__ = ["__version__", "ops", "nn", "optim", "cpu_info", "empty_cache"]
