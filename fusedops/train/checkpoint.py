@@ -113,6 +113,10 @@ def load(path: str) -> dict:
                               f"{', '.join(map(repr, missing))} (not a fusedops.train checkpoint?)")
     wrong = [f"{k!r} is a {type(state[k]).__name__}" for k, t in REQUIRED.items()
              if not isinstance(state[k], t) or (t is int and isinstance(state[k], bool))]
+    if not wrong and state["step"] < 0:
+        wrong.append(f"'step' is {state['step']}")
+    if not wrong and not all(isinstance(h, dict) for h in state["history"]):
+        wrong.append("'history' holds other things than dicts")
     if wrong:
         raise CheckpointError(f"fusedops.train: checkpoint {path!r} is malformed: {'; '.join(wrong)}")
     return state

@@ -119,7 +119,8 @@ def parse_args(argv=None):
 
 
 _COUNTS = ("steps", "batch_size", "eval_interval", "eval_iters", "threads", "block_size",
-           "n_layer", "n_head", "n_embd")  # >= 1, or None where a default applies
+           "n_layer", "n_head", "n_embd")  # >= 1
+_OPTIONAL = ("threads", "block_size", "n_layer", "n_head", "n_embd")  # None: a default applies
 _SIZES = ("warmup", "sample_chars")  # >= 0
 _NUMBERS = {"lr": (0, math.inf, "> 0"), "dropout": (0, 1, "in [0, 1)"),
             "min_lr_ratio": (0, 1, "in [0, 1]"), "grad_clip": (0, math.inf, ">= 0"),
@@ -130,7 +131,7 @@ def _problem(args) -> Optional[str]:
     """What is wrong with the settings (from the command line or a checkpoint), or None."""
     for name in _COUNTS + _SIZES + ("seed",):
         v = getattr(args, name)
-        if v is None and name in _COUNTS:
+        if v is None and name in _OPTIONAL:
             continue
         low = 1 if name in _COUNTS else 0 if name in _SIZES else -math.inf
         if type(v) is not int or v < low:
