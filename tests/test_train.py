@@ -1,12 +1,9 @@
 """The GPT model and the training program: the fusedops model equals the torch one (loss and
 every gradient after loading the same weights), training lowers the loss, a resumed run
-continues exactly where an uninterrupted one would be, checkpoints survive a crash mid-write,
-and bad input gets a clear error."""
+continues exactly where an uninterrupted one would be, and checkpoints survive a crash
+mid-write. Signals, bad input and broken checkpoints: test_train_safety.py."""
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,8 +12,6 @@ import fusedops  # noqa: F401
 from fusedops.data import CharTokenizer, TextData, stdlib_corpus
 from fusedops.models import GPT, GPTConfig
 from fusedops.train import checkpoint, parse_args, train
-
-from conftest import REPO_ROOT  # tests/ is on sys.path under pytest
 
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
         "--batch-size", "4", "--eval-iters", "2", "--sample-chars", "20", "--no-progress"]
@@ -110,36 +105,5 @@ def test_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         checkpoint.save_atomic({"step": 2}, path)
     monkeypatch.undo()
-    assert checkpoint.load(path)["step"] == 1
+    assert torch.load(path, weights_only=True)["step"] == 1
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
-
-
-def test_sigterm_saves_a_checkpoint(tmp_path):
-    data = _corpus_file(tmp_path)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fusedops.train", *TINY, "--data", data, "--steps", "100000",
-           "--eval-interval", "100000", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until training runs
-        if line.startswith("step      0"):
-            break
-    import time
-
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
-    assert "checkpoint saved" in rest
-    assert checkpoint.load(str(out / "ckpt.pt"))["step"] > 0
-
-
-def test_cli_errors(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fusedops.train", "--data", str(tmp_path / "nope.txt")],
-                       cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "no such text file" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "fusedops.train", "--steps", "0"],
-                       cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--steps must be >= 1" in r.stderr

@@ -73,13 +73,37 @@ def stdlib_corpus(cache: bool = True) -> str:
     return text
 
 
-def load_text(path: str) -> str:
-    """A UTF-8 text file (undecodable bytes replaced), with a clear error when it is missing
-    or too short to train on."""
+def load_text(path: str, encoding: Optional[str] = None) -> str:
+    """A text file, with a clear error when it is missing, not text, or too short to train on.
+
+    Without `encoding` the file must be valid UTF-8 without NUL bytes: anything else (random
+    bytes, UTF-16, Latin-1) is an error naming `--encoding`, instead of a model trained on
+    replacement characters. With it, the bytes are decoded as asked (strictly)."""
+    if os.path.isdir(path):
+        raise ValueError(f"fusedops.data: {path!r} is a directory, not a text file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"fusedops.data: no such text file: {path!r}")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        raw = f.read()
+    if encoding is None:
+        if b"\0" in raw:
+            raise ValueError(f"fusedops.data: {path!r} holds NUL bytes at offset {raw.index(0)}: "
+                             "binary data or UTF-16/32, not UTF-8 text (pass --encoding, e.g. "
+                             "--encoding utf-16, if it is text)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"fusedops.data: {path!r} is not valid UTF-8 (byte 0x{raw[e.start]:02x} "
+                             f"at offset {e.start}); pass --encoding (e.g. --encoding latin-1) "
+                             "if it is text in another encoding") from None
+    else:
+        try:
+            text = raw.decode(encoding)
+        except LookupError:
+            raise ValueError(f"fusedops.data: unknown encoding {encoding!r}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"fusedops.data: {path!r} is not valid {encoding} (at byte offset "
+                             f"{e.start}: {e.reason})") from None
     if len(text) < 1000:
         raise ValueError(f"fusedops.data: {path!r} has {len(text)} characters; at least 1000 "
                          "are needed to train and evaluate")

@@ -8,14 +8,21 @@ download), or any text file with --data. Character tokens; presets from tiny to 
 
 Prints a progress bar (loss, tokens/s), the train/validation loss at every evaluation, and
 a text sample at the end; writes <out>/ckpt.pt (atomically, at every evaluation and on
-Ctrl-C / SIGTERM), <out>/metrics.json and <out>/loss.png.
+Ctrl-C / SIGTERM), <out>/metrics.json and <out>/loss.png. A resumed run takes every setting
+not given from its checkpoint.
+
+Exit codes: 0 when the run ends, has nothing left to train, or is stopped by Ctrl-C / SIGTERM
+(the step in flight finishes and is saved); 2 with one line on stderr for bad arguments, data
+or checkpoints, and for a non-finite step (never applied, never saved).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -30,14 +37,40 @@ DEFAULTS = {  # preset: (steps, batch size, learning rate)
     "small": (2000, 32, 1e-3),
     "gpt2": (5000, 8, 6e-4),
 }
+# flags whose default does not depend on others (None: derived in parse_args)
+FLAG_DEFAULTS = dict(preset="tiny", data=None, encoding=None, backend="fusedops", steps=None,
+                     batch_size=None, block_size=None, n_layer=None, n_head=None, n_embd=None,
+                     dropout=0.0, lr=None, min_lr_ratio=0.1, warmup=None, weight_decay=0.1,
+                     grad_clip=1.0, eval_interval=None, eval_iters=10, sample_chars=400,
+                     prompt="The ", out=None, resume=None, seed=1337, threads=None,
+                     device="auto", no_progress=False)
+# what a resumed run takes from the checkpoint unless given on the command line (the model's
+# sizes come from the checkpoint's config; out, resume, threads, device and no_progress are
+# about this invocation only)
+RESUMED = ("data", "encoding", "preset", "backend", "steps", "batch_size", "lr", "min_lr_ratio",
+           "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed",
+           "sample_chars", "prompt")
+MODEL_FLAGS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the program's error format: one line on stderr, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"fusedops.train: {message} (see --help)\n")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fusedops.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
-    p.add_argument("--data", metavar="FILE", help="a UTF-8 text file (default: the embedded corpus)")
-    p.add_argument("--backend", default="fusedops", choices=("fusedops", "torch"),
+    """The run's settings as a Namespace; `given` lists those set on the command line (a
+    resumed run takes the others from its checkpoint)."""
+    # no argparse defaults: what is absent from the parse was not given
+    p = _Parser(prog="python -m fusedops.train", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                argument_default=argparse.SUPPRESS)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: tiny)")
+    p.add_argument("--data", metavar="FILE", help="a text file (default: the embedded corpus)")
+    p.add_argument("--encoding", help="the text file's encoding (default: UTF-8, checked)")
+    p.add_argument("--backend", choices=("fusedops", "torch"),
                    help="whose layers run the model (default: fusedops)")
     p.add_argument("--steps", type=int, help="optimizer steps in total (preset default)")
     p.add_argument("--batch-size", type=int, help="sequences per step and process (preset default)")
@@ -45,38 +78,79 @@ def parse_args(argv=None):
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
     p.add_argument("--n-embd", type=int)
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, help="(default: 0)")
     p.add_argument("--lr", type=float, help="peak learning rate (preset default)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr / peak lr (cosine)")
-    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: steps/20)")
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations "
+    p.add_argument("--min-lr-ratio", type=float, help="final lr / peak lr (cosine; default: 0.1)")
+    p.add_argument("--warmup", type=int, help="warmup steps (default: steps/20)")
+    p.add_argument("--weight-decay", type=float, help="(default: 0.1)")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm (0: off; default: 1)")
+    p.add_argument("--eval-interval", type=int, help="steps between evaluations "
                    "and checkpoints (default: steps/5)")
-    p.add_argument("--eval-iters", type=int, default=10, help="batches per evaluation")
-    p.add_argument("--sample-chars", type=int, default=400, help="characters sampled at the end")
-    p.add_argument("--prompt", default="The ", help="start of the final sample")
-    p.add_argument("--out", default=None, help="output folder (default: runs/gpt-<preset>-<backend>)")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="continue from CKPT (default: <out>/ckpt.pt)")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--eval-iters", type=int, help="batches per evaluation (default: 10)")
+    p.add_argument("--sample-chars", type=int, help="characters sampled at the end (default: 400)")
+    p.add_argument("--prompt", help="start of the final sample (default: 'The ')")
+    p.add_argument("--out", help="output folder (default: runs/gpt-<preset>-<backend>, or the "
+                   "folder of --resume CKPT)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
+                   help="continue from CKPT (default: <out>/ckpt.pt); settings not given "
+                   "come from the checkpoint")
+    p.add_argument("--seed", type=int, help="(default: 1337)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    args = p.parse_args(argv)
+    given = vars(p.parse_args(argv))
+    args = argparse.Namespace(**{**FLAG_DEFAULTS, **given})
+    args.given = sorted(given)
     steps, batch, lr = DEFAULTS[args.preset]
     args.steps = steps if args.steps is None else args.steps
     args.batch_size = batch if args.batch_size is None else args.batch_size
     args.lr = lr if args.lr is None else args.lr
     args.warmup = max(1, args.steps // 20) if args.warmup is None else args.warmup
     args.eval_interval = args.eval_interval or max(1, args.steps // 5)
-    args.out = args.out or os.path.join("runs", f"gpt-{args.preset}-{args.backend}")
-    for name in ("steps", "batch_size", "eval_interval", "eval_iters"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.lr <= 0:
-        p.error("--lr must be > 0")
+    if args.out is None:
+        if args.resume:  # --resume CKPT: continue next to it
+            args.out = os.path.dirname(args.resume) or "."
+        else:
+            args.out = os.path.join("runs", f"gpt-{args.preset}-{args.backend}")
+    problem = _problem(args)
+    if problem:
+        p.error(problem)
     return args
+
+
+_COUNTS = ("steps", "batch_size", "eval_interval", "eval_iters", "threads", "block_size",
+           "n_layer", "n_head", "n_embd")  # >= 1
+_OPTIONAL = ("threads", "block_size", "n_layer", "n_head", "n_embd")  # None: a default applies
+_SIZES = ("warmup", "sample_chars")  # >= 0
+_NUMBERS = {"lr": (0, math.inf, "> 0"), "dropout": (0, 1, "in [0, 1)"),
+            "min_lr_ratio": (0, 1, "in [0, 1]"), "grad_clip": (0, math.inf, ">= 0"),
+            "weight_decay": (0, math.inf, ">= 0")}
+
+
+def _problem(args) -> Optional[str]:
+    """What is wrong with the settings (from the command line or a checkpoint), or None."""
+    for name in _COUNTS + _SIZES + ("seed",):
+        v = getattr(args, name)
+        if v is None and name in _OPTIONAL:
+            continue
+        low = 1 if name in _COUNTS else 0 if name in _SIZES else -math.inf
+        if type(v) is not int or v < low:
+            return f"{_flag(name)} must be an integer" + (f" >= {low}" if low > -math.inf else "")
+    for name, (low, high, what) in _NUMBERS.items():
+        v = getattr(args, name)
+        ok = type(v) in (int, float) and low <= v <= high and math.isfinite(v)
+        if not ok or (name == "lr" and v == 0) or (name == "dropout" and v == 1):
+            return f"{_flag(name)} must be {what}"
+    if args.backend not in ("fusedops", "torch") or args.preset not in PRESETS:
+        return f"unknown --backend {args.backend!r} or --preset {args.preset!r}"
+    for name in ("data", "encoding", "prompt"):
+        if getattr(args, name) is not None and type(getattr(args, name)) is not str:
+            return f"{_flag(name)} must be a string"
+    return None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def lr_at(step: int, args) -> float:
@@ -88,14 +162,19 @@ def lr_at(step: int, args) -> float:
 
 
 class _Dist:
-    """torchrun data parallelism: one process per rank, gradients averaged by DDP."""
+    """torchrun data parallelism: one process per rank, gradients averaged by DDP. The ranks
+    agree on when to stop (a signal may reach only some of them) and each saves its own
+    random states into the one checkpoint rank 0 writes."""
 
     def __init__(self, device: torch.device):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
         if self.world > 1:
             import torch.distributed as dist
 
+            if device.type == "cuda" and device.index is not None:
+                torch.cuda.set_device(device)  # NCCL collectives of objects use the current device
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             self.dist = dist
 
@@ -109,6 +188,30 @@ class _Dist:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
+
+    def any(self, flag: bool) -> bool:
+        """Whether flag is true on any rank."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def mean(self, t: torch.Tensor) -> float:
+        """The mean over ranks of a scalar (NaN anywhere gives NaN everywhere)."""
+        t = t.detach().float().reshape(1).clone()
+        if self.world > 1:
+            self.dist.all_reduce(t)
+            t /= self.world
+        return t.item()
+
+    def gather(self, obj) -> list:
+        """obj of every rank, in rank order."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        self.dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self):
         if self.world > 1:
@@ -124,7 +227,14 @@ def _device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"fusedops.train: --device {name!r} is not a device "
+                         "(cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"fusedops.train: --device {name}: CUDA is not available here")
+    return device
 
 
 def _optimizer(model: GPT, args):
@@ -178,76 +288,205 @@ def _plot(history: list, path: str, title: str) -> Optional[str]:
     return path
 
 
+def _resume_settings(args, state: dict, warn) -> dict:
+    """Fills the settings not given on the command line from the checkpoint, and names in a
+    warning those given that differ from it; returns the model config to build (the
+    checkpoint's, with the sizes given applied)."""
+    given = set(getattr(args, "given", vars(args)))
+    saved = state["args"]
+    for name in RESUMED:
+        if name not in saved:
+            continue
+        ours, theirs = getattr(args, name), saved[name]
+        if name not in given:
+            setattr(args, name, theirs)
+        elif (os.path.abspath(ours) if name == "data" and ours else ours) != theirs:
+            warn(f"{_flag(name)} {ours} differs from the checkpoint's {theirs}; this run uses {ours}")
+    cfg = dict(state["config"])
+    if "preset" in given and args.preset != saved.get("preset"):
+        cfg.update(zip(("n_layer", "n_head", "n_embd", "block_size"), PRESETS[args.preset]))
+    for name in MODEL_FLAGS:
+        if name in given and getattr(args, name) != cfg.get(name):
+            warn(f"{_flag(name)} {getattr(args, name)} differs from the checkpoint's "
+                 f"{cfg.get(name)}; this run uses {getattr(args, name)}")
+            cfg[name] = getattr(args, name)
+    return cfg
+
+
+@contextlib.contextmanager
+def _checkpoint_fits(path: str):
+    """Turns what a checkpoint of the right keys but wrong contents raises into one line."""
+    try:
+        yield
+    except checkpoint.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        reason = (str(e).splitlines() or [""])[0][:200]
+        raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {path!r} does not fit this "
+                                         f"run: {type(e).__name__}: {reason}") from None
+
+
+def _check_weights(model: GPT, weights: dict, path: str) -> None:
+    own = model.state_dict()
+    for name, t in own.items():
+        if name not in weights:
+            raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {path!r} lacks the "
+                                             f"model's {name}")
+        w = weights[name]
+        if not torch.is_tensor(w) or w.shape != t.shape:
+            shape = list(w.shape) if torch.is_tensor(w) else type(w).__name__
+            raise checkpoint.CheckpointError(
+                f"fusedops.train: checkpoint {path!r} holds a model of another shape: {name} is "
+                f"{shape} there, {list(t.shape)} here")
+        if w.is_floating_point() and not torch.isfinite(w).all():
+            raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {path!r} holds "
+                                             f"non-finite weights ({name})")
+    extra = sorted(set(weights) - set(own))
+    if extra:
+        raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {path!r} holds weights this "
+                                         f"model lacks ({', '.join(extra[:3])})")
+
+
 def train(args) -> dict:
-    """Runs the training described by args (see parse_args); returns the final metrics."""
+    """Runs the training described by args (see parse_args); returns the final metrics.
+
+    SIGINT and SIGTERM (caught while it runs, in the main thread) finish the step in flight,
+    save and return. A step with a non-finite loss or gradient norm is never applied: it
+    raises FloatingPointError naming the last good checkpoint."""
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum  # finish the step in flight, save, then leave; repeats change nothing
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _train(args, stop)
+    finally:  # only now: a second Ctrl-C during the final save must not cut it short
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def _train(args, stop: dict) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
     dist = _Dist(device)
+
+    def say(*parts, file=sys.stdout, end="\n"):
+        if dist.main:
+            print(*parts, file=file, end=end, flush=True)
+
+    notes = []  # warnings, printed once the run is sure to start: an error stays the only line
+    warn = notes.append
+
     ckpt_path = os.path.join(args.out, "ckpt.pt")
+    metrics_path = os.path.join(args.out, "metrics.json")
     resume_from = None
     if args.resume is not None:
         resume_from = args.resume or ckpt_path
     state = checkpoint.load(resume_from) if resume_from else None
-
-    text = load_text(args.data) if args.data else stdlib_corpus()
-    tok = CharTokenizer.from_state_dict(state["tokenizer"]) if state else CharTokenizer.from_text(text)
-    data = TextData(text, tok)
+    step, history = 0, []
     if state:
-        cfg = GPTConfig(**state["config"])
-        if state.get("data_fingerprint") != data.fingerprint and dist.main:
-            print("warning: resuming on different text than the checkpoint was trained on")
+        model_cfg = _resume_settings(args, state, warn)
+        problem = _problem(args)
+        if problem:
+            raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {resume_from!r} holds "
+                                             f"bad settings: {problem}")
+        step, history = state["step"], state["history"]
+        if step >= args.steps:
+            say(f"fusedops.train: {resume_from} is at step {step} and --steps is {args.steps}: "
+                "nothing to train (pass a larger --steps to continue)")
+            dist.close()
+            return {"step": step, "stopped": False}
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"fusedops.train: --out {args.out!r} is a file, not a folder")
+    if dist.main:
+        stale = checkpoint.remove_stale(ckpt_path) + checkpoint.remove_stale(metrics_path)
+        if stale:
+            say(f"removed {len(stale)} temporary file(s) a killed run left in {args.out}")
+
+    text = load_text(args.data, args.encoding) if args.data else stdlib_corpus()
+    if state:
+        with _checkpoint_fits(resume_from):
+            tok = CharTokenizer.from_state_dict(state["tokenizer"])
+            cfg = GPTConfig(**model_cfg)
     else:
+        tok = CharTokenizer.from_text(text)
         cfg = GPTConfig.preset(args.preset, tok.vocab_size, block_size=args.block_size,
                                n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                                dropout=args.dropout)
+    try:
+        cfg.validate()
+    except (ValueError, TypeError) as e:  # the sizes given, or a checkpoint's config
+        raise ValueError("fusedops.train: " + str(e).split(": ", 1)[-1] +
+                         (f" (the model of checkpoint {resume_from!r})" if state else "")) from None
+    data = TextData(text, tok)
+    src = args.data or "the embedded corpus (Python standard-library docstrings)"
+    if state and state.get("data_fingerprint") != data.fingerprint:
+        warn(f"the text of {src} differs from the text the checkpoint was trained on; continuing")
     torch.manual_seed(args.seed)
     model = GPT(cfg, backend=args.backend).to(device)
     opt, clip = _optimizer(model, args)
     gen = torch.Generator().manual_seed(args.seed + 1000 * (dist.rank + 1))
-    step, history = 0, []
     if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        gen.set_state(state["generators"][dist.rank % len(state["generators"])])
+        _check_weights(model, state["model"], resume_from)
+        with _checkpoint_fits(resume_from):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            opt.param_groups[0]["weight_decay"] = args.weight_decay  # loading restored the old one
+            # each rank continues its own batch sampling and its own dropout (torch's default
+            # generators: the fused attention draws its dropout seed and offset from the CPU one)
+            gens, rngs = state["generators"], state.get("torch_rng") or []
+            if len(gens) != dist.world:
+                warn(f"the checkpoint holds the batch sampling of {len(gens)} process(es), this "
+                     f"run has {dist.world}: batches differ from an uninterrupted run")
+            if dist.rank < len(gens):
+                gen.set_state(gens[dist.rank])
+            else:  # a rank the checkpoint lacks: fresh batches, not a replay of its first steps
+                gen.manual_seed(args.seed + 1000 * (dist.rank + 1) + step)
+            if dist.rank < len(rngs):
+                torch.set_rng_state(rngs[dist.rank]["cpu"])
+                if device.type == "cuda" and "cuda" in rngs[dist.rank]:
+                    torch.cuda.set_rng_state(rngs[dist.rank]["cuda"], device)
+    for note in notes:
+        say(f"fusedops.train: warning: {note}", file=sys.stderr)
     ddp = dist.wrap(model)
-
-    def snapshot() -> dict:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "config": cfg.to_dict(), "tokenizer": tok.state_dict(), "history": history,
-                "generators": [gen.get_state()], "args": vars(args),
-                "data_fingerprint": data.fingerprint, "backend": args.backend}
+    last_good, saved_at = resume_from, step
 
     def save():
+        """Collective: every rank hands its random states to rank 0, which writes."""
+        nonlocal last_good, saved_at
+        rng = {"cpu": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        every = dist.gather((gen.get_state(), rng))
         if dist.main:
-            checkpoint.save_atomic(snapshot(), ckpt_path)
+            run_args = {k: v for k, v in vars(args).items() if k != "given"}
+            run_args["data"] = os.path.abspath(args.data) if args.data else None
+            checkpoint.save_atomic(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "config": cfg.to_dict(), "tokenizer": tok.state_dict(), "history": history,
+                 "args": run_args, "generators": [g for g, _ in every],
+                 "torch_rng": [r for _, r in every], "data_fingerprint": data.fingerprint,
+                 "backend": args.backend}, ckpt_path)
+        last_good, saved_at = ckpt_path, step
 
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum  # finish the step in flight, save, then leave
-
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tokens_per_step = args.batch_size * cfg.block_size * dist.world
-    if dist.main:
-        print(f"fusedops.train: GPT {args.preset} ({cfg.n_layer} layers, {cfg.n_head} heads, "
-              f"{cfg.n_embd} wide, context {cfg.block_size}) · {model.num_params() / 1e6:.2f}M "
-              f"parameters · vocabulary {tok.vocab_size} characters · backend {args.backend} · "
-              f"{device} · {torch.get_num_threads()} threads x {dist.world} process(es)")
-        src = args.data or "the embedded corpus (Python standard-library docstrings)"
-        print(f"data: {src}: {len(data.train):,} training / {len(data.val):,} validation characters")
-        if state:
-            print(f"resumed from {resume_from} at step {step}")
-    first_eval = None
-    if step == 0:
+    say(f"fusedops.train: GPT {args.preset} ({cfg.n_layer} layers, {cfg.n_head} heads, "
+        f"{cfg.n_embd} wide, context {cfg.block_size}) · {model.num_params() / 1e6:.2f}M "
+        f"parameters · vocabulary {tok.vocab_size} characters · backend {args.backend} · "
+        f"{device} · {torch.get_num_threads()} threads x {dist.world} process(es)")
+    say(f"data: {src}: {len(data.train):,} training / {len(data.val):,} validation characters")
+    if state:
+        say(f"resumed from {resume_from} at step {step}")
+        first_eval = next((h for h in history if "val" in h), None)
+    else:
         first_eval = evaluate(model, data, args, device)
         history.append({"step": 0, **first_eval})
-        if dist.main:
-            print(f"step {0:>6}  train {first_eval['train']:.4f}  val {first_eval['val']:.4f}")
+        say(f"step {0:>6}  train {first_eval['train']:.4f}  val {first_eval['val']:.4f}")
         save()  # from here on a crash always leaves a checkpoint to resume from
-    else:
-        first_eval = next((h for h in history if "val" in h), None)
 
     progress = None
     if dist.main and not args.no_progress:
@@ -260,7 +499,8 @@ def train(args) -> dict:
             progress = None
     train_time, train_tokens, t_log = 0.0, 0, time.perf_counter()
     try:
-        while step < args.steps and stop["signal"] is None:
+        # the ranks agree before every step, so a signal that reached one stops them all
+        while step < args.steps and not dist.any(stop["signal"] is not None):
             t0 = time.perf_counter()
             lr = lr_at(step, args)
             for group in opt.param_groups:
@@ -268,47 +508,46 @@ def train(args) -> dict:
             x, y = data.batch("train", args.batch_size, cfg.block_size, gen)
             _, loss = ddp(x.to(device), y.to(device))
             loss.backward()
-            norm = clip(model.parameters(), args.grad_clip) if args.grad_clip > 0 else None
+            # the norm the clipping computes (of the averaged gradients, so every rank sees the
+            # same) is also the check: a non-finite step is never applied, so never saved
+            norm = float(clip(model.parameters(), args.grad_clip if args.grad_clip > 0 else math.inf))
+            loss_v = dist.mean(loss)
+            if not (math.isfinite(loss_v) and math.isfinite(norm)):
+                raise FloatingPointError(
+                    f"fusedops.train: step {step + 1} gave loss {loss_v} and gradient norm {norm}; "
+                    f"the step was not applied; the last good checkpoint is {last_good} "
+                    "(try a lower --lr)")
             opt.step()
             opt.zero_grad(set_to_none=True)
-            loss_v = loss.item()
-            if not math.isfinite(loss_v):
-                raise FloatingPointError(
-                    f"fusedops.train: the loss became {loss_v} at step {step}; the last good "
-                    f"checkpoint is {ckpt_path} (try a lower --lr)")
             step += 1
             dt = time.perf_counter() - t0
             train_time += dt
             train_tokens += tokens_per_step
-            rec = {"step": step, "loss": loss_v, "lr": lr}
-            if norm is not None:
-                rec["grad_norm"] = float(norm)
-            history.append(rec)
+            history.append({"step": step, "loss": loss_v, "lr": lr, "grad_norm": norm})
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{train_tokens / train_time:,.0f}")
-            elif dist.main and time.perf_counter() - t_log > 10:
+            elif time.perf_counter() - t_log > 10:
                 t_log = time.perf_counter()
-                print(f"step {step:>6}  loss {loss_v:.4f}  {train_tokens / train_time:,.0f} tokens/s")
+                say(f"step {step:>6}  loss {loss_v:.4f}  {train_tokens / train_time:,.0f} tokens/s")
             if step % args.eval_interval == 0 or step == args.steps:
                 ev = evaluate(model, data, args, device)
                 history.append({"step": step, **ev})
                 msg = f"step {step:>6}  train {ev['train']:.4f}  val {ev['val']:.4f}  lr {lr:.2e}"
                 if progress is not None:
                     progress.write(msg)
-                elif dist.main:
-                    print(msg)
+                else:
+                    say(msg)
                 save()
     finally:
         if progress is not None:
             progress.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    if stop["signal"] is not None:
-        save()
-        if dist.main:
-            print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved to "
-                  f"{ckpt_path} (continue with --resume)")
+    if step < args.steps:  # stopped by a signal
+        if saved_at != step:
+            save()
+        why = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal to another rank"
+        say(f"stopped by {why} at step {step}; checkpoint saved to {ckpt_path} (continue with "
+            "--resume)")
         dist.close()
         return {"step": step, "stopped": True}
 
@@ -323,39 +562,44 @@ def train(args) -> dict:
         result["initial_val_loss"] = first_eval["val"]
     if dist.main:
         g = torch.Generator().manual_seed(args.seed)
+        model.eval()  # no dropout while sampling
         prompt = tok.encode(args.prompt or "\n")[None, :].to(device)
         sample = tok.decode(model.generate(prompt, args.sample_chars, temperature=0.8, top_k=20,
                                            generator=g)[0].tolist())
         result["sample"] = sample
-        print("\n---- sample " + "-" * 60)
-        print(sample)
-        print("-" * 72)
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump({**result, "history": history}, f, indent=1)
+        say("\n---- sample " + "-" * 60)
+        say(sample)
+        say("-" * 72)
+        metrics = json.dumps({**result, "history": history}, indent=1).encode()
+        checkpoint.write_atomic(metrics_path, lambda f: f.write(metrics))
         png = _plot(history, os.path.join(args.out, "loss.png"),
                     f"GPT {args.preset} on {'--data' if args.data else 'stdlib docstrings'} "
                     f"({args.backend})")
         if last and first_eval:
-            print(f"validation loss {first_eval['val']:.3f} -> {last['val']:.3f} nats/char in "
-                  f"{step} steps", end="")
+            say(f"validation loss {first_eval['val']:.3f} -> {last['val']:.3f} nats/char in "
+                f"{step} steps", end="")
             if result["tokens_per_s"]:
-                print(f" · {result['tokens_per_s']:,.0f} tokens/s", end="")
-            print()
-        print(f"checkpoint {ckpt_path}" + (f" · loss plot {png}" if png else "") +
-              f" · metrics {os.path.join(args.out, 'metrics.json')}")
+                say(f" · {result['tokens_per_s']:,.0f} tokens/s", end="")
+            say()
+        say(f"checkpoint {ckpt_path}" + (f" · loss plot {png}" if png else "") +
+            f" · metrics {metrics_path}")
     dist.barrier()
     dist.close()
     return result
 
 
 def main(argv=None) -> None:
+    """The command line. Exit codes: 0 when the run ends, has nothing left to do, or is stopped
+    by SIGINT/SIGTERM (after saving); 2, with one line on stderr, for bad arguments, data or
+    checkpoints and for a non-finite step."""
     args = parse_args(argv)
     try:
         train(args)
-    except (FileNotFoundError, ValueError, RuntimeError, FloatingPointError) as e:
-        msg = str(e)
-        if msg.startswith("fusedops"):
-            print(msg, file=sys.stderr)
-            sys.exit(2)
-        raise
+    except (OSError, ValueError, RuntimeError, FloatingPointError) as e:
+        msg = " ".join(str(e).splitlines())
+        if isinstance(e, OSError) and not msg.startswith("fusedops"):
+            msg = f"fusedops.train: {msg}"  # an unwritable --out, a full disk, ...
+        if not msg.startswith(("fusedops.train:", "fusedops.data:")):
+            raise  # not the user's input: a bug, keep its traceback
+        print(msg, file=sys.stderr, flush=True)
+        sys.exit(2)
