@@ -202,19 +202,39 @@ def test_ce_retain_graph_second_backward():
     torch.testing.assert_close(g2, gt)
 
 
-def test_ce_gradient_buffer_reuse_never_clobbers_a_live_gradient():
-    # buffers of 64 MB and more are reused once nothing refers to them
-    x = torch.randn(4, 4_200_000, requires_grad=True)
-    t = torch.tensor([0, 5, 7, 9])
-    (g1,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
-    keep = g1.clone()
-    (g2,) = torch.autograd.grad(fops.cross_entropy(x, t + 1), x)
-    assert g1.data_ptr() != g2.data_ptr() and torch.equal(g1, keep)
-    ptr = g2.data_ptr()
-    del g1, g2
-    (g3,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
-    assert torch.equal(g3, keep)
-    assert g3.data_ptr() == ptr  # the cached (second) buffer, free again, was reused
+_CE_CACHE = r"""
+import torch, fusedops
+from fusedops import ops as fops
+x = torch.randn(4, 4_200_000, requires_grad=True)
+t = torch.tensor([0, 5, 7, 9])
+(g1,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
+keep = g1.clone()
+(g2,) = torch.autograd.grad(fops.cross_entropy(x, t + 1), x)
+assert g1.data_ptr() != g2.data_ptr() and torch.equal(g1, keep)
+ptr = g2.data_ptr()
+del g1, g2
+print(fusedops._C._cache_bytes()["loss"])
+(g3,) = torch.autograd.grad(fops.cross_entropy(x, t), x)
+assert torch.equal(g3, keep)
+print(int(g3.data_ptr() == ptr))  # the cached (second) buffer, free again, reused?
+"""
+
+
+@pytest.mark.parametrize("cache", ["1", "0"])
+def test_ce_gradient_buffer_reuse_never_clobbers_a_live_gradient(cache):
+    # With FUSEDOPS_CE_GRAD_CACHE=1, buffers of 64 MB and more are reused once nothing refers to
+    # them; by default none is kept after its tensor dies.
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FUSEDOPS_CE_GRAD_CACHE": cache}
+    proc = subprocess.run([sys.executable, "-c", _CE_CACHE], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    held, reused = map(int, proc.stdout.split())
+    if cache == "1":
+        assert held >= 4 * 4_200_000 * 4 and reused == 1
+    else:
+        assert held == 0
 
 
 def test_ce_no_grad_needed_returns_no_buffer():
