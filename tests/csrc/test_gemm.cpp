@@ -44,6 +44,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "common/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
 
@@ -715,6 +717,57 @@ void test_bias_act_backward(Isa isa) {
   std::printf("  %-7s %-6s bias_act_backward: %d failed\n", isa_str(isa), type_str<T>(), g_failed - before);
 }
 
+// ---- threads: the same bits at any team size, and from inside the caller's parallel region ----
+
+// The GEMM (blocked, small-M and offset-A paths) and the bias gradient at 1..4 threads, and
+// called by each thread of a parallel region of the caller (where the kernels run on one
+// thread): bit-identical results everywhere.
+template <typename T>
+void test_thread_independence(Isa isa) {
+  fusedops::set_isa(isa);
+  struct Shape { int64_t M, N, K; bool transposed; };
+  const Shape shapes[] = {{300, 257, 190, false}, {40, 700, 300, true}, {1, 33, 5, false}};
+  for (const Shape& sh : shapes) {
+    std::vector<T> A(size_t(sh.M * sh.K)), B(size_t(sh.K * sh.N)), g(size_t(sh.M * sh.N));
+    for (auto& v : A) v = randn<T>();
+    for (auto& v : B) v = randn<T>();
+    for (auto& v : g) v = randn<T>();
+    auto product = [&](std::vector<T>& C, std::vector<T>& db) {
+      GemmArgs<T> a;
+      a.M = sh.M, a.N = sh.N, a.K = sh.K, a.A = A.data(), a.rsa = sh.K, a.csa = 1, a.B = B.data();
+      if (sh.transposed) a.rsb = 1, a.csb = sh.K;
+      else a.rsb = sh.N, a.csb = 1;
+      a.C = C.data(), a.ldc = sh.N;
+      fusedops::cpu::gemm<T>(a);
+      fusedops::cpu::bias_act_backward<T>(sh.M, sh.N, g.data(), sh.N, 1, nullptr, 0, nullptr, Activation::none,
+                                          db.data());
+    };
+    std::vector<T> C1(size_t(sh.M * sh.N)), db1(size_t(sh.N));
+    omp_set_num_threads(1);
+    product(C1, db1);
+    bool same = true;
+    for (int nt = 2; nt <= 4; ++nt) {
+      omp_set_num_threads(nt);
+      std::vector<T> C(C1.size()), db(db1.size());
+      product(C, db);
+      same = same && C == C1 && db == db1;
+    }
+    bool nested = true;
+#pragma omp parallel num_threads(3)
+    {
+      std::vector<T> C(C1.size()), db(db1.size());
+      product(C, db);
+#pragma omp critical
+      nested = nested && C == C1 && db == db1;
+    }
+    omp_set_num_threads(omp_get_num_procs());
+    record(same && nested,
+           fmt("%s %s same bits at 1-4 threads and inside a parallel region %ldx%ldx%ld", isa_str(isa), type_str<T>(),
+               long(sh.M), long(sh.N), long(sh.K)),
+           fmt("thread counts %s, nested %s", same ? "agree" : "DIFFER", nested ? "agrees" : "DIFFERS"));
+  }
+}
+
 // ---- accuracy of the vectorised activations -------------------------------------------------------
 
 template <typename T>
@@ -831,6 +884,8 @@ int main(int argc, char** argv) {
     test_gemm_offset_c<double>(isa);
     test_bias_act_backward<float>(isa);
     test_bias_act_backward<double>(isa);
+    test_thread_independence<float>(isa);
+    test_thread_independence<double>(isa);
     test_activation_accuracy<float>(isa);
     test_activation_accuracy<double>(isa);
   }
