@@ -60,6 +60,16 @@ def conv_strided():
     return _grads(ops.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2), [x, w, b])
 
 
+def conv_pointwise():  # 1x1: the input is its own im2col
+    x, w, b = _inputs(24, (5, 32, 14, 14), (48, 32, 1, 1), (48,))
+    return _grads(ops.conv2d(x, w, b), [x, w, b])
+
+
+def conv_thin():  # two output channels: the direct kernels
+    x, w, b = _inputs(25, (6, 3, 40, 40), (2, 3, 3, 3), (2,))
+    return _grads(ops.conv2d(x, w, b, stride=2), [x, w, b])
+
+
 def max_pool():
     (x,) = _inputs(7, (9, 24, 33, 33))
     return _grads(ops.max_pool2d(x, 3, 2, padding=1), [x])
@@ -173,7 +183,7 @@ def optimizers():
 
 
 CASES = {f.__name__: f for f in (
-    linear, linear_small_m, matmul, conv_padded, conv_first_layer, conv_strided, max_pool,
+    linear, linear_small_m, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
     activations, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}
