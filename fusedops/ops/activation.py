@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .linear import _composite_grads
+from ._autograd import composite_grads
+
 
 _ops = torch.ops.fusedops
 APPROXIMATIONS = ("none", "tanh")
@@ -126,7 +127,7 @@ def _gelu_backward(ctx, grad):
     (input,) = ctx.saved_tensors
     if torch.is_grad_enabled():
         fn = lambda x: F.gelu(x, approximate=ctx.approximate)  # noqa: E731
-        return _composite_grads(fn, (input,), [True], grad)[0], None
+        return composite_grads(fn, (input,), [True], grad)[0], None
     return _ops.gelu_backward(grad, input, ctx.approximate), None
 
 

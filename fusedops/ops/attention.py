@@ -22,6 +22,8 @@ from typing import Optional
 
 import torch
 
+from ._autograd import needs_grad
+
 _ops = torch.ops.fusedops
 _OP = "fusedops.scaled_dot_product_attention"
 
@@ -137,10 +139,6 @@ def _sdpa_backward_fake(grad_out, query, key, value, out, logsumexp, attn_mask, 
 # ---- autograd -------------------------------------------------------------------------------
 
 
-def _needs(ctx, n):
-    nig = tuple(ctx.needs_input_grad)
-    return [bool(nig[i]) if i < len(nig) else False for i in range(n)]
-
 
 def _sdpa_setup(ctx, inputs, output):
     args = list(inputs) + [None, 0.0, False, None, False, None][len(inputs) - 3:]
@@ -153,7 +151,7 @@ def _sdpa_setup(ctx, inputs, output):
 def _sdpa_backward(ctx, grad, _grad_lse):
     query, key, value, attn_mask, out, lse, rng = ctx.saved_tensors
     dropout_p, is_causal, scale, enable_gqa = ctx.args
-    needs = _needs(ctx, 4)
+    needs = needs_grad(ctx, 4)
     if needs[3]:
         raise NotImplementedError(f"{_OP}: no gradient with respect to attn_mask")
     none = (None,) * 5

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
+from ._autograd import composite_grads, needs_grad
 from ._registry import register_autocast_cpu_lowp
 
 _ops = torch.ops.fusedops
@@ -174,17 +175,6 @@ def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, 
 # ---- autograd -------------------------------------------------------------------------------
 
 
-def _needs(ctx, n):
-    nig = tuple(ctx.needs_input_grad)
-    return [bool(nig[i]) if i < len(nig) else False for i in range(n)]
-
-
-def _composite_grads(fn, inputs, needs, grad):
-    with torch.enable_grad():
-        out = fn(*inputs)
-        wrt = [t for t, n in zip(inputs, needs) if n]
-        got = iter(torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True))
-    return [next(got) if n else None for n in needs]
 
 
 def _conv2d_setup(ctx, inputs, output):
@@ -199,11 +189,11 @@ def _conv2d_setup(ctx, inputs, output):
 def _conv2d_backward(ctx, grad):
     input, weight, bias = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.conf
-    mask = _needs(ctx, 3)
+    mask = needs_grad(ctx, 3)
     mask[2] = mask[2] and ctx.has_bias
     if torch.is_grad_enabled():
         fn = lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups)  # noqa: E731
-        return (*_composite_grads(fn, (input, weight, bias), mask, grad), None, None, None, None)
+        return (*composite_grads(fn, (input, weight, bias), mask, grad), None, None, None, None)
     gx, gw, gb = _ops.conv2d_backward(grad, input, weight, stride, padding, dilation, groups, mask)
     return gx, gw, gb, None, None, None, None
 
@@ -225,7 +215,7 @@ def _scatter_grad(input, indices, grad):
 
 def _pool_backward(ctx, grad, _grad_idx):
     input, indices = ctx.saved_tensors
-    if not _needs(ctx, 1)[0]:
+    if not needs_grad(ctx, 1)[0]:
         return None, None, None, None, None, None
     if torch.is_grad_enabled():
         gx = _scatter_grad(input, indices, grad)

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ._autograd import composite_grads, needs_grad
 from ._registry import register_autocast_cpu_lowp
 
 _ops = torch.ops.fusedops
@@ -130,20 +131,6 @@ _TORCH_ACT = {
 }
 
 
-def _needs(ctx, n):
-    # Trailing arguments left at their defaults may be missing from needs_input_grad.
-    nig = tuple(ctx.needs_input_grad)
-    return [bool(nig[i]) if i < len(nig) else False for i in range(n)]
-
-
-def _composite_grads(fn, inputs, needs, grad):
-    """Gradients of fn(*inputs) through torch's differentiable ops, keeping the graph: the
-    double-backward path (create_graph=True)."""
-    with torch.enable_grad():
-        out = fn(*inputs)
-        wrt = [t for t, n in zip(inputs, needs) if n]
-        got = iter(torch.autograd.grad(out, wrt, grad, create_graph=True, allow_unused=True))
-    return [next(got) if n else None for n in needs]
 
 
 def _linear_setup(ctx, inputs, output):
@@ -155,10 +142,10 @@ def _linear_setup(ctx, inputs, output):
 
 def _linear_backward(ctx, grad):
     input, weight, bias, act_input = ctx.saved_tensors
-    act, mask = ctx.activation, _needs(ctx, 3)
+    act, mask = ctx.activation, needs_grad(ctx, 3)
     if torch.is_grad_enabled():
         fn = lambda x, w, b: _TORCH_ACT[act](torch.nn.functional.linear(x, w, b))  # noqa: E731
-        return (*_composite_grads(fn, (input, weight, bias), mask, grad), None)
+        return (*composite_grads(fn, (input, weight, bias), mask, grad), None)
     if act in ("gelu", "gelu_tanh"):
         act_input = _ops.linear(input, weight, bias, None)
     gx, gw, gb = _ops.linear_backward(grad, input, weight, act_input, act, mask)
@@ -178,10 +165,10 @@ def _linear_act_setup(ctx, inputs, output):
 
 def _linear_act_backward(ctx, grad, _grad_preact):
     input, weight, bias, preact = ctx.saved_tensors
-    act, mask = ctx.activation, _needs(ctx, 3)
+    act, mask = ctx.activation, needs_grad(ctx, 3)
     if torch.is_grad_enabled():
         fn = lambda x, w, b: _TORCH_ACT[act](torch.nn.functional.linear(x, w, b))  # noqa: E731
-        return (*_composite_grads(fn, (input, weight, bias), mask, grad), None)
+        return (*composite_grads(fn, (input, weight, bias), mask, grad), None)
     gx, gw, gb = _ops.linear_backward(grad, input, weight, preact, act, mask)
     return gx, gw, gb, None
 
@@ -197,9 +184,9 @@ def _matmul_setup(ctx, inputs, output):
 
 def _matmul_backward(ctx, grad):
     a, b = ctx.saved_tensors
-    mask = _needs(ctx, 2)
+    mask = needs_grad(ctx, 2)
     if torch.is_grad_enabled():
-        return tuple(_composite_grads(torch.matmul, (a, b), mask, grad))
+        return tuple(composite_grads(torch.matmul, (a, b), mask, grad))
     return tuple(_ops.matmul_backward(grad, a, b, mask))
 
 

@@ -16,6 +16,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._autograd import composite_grads, needs_grad
+
 _ops = torch.ops.fusedops
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -235,22 +237,6 @@ def _bce_backward_fake(grad_output, input, target, weight, pos_weight, reduction
 # ---- autograd -------------------------------------------------------------------------------
 
 
-def _needs(ctx, n):
-    nig = tuple(ctx.needs_input_grad)
-    return [bool(nig[i]) if i < len(nig) else False for i in range(n)]
-
-
-def _composite_grads(fn, inputs, needs, grad):
-    """Gradients of fn(*inputs) through torch's differentiable ops, keeping the graph (the
-    double-backward path), or without it for rarely needed gradients."""
-    with torch.enable_grad():
-        ins = [t if not n or t.requires_grad else t.detach().requires_grad_() for t, n in
-               zip(inputs, needs)]
-        out = fn(*ins)
-        wrt = [t for t, n in zip(ins, needs) if n]
-        got = iter(torch.autograd.grad(out, wrt, grad, create_graph=torch.is_grad_enabled(),
-                                       allow_unused=True))
-    return [next(got) if n else None for n in needs]
 
 
 def _tracing(t):
@@ -286,15 +272,15 @@ def _ce_backward(ctx, grad, _grad_buf):
         return None, None, None, None, None, None, None
     input, target, weight, buf = ctx.saved_tensors
     ignore_index, reduction, ls = ctx.args
-    need_x, need_t = _needs(ctx, 2)
+    need_x, need_t = needs_grad(ctx, 2)
     need_t = need_t and target.is_floating_point()
     fn = _ce_torch(weight, ignore_index, reduction, ls)
     if torch.is_grad_enabled():
-        gx, gt = _composite_grads(fn, (input, target), [need_x, need_t], grad)
+        gx, gt = composite_grads(fn, (input, target), [need_x, need_t], grad)
         return gx, gt, None, None, None, None, None
     gx = gt = None
     if need_t:  # probability targets: -(scaled) w q' log_softmax, through torch (rare)
-        gt = _composite_grads(fn, (input, target), [False, True], grad)[1]
+        gt = composite_grads(fn, (input, target), [False, True], grad)[1]
     if need_x:
         if buf is None or getattr(ctx, "consumed", False):  # again (retain_graph): recompute
             buf = _ops.cross_entropy(input, target, weight, ignore_index, reduction, ls, True)[1]
@@ -321,13 +307,13 @@ def _lce_backward(ctx, grad, *_unused):
         return (None,) * 8
     input, weight, target, bias, gx, gw, gb = ctx.saved_tensors
     ignore_index, reduction, ls = ctx.args
-    needs = _needs(ctx, 4)
+    needs = needs_grad(ctx, 4)
     need = [needs[0], needs[1], needs[3] and bias is not None]
     if torch.is_grad_enabled():
         def fn(x, w, b):
             return F.cross_entropy(F.linear(x, w, b), target, ignore_index=ignore_index,
                                    reduction=reduction, label_smoothing=ls)
-        gx, gw, gb = _composite_grads(fn, (input, weight, bias), need, grad)
+        gx, gw, gb = composite_grads(fn, (input, weight, bias), need, grad)
         return gx, gw, None, gb, None, None, None, None
     saved = [gx, gw, gb]
     fresh = not getattr(ctx, "consumed", False)  # a second backward (retain_graph) recomputes
@@ -352,10 +338,10 @@ def _mse_setup(ctx, inputs, output):
 
 def _mse_backward(ctx, grad):
     input, target = ctx.saved_tensors
-    need_x, need_t = _needs(ctx, 2)
+    need_x, need_t = needs_grad(ctx, 2)
     if torch.is_grad_enabled():
         fn = lambda x, t: F.mse_loss(x, t, reduction=ctx.reduction)  # noqa: E731
-        gx, gt = _composite_grads(fn, (input, target), [need_x, need_t], grad)
+        gx, gt = composite_grads(fn, (input, target), [need_x, need_t], grad)
         return gx, gt, None
     g = _ops.mse_loss_backward(grad, input, target, ctx.reduction) if need_x or need_t else None
     return (g if need_x else None), (-g if need_t else None), None
@@ -372,12 +358,12 @@ def _bce_setup(ctx, inputs, output):
 
 def _bce_backward(ctx, grad):
     input, target, weight, pos_weight = ctx.saved_tensors
-    need_x, need_t = _needs(ctx, 2)
+    need_x, need_t = needs_grad(ctx, 2)
     if torch.is_grad_enabled():
         def fn(x, t):
             return F.binary_cross_entropy_with_logits(x, t, weight, reduction=ctx.reduction,
                                                       pos_weight=pos_weight)
-        gx, gt = _composite_grads(fn, (input, target), [need_x, need_t], grad)
+        gx, gt = composite_grads(fn, (input, target), [need_x, need_t], grad)
         return gx, gt, None, None, None
     gx, gt = _ops.binary_cross_entropy_with_logits_backward(
         grad, input, target, weight, pos_weight, ctx.reduction, [need_x, need_t])

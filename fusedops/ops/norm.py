@@ -11,7 +11,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .linear import _composite_grads, _needs
+from ._autograd import composite_grads, needs_grad
+
 
 _ops = torch.ops.fusedops
 _Shape = Union[int, Sequence[int], torch.Size]
@@ -150,10 +151,10 @@ def _layer_norm_setup(ctx, inputs, output):
 
 def _layer_norm_backward(ctx, grad):
     input, weight, bias = ctx.saved_tensors
-    nig = _needs(ctx, 5)
+    nig = needs_grad(ctx, 5)
     mask = [nig[0], nig[2], nig[3]]
     if torch.is_grad_enabled():
-        gx, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
+        gx, gw, gb = composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
     else:  # recompute the statistics the plain op did not keep
         _, mean, rstd = _ops.layer_norm_stats(input, ctx.shape, weight, bias, ctx.eps)
         gx, gw, gb = _ops.layer_norm_backward(grad, input, ctx.shape, mean, rstd, weight, mask)
@@ -173,10 +174,10 @@ def _layer_norm_stats_setup(ctx, inputs, output):
 
 def _layer_norm_stats_backward(ctx, grad, _grad_mean, _grad_rstd):
     input, weight, bias, mean, rstd = ctx.saved_tensors
-    nig = _needs(ctx, 5)
+    nig = needs_grad(ctx, 5)
     mask = [nig[0], nig[2], nig[3]]
     if torch.is_grad_enabled():
-        gx, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
+        gx, gw, gb = composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (input, weight, bias), mask, grad)
     else:
         gx, gw, gb = _ops.layer_norm_backward(grad, input, ctx.shape, mean, rstd, weight, mask)
     return gx, None, gw, gb, None
@@ -207,7 +208,7 @@ def _add_layer_norm_setup(ctx, inputs, output):
 
 def _add_layer_norm_backward(ctx, grad, grad_sum):
     input, residual, weight, bias = ctx.saved_tensors
-    nig = [_needs(ctx, 6)[i] for i in (0, 1, 3, 4)]
+    nig = [needs_grad(ctx, 6)[i] for i in (0, 1, 3, 4)]
     if torch.is_grad_enabled():
         gx, gr, gw, gb = _add_composite(ctx, input, residual, weight, bias, grad, grad_sum, nig)
         return gx, gr, None, gw, gb, None
@@ -232,10 +233,10 @@ def _add_layer_norm_stats_setup(ctx, inputs, output):
 
 def _add_layer_norm_stats_backward(ctx, grad, grad_sum, _grad_mean, _grad_rstd):
     s, weight, bias, mean, rstd = ctx.saved_tensors
-    nig = [_needs(ctx, 6)[i] for i in (0, 1, 3, 4)]
+    nig = [needs_grad(ctx, 6)[i] for i in (0, 1, 3, 4)]
     if torch.is_grad_enabled():
         # d/d(input) = d/d(residual) = d/d(sum): differentiate through the saved sum
-        gs, gw, gb = _composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (s, weight, bias),
+        gs, gw, gb = composite_grads(_torch_layer_norm(ctx.shape, ctx.eps), (s, weight, bias),
                                       [nig[0] or nig[1], nig[2], nig[3]], grad)
         if gs is not None:
             gs = gs + grad_sum

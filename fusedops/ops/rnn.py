@@ -13,7 +13,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from .linear import _needs
+from ._autograd import needs_grad
+
 
 _ops = torch.ops.fusedops
 _MODES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -189,7 +190,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
     input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws = ctx.saved_tensors
-    needs = _needs(ctx, 9)[1:9]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+    needs = needs_grad(ctx, 9)[1:9]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
     if ctx.mode != "lstm":
         grad_cy = None
     args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
