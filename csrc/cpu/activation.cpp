@@ -30,7 +30,7 @@ at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
   const at::Tensor x = input.contiguous();
   at::Tensor y = empty_output(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.activation", [&] {
-    cpu::pointwise_forward<scalar_t>(f, x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+    cpu::activation_kernels<scalar_t>().pointwise_forward(f, x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
   });
   return y;
 }
@@ -46,7 +46,7 @@ at::Tensor backward(const char* op, Pointwise f, const at::Tensor& grad_output, 
   const at::Tensor g = grad_output.contiguous(), s = saved.contiguous();
   at::Tensor dx = empty_output(saved.sizes(), saved.options());
   AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "fusedops.activation_backward", [&] {
-    cpu::pointwise_backward<scalar_t>(f, s.numel(), g.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+    cpu::activation_kernels<scalar_t>().pointwise_backward(f, s.numel(), g.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
                                       dx.data_ptr<scalar_t>());
   });
   return dx;
@@ -80,7 +80,7 @@ at::Tensor softmax_forward(const char* op, const at::Tensor& input, int64_t dim,
   const at::Tensor x = input.contiguous();
   at::Tensor y = empty_output(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.softmax", [&] {
-    cpu::softmax_forward<scalar_t>(s.outer, s.D, s.inner, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), log);
+    cpu::activation_kernels<scalar_t>().softmax_forward(s.outer, s.D, s.inner, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), log);
   });
   return y;
 }
@@ -96,7 +96,7 @@ at::Tensor softmax_backward(const char* op, const at::Tensor& grad_output, const
   const at::Tensor g = grad_output.contiguous(), y = output.contiguous();
   at::Tensor dx = empty_output(output.sizes(), output.options());
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "fusedops.softmax_backward", [&] {
-    cpu::softmax_backward<scalar_t>(s.outer, s.D, s.inner, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+    cpu::activation_kernels<scalar_t>().softmax_backward(s.outer, s.D, s.inner, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                     dx.data_ptr<scalar_t>(), log);
   });
   return dx;

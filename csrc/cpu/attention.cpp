@@ -125,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cpu(const at::Tensor& query, const at::T
     AttentionArgs<scalar_t> a = kernel_args<scalar_t>(p, dropout_p, is_causal);
     a.out = out.data_ptr<scalar_t>();
     a.lse = lse.data_ptr<scalar_t>();
-    cpu::attention_forward<scalar_t>(a);
+    cpu::attention_kernels<scalar_t>().attention_forward(a);
   });
   return {out, lse};
 }
@@ -165,7 +165,7 @@ sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at:
       a.dq = mask[0] ? dq->data_ptr<scalar_t>() : nullptr;
       a.dk = mask[1] ? dk_all.data_ptr<scalar_t>() : nullptr;
       a.dv = mask[2] ? dv_all.data_ptr<scalar_t>() : nullptr;
-      cpu::attention_backward<scalar_t>(a);
+      cpu::attention_kernels<scalar_t>().attention_backward(a);
     });
   }
   if (mask[1]) dk = lay.kv_shared ? reduce_kv_grad(dk_all, key, enable_gqa) : dk_all;

@@ -174,7 +174,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
     a.loss_sum = &total;
     if (compute_grad) a.grad = grad.data_ptr<scalar_t>(), a.ldg = C;
     a.scale = red == Reduction::mean ? 1.0 / denom : 1.0;
-    cpu::cross_entropy<scalar_t>(a);
+    cpu::loss_kernels<scalar_t>().cross_entropy(a);
   });
   if (red == Reduction::none) return {loss_rows, grad};
   return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), grad};
@@ -197,7 +197,7 @@ void scale_into(at::Tensor& grad, const at::Tensor& s) {
   const int64_t N = s.numel() == 1 ? 1 : grad.size(0);
   const int64_t C = grad.numel() / N;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "fusedops.loss_grad_scale", [&] {
-    cpu::scale_rows<scalar_t>(N, C, grad.data_ptr<scalar_t>(), C, s.data_ptr<scalar_t>(),
+    cpu::loss_kernels<scalar_t>().scale_rows(N, C, grad.data_ptr<scalar_t>(), C, s.data_ptr<scalar_t>(),
                               s.numel() == 1 ? 0 : 1);
   });
 }
@@ -287,7 +287,7 @@ void lce_run(const LceArgs& L) {
     if (grads) a.grad = lg, a.ldg = V;  // dlogits overwrite the logits
     a.scale = L.scale;
     if (L.row_scale) a.row_scale = L.row_scale->data_ptr<T>() + r0, a.row_scale_stride = 1;
-    cpu::cross_entropy<T>(a);
+    cpu::loss_kernels<T>().cross_entropy(a);
     if (L.loss_sum) *L.loss_sum += part;
     if (L.gx) {  // dx = dlogits @ w
       cpu::GemmArgs<T> g;
@@ -306,7 +306,7 @@ void lce_run(const LceArgs& L) {
       g.beta = T(1);
       cpu::gemm<T>(g);
     }
-    if (L.gb) cpu::add_column_sums<T>(bm, V, lg, V, L.gb->data_ptr<T>());
+    if (L.gb) cpu::loss_kernels<T>().add_column_sums(bm, V, lg, V, L.gb->data_ptr<T>());
   }
 }
 
@@ -431,7 +431,7 @@ at::Tensor mse_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::
   at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
   double total = 0;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.mse_loss", [&] {
-    cpu::mse_forward<scalar_t>(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+    cpu::loss_kernels<scalar_t>().mse_forward(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                rows.defined() ? rows.data_ptr<scalar_t>() : nullptr, &total);
   });
   return reduced(red, total, x.numel(), rows, input.options());
@@ -462,7 +462,7 @@ at::Tensor mse_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   const at::Tensor x = input.contiguous(), y = target.contiguous();
   at::Tensor gx = at::empty(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.mse_loss_backward", [&] {
-    cpu::mse_backward<scalar_t>(x.numel(), g.data_ptr<scalar_t>(), gs, mean_scale(red, x.numel()),
+    cpu::loss_kernels<scalar_t>().mse_backward(x.numel(), g.data_ptr<scalar_t>(), gs, mean_scale(red, x.numel()),
                                 x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                 gx.data_ptr<scalar_t>());
   });
@@ -499,7 +499,7 @@ at::Tensor bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target
   at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
   double total = 0;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.binary_cross_entropy_with_logits", [&] {
-    cpu::bce_logits_forward<scalar_t>(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+    cpu::loss_kernels<scalar_t>().bce_logits_forward(x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                       ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(pw),
                                       rows.defined() ? rows.data_ptr<scalar_t>() : nullptr, &total);
   });
@@ -522,7 +522,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits
   if (mask[0]) gx = at::empty(input.sizes(), input.options());
   if (mask[1]) gy = at::empty(input.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.binary_cross_entropy_with_logits_backward", [&] {
-    cpu::bce_logits_backward<scalar_t>(x.numel(), g.data_ptr<scalar_t>(), gs,
+    cpu::loss_kernels<scalar_t>().bce_logits_backward(x.numel(), g.data_ptr<scalar_t>(), gs,
                                        mean_scale(red, x.numel()), x.data_ptr<scalar_t>(),
                                        y.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
                                        ptr_or_null<scalar_t>(pw),

@@ -68,7 +68,7 @@ std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const
     if (r.N == 0) mean.fill_(NAN), rstd.fill_(NAN);  // the mean of nothing
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm", [&] {
-    cpu::layer_norm_forward<scalar_t>(r.M, r.N, x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(res),
+    cpu::norm_kernels<scalar_t>().layer_norm_forward(r.M, r.N, x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(res),
                                       mut_or_null<scalar_t>(sum), ptr_or_null<scalar_t>(w),
                                       ptr_or_null<scalar_t>(b), scalar_t(eps), out.data_ptr<scalar_t>(),
                                       mut_or_null<scalar_t>(mean), mut_or_null<scalar_t>(rstd));
@@ -95,7 +95,7 @@ Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& g
   if (mask[2]) db = at::empty(normalized_shape, input.options());
   if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm_backward", [&] {
-    cpu::layer_norm_backward<scalar_t>(
+    cpu::norm_kernels<scalar_t>().layer_norm_backward(
         r.M, r.N, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(),
         rs.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(ga),
         dx ? dx->data_ptr<scalar_t>() : nullptr, dw ? dw->data_ptr<scalar_t>() : nullptr,

@@ -78,7 +78,7 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
       ts[k].step_size = s.step_size;
       ts[k].bc2_sqrt = s.bc2_sqrt;
     }
-    cpu::adam_step<scalar_t>(ts.data(), int64_t(n), h);
+    cpu::optim_kernels<scalar_t>().adam_step(ts.data(), int64_t(n), h);
   });
   for (LinedUp& l : lined) l.write_back();
 }
@@ -123,7 +123,7 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
       ts[k].n = t[0].numel();
       ts[k].fresh = has_buf && fresh_buffers.get(k);
     }
-    cpu::sgd_step<scalar_t>(ts.data(), int64_t(n), h);
+    cpu::optim_kernels<scalar_t>().sgd_step(ts.data(), int64_t(n), h);
   });
   for (LinedUp& l : lined) l.write_back();
 }
@@ -158,7 +158,7 @@ at::Tensor total_norm_cpu(at::TensorList tensors, double norm_type) {
     std::vector<const scalar_t*> ptrs(n);
     for (size_t k = 0; k < n; ++k) ptrs[k] = dense[k].data_ptr<scalar_t>();
     *out.data_ptr<scalar_t>() =
-        scalar_t(cpu::total_norm<scalar_t>(ptrs.data(), sizes.data(), int64_t(n), norm_type));
+        scalar_t(cpu::optim_kernels<scalar_t>().total_norm(ptrs.data(), sizes.data(), int64_t(n), norm_type));
   });
   return out;
 }
@@ -183,7 +183,7 @@ void clip_scale_cpu(at::TensorList tensors, const at::Tensor& total_norm, double
       ptrs[k] = lined[k].tensors[0].data_ptr<scalar_t>();
       sizes[k] = lined[k].tensors[0].numel();
     }
-    cpu::scale_all<scalar_t>(ptrs.data(), sizes.data(), int64_t(n), coef);
+    cpu::optim_kernels<scalar_t>().scale_all(ptrs.data(), sizes.data(), int64_t(n), coef);
   });
   for (LinedUp& l : lined) l.write_back();
 }

@@ -149,7 +149,7 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
     } else {
       a.out = out + r0 * P, a.ldo = P, a.out2 = hy, a.ldo2 = P;
     }
-    cpu::rnn_step_forward<T>(a);
+    cpu::rnn_kernels<T>().rnn_step_forward(a);
     if (proj) {
       whr.times(rows, scratch.data(), H, T(0), out + r0 * P, P);
       std::memcpy(hy, out + r0 * P, size_t(rows * P) * sizeof(T));
@@ -234,7 +234,7 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
     if (lstm) a.prev = cprev + r0 * H, a.ldp = H;
     if (gru) a.prev = hprev + r0 * P, a.ldp = P;
     a.dgi = dGi + r0 * GH, a.ldgi = GH, a.dgh = dGh + r0 * GH, a.ldgh = GH;
-    cpu::rnn_step_backward<T>(a);
+    cpu::rnn_kernels<T>().rnn_step_backward(a);
     // d h_prev = dGh W_hh (gru: plus the dh * z the kernel left in dh).
     whh.times(rows, dGh + r0 * GH, GH, gru ? T(1) : T(0), dh, P);
   }
@@ -252,7 +252,7 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
   if (o.dw_hr) {
     at::Tensor t_m;
     T* const m = scratch<T>(t_m, N * H);
-    cpu::lstm_cell_output<T>(N, H, in.ws, W, m, H);
+    cpu::rnn_kernels<T>().lstm_cell_output(N, H, in.ws, W, m, H);
     gemm<T>(P, H, N, dH, 1, P, m, H, 1, T(0), o.dw_hr, H);
   }
 }

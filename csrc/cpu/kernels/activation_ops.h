@@ -11,27 +11,28 @@ namespace fusedops::cpu {
 
 enum class Pointwise : int { relu = 0, sigmoid = 1, tanh = 2, gelu = 3, gelu_tanh = 4 };
 
-// y[i] = f(x[i]) over n contiguous elements.
+// Activation and softmax kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void pointwise_forward(Pointwise f, int64_t n, const T* x, T* y);
+struct ActivationKernels {
+  // y[i] = f(x[i]) over n contiguous elements.
+  void (*pointwise_forward)(Pointwise f, int64_t n, const T* x, T* y);
+  // dx[i] = g[i] * f'(.) over n contiguous elements, where `saved` is what the backward reads:
+  // the input x for gelu / gelu_tanh (recomputed, one pass), the output y for relu
+  // (g where y > 0 or y is NaN, as torch's threshold_backward), sigmoid (y (1 - y)) and
+  // tanh (1 - y^2).
+  void (*pointwise_backward)(Pointwise f, int64_t n, const T* g, const T* saved, T* dx);
+  // softmax (log = false) or log_softmax (log = true) over the middle dimension of a contiguous
+  // [outer, D, inner] tensor. A row holding NaN gives NaN, as do rows whose maximum is +inf or
+  // -inf (all -inf), as in torch.
+  void (*softmax_forward)(int64_t outer, int64_t D, int64_t inner, const T* x, T* y, bool log);
+  // Gradient from the saved output y: softmax dx = y (g - sum_d(g y)); log_softmax
+  // dx = g - exp(y) sum_d(g).
+  void (*softmax_backward)(int64_t outer, int64_t D, int64_t inner, const T* g, const T* y, T* dx,
+                           bool log);
+};
 
-// dx[i] = g[i] * f'(.) over n contiguous elements, where `saved` is what the backward reads:
-// the input x for gelu / gelu_tanh (recomputed, one pass), the output y for relu
-// (g where y > 0 or y is NaN, as torch's threshold_backward), sigmoid (y (1 - y)) and
-// tanh (1 - y^2).
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void pointwise_backward(Pointwise f, int64_t n, const T* g, const T* saved, T* dx);
-
-// softmax (log = false) or log_softmax (log = true) over the middle dimension of a contiguous
-// [outer, D, inner] tensor. A row holding NaN gives NaN, as do rows whose maximum is +inf or
-// -inf (all -inf), as in torch.
-template <typename T>
-void softmax_forward(int64_t outer, int64_t D, int64_t inner, const T* x, T* y, bool log);
-
-// Gradient from the saved output y: softmax dx = y (g - sum_d(g y)); log_softmax
-// dx = g - exp(y) sum_d(g).
-template <typename T>
-void softmax_backward(int64_t outer, int64_t D, int64_t inner, const T* g, const T* y, T* dx,
-                      bool log);
+const ActivationKernels<T>& activation_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

@@ -379,13 +379,11 @@ void softmax_backward_run(int64_t outer, int64_t D, int64_t inner, const T* g, c
 }
 #undef FUSEDOPS_ACT_VEC
 
-#define FUSEDOPS_ACT_INSTANTIATE(T)                                                           \
-  template void pointwise_forward_run<T>(Pointwise, int64_t, const T*, T*);                   \
-  template void pointwise_backward_run<T>(Pointwise, int64_t, const T*, const T*, T*);        \
-  template void softmax_forward_run<T>(int64_t, int64_t, int64_t, const T*, T*, bool);        \
-  template void softmax_backward_run<T>(int64_t, int64_t, int64_t, const T*, const T*, T*, bool);
-FUSEDOPS_ACT_INSTANTIATE(float)
-FUSEDOPS_ACT_INSTANTIATE(double)
-#undef FUSEDOPS_ACT_INSTANTIATE
+template <typename T>
+ActivationKernels<T> activation_table() {
+  return {&pointwise_forward_run<T>, &pointwise_backward_run<T>, &softmax_forward_run<T>, &softmax_backward_run<T>};
+}
+template ActivationKernels<float> activation_table<float>();
+template ActivationKernels<double> activation_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

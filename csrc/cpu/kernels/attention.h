@@ -50,9 +50,15 @@ struct AttentionArgs {
   T* dv = nullptr;
 };
 
+// Flash attention kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void attention_forward(const AttentionArgs<T>& args);
+struct AttentionKernels {
+  void (*attention_forward)(const AttentionArgs<T>& args);
+  void (*attention_backward)(const AttentionArgs<T>& args);
+};
+
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void attention_backward(const AttentionArgs<T>& args);
+const AttentionKernels<T>& attention_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

@@ -469,8 +469,10 @@ void attention_backward_run(const AttentionArgs<T>& a) {
   if constexpr (sizeof(T) == 4) AttnF32::backward(a);
   else AttnF64::backward(a);
 }
-template void attention_forward_run<float>(const AttentionArgs<float>&);
-template void attention_forward_run<double>(const AttentionArgs<double>&);
-template void attention_backward_run<float>(const AttentionArgs<float>&);
-template void attention_backward_run<double>(const AttentionArgs<double>&);
+template <typename T>
+AttentionKernels<T> attention_table() {
+  return {&attention_forward_run<T>, &attention_backward_run<T>};
+}
+template AttentionKernels<float> attention_table<float>();
+template AttentionKernels<double> attention_table<double>();
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

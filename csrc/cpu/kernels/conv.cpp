@@ -380,7 +380,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t n = t / (s.groups * kbs), g = t / kbs % s.groups, b = t % kbs;
       const int64_t k0 = g * d.Kg + 4 * b;
-      conv_direct_forward<T>(s, x, w, bias, y, n, k0, int(std::min<int64_t>(4, d.Kg - 4 * b)));
+      conv_direct_kernels<T>().conv_direct_forward(s, x, w, bias, y, n, k0, int(std::min<int64_t>(4, d.Kg - 4 * b)));
     }
     return;
   }
@@ -494,7 +494,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
     for (int64_t t = 0; t < blocks; ++t) {
       const int64_t k0 = t / kbs * d.Kg + 4 * (t % kbs);
       const int kb = int(std::min<int64_t>(4, d.Kg - 4 * (t % kbs)));
-      for (int64_t n = 0; n < s.N; ++n) conv_direct_weight<T>(s, gy, x, gw, n, k0, kb, n > 0);
+      for (int64_t n = 0; n < s.N; ++n) conv_direct_kernels<T>().conv_direct_weight(s, gy, x, gw, n, k0, kb, n > 0);
     }
     return;
   }

@@ -11,15 +11,20 @@
 
 namespace fusedops::cpu {
 
-// Output planes (n, k0 .. k0 + kb - 1) of one group, kb <= 4: y = bias + sum over (c, r, s).
+// Direct convolution kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void conv_direct_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                         int64_t n, int64_t k0, int kb);
+struct ConvDirectKernels {
+  // Output planes (n, k0 .. k0 + kb - 1) of one group, kb <= 4: y = bias + sum over (c, r, s).
+  void (*conv_direct_forward)(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                              int64_t n, int64_t k0, int kb);
+  // gw[k0 .. k0 + kb - 1] (= or += when accumulate) the contribution of image n to those output
+  // channels' weights (one group, kb <= 4).
+  void (*conv_direct_weight)(const Conv2dShape& s, const T* gy, const T* x, T* gw, int64_t n,
+                             int64_t k0, int kb, bool accumulate);
+};
 
-// gw[k0 .. k0 + kb - 1] (= or += when accumulate) the contribution of image n to those output
-// channels' weights (one group, kb <= 4).
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void conv_direct_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw, int64_t n,
-                        int64_t k0, int kb, bool accumulate);
+const ConvDirectKernels<T>& conv_direct_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

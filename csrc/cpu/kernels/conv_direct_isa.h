@@ -171,13 +171,11 @@ void conv_direct_weight_run(const Conv2dShape& s, const T* gy, const T* x, T* gw
   }
 }
 
-#define FUSEDOPS_CONV_DIRECT_INSTANTIATE(T)                                                       \
-  template void conv_direct_forward_run<T>(const Conv2dShape&, const T*, const T*, const T*, T*,  \
-                                           int64_t, int64_t, int);                                \
-  template void conv_direct_weight_run<T>(const Conv2dShape&, const T*, const T*, T*, int64_t,    \
-                                          int64_t, int, bool);
-FUSEDOPS_CONV_DIRECT_INSTANTIATE(float)
-FUSEDOPS_CONV_DIRECT_INSTANTIATE(double)
-#undef FUSEDOPS_CONV_DIRECT_INSTANTIATE
+template <typename T>
+ConvDirectKernels<T> conv_direct_table() {
+  return {&conv_direct_forward_run<T>, &conv_direct_weight_run<T>};
+}
+template ConvDirectKernels<float> conv_direct_table<float>();
+template ConvDirectKernels<double> conv_direct_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -39,31 +39,26 @@ template <typename T>
 int64_t cross_entropy_targets(int64_t N, int64_t C, const int64_t* target, const T* weight,
                               int64_t ignore_index, double* weight_sum);
 
+// Loss kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void cross_entropy(const CrossEntropyArgs<T>& args);
+struct LossKernels {
+  void (*cross_entropy)(const CrossEntropyArgs<T>& args);
+  // g[i, j] *= s[i * s_stride] for a [N, C] block with row stride ldg (s_stride 0: one scale).
+  void (*scale_rows)(int64_t N, int64_t C, T* g, int64_t ldg, const T* s, int64_t s_stride);
+  // out[j] += sum_i g[i, j] over a [N, C] block with row stride ldg.
+  void (*add_column_sums)(int64_t N, int64_t C, const T* g, int64_t ldg, T* out);
+  // Elementwise losses over n elements (same shapes; weight/pos_weight expanded to n or null).
+  // loss_rows (reduction "none") or loss_sum receives the result.
+  void (*mse_forward)(int64_t n, const T* x, const T* y, T* loss_rows, double* loss_sum);
+  // gx = scale * g[i * gs] * 2 (x - y)
+  void (*mse_backward)(int64_t n, const T* g, int64_t gs, double scale, const T* x, const T* y, T* gx);
+  void (*bce_logits_forward)(int64_t n, const T* x, const T* y, const T* w, const T* pw, T* loss_rows, double* loss_sum);
+  // gx = s w ((1 - y) - lw sigmoid(-x)), gy = s w (-x - (pw - 1) log_sigmoid(x)); s = scale g[i*gs]
+  void (*bce_logits_backward)(int64_t n, const T* g, int64_t gs, double scale, const T* x, const T* y, const T* w, const T* pw, T* gx, T* gy);
+};
 
-// g[i, j] *= s[i * s_stride] for a [N, C] block with row stride ldg (s_stride 0: one scale).
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void scale_rows(int64_t N, int64_t C, T* g, int64_t ldg, const T* s, int64_t s_stride);
-
-// out[j] += sum_i g[i, j] over a [N, C] block with row stride ldg.
-template <typename T>
-void add_column_sums(int64_t N, int64_t C, const T* g, int64_t ldg, T* out);
-
-// Elementwise losses over n elements (same shapes; weight/pos_weight expanded to n or null).
-// loss_rows (reduction "none") or loss_sum receives the result.
-template <typename T>
-void mse_forward(int64_t n, const T* x, const T* y, T* loss_rows, double* loss_sum);
-// gx = scale * g[i * gs] * 2 (x - y)
-template <typename T>
-void mse_backward(int64_t n, const T* g, int64_t gs, double scale, const T* x, const T* y, T* gx);
-
-template <typename T>
-void bce_logits_forward(int64_t n, const T* x, const T* y, const T* w, const T* pw, T* loss_rows,
-                        double* loss_sum);
-// gx = s w ((1 - y) - lw sigmoid(-x)), gy = s w (-x - (pw - 1) log_sigmoid(x)); s = scale g[i*gs]
-template <typename T>
-void bce_logits_backward(int64_t n, const T* g, int64_t gs, double scale, const T* x, const T* y,
-                         const T* w, const T* pw, T* gx, T* gy);
+const LossKernels<T>& loss_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

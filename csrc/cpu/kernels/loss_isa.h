@@ -410,17 +410,12 @@ void loss_bce_backward(int64_t n, const T* g, int64_t gs, double sc, const T* x,
   bce_logits_backward_run<VecOf<T>>(n, g, gs, sc, x, y, w, pw, gx, gy);
 }
 
-#define FUSEDOPS_LOSS_INSTANTIATE(T)                                                        \
-  template void loss_cross_entropy<T>(const CrossEntropyArgs<T>&);                          \
-  template void loss_scale_rows<T>(int64_t, int64_t, T*, int64_t, const T*, int64_t);       \
-  template void loss_add_column_sums<T>(int64_t, int64_t, const T*, int64_t, T*);           \
-  template void loss_mse_forward<T>(int64_t, const T*, const T*, T*, double*);              \
-  template void loss_mse_backward<T>(int64_t, const T*, int64_t, double, const T*, const T*, T*); \
-  template void loss_bce_forward<T>(int64_t, const T*, const T*, const T*, const T*, T*, double*); \
-  template void loss_bce_backward<T>(int64_t, const T*, int64_t, double, const T*, const T*,  \
-                                     const T*, const T*, T*, T*);
-FUSEDOPS_LOSS_INSTANTIATE(float)
-FUSEDOPS_LOSS_INSTANTIATE(double)
-#undef FUSEDOPS_LOSS_INSTANTIATE
+template <typename T>
+LossKernels<T> loss_table() {
+  return {&loss_cross_entropy<T>, &loss_scale_rows<T>,  &loss_add_column_sums<T>, &loss_mse_forward<T>,
+          &loss_mse_backward<T>,  &loss_bce_forward<T>, &loss_bce_backward<T>};
+}
+template LossKernels<float> loss_table<float>();
+template LossKernels<double> loss_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

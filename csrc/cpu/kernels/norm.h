@@ -10,25 +10,30 @@
 
 namespace fusedops::cpu {
 
-// y = (s - mean) * rstd * w + b per row, with s = x + residual when `residual` is given
-// (written to `sum_out`), else s = x. mean = sum(s) / N, rstd = 1 / sqrt(var + eps) with the
-// biased variance (two passes over the row while it sits in L1/L2). w, b: [N] or nullptr
-// (1 and 0); mean, rstd: [M] or nullptr (not stored).
+// LayerNorm kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void layer_norm_forward(int64_t M, int64_t N, const T* x, const T* residual, T* sum_out,
-                        const T* w, const T* b, T eps, T* y, T* mean, T* rstd);
+struct NormKernels {
+  // y = (s - mean) * rstd * w + b per row, with s = x + residual when `residual` is given
+  // (written to `sum_out`), else s = x. mean = sum(s) / N, rstd = 1 / sqrt(var + eps) with the
+  // biased variance (two passes over the row while it sits in L1/L2). w, b: [N] or nullptr
+  // (1 and 0); mean, rstd: [M] or nullptr (not stored).
+  void (*layer_norm_forward)(int64_t M, int64_t N, const T* x, const T* residual, T* sum_out,
+                             const T* w, const T* b, T eps, T* y, T* mean, T* rstd);
+  // Gradients of layer_norm for an incoming gradient g [M, N] and the saved mean/rstd of the
+  // normalized input x [M, N] (the sum x + residual for add_layer_norm):
+  //   xhat = (x - mean) * rstd,  gw = g * w,
+  //   dx = rstd * (gw - mean_row(gw) - xhat * mean_row(gw * xhat)) (+ grad_add)
+  //   dw = sum_rows(g * xhat),  db = sum_rows(g)
+  // Any of dx, dw, db may be nullptr (not computed); w nullptr means 1; grad_add ([M, N] or
+  // nullptr) is added to dx (the gradient reaching add_layer_norm's sum output). dw/db are summed
+  // per chunk of rows (chunks fixed by M and N) in blocks, then over the chunks in order: the
+  // same bits for any thread count.
+  void (*layer_norm_backward)(int64_t M, int64_t N, const T* g, const T* x, const T* mean,
+                              const T* rstd, const T* w, const T* grad_add, T* dx, T* dw, T* db);
+};
 
-// Gradients of layer_norm for an incoming gradient g [M, N] and the saved mean/rstd of the
-// normalized input x [M, N] (the sum x + residual for add_layer_norm):
-//   xhat = (x - mean) * rstd,  gw = g * w,
-//   dx = rstd * (gw - mean_row(gw) - xhat * mean_row(gw * xhat)) (+ grad_add)
-//   dw = sum_rows(g * xhat),  db = sum_rows(g)
-// Any of dx, dw, db may be nullptr (not computed); w nullptr means 1; grad_add ([M, N] or
-// nullptr) is added to dx (the gradient reaching add_layer_norm's sum output). dw/db are summed
-// per thread over its rows in blocks, then over the threads in a fixed order: deterministic
-// for a given thread count.
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void layer_norm_backward(int64_t M, int64_t N, const T* g, const T* x, const T* mean,
-                         const T* rstd, const T* w, const T* grad_add, T* dx, T* dw, T* db);
+const NormKernels<T>& norm_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

@@ -256,13 +256,11 @@ void layer_norm_backward_run(int64_t M, int64_t N, const T* g, const T* x, const
     layer_norm_backward<FUSEDOPS_VEC_F64>(M, N, g, x, mean, rstd, w, ga, dx, dw, db);
 }
 
-#define FUSEDOPS_NORM_INSTANTIATE(T)                                                         \
-  template void layer_norm_forward_run<T>(int64_t, int64_t, const T*, const T*, T*, const T*, \
-                                          const T*, T, T*, T*, T*);                          \
-  template void layer_norm_backward_run<T>(int64_t, int64_t, const T*, const T*, const T*,    \
-                                           const T*, const T*, const T*, T*, T*, T*);
-FUSEDOPS_NORM_INSTANTIATE(float)
-FUSEDOPS_NORM_INSTANTIATE(double)
-#undef FUSEDOPS_NORM_INSTANTIATE
+template <typename T>
+NormKernels<T> norm_table() {
+  return {&layer_norm_forward_run<T>, &layer_norm_backward_run<T>};
+}
+template NormKernels<float> norm_table<float>();
+template NormKernels<double> norm_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -44,9 +44,6 @@ struct AdamHyper {
   bool amsgrad = false, maximize = false, decoupled = true;
 };
 
-template <typename T>
-void adam_step(const AdamTensor<T>* tensors, int64_t count, const AdamHyper& h);
-
 // ---- SGD -------------------------------------------------------------------------------------
 //   g   = maximize ? -grad : grad;  g += wd * p
 //   buf = fresh ? g : buf * momentum + (1 - dampening) * g      (momentum != 0)
@@ -67,20 +64,24 @@ struct SgdHyper {
   bool nesterov = false, maximize = false;
 };
 
-template <typename T>
-void sgd_step(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h);
-
 // ---- gradient norm and scaling ----------------------------------------------------------------
 // The p-norm of all elements of all tensors together: (sum |x|^p)^(1/p); p = inf: max |x|,
 // -inf: min |x|, 0: the count of non-zeros. Accumulated in double per chunk (float32 sums over
 // blocks of 256 elements first), chunks combined in order: the result does not depend on the
 // thread count. Empty input: 0.
 
+// Optimizer kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-double total_norm(const T* const* data, const int64_t* sizes, int64_t count, double p);
+struct OptimKernels {
+  void (*adam_step)(const AdamTensor<T>* tensors, int64_t count, const AdamHyper& h);
+  void (*sgd_step)(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h);
+  double (*total_norm)(const T* const* data, const int64_t* sizes, int64_t count, double p);
+  // x *= scale for every element of every tensor.
+  void (*scale_all)(T* const* data, const int64_t* sizes, int64_t count, T scale);
+};
 
-// x *= scale for every element of every tensor.
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void scale_all(T* const* data, const int64_t* sizes, int64_t count, T scale);
+const OptimKernels<T>& optim_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

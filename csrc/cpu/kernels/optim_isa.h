@@ -339,13 +339,11 @@ void scale_all_run(T* const* data, const int64_t* sizes, int64_t count, T scale)
   });
 }
 
-#define FUSEDOPS_OPTIM_INSTANTIATE(T)                                                      \
-  template void adam_step_run<T>(const AdamTensor<T>*, int64_t, const AdamHyper&);        \
-  template void sgd_step_run<T>(const SgdTensor<T>*, int64_t, const SgdHyper&);           \
-  template double total_norm_run<T>(const T* const*, const int64_t*, int64_t, double);    \
-  template void scale_all_run<T>(T* const*, const int64_t*, int64_t, T);
-FUSEDOPS_OPTIM_INSTANTIATE(float)
-FUSEDOPS_OPTIM_INSTANTIATE(double)
-#undef FUSEDOPS_OPTIM_INSTANTIATE
+template <typename T>
+OptimKernels<T> optim_table() {
+  return {&adam_step_run<T>, &sgd_step_run<T>, &total_norm_run<T>, &scale_all_run<T>};
+}
+template OptimKernels<float> optim_table<float>();
+template OptimKernels<double> optim_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -63,14 +63,17 @@ struct RnnStepBackward {
   int64_t ldgh = 0;
 };
 
+// Recurrent step kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>
-void rnn_step_forward(const RnnStepForward<T>& a);
+struct RnnKernels {
+  void (*rnn_step_forward)(const RnnStepForward<T>& a);
+  void (*rnn_step_backward)(const RnnStepBackward<T>& a);
+  // lstm: m = o * tanh(c) from workspace rows (the input of a projection, for its gradient).
+  void (*lstm_cell_output)(int64_t rows, int64_t H, const T* ws, int64_t ldw, T* m, int64_t ldm);
+};
 
+// The kernels of an instruction set (default: the one in force), filled once.
 template <typename T>
-void rnn_step_backward(const RnnStepBackward<T>& a);
-
-// lstm: m = o * tanh(c) from workspace rows (the input of a projection, for its gradient).
-template <typename T>
-void lstm_cell_output(int64_t rows, int64_t H, const T* ws, int64_t ldw, T* m, int64_t ldm);
+const RnnKernels<T>& rnn_kernels(Isa isa = active_isa());
 
 }  // namespace fusedops::cpu

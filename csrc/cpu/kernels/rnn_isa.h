@@ -222,12 +222,11 @@ void lstm_cell_output_run(int64_t rows, int64_t H, const T* ws, int64_t ldw, T* 
   });
 }
 
-#define FUSEDOPS_RNN_INSTANTIATE(T)                                                           \
-  template void rnn_step_forward_run<T>(const RnnStepForward<T>&);                            \
-  template void rnn_step_backward_run<T>(const RnnStepBackward<T>&);                          \
-  template void lstm_cell_output_run<T>(int64_t, int64_t, const T*, int64_t, T*, int64_t);
-FUSEDOPS_RNN_INSTANTIATE(float)
-FUSEDOPS_RNN_INSTANTIATE(double)
-#undef FUSEDOPS_RNN_INSTANTIATE
+template <typename T>
+RnnKernels<T> rnn_table() {
+  return {&rnn_step_forward_run<T>, &rnn_step_backward_run<T>, &lstm_cell_output_run<T>};
+}
+template RnnKernels<float> rnn_table<float>();
+template RnnKernels<double> rnn_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -9,92 +9,44 @@
 
 namespace fusedops::cpu {
 
-#define FUSEDOPS_DECLARE_ISA(ns)                                                       \
-  namespace ns {                                                                       \
-  template <typename T> void gemm_run(const GemmArgs<T>&);                             \
-  template <typename T>                                                                \
-  void gemm_offset_b_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t, int64_t); \
-  template <typename T>                                                                \
-  void gemm_offset_a_run(const GemmArgs<T>&, const T*, const int64_t*, int64_t, int64_t); \
-  template <typename T>                                                                \
-  void gemm_offset_c_run(const GemmArgs<T>&, const T*, const int64_t*, T*, const int64_t*, \
-                         int64_t, int64_t, int64_t, int64_t);                          \
-  template <typename T> int64_t packed_b_size_run(int64_t, int64_t, int64_t);                \
-  template <typename T> void pack_b_run(const GemmArgs<T>&, T*);                       \
-  template <typename T> MicrokernelInfo info();                                        \
-  template <typename T>                                                                \
-  void bias_act_backward_run(int64_t, int64_t, const T*, int64_t, int64_t, const T*,   \
-                             int64_t, T*, Activation, T*);                             \
-  double fma_peak_run(int threads, double seconds);                                    \
-  }
-FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
-#undef FUSEDOPS_DECLARE_ISA
+FUSEDOPS_KERNEL_TABLE(GemmKernels, gemm_table, gemm_kernels)
 
 template <typename T>
 void gemm_with_isa(Isa isa, const GemmArgs<T>& args) {
-#if defined(__x86_64__)
-  if (isa == Isa::avx512) return avx512::gemm_run<T>(args);
-  if (isa == Isa::avx2) return avx2::gemm_run<T>(args);
-#endif
-  (void)isa;
-  generic::gemm_run<T>(args);
+  gemm_kernels<T>(isa).run(args);
 }
 
 template <typename T>
 void gemm(const GemmArgs<T>& args) {
-  gemm_with_isa<T>(args.packed_b ? args.packed_isa : active_isa(), args);
+  gemm_kernels<T>(args.packed_b ? args.packed_isa : active_isa()).run(args);
 }
 
 template <typename T>
 void gemm_offset_b(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t x_stride,
                    int64_t c_stride) {
-#if defined(__x86_64__)
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
-  if (isa == Isa::avx2) return avx2::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
-#endif
-  generic::gemm_offset_b_run<T>(args, X, boff, batch, x_stride, c_stride);
+  gemm_kernels<T>().offset_b(args, X, boff, batch, x_stride, c_stride);
 }
 
 template <typename T>
 void gemm_offset_c(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
                    int64_t row_group, int64_t batch, int64_t x_stride, int64_t y_stride) {
-#if defined(__x86_64__)
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512)
-    return avx512::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
-  if (isa == Isa::avx2)
-    return avx2::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
-#endif
-  generic::gemm_offset_c_run<T>(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
+  gemm_kernels<T>().offset_c(args, X, boff, Y, coff, row_group, batch, x_stride, y_stride);
 }
 
 template <typename T>
 void gemm_offset_a(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride) {
-#if defined(__x86_64__)
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::gemm_offset_a_run<T>(args, X, aoff, run, stride);
-  if (isa == Isa::avx2) return avx2::gemm_offset_a_run<T>(args, X, aoff, run, stride);
-#endif
-  generic::gemm_offset_a_run<T>(args, X, aoff, run, stride);
+  gemm_kernels<T>().offset_a(args, X, aoff, run, stride);
 }
 
 template <typename T>
 const T* gemm_pack_b(const GemmArgs<T>& args, std::vector<T>& storage, Isa* packed_isa) {
-  const Isa isa = active_isa();
-  *packed_isa = isa;
-  int64_t (*size)(int64_t, int64_t, int64_t) = generic::packed_b_size_run<T>;
-  void (*pack)(const GemmArgs<T>&, T*) = generic::pack_b_run<T>;
-#if defined(__x86_64__)
-  if (isa == Isa::avx512) size = avx512::packed_b_size_run<T>, pack = avx512::pack_b_run<T>;
-  if (isa == Isa::avx2) size = avx2::packed_b_size_run<T>, pack = avx2::pack_b_run<T>;
-#endif
-  (void)isa;
+  *packed_isa = active_isa();
+  const GemmKernels<T>& k = gemm_kernels<T>(*packed_isa);
   const size_t pad = 64 / sizeof(T);
-  storage.resize(size_t(std::max<int64_t>(size(args.M, args.N, args.K), 0)) + pad);
+  storage.resize(size_t(std::max<int64_t>(k.packed_b_size(args.M, args.N, args.K), 0)) + pad);
   auto p = reinterpret_cast<uintptr_t>(storage.data());
   T* dst = reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
-  pack(args, dst);
+  k.pack_b(args, dst);
   return dst;
 }
 
@@ -133,33 +85,16 @@ void gemm_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a, int6
 
 template <typename T>
 MicrokernelInfo microkernel_info(Isa isa) {
-#if defined(__x86_64__)
-  if (isa == Isa::avx512) return avx512::info<T>();
-  if (isa == Isa::avx2) return avx2::info<T>();
-#endif
-  (void)isa;
-  return generic::info<T>();
+  return gemm_kernels<T>(isa).info;
 }
 
 template <typename T>
 void bias_act_backward(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
                        int64_t ldz, T* dz, Activation act, T* db) {
-#if defined(__x86_64__)
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
-  if (isa == Isa::avx2) return avx2::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
-#endif
-  generic::bias_act_backward_run<T>(M, N, g, rsg, csg, z, ldz, dz, act, db);
+  gemm_kernels<T>().bias_act_backward(M, N, g, rsg, csg, z, ldz, dz, act, db);
 }
 
-double fma_peak_gflops(int threads, double seconds) {
-#if defined(__x86_64__)
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512) return avx512::fma_peak_run(threads, seconds);
-  if (isa == Isa::avx2) return avx2::fma_peak_run(threads, seconds);
-#endif
-  return generic::fma_peak_run(threads, seconds);
-}
+double fma_peak_gflops(int threads, double seconds) { return gemm_kernels<float>().fma_peak(threads, seconds); }
 
 template <typename T>
 void gemm_reference(const GemmArgs<T>& g) {
@@ -201,6 +136,7 @@ void gemm_reference(const GemmArgs<T>& g) {
   template void gemm_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);  \
   template void gemm_reference<T>(const GemmArgs<T>&);                                   \
   template MicrokernelInfo microkernel_info<T>(Isa);                                     \
+  template const GemmKernels<T>& gemm_kernels<T>(Isa);                                   \
   template void bias_act_backward<T>(int64_t, int64_t, const T*, int64_t, int64_t, const T*, \
                                      int64_t, T*, Activation, T*);
 FUSEDOPS_INSTANTIATE(float)

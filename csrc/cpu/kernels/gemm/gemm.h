@@ -127,4 +127,25 @@ struct MicrokernelInfo {
 template <typename T>
 MicrokernelInfo microkernel_info(Isa isa);
 
+// The GEMM's kernels of one instruction set, the table the entry points above dispatch through
+// (vec/dispatch.h); the arguments as for the entry point of the same name.
+template <typename T>
+struct GemmKernels {
+  void (*run)(const GemmArgs<T>& args);
+  void (*offset_b)(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t x_stride,
+                   int64_t c_stride);
+  void (*offset_c)(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
+                   int64_t row_group, int64_t batch, int64_t x_stride, int64_t y_stride);
+  void (*offset_a)(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride);
+  int64_t (*packed_b_size)(int64_t M, int64_t N, int64_t K);  // elements gemm_pack_b writes
+  void (*pack_b)(const GemmArgs<T>& args, T* dst);
+  void (*bias_act_backward)(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
+                            int64_t ldz, T* dz, Activation act, T* db);
+  double (*fma_peak)(int threads, double seconds);
+  MicrokernelInfo info;
+};
+
+template <typename T>
+const GemmKernels<T>& gemm_kernels(Isa isa = active_isa());
+
 }  // namespace fusedops::cpu

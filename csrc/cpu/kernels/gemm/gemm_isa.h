@@ -69,8 +69,6 @@ template <typename T>
 void gemm_run(const GemmArgs<T>& args) {
   with_kernel<T>(use_alt(args), [&](auto k) { decltype(k)::run(args); });
 }
-template void gemm_run<float>(const GemmArgs<float>&);
-template void gemm_run<double>(const GemmArgs<double>&);
 
 template <typename T>
 void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, int64_t batch, int64_t xs,
@@ -78,10 +76,6 @@ void gemm_offset_b_run(const GemmArgs<T>& args, const T* X, const int64_t* boff,
   with_kernel<T>(use_alt_f32(args.M, args.N),
                  [&](auto k) { decltype(k)::run_offset_b(args, X, boff, batch, xs, cs); });
 }
-template void gemm_offset_b_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t,
-                                       int64_t);
-template void gemm_offset_b_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t,
-                                        int64_t);
 
 template <typename T>
 void gemm_offset_c_run(const GemmArgs<T>& args, const T* X, const int64_t* boff, T* Y, const int64_t* coff,
@@ -89,39 +83,27 @@ void gemm_offset_c_run(const GemmArgs<T>& args, const T* X, const int64_t* boff,
   with_kernel<T>(use_alt_f32(args.M, args.N),
                  [&](auto k) { decltype(k)::run_offset_c(args, X, boff, Y, coff, group, batch, xs, ys); });
 }
-template void gemm_offset_c_run<float>(const GemmArgs<float>&, const float*, const int64_t*, float*,
-                                       const int64_t*, int64_t, int64_t, int64_t, int64_t);
-template void gemm_offset_c_run<double>(const GemmArgs<double>&, const double*, const int64_t*, double*,
-                                        const int64_t*, int64_t, int64_t, int64_t, int64_t);
 
 template <typename T>
 void gemm_offset_a_run(const GemmArgs<T>& args, const T* X, const int64_t* aoff, int64_t run, int64_t stride) {
   with_kernel<T>(false, [&](auto k) { decltype(k)::run_offset_a(args, X, aoff, run, stride); });
 }
-template void gemm_offset_a_run<float>(const GemmArgs<float>&, const float*, const int64_t*, int64_t, int64_t);
-template void gemm_offset_a_run<double>(const GemmArgs<double>&, const double*, const int64_t*, int64_t, int64_t);
 
 template <typename T>
 int64_t packed_b_size_run(int64_t M, int64_t N, int64_t K) {
   return with_kernel<T>(use_alt_f32(M, N), [&](auto k) { return decltype(k)::packed_b_size(N, K); });
 }
-template int64_t packed_b_size_run<float>(int64_t, int64_t, int64_t);
-template int64_t packed_b_size_run<double>(int64_t, int64_t, int64_t);
 
 template <typename T>
 void pack_b_run(const GemmArgs<T>& args, T* dst) {
   with_kernel<T>(use_alt_f32(args.M, args.N), [&](auto k) { decltype(k)::pack_b_whole(args, dst); });
 }
-template void pack_b_run<float>(const GemmArgs<float>&, float*);
-template void pack_b_run<double>(const GemmArgs<double>&, double*);
 
 template <typename T>
 MicrokernelInfo info() {
   if constexpr (sizeof(T) == 4) return {FUSEDOPS_MR_F32, GemmF32::NR, FUSEDOPS_ISA_NAME};
   else return {FUSEDOPS_MR_F64, GemmF64::NR, FUSEDOPS_ISA_NAME};
 }
-template MicrokernelInfo info<float>();
-template MicrokernelInfo info<double>();
 
 template <typename T>
 void bias_act_backward_run(int64_t M, int64_t N, const T* g, int64_t rsg, int64_t csg, const T* z,
@@ -131,13 +113,17 @@ void bias_act_backward_run(int64_t M, int64_t N, const T* g, int64_t rsg, int64_
   else
     bias_act_backward<FUSEDOPS_VEC_F64>(M, N, g, rsg, csg, z, ldz, dz, act, db);
 }
-template void bias_act_backward_run<float>(int64_t, int64_t, const float*, int64_t, int64_t,
-                                           const float*, int64_t, float*, Activation, float*);
-template void bias_act_backward_run<double>(int64_t, int64_t, const double*, int64_t, int64_t,
-                                            const double*, int64_t, double*, Activation, double*);
 
 double fma_peak_run(int threads, double seconds) {
   return fma_peak<FUSEDOPS_VEC_F32>(threads, seconds);
 }
+
+template <typename T>
+GemmKernels<T> gemm_table() {
+  return {&gemm_run<T>,     &gemm_offset_b_run<T>, &gemm_offset_c_run<T>, &gemm_offset_a_run<T>,
+          &packed_b_size_run<T>, &pack_b_run<T>, &bias_act_backward_run<T>, &fma_peak_run, info<T>()};
+}
+template GemmKernels<float> gemm_table<float>();
+template GemmKernels<double> gemm_table<double>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

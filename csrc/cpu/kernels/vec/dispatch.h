@@ -1,25 +1,46 @@
-// Run-time instruction-set dispatch shared by the kernel families. Each family compiles its
-// templates once per instruction set into namespaces generic / avx2 / avx512 (see
-// isa_generic.h) and, in its dispatcher .cpp:
-//   #define FUSEDOPS_DECLARE_ISA(ns) namespace ns { template <typename T> void f_run(...); }
-//   FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_ISA)
-//   template <typename T> void f(...) { FUSEDOPS_DISPATCH(f_run, args...); }
-// FUSEDOPS_DISPATCH returns the call of the entry point for the instruction set in force
-// (active_isa()); the function's element type must be named T.
+// Run-time instruction-set dispatch: one table of kernel function pointers per family, element
+// type and instruction set (the BLIS / XNNPACK pattern).
+//
+// A family declares its kernels once, as the fields of a table in its header:
+//   template <typename T> struct NormKernels { void (*forward)(...); void (*backward)(...); };
+//   template <typename T> const NormKernels<T>& norm_kernels(Isa isa = active_isa());
+// its per-instruction-set file (<family>_isa.h, compiled once per set into the namespaces
+// generic / avx2 / avx512, see isa_generic.h) fills the table with that set's kernels:
+//   template <typename T> NormKernels<T> norm_table() { return {&forward_run<T>, ...}; }
+//   template NormKernels<float> norm_table<float>();   (one line per element type)
+// and its dispatcher .cpp defines the accessor, which builds the tables of every instruction set
+// once (at first use) and hands out the one asked for:
+//   FUSEDOPS_KERNEL_TABLE(NormKernels, norm_table, norm_kernels)
+//   template const NormKernels<float>& norm_kernels<float>(Isa);
+// Callers run norm_kernels<T>().forward(...). Adding an element type adds its lines to the
+// family's table fill and accessor; adding an instruction set adds it here.
 #pragma once
+
+#include <iterator>
 
 #include "../../../common/cpu_features.h"
 
 #if defined(__x86_64__)
-#define FUSEDOPS_FOR_EACH_ISA(DECL) DECL(generic) DECL(avx2) DECL(avx512)
-#define FUSEDOPS_DISPATCH(fn, ...)                                          \
-  do {                                                                      \
-    const ::fusedops::Isa isa_ = ::fusedops::active_isa();                  \
-    if (isa_ == ::fusedops::Isa::avx512) return avx512::fn<T>(__VA_ARGS__); \
-    if (isa_ == ::fusedops::Isa::avx2) return avx2::fn<T>(__VA_ARGS__);     \
-    return generic::fn<T>(__VA_ARGS__);                                     \
-  } while (0)
+#define FUSEDOPS_FOR_EACH_ISA(X, ...) X(generic, __VA_ARGS__) X(avx2, __VA_ARGS__) X(avx512, __VA_ARGS__)
+#define FUSEDOPS_ISA_TABLES(fill, T) {generic::fill<T>(), avx2::fill<T>(), avx512::fill<T>()}
 #else
-#define FUSEDOPS_FOR_EACH_ISA(DECL) DECL(generic)
-#define FUSEDOPS_DISPATCH(fn, ...) return generic::fn<T>(__VA_ARGS__)
+#define FUSEDOPS_FOR_EACH_ISA(X, ...) X(generic, __VA_ARGS__)
+#define FUSEDOPS_ISA_TABLES(fill, T) {generic::fill<T>()}
 #endif
+
+#define FUSEDOPS_DECLARE_TABLE_FILL(ns, Table, fill) \
+  namespace ns {                                     \
+  template <typename T>                              \
+  Table<T> fill();                                   \
+  }
+
+// Declares each instruction set's fill<T>() and defines accessor<T>(Isa) (Isa values index
+// the tables: generic 0, avx2 1, avx512 2).
+#define FUSEDOPS_KERNEL_TABLE(Table, fill, accessor)                               \
+  FUSEDOPS_FOR_EACH_ISA(FUSEDOPS_DECLARE_TABLE_FILL, Table, fill)                  \
+  template <typename T>                                                            \
+  const Table<T>& accessor(Isa isa) {                                              \
+    static const Table<T> tables[] = FUSEDOPS_ISA_TABLES(fill, T);                 \
+    const size_t i = static_cast<size_t>(isa);                                     \
+    return tables[i < std::size(tables) ? i : 0];                                  \
+  }
