@@ -61,10 +61,11 @@ def _read_weights(folder: str) -> dict:
             names = sorted(set(json.load(f)["weight_map"].values()))
         files = [os.path.join(folder, os.path.basename(n)) for n in names]
     else:
-        found = [n for n in ("pytorch_model.bin", "model.pt") if os.path.isfile(os.path.join(folder, n))]
-        raise _error(folder, "no model.safetensors" + (f" (only {found[0]}: a pickle, which can run "
-                                                       "code when loaded; convert it to safetensors)"
-                                                       if found else ""))
+        pickles = [n for n in ("pytorch_model.bin", "model.pt")
+                   if os.path.isfile(os.path.join(folder, n))]
+        why = (f" (only {pickles[0]}: a pickle, which can run code when loaded; convert it to "
+               "safetensors)") if pickles else ""
+        raise _error(folder, "no model.safetensors" + why)
     weights = {}
     for path in files:
         try:
@@ -137,8 +138,8 @@ def save_gpt2(model, folder: str) -> None:
               "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
               "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
               "tie_word_embeddings": True, "torch_dtype": "float32"}
-    if cfg.vocab_size == 50257:  # GPT-2's own vocabulary: its end-of-text token
-        config.update(bos_token_id=50256, eos_token_id=50256)
+    eot = 50256 if cfg.vocab_size == 50257 else None  # GPT-2's vocabulary: its end-of-text
+    config.update(bos_token_id=eot, eos_token_id=eot)
     os.makedirs(folder, exist_ok=True)
     save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
