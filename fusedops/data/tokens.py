@@ -19,6 +19,7 @@ import collections
 import hashlib
 import json
 import os
+import sys
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -90,7 +91,9 @@ def _bar(total: int, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, dynamic_ncols=True)
+    # on stdout, as the training program's: stderr keeps only an error's one line
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, dynamic_ncols=True,
+                file=sys.stdout)
 
 
 def make_tokenizer(kind: str, files: List[str], encoding: Optional[str], vocab_size: int,
@@ -195,7 +198,7 @@ class TokenData(TextData):
     def __init__(self, folder: str):
         meta_path, bin_path = os.path.join(folder, "meta.json"), os.path.join(folder, "tokens.bin")
         if not os.path.isfile(meta_path):
-            raise ValueError(f"fusedops.data: {folder!r} is a folder but not a token folder (no "
+            raise ValueError(f"fusedops.data: {folder!r} is a directory but not a token folder (no "
                              "meta.json); make one with `python -m fusedops.data prepare --data "
                              f"{folder}`, or pass a text file")
         try:
