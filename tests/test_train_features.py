@@ -59,6 +59,25 @@ def test_bf16_trains_with_float32_weights(tmp_path, data, backend):
     assert state["args"]["dtype"] == "bf16"
 
 
+def test_attention_and_losses_under_cpu_autocast():
+    import fusedops
+    import torch.nn.functional as F
+
+    q, k, v = (torch.randn(2, 2, 8, 16).bfloat16() for _ in range(3))
+    x = torch.randn(6, 16).bfloat16().requires_grad_()
+    w, t = torch.randn(11, 16), torch.randint(0, 11, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # torch's policy: attention in the
+        att = fusedops.ops.scaled_dot_product_attention(q, k, v, is_causal=True)  # low dtype,
+        loss = fusedops.ops.linear_cross_entropy(x, w, t)  # losses in float32
+        ce = fusedops.ops.cross_entropy(x @ w.bfloat16().T, t)
+    assert att.dtype == torch.bfloat16 and loss.dtype == ce.dtype == torch.float32
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    torch.testing.assert_close(att.float(), ref, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(loss, F.cross_entropy(x.float() @ w.T, t), atol=1e-5, rtol=1e-5)
+    loss.backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
 def test_patience_stops_early_and_ends_with_the_best_weights(tmp_path, monkeypatch, capsys, data):
     vals = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8])  # the best at step 2, then worse
     real_eval = trainer.evaluate

@@ -71,7 +71,9 @@ class BPETokenizer:
         return max(self.vocab.values()) + 1
 
     def encode_ids(self, texts: List[str]) -> List[List[int]]:
-        return [e.ids for e in self._tok.encode_batch(texts)]
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets: a third the memory
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [e.ids for e in encode(texts)]
 
     def encode(self, text: str) -> torch.Tensor:
         ids = [i for piece in self.encode_ids(list(pieces(text))) for i in piece]

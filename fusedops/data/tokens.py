@@ -155,7 +155,7 @@ def prepare(data: str, tokenizer: str = "char", vocab_size: int = 4096,
                     batch.append(None)
                     last = index
                 batch.append(text)
-                if sum(len(t) for t in batch if t) > 16 * CHUNK or len(batch) > 256:
+                if sum(len(t) for t in batch if t) > 4 * CHUNK or len(batch) > 256:
                     count += _write_ids(f, tok, batch, dtype)
                     batch = []
             count += _write_ids(f, tok, batch, dtype)

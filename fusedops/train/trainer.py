@@ -115,7 +115,8 @@ def parse_args(argv=None):
                    "better validation loss, and end with the best weights (default: 0, off)")
     p.add_argument("--keep-last", type=int, help="also keep the checkpoints of the last K "
                    "evaluations as ckpt-<step>.pt (default: 0)")
-    p.add_argument("--sample-chars", type=int, help="characters sampled at the end (default: 400)")
+    p.add_argument("--sample-chars", type=int, help="tokens sampled at the end (characters with "
+                   "--tokenizer char; default: 400)")
     p.add_argument("--prompt", help="start of the final sample (default: 'The ')")
     p.add_argument("--out", help="output folder (default: runs/gpt-<preset>-<backend>, or the "
                    "folder of --resume CKPT)")
@@ -322,8 +323,9 @@ def _threads(args) -> Optional[str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     share = max(1, cores // local)
     torch.set_num_threads(share)
-    return (f"{local} processes on {cores} cores: {share} thread(s) each, not the 1 of "
-            "torchrun's OMP_NUM_THREADS=1 (--threads N sets another count)")
+    return (f"{local} processes on {cores} cores: {share} thread(s) each" +
+            (" (not torchrun's OMP_NUM_THREADS=1" if share > 1 else " (") +
+            "; --threads N sets another count)")
 
 
 def _peak_flops(device: torch.device) -> Optional[float]:
