@@ -62,7 +62,6 @@ FLAG_DEFAULTS = dict(preset="tiny", data=None, encoding=None, backend="fusedops"
 RESUMED = ("data", "encoding", "preset", "backend", "steps", "batch_size", "lr", "min_lr_ratio",
            "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed",
            "sample_chars", "prompt", "grad_accum", "dtype", "patience", "keep_last")
-TOKEN_FLAGS = ("tokenizer", "vocab_size", "tokenizer_dir")
 PAD = 64  # BPE and GPT-2 vocabularies are padded to a multiple of this (GPT-2: 50257 -> 50304)
 MODEL_FLAGS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 
@@ -356,8 +355,8 @@ def _tokens(args, text: str, inform):
 
 
 def _describe(tok) -> str:
-    n = f"{tok.vocab_size:,}"
-    return {"char": f"{n} characters", "bpe": f"{n} BPE tokens", "gpt2": f"{n} GPT-2 tokens"}[tok.kind]
+    what = {"char": "characters", "bpe": "BPE tokens", "gpt2": "GPT-2 tokens"}[tok.kind]
+    return f"{tok.vocab_size:,} {what}"
 
 
 def _plot(history: list, path: str, title: str, unit: str = "character") -> Optional[str]:
@@ -400,7 +399,7 @@ def _resume_settings(args, state: dict, warn) -> dict:
             setattr(args, name, theirs)
         elif (os.path.abspath(ours) if name == "data" and ours else ours) != theirs:
             warn(f"{_flag(name)} {ours} differs from the checkpoint's {theirs}; this run uses {ours}")
-    kind = state["tokenizer"].get("kind", "char") if isinstance(state["tokenizer"], dict) else None
+    kind = state["tokenizer"].get("kind", "char")
     if "tokenizer" in given and args.tokenizer != kind:
         raise checkpoint.CheckpointError(f"fusedops.train: --tokenizer {args.tokenizer}: the "
                                          f"checkpoint's model reads {kind} tokens (a resumed run "
@@ -575,7 +574,7 @@ def _train(args, stop: dict) -> dict:
     except (ValueError, TypeError) as e:  # the sizes given, or a checkpoint's config
         raise ValueError("fusedops.train: " + str(e).split(": ", 1)[-1] +
                          (f" (the model of checkpoint {resume_from!r})" if state else "")) from None
-    if cfg.vocab_size != tok.vocab_size:
+    if state and cfg.vocab_size != tok.vocab_size:
         raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {resume_from!r} holds a model "
                                          f"of {cfg.vocab_size} tokens and a tokenizer of "
                                          f"{tok.vocab_size}")
@@ -739,7 +738,8 @@ def _train(args, stop: dict) -> dict:
                     say(msg)
                 evaluated(ev)
                 best = _best(history)
-                if args.patience and best["waited"] >= args.patience:
+                # every rank saw the same evaluation; agreeing costs nothing and is sure
+                if dist.any(bool(args.patience) and best["waited"] >= args.patience):
                     stopped_early = True
                     say(f"early stop at step {step}: {best['waited']} evaluations without a "
                         f"better validation loss than step {best['step']}'s {best['val']:.4f}")
