@@ -96,7 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help="optimizer steps in total (preset default)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch and process "
                    "(preset default)")
-    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default: 1)")
+    p.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step (default: 1)")
     p.add_argument("--block-size", type=int, help="context length (preset default)")
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
@@ -110,9 +110,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-interval", type=int, help="steps between evaluations "
                    "and checkpoints (default: steps/5)")
     p.add_argument("--eval-iters", type=int, help="batches per evaluation (default: 10)")
-    p.add_argument("--patience", type=int, help="stop after this many evaluations without a "
+    p.add_argument("--patience", type=int, metavar="P", help="stop after this many evaluations without a "
                    "better validation loss, and end with the best weights (default: 0, off)")
-    p.add_argument("--keep-last", type=int, help="also keep the checkpoints of the last K "
+    p.add_argument("--keep-last", type=int, metavar="K", help="also keep the checkpoints of the last K "
                    "evaluations as ckpt-<step>.pt (default: 0)")
     p.add_argument("--sample-chars", type=int, help="tokens sampled at the end (characters with "
                    "--tokenizer char; default: 400)")
@@ -509,11 +509,13 @@ def _train(args, stop: dict) -> dict:
         step, history = state["step"], state["history"]
         best = _best(history)
         if step >= args.steps or (args.patience and best["waited"] >= args.patience):
-            why = (f"--steps is {args.steps}" if step >= args.steps else
-                   f"it stopped early: {best['waited']} evaluations without a better validation "
-                   f"loss than step {best['step']}'s (--patience {args.patience})")
+            why, more = f"--steps is {args.steps}", "--steps"
+            if step < args.steps:
+                why, more = (f"it stopped early: {best['waited']} evaluations without a better "
+                             f"validation loss than step {best['step']}'s (--patience "
+                             f"{args.patience})"), "--patience"
             say(f"fusedops.train: {resume_from} is at step {step} and {why}: nothing to train "
-                "(pass a larger --steps or --patience to continue)")
+                f"(pass a larger {more} to continue)")
             dist.close()
             return {"step": step, "stopped": False}
     if os.path.exists(args.out) and not os.path.isdir(args.out):
