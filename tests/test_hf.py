@@ -12,6 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
+from fusedops import sample  # noqa: E402
 from fusedops.data import BPETokenizer  # noqa: E402
 from fusedops.models import GPT, GPTConfig  # noqa: E402
 from fusedops.train import checkpoint, main, parse_args, train  # noqa: E402
@@ -142,6 +143,11 @@ def test_init_from_fine_tunes_with_the_folders_tokens(tmp_path, capsys):
         torch.testing.assert_close(w, ref[name], atol=1e-8, rtol=0, msg=name)
     out_text = capsys.readouterr().out
     assert f"initialized from {folder}" in out_text and "GPT custom" in out_text
+    # the sample command reads the folder itself: weights and tokens
+    sample.main(["--ckpt", folder, "--prompt", "the", "--temperature", "0",
+                 "--max-new-tokens", "5"])
+    text = capsys.readouterr().out
+    assert text.startswith("the") and text != "the\n"
     # tokens that do not fit the model are refused
     with pytest.raises(SystemExit):
         main(argv + ["--tokenizer", "char", "--out", str(tmp_path / "r2")])

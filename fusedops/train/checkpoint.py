@@ -2,7 +2,9 @@
 
 Writing: to a temporary file in the same folder, flushed to disk, renamed over the old one, and
 the folder flushed too (a crash, a full disk or a kill mid-write leaves the previous checkpoint
-intact; a run removes the temporaries a killed one left). `metrics.json` is written the same way.
+intact; a run removes the temporaries a killed one left). `metrics.json` is written the same way;
+`best.pt` and `ckpt-<step>.pt` are second names (hard links, or copies) of a written checkpoint,
+made the same way.
 
 Reading: `torch.load(weights_only=True)`, and nothing else. A checkpoint holds tensors and
 plain data only (dicts, lists, numbers, strings), so a user can read one without this program;
