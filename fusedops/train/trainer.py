@@ -528,7 +528,7 @@ def _train(args, stop: dict) -> dict:
     # ---- data and tokens: a token folder carries its tokenizer, a checkpoint its own -------
     if args.data and os.path.isdir(args.data):
         data, text = TokenData(args.data), None
-        src = f"{args.data} (token folder of {data.meta['source']})"
+        src = f"{args.data} (token folder of {data.meta.get('source', '?')})"
     else:
         text = load_text(args.data, args.encoding) if args.data else stdlib_corpus()
         src = args.data or "the embedded corpus (Python standard-library docstrings)"
