@@ -133,14 +133,20 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> torch.Tensor:
-        get = self.index.get
-        return torch.tensor([get(c, self.fallback) for c in text], dtype=torch.long)
+        return torch.tensor(self.encode_ids([text])[0], dtype=torch.long)
+
+    def encode_ids(self, texts: List[str]) -> List[List[int]]:
+        get, fallback = self.index.get, self.fallback
+        return [[get(c, fallback) for c in text] for text in texts]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    kind = "char"
+    eot = None  # no end-of-text token
+
     def state_dict(self) -> dict:
-        return {"chars": "".join(self.chars), "fallback": self.chars[self.fallback]}
+        return {"kind": "char", "chars": "".join(self.chars), "fallback": self.chars[self.fallback]}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "CharTokenizer":
@@ -150,9 +156,10 @@ class CharTokenizer:
 class TextData:
     """Token ids split into train (first 90%) and validation (last 10%) parts, with random
     [batch, block] windows drawn by a torch.Generator (its state goes into checkpoints, so a
-    resumed run sees the batches an uninterrupted one would)."""
+    resumed run sees the batches an uninterrupted one would). The tokenizer is any of
+    fusedops.data's (characters, BPE, GPT-2's)."""
 
-    def __init__(self, text: str, tokenizer: CharTokenizer, val_fraction: float = 0.1):
+    def __init__(self, text: str, tokenizer, val_fraction: float = 0.1):
         ids = tokenizer.encode(text)
         n_val = max(1, int(len(ids) * val_fraction))
         self.train, self.val = ids[:-n_val], ids[-n_val:]
@@ -167,5 +174,5 @@ class TextData:
                              "more text")
         start = torch.randint(0, len(ids) - block_size - 1, (batch_size,), generator=generator)
         offsets = torch.arange(block_size + 1)
-        windows = ids[start[:, None] + offsets]
+        windows = ids[start[:, None] + offsets].long()  # token files hold uint16/uint32
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

@@ -30,3 +30,15 @@ def register_autocast_cpu_lowp(name):
         return tuple(cast(o) for o in out) if isinstance(out, tuple) else cast(out)
 
     _LIB.impl(name, autocast_impl, "AutocastCPU")
+
+
+def register_autocast_cpu_fp32(name):
+    """Under CPU autocast, compute `name` in float32 and return float32, as torch does for its
+    losses (cross_entropy, nll_loss)."""
+    op = getattr(torch.ops.fusedops, name).default
+
+    def autocast_impl(*args):
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            return op(*_to_float32(args))
+
+    _LIB.impl(name, autocast_impl, "AutocastCPU")

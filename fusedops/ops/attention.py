@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 
 from ._autograd import needs_grad
+from ._registry import register_autocast_cpu_lowp
 
 _ops = torch.ops.fusedops
 _OP = "fusedops.scaled_dot_product_attention"
@@ -176,3 +177,7 @@ def _sdpa_backward(ctx, grad, _grad_lse):
 torch.library.register_autograd(
     "fusedops::scaled_dot_product_attention", _sdpa_backward, setup_context=_sdpa_setup
 )
+
+# Under CPU autocast (q, k, v from a bfloat16 linear) the kernel runs in float32 and the
+# output comes back in the autocast dtype: torch's policy for attention on the CPU.
+register_autocast_cpu_lowp("scaled_dot_product_attention")

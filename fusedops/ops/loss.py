@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads, needs_grad
+from ._registry import register_autocast_cpu_fp32
 
 _ops = torch.ops.fusedops
 REDUCTIONS = ("mean", "sum", "none")
@@ -373,3 +374,8 @@ def _bce_backward(ctx, grad):
 torch.library.register_autograd(
     "fusedops::binary_cross_entropy_with_logits", _bce_backward, setup_context=_bce_setup
 )
+
+# Under CPU autocast (bfloat16 logits or hidden states) the losses run in float32 and return
+# float32: torch's policy for cross_entropy.
+for _name in ("cross_entropy", "linear_cross_entropy"):
+    register_autocast_cpu_fp32(_name)

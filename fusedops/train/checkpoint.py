@@ -2,7 +2,9 @@
 
 Writing: to a temporary file in the same folder, flushed to disk, renamed over the old one, and
 the folder flushed too (a crash, a full disk or a kill mid-write leaves the previous checkpoint
-intact; a run removes the temporaries a killed one left). `metrics.json` is written the same way.
+intact; a run removes the temporaries a killed one left). `metrics.json` is written the same way;
+`best.pt` and `ckpt-<step>.pt` are second names (hard links, or copies) of a written checkpoint,
+made the same way.
 
 Reading: `torch.load(weights_only=True)`, and nothing else. A checkpoint holds tensors and
 plain data only (dicts, lists, numbers, strings), so a user can read one without this program;
@@ -15,6 +17,7 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import warnings
 
 import torch
@@ -65,6 +68,39 @@ def write_atomic(path: str, write) -> None:
 
 def save_atomic(state: dict, path: str) -> None:
     write_atomic(path, lambda f: torch.save(state, f))
+
+
+def link_atomic(src: str, dst: str) -> None:
+    """Makes `dst` a second name of the file `src` (a hard link: no copy, and `src` replaced by a
+    later write leaves `dst` as it was), or a copy where links are not possible; atomically."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(folder, f"{_temp_prefix(dst)}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def keep_last(path: str, step: int, k: int) -> list:
+    """Keeps the checkpoint `path` of `step` also as <name>-<step>.pt, and only the k newest of
+    those; returns the ones removed."""
+    stem, ext = os.path.splitext(path)
+    link_atomic(path, f"{stem}-{step}{ext}")
+    pattern = re.compile(re.escape(os.path.basename(stem)) + r"-(\d+)" + re.escape(ext) + "$")
+    folder = os.path.dirname(os.path.abspath(path))
+    kept = sorted((int(m.group(1)), name) for name in os.listdir(folder)
+                  for m in [pattern.match(name)] if m)
+    removed = [os.path.join(folder, name) for _, name in kept[:-k]]
+    for f in removed:
+        os.unlink(f)
+    return removed
 
 
 def remove_stale(path: str) -> list:

@@ -1,15 +1,24 @@
 """Train a GPT on text: the embedded corpus by default (Python standard-library docstrings, no
-download), or any text file with --data. Character tokens; presets from tiny to GPT-2 124M.
+download), any text file with --data, or a token folder from `python -m fusedops.data prepare`
+(memory-mapped: a corpus larger than memory trains). Tokens: characters (default), a
+byte-level BPE trained on the text (--tokenizer bpe --vocab-size N), or GPT-2's
+(--tokenizer gpt2 --tokenizer-dir DIR). Presets from tiny to GPT-2 124M (--preset gpt2 with
+GPT-2 tokens is that model exactly), or a Hugging Face GPT-2 folder to fine-tune
+(--init-from DIR).
 
     python -m fusedops.train                        # tiny GPT, a couple of minutes on 2 cores
     python -m fusedops.train --backend torch        # the same model on torch's layers
     python -m fusedops.train --resume               # continue from <out>/ckpt.pt
+    python -m fusedops.train --tokenizer bpe --grad-accum 4 --dtype bf16 --patience 3
+    python -m fusedops.train --init-from gpt2/ --data my.txt --lr 1e-4   # fine-tune GPT-2
     torchrun --nproc-per-node 2 -m fusedops.train   # data parallel (gloo on CPU, nccl on GPU)
 
-Prints a progress bar (loss, tokens/s), the train/validation loss at every evaluation, and
-a text sample at the end; writes <out>/ckpt.pt (atomically, at every evaluation and on
-Ctrl-C / SIGTERM), <out>/metrics.json and <out>/loss.png. A resumed run takes every setting
-not given from its checkpoint.
+Prints a progress bar (loss, tokens/s, model FLOP/s and the fraction of this machine's
+measured peak), the train/validation loss at every evaluation, and a text sample at the end;
+writes <out>/ckpt.pt (atomically, at every evaluation and on Ctrl-C / SIGTERM), <out>/best.pt
+(the checkpoint of the best validation loss so far), <out>/metrics.json and <out>/loss.png.
+A resumed run takes every setting not given from its checkpoint. Sample from a run with
+`python -m fusedops.sample --ckpt <out>`.
 
 Exit codes: 0 when the run ends, has nothing left to train, or is stopped by Ctrl-C / SIGTERM
 (the step in flight finishes and is saved); 2 with one line on stderr for bad arguments, data
@@ -28,7 +37,8 @@ from typing import Optional
 
 import torch
 
-from ..data import CharTokenizer, TextData, load_text, stdlib_corpus
+from ..data import (KINDS, BPETokenizer, CharTokenizer, TextData, TokenData, from_state_dict,
+                    load_text, stdlib_corpus, train_bpe)
 from ..models import GPT, PRESETS, GPTConfig
 from . import checkpoint
 
@@ -43,13 +53,16 @@ FLAG_DEFAULTS = dict(preset="tiny", data=None, encoding=None, backend="fusedops"
                      dropout=0.0, lr=None, min_lr_ratio=0.1, warmup=None, weight_decay=0.1,
                      grad_clip=1.0, eval_interval=None, eval_iters=10, sample_chars=400,
                      prompt="The ", out=None, resume=None, seed=1337, threads=None,
-                     device="auto", no_progress=False)
+                     device="auto", no_progress=False, tokenizer="char", vocab_size=4096,
+                     tokenizer_dir=None, init_from=None, grad_accum=1, dtype="fp32",
+                     compile=False, patience=0, keep_last=0)
 # what a resumed run takes from the checkpoint unless given on the command line (the model's
-# sizes come from the checkpoint's config; out, resume, threads, device and no_progress are
-# about this invocation only)
+# sizes and tokens come from the checkpoint's config and tokenizer; out, resume, threads,
+# device, no_progress, compile and init_from are about this invocation only)
 RESUMED = ("data", "encoding", "preset", "backend", "steps", "batch_size", "lr", "min_lr_ratio",
            "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_iters", "seed",
-           "sample_chars", "prompt")
+           "sample_chars", "prompt", "grad_accum", "dtype", "patience", "keep_last")
+PAD = 64  # BPE and GPT-2 vocabularies are padded to a multiple of this (GPT-2: 50257 -> 50304)
 MODEL_FLAGS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 
 
@@ -68,12 +81,22 @@ def parse_args(argv=None):
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: tiny)")
-    p.add_argument("--data", metavar="FILE", help="a text file (default: the embedded corpus)")
+    p.add_argument("--data", metavar="FILE_OR_DIR", help="a text file, or a token folder from "
+                   "`python -m fusedops.data prepare` (default: the embedded corpus)")
     p.add_argument("--encoding", help="the text file's encoding (default: UTF-8, checked)")
+    p.add_argument("--tokenizer", choices=KINDS, help="char (default), bpe (trained on the "
+                   "text, cached beside it) or gpt2 (GPT-2's, from --tokenizer-dir)")
+    p.add_argument("--vocab-size", type=int, help="tokens of the BPE (default: 4096)")
+    p.add_argument("--tokenizer-dir", metavar="DIR", help="folder with GPT-2's vocab.json and "
+                   "merges.txt (default: --init-from's folder)")
+    p.add_argument("--init-from", metavar="DIR", help="start from the weights of a Hugging "
+                   "Face GPT-2 folder (config.json, model.safetensors); its tokens by default")
     p.add_argument("--backend", choices=("fusedops", "torch"),
                    help="whose layers run the model (default: fusedops)")
     p.add_argument("--steps", type=int, help="optimizer steps in total (preset default)")
-    p.add_argument("--batch-size", type=int, help="sequences per step and process (preset default)")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch and process "
+                   "(preset default)")
+    p.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step (default: 1)")
     p.add_argument("--block-size", type=int, help="context length (preset default)")
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
@@ -87,7 +110,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-interval", type=int, help="steps between evaluations "
                    "and checkpoints (default: steps/5)")
     p.add_argument("--eval-iters", type=int, help="batches per evaluation (default: 10)")
-    p.add_argument("--sample-chars", type=int, help="characters sampled at the end (default: 400)")
+    p.add_argument("--patience", type=int, metavar="P", help="stop after this many evaluations without a "
+                   "better validation loss, and end with the best weights (default: 0, off)")
+    p.add_argument("--keep-last", type=int, metavar="K", help="also keep the checkpoints of the last K "
+                   "evaluations as ckpt-<step>.pt (default: 0)")
+    p.add_argument("--sample-chars", type=int, help="tokens sampled at the end (characters with "
+                   "--tokenizer char; default: 400)")
     p.add_argument("--prompt", help="start of the final sample (default: 'The ')")
     p.add_argument("--out", help="output folder (default: runs/gpt-<preset>-<backend>, or the "
                    "folder of --resume CKPT)")
@@ -95,8 +123,12 @@ def parse_args(argv=None):
                    help="continue from CKPT (default: <out>/ckpt.pt); settings not given "
                    "come from the checkpoint")
     p.add_argument("--seed", type=int, help="(default: 1337)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's; under "
+                   "torchrun, each process its share of the cores)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), help="fp32 (default), or bf16 autocast "
+                   "with float32 weights and optimizer")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     given = vars(p.parse_args(argv))
     args = argparse.Namespace(**{**FLAG_DEFAULTS, **given})
@@ -107,21 +139,25 @@ def parse_args(argv=None):
     args.lr = lr if args.lr is None else args.lr
     args.warmup = max(1, args.steps // 20) if args.warmup is None else args.warmup
     args.eval_interval = args.eval_interval or max(1, args.steps // 5)
+    if args.init_from and "tokenizer" not in given:
+        args.tokenizer = "gpt2"  # the checkpoint's own tokens
     if args.out is None:
         if args.resume:  # --resume CKPT: continue next to it
             args.out = os.path.dirname(args.resume) or "."
         else:
             args.out = os.path.join("runs", f"gpt-{args.preset}-{args.backend}")
     problem = _problem(args)
+    if not problem and args.init_from is not None and args.resume is not None:
+        problem = "--init-from starts a run and --resume continues one: pass one of them"
     if problem:
         p.error(problem)
     return args
 
 
 _COUNTS = ("steps", "batch_size", "eval_interval", "eval_iters", "threads", "block_size",
-           "n_layer", "n_head", "n_embd")  # >= 1
+           "n_layer", "n_head", "n_embd", "grad_accum")  # >= 1
 _OPTIONAL = ("threads", "block_size", "n_layer", "n_head", "n_embd")  # None: a default applies
-_SIZES = ("warmup", "sample_chars")  # >= 0
+_SIZES = ("warmup", "sample_chars", "patience", "keep_last")  # >= 0
 _NUMBERS = {"lr": (0, math.inf, "> 0"), "dropout": (0, 1, "in [0, 1)"),
             "min_lr_ratio": (0, 1, "in [0, 1]"), "grad_clip": (0, math.inf, ">= 0"),
             "weight_decay": (0, math.inf, ">= 0")}
@@ -143,7 +179,11 @@ def _problem(args) -> Optional[str]:
             return f"{_flag(name)} must be {what}"
     if args.backend not in ("fusedops", "torch") or args.preset not in PRESETS:
         return f"unknown --backend {args.backend!r} or --preset {args.preset!r}"
-    for name in ("data", "encoding", "prompt"):
+    if args.tokenizer not in KINDS or args.dtype not in ("fp32", "bf16"):
+        return f"unknown --tokenizer {args.tokenizer!r} or --dtype {args.dtype!r}"
+    if type(args.vocab_size) is not int or args.vocab_size < 257:
+        return "--vocab-size must be an integer >= 257 (256 bytes and the end-of-text token)"
+    for name in ("data", "encoding", "prompt", "tokenizer_dir", "init_from"):
         if getattr(args, name) is not None and type(getattr(args, name)) is not str:
             return f"{_flag(name)} must be a string"
     return None
@@ -247,6 +287,13 @@ def _optimizer(model: GPT, args):
     return AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8), clip_grad_norm_
 
 
+def _autocast(args, device: torch.device):
+    """bf16: autocast (the weights, gradients and optimizer stay float32); fp32: nothing."""
+    if args.dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate(model: GPT, data: TextData, args, device) -> dict:
     model.eval()
@@ -256,13 +303,63 @@ def evaluate(model: GPT, data: TextData, args, device) -> dict:
         losses = []
         for _ in range(args.eval_iters):
             x, y = data.batch(split, args.batch_size, model.cfg.block_size, g)
-            losses.append(model(x.to(device), y.to(device))[1].item())
+            with _autocast(args, device):
+                losses.append(model(x.to(device), y.to(device))[1].item())
         out[split] = sum(losses) / len(losses)
     model.train()
     return out
 
 
-def _plot(history: list, path: str, title: str) -> Optional[str]:
+def _threads(args) -> Optional[str]:
+    """Applies --threads; under torchrun without it, gives each process its share of the cores
+    (torchrun sets OMP_NUM_THREADS=1) and returns a note saying so."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    if local <= 1 or os.environ.get("OMP_NUM_THREADS", "1") != "1":
+        return None  # one process, or a thread count the user chose
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, cores // local)
+    torch.set_num_threads(share)
+    return (f"{local} processes on {cores} cores: {share} thread(s) each" +
+            (" (not torchrun's OMP_NUM_THREADS=1" if share > 1 else " (") +
+            "; --threads N sets another count)")
+
+
+def _peak_flops(device: torch.device) -> Optional[float]:
+    """This process's measured fp32 FMA peak in FLOP/s at its thread count (CPU only)."""
+    if device.type != "cpu":
+        return None
+    from .. import _C
+
+    return _C._fma_peak_gflops(torch.get_num_threads(), 0.1) * 1e9
+
+
+def _tokens(args, text: str, inform):
+    """The tokenizer of a new run on text (a resumed run has its checkpoint's, a token folder
+    its own)."""
+    if args.tokenizer == "char":
+        return CharTokenizer.from_text(text)
+    if args.tokenizer == "bpe":
+        tok, path, trained = train_bpe(text, args.vocab_size, args.data)
+        if path:
+            inform(f"{'trained a BPE of' if trained else 'using the BPE of'} {tok.vocab_size} "
+                   f"tokens cached in {path}")
+        return tok
+    folder = args.tokenizer_dir or args.init_from
+    if not folder:
+        raise ValueError("fusedops.train: --tokenizer gpt2 needs --tokenizer-dir DIR, a folder "
+                         "holding GPT-2's vocab.json and merges.txt (nothing is downloaded)")
+    return BPETokenizer.from_dir(folder)
+
+
+def _describe(tok) -> str:
+    what = {"char": "characters", "bpe": "BPE tokens", "gpt2": "GPT-2 tokens"}[tok.kind]
+    return f"{tok.vocab_size:,} {what}"
+
+
+def _plot(history: list, path: str, title: str, unit: str = "character") -> Optional[str]:
     try:
         import matplotlib
 
@@ -278,7 +375,7 @@ def _plot(history: list, path: str, title: str) -> Optional[str]:
         ax.plot([h["step"] for h in ev], [h["train"] for h in ev], "o-", label="train (eval)")
         ax.plot([h["step"] for h in ev], [h["val"] for h in ev], "s-", label="validation")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / character)")
+    ax.set_ylabel(f"cross-entropy (nats / {unit})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -302,6 +399,17 @@ def _resume_settings(args, state: dict, warn) -> dict:
             setattr(args, name, theirs)
         elif (os.path.abspath(ours) if name == "data" and ours else ours) != theirs:
             warn(f"{_flag(name)} {ours} differs from the checkpoint's {theirs}; this run uses {ours}")
+    kind = state["tokenizer"].get("kind", "char")
+    if "tokenizer" in given and args.tokenizer != kind:
+        raise checkpoint.CheckpointError(f"fusedops.train: --tokenizer {args.tokenizer}: the "
+                                         f"checkpoint's model reads {kind} tokens (a resumed run "
+                                         "keeps its vocabulary)")
+    args.tokenizer = kind
+    for name in ("vocab_size", "tokenizer_dir"):
+        if name in given and name in saved and getattr(args, name) != saved[name]:
+            warn(f"{_flag(name)} is ignored: a resumed run keeps the checkpoint's vocabulary")
+        if name in saved:
+            setattr(args, name, saved[name])
     cfg = dict(state["config"])
     if "preset" in given and args.preset != saved.get("preset"):
         cfg.update(zip(("n_layer", "n_head", "n_embd", "block_size"), PRESETS[args.preset]))
@@ -369,8 +477,7 @@ def train(args) -> dict:
 
 
 def _train(args, stop: dict) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads_note = _threads(args)
     device = _device(args.device)
     dist = _Dist(device)
 
@@ -378,16 +485,21 @@ def _train(args, stop: dict) -> dict:
         if dist.main:
             print(*parts, file=file, end=end, flush=True)
 
-    notes = []  # warnings, printed once the run is sure to start: an error stays the only line
-    warn = notes.append
+    notes = []  # printed once the run is sure to start: an error stays the only line
+    inform = notes.append
+
+    def warn(note):
+        notes.append(f"warning: {note}")
 
     ckpt_path = os.path.join(args.out, "ckpt.pt")
+    best_path = os.path.join(args.out, "best.pt")
     metrics_path = os.path.join(args.out, "metrics.json")
     resume_from = None
     if args.resume is not None:
         resume_from = args.resume or ckpt_path
     state = checkpoint.load(resume_from) if resume_from else None
     step, history = 0, []
+    given = set(getattr(args, "given", vars(args)))
     if state:
         model_cfg = _resume_settings(args, state, warn)
         problem = _problem(args)
@@ -395,39 +507,86 @@ def _train(args, stop: dict) -> dict:
             raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {resume_from!r} holds "
                                              f"bad settings: {problem}")
         step, history = state["step"], state["history"]
-        if step >= args.steps:
-            say(f"fusedops.train: {resume_from} is at step {step} and --steps is {args.steps}: "
-                "nothing to train (pass a larger --steps to continue)")
+        best = _best(history)
+        if step >= args.steps or (args.patience and best["waited"] >= args.patience):
+            why, more = f"--steps is {args.steps}", "--steps"
+            if step < args.steps:
+                why, more = (f"it stopped early: {best['waited']} evaluations without a better "
+                             f"validation loss than step {best['step']}'s (--patience "
+                             f"{args.patience})"), "--patience"
+            say(f"fusedops.train: {resume_from} is at step {step} and {why}: nothing to train "
+                f"(pass a larger {more} to continue)")
             dist.close()
             return {"step": step, "stopped": False}
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"fusedops.train: --out {args.out!r} is a file, not a folder")
     if dist.main:
-        stale = checkpoint.remove_stale(ckpt_path) + checkpoint.remove_stale(metrics_path)
+        stale = sum((checkpoint.remove_stale(p) for p in (ckpt_path, best_path, metrics_path)), [])
         if stale:
             say(f"removed {len(stale)} temporary file(s) a killed run left in {args.out}")
 
-    text = load_text(args.data, args.encoding) if args.data else stdlib_corpus()
+    # ---- data and tokens: a token folder carries its tokenizer, a checkpoint its own -------
+    if args.data and os.path.isdir(args.data):
+        data, text = TokenData(args.data), None
+        src = f"{args.data} (token folder of {data.meta.get('source', '?')})"
+    else:
+        text = load_text(args.data, args.encoding) if args.data else stdlib_corpus()
+        src = args.data or "the embedded corpus (Python standard-library docstrings)"
     if state:
         with _checkpoint_fits(resume_from):
-            tok = CharTokenizer.from_state_dict(state["tokenizer"])
+            tok = from_state_dict(state["tokenizer"])
             cfg = GPTConfig(**model_cfg)
+    elif text is None:
+        tok = data.tokenizer
+        if "tokenizer" in given and args.tokenizer != tok.kind:
+            raise ValueError(f"fusedops.train: --tokenizer {args.tokenizer}: the token folder "
+                             f"{args.data!r} holds {tok.kind} tokens")
+        args.tokenizer = tok.kind
     else:
-        tok = CharTokenizer.from_text(text)
+        tok = _tokens(args, text, inform)
+    if text is None and tok.state_dict() != data.tokenizer.state_dict():
+        raise ValueError(f"fusedops.train: the token folder {args.data!r} was made with other "
+                         "tokens than the model reads (prepare it with the checkpoint's tokenizer)")
+    init = None
+    if not state and args.init_from:
+        init = GPT.from_pretrained(args.init_from, args.backend, args.dropout)
+        cfg = init.cfg
+        changed = [n for n in ("n_layer", "n_head", "n_embd") if getattr(args, n) is not None
+                   and getattr(args, n) != getattr(cfg, n)]
+        if changed:
+            raise ValueError(f"fusedops.train: {_flag(changed[0])} {getattr(args, changed[0])}: "
+                             f"--init-from {args.init_from} fixes the model's sizes")
+        if args.block_size and args.block_size != cfg.block_size:
+            if args.block_size > cfg.block_size:
+                raise ValueError(f"fusedops.train: --block-size {args.block_size} exceeds the "
+                                 f"{cfg.block_size} positions of --init-from {args.init_from}")
+            init.crop_block_size(args.block_size)
+        if tok.vocab_size != cfg.vocab_size:
+            raise ValueError(f"fusedops.train: the tokens have {tok.vocab_size:,} ids, the model of "
+                             f"--init-from {args.init_from} reads {cfg.vocab_size:,} (pass "
+                             "--tokenizer gpt2 with its vocab.json and merges.txt)")
+    elif not state:
+        padded = -(-tok.vocab_size // PAD) * PAD if tok.kind != "char" else None
         cfg = GPTConfig.preset(args.preset, tok.vocab_size, block_size=args.block_size,
                                n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                               dropout=args.dropout)
+                               dropout=args.dropout,
+                               padded_vocab_size=padded if padded != tok.vocab_size else None)
     try:
         cfg.validate()
     except (ValueError, TypeError) as e:  # the sizes given, or a checkpoint's config
         raise ValueError("fusedops.train: " + str(e).split(": ", 1)[-1] +
                          (f" (the model of checkpoint {resume_from!r})" if state else "")) from None
-    data = TextData(text, tok)
-    src = args.data or "the embedded corpus (Python standard-library docstrings)"
+    if state and cfg.vocab_size != tok.vocab_size:
+        raise checkpoint.CheckpointError(f"fusedops.train: checkpoint {resume_from!r} holds a model "
+                                         f"of {cfg.vocab_size} tokens and a tokenizer of "
+                                         f"{tok.vocab_size}")
+    if text is not None:
+        data = TextData(text, tok)
     if state and state.get("data_fingerprint") != data.fingerprint:
         warn(f"the text of {src} differs from the text the checkpoint was trained on; continuing")
     torch.manual_seed(args.seed)
-    model = GPT(cfg, backend=args.backend).to(device)
+    model = init if init is not None else GPT(cfg, backend=args.backend)
+    model.to(device)
     opt, clip = _optimizer(model, args)
     gen = torch.Generator().manual_seed(args.seed + 1000 * (dist.rank + 1))
     if state:
@@ -450,9 +609,12 @@ def _train(args, stop: dict) -> dict:
                 torch.set_rng_state(rngs[dist.rank]["cpu"])
                 if device.type == "cuda" and "cuda" in rngs[dist.rank]:
                     torch.cuda.set_rng_state(rngs[dist.rank]["cuda"], device)
+    if threads_note:
+        inform(threads_note)
     for note in notes:
-        say(f"fusedops.train: warning: {note}", file=sys.stderr)
+        say(f"fusedops.train: {note}", file=sys.stderr)
     ddp = dist.wrap(model)
+    step_fn = torch.compile(ddp) if args.compile else ddp
     last_good, saved_at = resume_from, step
 
     def save():
@@ -471,22 +633,41 @@ def _train(args, stop: dict) -> dict:
                  "args": run_args, "generators": [g for g, _ in every],
                  "torch_rng": [r for _, r in every], "data_fingerprint": data.fingerprint,
                  "backend": args.backend}, ckpt_path)
+            if args.keep_last:
+                checkpoint.keep_last(ckpt_path, step, args.keep_last)
         last_good, saved_at = ckpt_path, step
 
-    tokens_per_step = args.batch_size * cfg.block_size * dist.world
-    say(f"fusedops.train: GPT {args.preset} ({cfg.n_layer} layers, {cfg.n_head} heads, "
-        f"{cfg.n_embd} wide, context {cfg.block_size}) · {model.num_params() / 1e6:.2f}M "
-        f"parameters · vocabulary {tok.vocab_size} characters · backend {args.backend} · "
-        f"{device} · {torch.get_num_threads()} threads x {dist.world} process(es)")
-    say(f"data: {src}: {len(data.train):,} training / {len(data.val):,} validation characters")
+    def evaluated(ev: dict):
+        """Records an evaluation; best.pt follows the best validation loss (after the save)."""
+        history.append({"step": step, **ev})
+        save()
+        if dist.main and _best(history)["step"] == step:
+            checkpoint.link_atomic(ckpt_path, best_path)
+
+    tokens_per_step = args.batch_size * cfg.block_size * args.grad_accum * dist.world
+    flops_per_token = model.flops_per_token()
+    peak = _peak_flops(device)
+    total_peak = peak * dist.world if peak else None
+    padding = f" (padded to {cfg.rows:,})" if cfg.rows != cfg.vocab_size else ""
+    say(f"fusedops.train: GPT {cfg.name()} ({cfg.n_layer} layers, {cfg.n_head} heads, "
+        f"{cfg.n_embd} wide, context {cfg.block_size}) · {model.num_params(positions=True):,} "
+        f"parameters · vocabulary {_describe(tok)}{padding} · backend {args.backend} · "
+        f"{args.dtype}{' · compiled' if args.compile else ''} · {device} · "
+        f"{torch.get_num_threads()} threads x {dist.world} process(es)")
+    unit = "characters" if tok.kind == "char" else "tokens"
+    say(f"data: {src}: {len(data.train):,} training / {len(data.val):,} validation {unit}")
+    if args.grad_accum > 1:
+        say(f"{args.grad_accum} micro-batches of {args.batch_size} per step: {tokens_per_step:,} "
+            "tokens per step")
+    if init is not None:
+        say(f"initialized from {args.init_from}")
     if state:
         say(f"resumed from {resume_from} at step {step}")
         first_eval = next((h for h in history if "val" in h), None)
     else:
         first_eval = evaluate(model, data, args, device)
-        history.append({"step": 0, **first_eval})
         say(f"step {0:>6}  train {first_eval['train']:.4f}  val {first_eval['val']:.4f}")
-        save()  # from here on a crash always leaves a checkpoint to resume from
+        evaluated(first_eval)  # from here on a crash always leaves a checkpoint to resume from
 
     progress = None
     if dist.main and not args.no_progress:
@@ -498,6 +679,15 @@ def _train(args, stop: dict) -> dict:
         except ImportError:
             progress = None
     train_time, train_tokens, t_log = 0.0, 0, time.perf_counter()
+    stopped_early = False
+
+    def rates() -> dict:
+        tok_s = train_tokens / train_time if train_time else 0.0
+        out = {"tok_s": f"{tok_s:,.0f}", "GFLOP/s": f"{tok_s * flops_per_token / 1e9:,.1f}"}
+        if total_peak:
+            out["peak"] = f"{100 * tok_s * flops_per_token / total_peak:.0f}%"
+        return out
+
     try:
         # the ranks agree before every step, so a signal that reached one stops them all
         while step < args.steps and not dist.any(stop["signal"] is not None):
@@ -505,9 +695,18 @@ def _train(args, stop: dict) -> dict:
             lr = lr_at(step, args)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, y = data.batch("train", args.batch_size, cfg.block_size, gen)
-            _, loss = ddp(x.to(device), y.to(device))
-            loss.backward()
+            loss_sum = 0.0
+            for micro in range(args.grad_accum):
+                x, y = data.batch("train", args.batch_size, cfg.block_size, gen)
+                # DDP averages the gradients once, after the last micro-batch
+                sync = ddp.no_sync() if dist.world > 1 and micro < args.grad_accum - 1 else \
+                    contextlib.nullcontext()
+                with sync:
+                    with _autocast(args, device):
+                        _, loss = step_fn(x.to(device), y.to(device))
+                    (loss / args.grad_accum).backward()
+                loss_sum = loss_sum + loss.detach()
+            loss = loss_sum / args.grad_accum
             # the norm the clipping computes (of the averaged gradients, so every rank sees the
             # same) is also the check: a non-finite step is never applied, so never saved
             norm = float(clip(model.parameters(), args.grad_clip if args.grad_clip > 0 else math.inf))
@@ -526,23 +725,31 @@ def _train(args, stop: dict) -> dict:
             history.append({"step": step, "loss": loss_v, "lr": lr, "grad_norm": norm})
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{train_tokens / train_time:,.0f}")
+                progress.set_postfix(loss=f"{loss_v:.3f}", **rates())
             elif time.perf_counter() - t_log > 10:
                 t_log = time.perf_counter()
-                say(f"step {step:>6}  loss {loss_v:.4f}  {train_tokens / train_time:,.0f} tokens/s")
+                r = rates()
+                say(f"step {step:>6}  loss {loss_v:.4f}  {r['tok_s']} tokens/s  "
+                    f"{r['GFLOP/s']} GFLOP/s" + (f" ({r['peak']} of peak)" if "peak" in r else ""))
             if step % args.eval_interval == 0 or step == args.steps:
                 ev = evaluate(model, data, args, device)
-                history.append({"step": step, **ev})
                 msg = f"step {step:>6}  train {ev['train']:.4f}  val {ev['val']:.4f}  lr {lr:.2e}"
                 if progress is not None:
                     progress.write(msg)
                 else:
                     say(msg)
-                save()
+                evaluated(ev)
+                best = _best(history)
+                # every rank saw the same evaluation; agreeing costs nothing and is sure
+                if dist.any(bool(args.patience) and best["waited"] >= args.patience):
+                    stopped_early = True
+                    say(f"early stop at step {step}: {best['waited']} evaluations without a "
+                        f"better validation loss than step {best['step']}'s {best['val']:.4f}")
+                    break
     finally:
         if progress is not None:
             progress.close()
-    if step < args.steps:  # stopped by a signal
+    if step < args.steps and not stopped_early:  # stopped by a signal
         if saved_at != step:
             save()
         why = signal.Signals(stop["signal"]).name if stop["signal"] else "a signal to another rank"
@@ -551,16 +758,27 @@ def _train(args, stop: dict) -> dict:
         dist.close()
         return {"step": step, "stopped": True}
 
-    result = {"step": step, "backend": args.backend, "preset": args.preset,
-              "params": model.num_params(), "threads": torch.get_num_threads(),
-              "processes": dist.world,
-              "tokens_per_s": train_tokens / train_time if train_time else None}
+    best = _best(history)
+    tok_s = train_tokens / train_time if train_time else None
+    result = {"step": step, "backend": args.backend, "preset": args.preset, "model": cfg.name(),
+              "params": model.num_params(), "params_total": model.num_params(positions=True),
+              "tokenizer": tok.kind, "vocab_size": tok.vocab_size, "dtype": args.dtype,
+              "threads": torch.get_num_threads(), "processes": dist.world, "tokens_per_s": tok_s,
+              "flops_per_token": flops_per_token,
+              "model_flops_per_s": tok_s * flops_per_token if tok_s else None,
+              "peak_flops_per_s": total_peak,
+              "peak_fraction": tok_s * flops_per_token / total_peak if tok_s and total_peak else None,
+              "stopped_early": stopped_early, "best_step": best["step"], "best_val_loss": best["val"]}
     last = next((h for h in reversed(history) if "val" in h), None)
     if last:
         result.update(train_loss=last["train"], val_loss=last["val"])
     if first_eval:
         result["initial_val_loss"] = first_eval["val"]
     if dist.main:
+        if args.patience and best["step"] is not None and best["step"] != step:
+            model.load_state_dict(checkpoint.load(best_path)["model"])  # end with the best weights
+            say(f"restored the weights of step {best['step']} (validation loss {best['val']:.4f}) "
+                f"from {best_path}")
         g = torch.Generator().manual_seed(args.seed)
         model.eval()  # no dropout while sampling
         prompt = tok.encode(args.prompt or "\n")[None, :].to(device)
@@ -573,19 +791,31 @@ def _train(args, stop: dict) -> dict:
         metrics = json.dumps({**result, "history": history}, indent=1).encode()
         checkpoint.write_atomic(metrics_path, lambda f: f.write(metrics))
         png = _plot(history, os.path.join(args.out, "loss.png"),
-                    f"GPT {args.preset} on {'--data' if args.data else 'stdlib docstrings'} "
-                    f"({args.backend})")
+                    f"GPT {cfg.name()} on {'--data' if args.data else 'stdlib docstrings'} "
+                    f"({args.backend})", unit[:-1])
         if last and first_eval:
-            say(f"validation loss {first_eval['val']:.3f} -> {last['val']:.3f} nats/char in "
-                f"{step} steps", end="")
-            if result["tokens_per_s"]:
-                say(f" · {result['tokens_per_s']:,.0f} tokens/s", end="")
+            say(f"validation loss {first_eval['val']:.3f} -> {last['val']:.3f} nats/{unit[:-1]} "
+                f"in {step} steps", end="")
+            if tok_s:
+                r = rates()
+                say(f" · {r['tok_s']} tokens/s · {r['GFLOP/s']} GFLOP/s" +
+                    (f" ({r['peak']} of this machine's peak)" if "peak" in r else ""), end="")
             say()
-        say(f"checkpoint {ckpt_path}" + (f" · loss plot {png}" if png else "") +
+        say(f"checkpoint {ckpt_path} · best {best_path}" + (f" · loss plot {png}" if png else "") +
             f" · metrics {metrics_path}")
     dist.barrier()
     dist.close()
     return result
+
+
+def _best(history: list) -> dict:
+    """The evaluation of the lowest validation loss (the first of equals): its step and loss,
+    and how many evaluations came after it."""
+    evals = [h for h in history if "val" in h]
+    if not evals:
+        return {"step": None, "val": None, "waited": 0}
+    i = min(range(len(evals)), key=lambda j: (evals[j]["val"], j))
+    return {"step": evals[i]["step"], "val": evals[i]["val"], "waited": len(evals) - 1 - i}
 
 
 def main(argv=None) -> None:
