@@ -4,7 +4,7 @@ Backward passes run in our kernels (`conv2d_backward`, `max_pool2d_backward`). H
 gradients (`create_graph=True`) differentiate torch's own composite formulas, so they are
 correct to any order but do not run in our kernels.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
