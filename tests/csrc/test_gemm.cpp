@@ -467,8 +467,8 @@ template <typename T>
 void test_gemm_small_m(Isa isa) {
   fusedops::set_isa(isa);
   const int before = g_failed;
-  for (int64_t M : {4, 8, 13, 16, 31, 64, 65, 130})
-    for (auto [N, K] : {std::pair<int64_t, int64_t>{6, 16}, {7, 17}, {37, 300}, {130, 64}, {515, 129}})
+  for (int64_t M : {1, 2, 4, 8, 13, 15, 16, 31, 64, 65, 130})  // M < NR / 2: the few-rows path
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{6, 16}, {7, 17}, {37, 300}, {130, 64}, {515, 129}, {5, 3}})
       for (int variant = 0; variant < 4; ++variant) {
         if (g_small && M * N * K > 300000) continue;
         // variant bits: 1 = A transposed (rsa 1) and beta 0.5 + bias + alpha -0.5, 2 = one thread

@@ -388,6 +388,53 @@ struct Gemm {
     }
   }
 
+  // ---- few rows against a transposed weight (a decode step, a cell of batch 1) ------------
+  // With M < NR / 2 the small-M path would leave most of its packed panel's columns empty, and
+  // the blocked path packs all of B for a few rows. Each C(i, j) is instead the dot product of
+  // A's row i and the weight's row j, both contiguous in K: the weight is read once, in place,
+  // four rows at a time sharing each vector load of A. Column blocks split between threads.
+  static bool few_rows(const GemmArgs<T>& g) {
+    return g.M < NR / 2 && g.rsb == 1 && g.csb != 1 && g.csa == 1 && !g.packed_b && !g.pack_b &&
+           g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= V::W;
+  }
+
+  static void run_few_rows(const GemmArgs<T>& g) {
+    using R = typename V::R;
+    constexpr int kRows = 4;
+    const int64_t blocks = (g.N + kRows - 1) / kRows, kv = g.K / V::W * V::W;
+    const int tail = int(g.K - kv);
+    // Threads by the weight's size: the product streams it once, so it is bound by memory
+    // (a 768 x 768 weight at one row: 74 us on one thread, 28 us for torch on two).
+    const int nt = threads_for_work(double(g.N) * double(g.K), 65536);
+    parallel_items(g.max_threads > 0 ? std::min(nt, g.max_threads) : nt, blocks, [&](int64_t blk) {
+      const int64_t j0 = blk * kRows;
+      const int n = int(std::min<int64_t>(kRows, g.N - j0));
+      const T* w[kRows];
+      for (int r = 0; r < kRows; ++r) w[r] = g.B + (j0 + std::min(r, n - 1)) * g.csb;
+      for (int64_t i = 0; i < g.M; ++i) {
+        const T* a = g.A + i * g.rsa;
+        R acc[kRows];
+        for (int r = 0; r < kRows; ++r) acc[r] = V::zero();
+        for (int64_t k = 0; k < kv; k += V::W) {
+          const R av = V::loadu(a + k);
+#pragma GCC unroll 4
+          for (int r = 0; r < kRows; ++r) acc[r] = V::fmadd(av, V::loadu(w[r] + k), acc[r]);
+        }
+        if (tail) {
+          const R av = V::load_partial(a + kv, tail);
+          for (int r = 0; r < kRows; ++r) acc[r] = V::fmadd(av, V::load_partial(w[r] + kv, tail), acc[r]);
+        }
+        T* c = g.C + i * g.ldc + j0;
+        for (int r = 0; r < n; ++r) {
+          T v = g.alpha * V::hsum(acc[r]);
+          if (g.beta != T(0)) v += g.beta * c[r];
+          if (g.bias_mode == BiasMode::per_col) v += g.bias[j0 + r];
+          c[r] = v;
+        }
+      }
+    });
+  }
+
   // ---- implicit B by row offsets (convolution over a padded image) ---------------------
   // B(k, j) = X[boff[k] + j]. A is packed whole (it is the small operand: the weights); the
   // column tiles of C are split between threads, each walking its tile's K steps and row
@@ -557,6 +604,7 @@ struct Gemm {
     if (g.M <= 0 || g.N <= 0) return;
     if (g.K <= 0) return run_k0(g);
     if (small_m(g)) return run_small_m(g);
+    if (few_rows(g)) return run_few_rows(g);
     static const Blocking blk = blocking_for_cpu<T, MR, NR>();
     const int nt = choose_threads(g);
     int64_t kc_max, nc_max;
