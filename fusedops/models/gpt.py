@@ -121,11 +121,6 @@ class _TorchKernels:
 
 class _FusedKernels:
     name = "fusedops"
-    # Products of fewer rows than this (a generation step: one token per sequence) run in
-    # torch's matrix-vector kernel: our GEMM has no such path below 16 rows and packs the whole
-    # weight on every call (one row, one thread: c_attn 2304 x 768 1.1 ms against torch's
-    # 0.28 ms; the 50257-token head 70 ms against 16 ms).
-    FEW_ROWS = 16
 
     def __init__(self):
         import fusedops
@@ -134,15 +129,11 @@ class _FusedKernels:
         self.Linear = fusedops.nn.Linear
         self.LayerNorm = fusedops.nn.LayerNorm
 
-    def _few(self, x) -> bool:
-        return x.numel() < self.FEW_ROWS * x.shape[-1]
-
-    def linear(self, x, fc):
-        return F.linear(x, fc.weight, fc.bias) if self._few(x) else fc(x)
+    @staticmethod
+    def linear(x, fc):
+        return fc(x)
 
     def fc_gelu(self, x, fc):
-        if self._few(x):
-            return F.gelu(F.linear(x, fc.weight, fc.bias), approximate="tanh")
         return self.ops.linear(x, fc.weight, fc.bias, activation="gelu_tanh")
 
     def attention(self, q, k, v, dropout_p, is_causal=True):
@@ -156,7 +147,7 @@ class _FusedKernels:
         return self.ops.linear_cross_entropy(x, weight, targets)
 
     def logits(self, x, weight):
-        return F.linear(x, weight) if self._few(x) else self.ops.linear(x, weight)
+        return self.ops.linear(x, weight)
 
 
 def kernels(backend: str):

@@ -392,10 +392,11 @@ struct Gemm {
   // With M < NR / 2 the small-M path would leave most of its packed panel's columns empty, and
   // the blocked path packs all of B for a few rows. Each C(i, j) is instead the dot product of
   // A's row i and the weight's row j, both contiguous in K: the weight is read once, in place,
-  // four rows at a time sharing each vector load of A. Column blocks split between threads.
+  // four rows at a time sharing each vector load of A; bias and activation applied per row of C.
+  // Column blocks split between threads.
   static bool few_rows(const GemmArgs<T>& g) {
     return g.M < NR / 2 && g.rsb == 1 && g.csb != 1 && g.csa == 1 && !g.packed_b && !g.pack_b &&
-           g.act == Activation::none && !g.preact && g.bias_mode != BiasMode::per_row && g.K >= V::W;
+           g.bias_mode != BiasMode::per_row && g.K >= V::W;
   }
 
   static void run_few_rows(const GemmArgs<T>& g) {
@@ -425,12 +426,10 @@ struct Gemm {
           for (int r = 0; r < kRows; ++r) acc[r] = V::fmadd(av, V::load_partial(w[r] + kv, tail), acc[r]);
         }
         T* c = g.C + i * g.ldc + j0;
-        for (int r = 0; r < n; ++r) {
-          T v = g.alpha * V::hsum(acc[r]);
-          if (g.beta != T(0)) v += g.beta * c[r];
-          if (g.bias_mode == BiasMode::per_col) v += g.bias[j0 + r];
-          c[r] = v;
-        }
+        for (int r = 0; r < n; ++r) c[r] = g.alpha * V::hsum(acc[r]) + (g.beta != T(0) ? g.beta * c[r] : T(0));
+        if (has_epilogue(g))  // bias, pre-activation store, activation
+          epilogue_row<V>(c, n, g.bias_mode == BiasMode::per_col ? g.bias + j0 : nullptr, T(0), g.act,
+                          g.preact ? g.preact + i * g.ld_preact + j0 : nullptr);
       }
     });
   }
