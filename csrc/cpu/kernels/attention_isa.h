@@ -296,7 +296,7 @@ struct FlashAttention {
     w.pd = w.pd_b.get(size_t(BM * BN));
   }
 
-  // Q scaled, dO, D = rowsum(dO * O) of head b; the dQ accumulator zeroed.
+  // Q scaled, dO, D = rowsum(dO * O) of head b.
   static void prepare_head(const Args& a, int64_t b, BwdScratch& w) {
     const int64_t L = a.L, E = a.E, Ev = a.Ev, Ep = rup(E, NR), Evp = rup(Ev, NR);
     const T* q = a.q + a.q_off[b];
@@ -317,7 +317,6 @@ struct FlashAttention {
     }
     std::fill(w.qs + L * Ep, w.qs + (L + BM) * Ep, T(0));
     std::fill(w.dO + L * Evp, w.dO + (L + BM) * Evp, T(0));
-    if (a.dq) std::fill(w.dq, w.dq + (L + BM) * Ep, T(0));
   }
 
   static void backward_key_block(const Args& a, int64_t b, int64_t j0, BwdScratch& w) {
@@ -406,9 +405,9 @@ struct FlashAttention {
     const int nt = threads_for(flops);
     // Tasks: (head, group of key blocks). With few heads a head's key blocks are split into
     // groups, each summing its own partial dQ; the partials are added in group order. The
-    // groups follow from the shape alone (about 16 tasks), never from the thread count, so
+    // groups follow from the shape alone (about 8 tasks), never from the thread count, so
     // dQ has the same bits for any number of threads.
-    const int64_t groups = std::clamp<int64_t>(16 / a.batch, 1, nkb), tasks = a.batch * groups;
+    const int64_t groups = std::clamp<int64_t>(8 / a.batch, 1, nkb), tasks = a.batch * groups;
     const int64_t Lr = L + BM;
     std::vector<T> partial(a.dq && groups > 1 ? size_t(tasks * Lr * Ep) : 0);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -416,11 +415,13 @@ struct FlashAttention {
       BwdScratch w;  // per call: a head's Q, dO and dQ are megabytes; not kept between calls
       alloc_bwd(a, w);
       T* const own_dq = w.dq;
+      int64_t prepared = -1;  // the head whose scaled Q, dO and D the scratch holds
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
         const int64_t b = task / groups, grp = task % groups;
         if (groups > 1 && a.dq) w.dq = partial.data() + task * Lr * Ep;
-        prepare_head(a, b, w);
+        if (b != prepared) prepare_head(a, b, w), prepared = b;
+        if (a.dq) std::fill(w.dq, w.dq + Lr * Ep, T(0));
         for (int64_t kb = grp * nkb / groups, k1 = (grp + 1) * nkb / groups; kb < k1; ++kb)
           backward_key_block(a, b, kb * BN, w);
         if (a.dq && groups == 1) {
