@@ -221,6 +221,29 @@ def test_bad_input_errors():
     assert_raises_named(lambda: max_pool2d(x, 3, stride=0), RuntimeError, ["stride"], "max_pool2d")
     assert_raises_named(lambda: max_pool2d(torch.randn(8, 8), 2), RuntimeError, ["3-D"], "max_pool2d")
     assert_raises_named(lambda: max_pool2d(torch.randn(1, 1, 2, 2), 3), RuntimeError, ["output size"], "max_pool2d")
+    assert_raises_named(lambda: conv2d(x, torch.randn(6, 4, 0, 3)), RuntimeError, ["kernel size", "positive"], "conv2d")
+
+
+def test_geometry_overflow_errors():
+    """Sizes derived from padding, dilation and stride are computed without int64 wrap-around:
+    what would overflow is refused, naming the argument (a dilation of 2^62 + 1 over 5 taps
+    wrapped to a kernel of 5 and indexed far outside the input)."""
+    x, w5, big = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 5, 1), 2**62 + 1
+    assert_raises_named(lambda: conv2d(x, w5, dilation=(big, 1)), RuntimeError, ["dilation", "overflows"], "conv2d")
+    gy = torch.randn(1, 1, 4, 8)
+    assert_raises_named(lambda: torch.ops.fusedops.conv2d_backward(gy, x, w5, [1, 1], [0, 0], [big, 1], 1, [True] * 3),
+                        RuntimeError, ["dilation", "overflows"], "conv2d_backward")
+    assert_raises_named(lambda: conv2d(x, w5, padding=(2**62, 0)), RuntimeError, ["padding", "overflows"], "conv2d")
+    # an 8 x 8 output from a padded image of (2^32 + 8)^2 elements (stride 1, dilated kernel)
+    assert_raises_named(lambda: conv2d(x, torch.randn(1, 1, 3, 3), padding=2**31, dilation=2**31),
+                        RuntimeError, ["padding", "overflows"], "conv2d")
+    assert_raises_named(lambda: max_pool2d(x, 5, 1, 0, big), RuntimeError, ["dilation", "overflows"], "max_pool2d")
+    empty = torch.empty(0, 1, 2**62, 1)  # no elements: any height
+    assert_raises_named(lambda: max_pool2d(empty, (2**62, 1), 1, (2**61, 0)), RuntimeError,
+                        ["padding", "overflows"], "max_pool2d")
+    # ceil_mode with a stride near 2^63: one window, without overflowing the rounding
+    out, idx = max_pool2d(x, 2, 2**63 - 1, ceil_mode=True, return_indices=True)
+    assert out.shape == (1, 1, 1, 1) and out.item() == x[0, 0, :2, :2].max() and idx.item() in (0, 1, 8, 9)
 
 
 # ---- max pooling ------------------------------------------------------------------------------

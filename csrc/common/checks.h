@@ -19,6 +19,13 @@ inline std::string shape_str(at::IntArrayRef sizes) {
 
 #define FUSEDOPS_CHECK(cond, op, ...) TORCH_CHECK(cond, "fusedops.", op, ": ", __VA_ARGS__)
 
+// Sizes derived from user arguments (padded extents, dilated kernels, products of dimensions)
+// in overflow-checked int64 arithmetic. mul_add_fits: *r = a * b + c, false when that
+// overflows int64.
+inline bool mul_add_fits(int64_t a, int64_t b, int64_t c, int64_t* r) {
+  return !__builtin_mul_overflow(a, b, r) && !__builtin_add_overflow(*r, c, r);
+}
+
 // float32 or float64 on the CPU.
 inline void check_cpu_float(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fusedops.",

@@ -101,6 +101,10 @@ def _conv_out(size, k, s, p, d):
 def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     torch._check(input.dim() in (3, 4), lambda: "fusedops.conv2d: input must be 3-D or 4-D")
     torch._check(weight.dim() == 4, lambda: "fusedops.conv2d: weight must be 4-D")
+    torch._check(
+        weight.shape[2] > 0 and weight.shape[3] > 0,
+        lambda: "fusedops.conv2d: weight's kernel size (kH, kW) must be positive",
+    )
     torch._check(groups > 0, lambda: "fusedops.conv2d: groups must be positive")
     batched = input.dim() == 4
     n = input.shape[0] if batched else 1
