@@ -282,6 +282,26 @@ def test_max_pool2d_ties_nan_channels_last_unbatched():
     assert torch.equal(xg.grad, xt.grad)
 
 
+def test_max_pool2d_window_in_padding_refused():
+    """Kernel 2, padding 1, dilation 3 on an input 2 high: the first row of windows takes rows
+    -1 and 2, both outside. torch returns -inf there with an index past the plane, which its
+    backward writes through; forward, backward and fake shape refuse such geometry instead."""
+    x = torch.randn(1, 2, 2, 4)
+    assert_raises_named(lambda: max_pool2d(x, 2, 1, 1, 3), RuntimeError, ["window", "row 0", "padding"], "max_pool2d")
+    assert_raises_named(lambda: max_pool2d(x.transpose(2, 3), 2, 1, 1, 3), RuntimeError, ["column 0"], "max_pool2d")
+    g, idx = torch.zeros(1, 2, 1, 3), torch.zeros(1, 2, 1, 3, dtype=torch.long)
+    assert_raises_named(lambda: torch.ops.fusedops.max_pool2d_backward(g, x, idx, [2, 2], [1, 1], [1, 1], [3, 3], False),
+                        RuntimeError, ["window"], "max_pool2d_backward")
+    with pytest.raises(RuntimeError, match="window"):
+        max_pool2d(x.to("meta"), 2, 1, 1, 3)
+    # one more row: every window holds an input element, and torch agrees
+    x3 = torch.randn(1, 2, 3, 4, requires_grad=True)
+    a, ia = max_pool2d(x3, 2, 1, 1, 3, return_indices=True)
+    r, ir = F.max_pool2d(x3, 2, 1, 1, 3, return_indices=True)
+    assert torch.equal(a, r) and torch.equal(ia, ir)
+    assert torch.equal(torch.autograd.grad(a.sum(), x3)[0], torch.autograd.grad(r.sum(), x3)[0])
+
+
 def test_max_pool2d_gradcheck():
     x = torch.randn(2, 2, 7, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: max_pool2d(x, 3, 2, 1, 1, True), (x,))
@@ -370,3 +390,14 @@ def test_cuda_max_pool2d(backend, dtype):
         xr = x.double().requires_grad_()
         ref = torch.autograd.grad(F.max_pool2d(xr, k2, s2, p2, d2, ceil), xr, g.double())[0]
         check_close(gx, ref, ref.to(dtype), dtype, "max_pool2d_backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_max_pool2d_window_in_padding_refused(backend):
+    x = torch.randn(1, 2, 2, 4, device=dev(backend))
+    conf = ([2, 2], [1, 1], [1, 1], [3, 3], False)
+    assert_raises_named(lambda: op(backend, "max_pool2d_with_indices")(x, *conf), RuntimeError,
+                        ["window", "row 0"], "max_pool2d")
+    g, idx = torch.zeros(1, 2, 1, 3, device=x.device), torch.zeros(1, 2, 1, 3, dtype=torch.long, device=x.device)
+    assert_raises_named(lambda: op(backend, "max_pool2d_backward")(g, x, idx, *conf), RuntimeError,
+                        ["window"], "max_pool2d_backward")

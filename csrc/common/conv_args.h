@@ -106,6 +106,19 @@ inline int64_t pool_out_size(int64_t in, int64_t padded, int64_t span, int64_t p
   return out;
 }
 
+// The first output of a pooled dimension whose window holds no input element, or -1. Only a
+// window starting in the padding can be empty (its first tap at or after 0 is
+// start + ceil(-start / dil) * dil, before `in` unless dil > in); torch returns -inf there, with
+// an index outside the input that its own backward writes through.
+inline int64_t empty_pool_window(int64_t in, int64_t out, int64_t pad, int64_t stride, int64_t dil) {
+  if (dil <= in) return -1;
+  for (int64_t o = 0; o < out && o * stride < pad; ++o) {
+    const int64_t start = o * stride - pad;
+    if (start + ((-start - 1) / dil + 1) * dil >= in) return o;
+  }
+  return -1;
+}
+
 inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRef kernel_size,
                                          at::IntArrayRef stride, at::IntArrayRef padding,
                                          at::IntArrayRef dilation, bool ceil_mode, const char* op) {
@@ -152,6 +165,16 @@ inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRe
   FUSEDOPS_CHECK(s.OH > 0 && s.OW > 0, op, "output size must be positive, got ", s.OH, " x ",
                  s.OW, " for input shape ", shape_str(input.sizes()), " and kernel_size ",
                  shape_str(kernel_size));
+  if (s.planes > 0) {
+    const int64_t eh = empty_pool_window(s.H, s.OH, s.ph, s.sh, s.dh);
+    const int64_t ew = empty_pool_window(s.W, s.OW, s.pw, s.sw, s.dw);
+    FUSEDOPS_CHECK(eh < 0 && ew < 0, op,
+                   "every pooling window must hold an input element, but the window of output ",
+                   eh >= 0 ? "row " : "column ", eh >= 0 ? eh : ew,
+                   " lies entirely in the padding; input shape ", shape_str(input.sizes()),
+                   ", kernel_size ", shape_str(kernel_size), ", padding ", shape_str(padding),
+                   ", dilation ", shape_str(dilation));
+  }
   return s;
 }
 
