@@ -302,6 +302,29 @@ def test_max_pool2d_window_in_padding_refused():
     assert torch.equal(torch.autograd.grad(a.sum(), x3)[0], torch.autograd.grad(r.sum(), x3)[0])
 
 
+@pytest.mark.parametrize("backend", ["cpu", *BACKENDS])
+def test_max_pool2d_backward_checks_indices(backend):
+    """An index outside its plane is refused, not dropped (the CUDA kernel used to skip it)."""
+    D = "cpu" if backend == "cpu" else dev(backend)
+    bwd = torch.ops.fusedops.max_pool2d_backward if backend == "cpu" else op(backend, "max_pool2d_backward")
+    x, g = torch.randn(1, 2, 4, 4, device=D), torch.ones(1, 2, 2, 2, device=D)
+    conf = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    for bad in (16, -1):
+        idx = torch.zeros(1, 2, 2, 2, dtype=torch.long, device=D)
+        idx[0, 1, 1, 0] = bad
+        assert_raises_named(lambda: bwd(g, x, idx, *conf), RuntimeError, ["indices", "[0, 16)", str(bad)],
+                            "max_pool2d_backward")
+    if D != "cpu":
+        assert_raises_named(lambda: bwd(g, x, idx.cpu(), *conf), RuntimeError, ["indices", "device"],
+                            "max_pool2d_backward")
+    pos = torch.tensor([0, 3, 12, 15, 5, 6, 9, 10])  # valid: each in its output's window
+    gy = torch.arange(1.0, 9.0)
+    gx = bwd(gy.view(1, 2, 2, 2).to(D), x, pos.view(1, 2, 2, 2).to(D), *conf).cpu().view(2, 16)
+    want = torch.zeros(2, 16)
+    want[0, pos[:4]], want[1, pos[4:]] = gy[:4], gy[4:]
+    assert torch.equal(gx, want)
+
+
 def test_max_pool2d_gradcheck():
     x = torch.randn(2, 2, 7, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: max_pool2d(x, 3, 2, 1, 1, True), (x,))

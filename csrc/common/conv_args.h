@@ -194,6 +194,19 @@ inline void check_pool_grad(const at::Tensor& grad_output, const at::Tensor& ind
   FUSEDOPS_CHECK(grad_output.sizes().vec() == want && indices.sizes().vec() == want, op,
                  "grad_output and indices must have the pooled shape ", shape_str(want), ", got ",
                  shape_str(grad_output.sizes()), " and ", shape_str(indices.sizes()));
+  FUSEDOPS_CHECK(indices.device() == input.device(), op, "indices must be on the device of input (",
+                 input.device(), "), got ", indices.device());
+}
+
+// Every index must lie in its plane, [0, H * W): one reduction over the indices and, on a GPU,
+// one device-to-host copy (a synchronisation) per call.
+inline void check_pool_indices(const at::Tensor& indices, const cpu::Pool2dShape& s, const char* op) {
+  if (indices.numel() == 0) return;
+  const auto [mn, mx] = at::aminmax(indices);
+  const at::Tensor range = at::stack({mn, mx}).cpu();
+  const int64_t lo = range.data_ptr<int64_t>()[0], hi = range.data_ptr<int64_t>()[1];
+  FUSEDOPS_CHECK(lo >= 0 && hi < s.H * s.W, op, "indices must lie in [0, ", s.H * s.W,
+                 "), got values in [", lo, ", ", hi, "]");
 }
 
 }  // namespace fusedops

@@ -153,6 +153,7 @@ inline at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::T
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_pool_grad(grad_output, indices, input, s, op);
   DeviceGuard guard(input);
+  check_pool_indices(indices, s, op);  // (the kernel would drop an index outside its plane)
   at::Tensor gx = at::empty(input.sizes(), input.options());
   const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
   dispatch(input.scalar_type(), [&](auto t) {
