@@ -14,6 +14,7 @@
    index points at it. */
 #pragma once
 #include <cmath>
+#include <cstring>
 
 #include "gemm.cuh"
 #include "../../cpu/kernels/conv.h"
@@ -99,6 +100,15 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)
   else mma_m16n8k16_bf16(d, a, b, d);
 }
 
+// Two adjacent 16-bit elements as one 32-bit fragment register: one aligned load (memcpy, as
+// the host compiler's strict aliasing forbids reading them through a uint32_t pointer).
+template <typename T>
+__device__ __forceinline__ std::uint32_t pair_bits(const T* p) {
+  std::uint32_t r;
+  memcpy(&r, __builtin_assume_aligned(p, 4), 4);
+  return r;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     conv2d_forward_tc_kernel(Conv2dShape s, const T* x, const T* w, const T* bias, T* y) {
@@ -136,15 +146,15 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int ar = wm * 16 + g;
     std::uint32_t a[4];
-    a[0] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t]);
-    a[1] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t]);
-    a[2] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t + 8]);
-    a[3] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t + 8]);
+    a[0] = pair_bits(&As[ar][2 * t]);
+    a[1] = pair_bits(&As[ar + 8][2 * t]);
+    a[2] = pair_bits(&As[ar][2 * t + 8]);
+    a[3] = pair_bits(&As[ar + 8][2 * t + 8]);
     for (int nt = 0; nt < 4; ++nt) {
       const int bc = wn * 32 + nt * 8 + g;
       std::uint32_t b[2];
-      b[0] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t]);
-      b[1] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t + 8]);
+      b[0] = pair_bits(&Bs[bc][2 * t]);
+      b[1] = pair_bits(&Bs[bc][2 * t + 8]);
       mma16816<T>(acc[nt], a, b);
     }
     __syncthreads();
