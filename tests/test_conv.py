@@ -424,3 +424,13 @@ def test_cuda_max_pool2d_window_in_padding_refused(backend):
     g, idx = torch.zeros(1, 2, 1, 3, device=x.device), torch.zeros(1, 2, 1, 3, dtype=torch.long, device=x.device)
     assert_raises_named(lambda: op(backend, "max_pool2d_backward")(g, x, idx, *conf), RuntimeError,
                         ["window"], "max_pool2d_backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_conv2d_more_groups_than_grid_y(backend):
+    """65537 groups (depthwise): the (channel tile, group) pairs past grid.y's 65535 go on along
+    grid.z (tests/sim/grid_tests.cu covers every layout, and the backward, with a lower limit)."""
+    D, C = dev(backend), 65537
+    x, w, b = torch.randn(1, C, 2, 3), torch.randn(C, 1, 2, 1), torch.randn(C)
+    out = op(backend, "conv2d")(x.to(D), w.to(D), b.to(D), [1, 1], [1, 0], [1, 1], C)
+    torch.testing.assert_close(out.cpu(), F.conv2d(x, w, b, 1, (1, 0), 1, C))
