@@ -65,8 +65,9 @@ constexpr int kMaxDim = 256;  // head dims
 constexpr int kPer = kMaxDim / 32;
 
 // The (batch, head) pair of this block, numbered over grid.y and grid.z (see attention_plan);
-// blocks past the last pair have none.
-__device__ __forceinline__ int64_t pair_index() { return int64_t(blockIdx.z) * gridDim.y + blockIdx.y; }
+// blocks past the last pair have none. 32-bit arithmetic (at most 65535^2): the 64-bit product
+// made the SIMT forward spill on sm_80.
+__device__ __forceinline__ int64_t pair_index() { return int64_t(blockIdx.z * gridDim.y + blockIdx.y); }
 
 __device__ __forceinline__ float acc_exp(float x) { return expf(x); }
 __device__ __forceinline__ double acc_exp(double x) { return exp(x); }

@@ -32,8 +32,9 @@ __host__ __device__ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a
 constexpr int kBM = 64, kBN = 64, kBK = 16, kThreads = 256;
 
 // The forward's (output-channel tile, group) pair, tile-major within a group, numbered over
-// grid.y and grid.z (see conv2d_forward_plan); blocks past the last pair have none.
-__device__ __forceinline__ int64_t forward_tile() { return int64_t(blockIdx.z) * gridDim.y + blockIdx.y; }
+// grid.y and grid.z (see conv2d_forward_plan), in 32-bit arithmetic (at most 65535^2); blocks
+// past the last pair have none.
+__device__ __forceinline__ int64_t forward_tile() { return int64_t(blockIdx.z * gridDim.y + blockIdx.y); }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
