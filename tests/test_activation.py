@@ -280,6 +280,17 @@ def test_bad_input():
                         "softmax_backward")
 
 
+@pytest.mark.parametrize("backend", ["cpu", *BACKENDS])
+def test_softmax_sizes_after_a_zero_overflow(backend):
+    """torch checks a tensor's sizes only up to a zero: the dimensions after dim of an empty
+    [0, 5, 2^62] input multiply past int64, and are refused rather than wrapped."""
+    x = torch.empty(0, 1, 1).expand(0, 5, 2**62)
+    for name in ("softmax", "log_softmax"):
+        f = getattr(ops, name) if backend == "cpu" else op(backend, name)
+        assert_raises_named(lambda: f(x.to(backend.replace("cuda-sim", "cpu")), 0), RuntimeError,
+                            ["after dim", "overflows"], name)
+
+
 # ---- modules ----------------------------------------------------------------------------------
 
 

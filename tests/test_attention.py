@@ -684,3 +684,17 @@ def test_cuda_noncontiguous_and_bad_input(backend):
     with pytest.raises(RuntimeError, match="256"):
         big = torch.randn(1, 1, 3, 300, device=d)
         f(big, big, big, None, 0.0, False, None, False, None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_more_pairs_than_grid_y(backend):
+    """65537 (batch, head) pairs: those past grid.y's 65535 go on along grid.z (fp16, the
+    tensor-core forward, the fastest on the simulator; tests/sim/grid_tests.cu covers every
+    layout, every kernel and the backward with a lower limit)."""
+    d = dev(backend)
+    q, k, v = (torch.randn(65537, 1, n, 16).half() for n in (2, 3, 3))
+    args = (None, 0.0, True, None, False, None)
+    out, lse = op(backend, "scaled_dot_product_attention")(q.to(d), k.to(d), v.to(d), *args)
+    ref, ref_lse = ops.scaled_dot_product_attention(q.float(), k.float(), v.float(), *args)
+    torch.testing.assert_close(out.cpu().float(), ref, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(lse.cpu(), ref_lse, atol=1e-4, rtol=1e-4)

@@ -221,6 +221,29 @@ def test_bad_input_errors():
     assert_raises_named(lambda: max_pool2d(x, 3, stride=0), RuntimeError, ["stride"], "max_pool2d")
     assert_raises_named(lambda: max_pool2d(torch.randn(8, 8), 2), RuntimeError, ["3-D"], "max_pool2d")
     assert_raises_named(lambda: max_pool2d(torch.randn(1, 1, 2, 2), 3), RuntimeError, ["output size"], "max_pool2d")
+    assert_raises_named(lambda: conv2d(x, torch.randn(6, 4, 0, 3)), RuntimeError, ["kernel size", "positive"], "conv2d")
+
+
+def test_geometry_overflow_errors():
+    """Sizes derived from padding, dilation and stride are computed without int64 wrap-around:
+    what would overflow is refused, naming the argument (a dilation of 2^62 + 1 over 5 taps
+    wrapped to a kernel of 5 and indexed far outside the input)."""
+    x, w5, big = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 5, 1), 2**62 + 1
+    assert_raises_named(lambda: conv2d(x, w5, dilation=(big, 1)), RuntimeError, ["dilation", "overflows"], "conv2d")
+    gy = torch.randn(1, 1, 4, 8)
+    assert_raises_named(lambda: torch.ops.fusedops.conv2d_backward(gy, x, w5, [1, 1], [0, 0], [big, 1], 1, [True] * 3),
+                        RuntimeError, ["dilation", "overflows"], "conv2d_backward")
+    assert_raises_named(lambda: conv2d(x, w5, padding=(2**62, 0)), RuntimeError, ["padding", "overflows"], "conv2d")
+    # an 8 x 8 output from a padded image of (2^32 + 8)^2 elements (stride 1, dilated kernel)
+    assert_raises_named(lambda: conv2d(x, torch.randn(1, 1, 3, 3), padding=2**31, dilation=2**31),
+                        RuntimeError, ["padding", "overflows"], "conv2d")
+    assert_raises_named(lambda: max_pool2d(x, 5, 1, 0, big), RuntimeError, ["dilation", "overflows"], "max_pool2d")
+    empty = torch.empty(0, 1, 2**62, 1)  # no elements: any height
+    assert_raises_named(lambda: max_pool2d(empty, (2**62, 1), 1, (2**61, 0)), RuntimeError,
+                        ["padding", "overflows"], "max_pool2d")
+    # ceil_mode with a stride near 2^63: one window, without overflowing the rounding
+    out, idx = max_pool2d(x, 2, 2**63 - 1, ceil_mode=True, return_indices=True)
+    assert out.shape == (1, 1, 1, 1) and out.item() == x[0, 0, :2, :2].max() and idx.item() in (0, 1, 8, 9)
 
 
 # ---- max pooling ------------------------------------------------------------------------------
@@ -257,6 +280,49 @@ def test_max_pool2d_ties_nan_channels_last_unbatched():
     xt = x.clone().requires_grad_()
     F.max_pool2d(xt, 2).sum().backward()
     assert torch.equal(xg.grad, xt.grad)
+
+
+def test_max_pool2d_window_in_padding_refused():
+    """Kernel 2, padding 1, dilation 3 on an input 2 high: the first row of windows takes rows
+    -1 and 2, both outside. torch returns -inf there with an index past the plane, which its
+    backward writes through; forward, backward and fake shape refuse such geometry instead."""
+    x = torch.randn(1, 2, 2, 4)
+    assert_raises_named(lambda: max_pool2d(x, 2, 1, 1, 3), RuntimeError, ["window", "row 0", "padding"], "max_pool2d")
+    assert_raises_named(lambda: max_pool2d(x.transpose(2, 3), 2, 1, 1, 3), RuntimeError, ["column 0"], "max_pool2d")
+    g, idx = torch.zeros(1, 2, 1, 3), torch.zeros(1, 2, 1, 3, dtype=torch.long)
+    assert_raises_named(lambda: torch.ops.fusedops.max_pool2d_backward(g, x, idx, [2, 2], [1, 1], [1, 1], [3, 3], False),
+                        RuntimeError, ["window"], "max_pool2d_backward")
+    with pytest.raises(RuntimeError, match="window"):
+        max_pool2d(x.to("meta"), 2, 1, 1, 3)
+    # one more row: every window holds an input element, and torch agrees
+    x3 = torch.randn(1, 2, 3, 4, requires_grad=True)
+    a, ia = max_pool2d(x3, 2, 1, 1, 3, return_indices=True)
+    r, ir = F.max_pool2d(x3, 2, 1, 1, 3, return_indices=True)
+    assert torch.equal(a, r) and torch.equal(ia, ir)
+    assert torch.equal(torch.autograd.grad(a.sum(), x3)[0], torch.autograd.grad(r.sum(), x3)[0])
+
+
+@pytest.mark.parametrize("backend", ["cpu", *BACKENDS])
+def test_max_pool2d_backward_checks_indices(backend):
+    """An index outside its plane is refused, not dropped (the CUDA kernel used to skip it)."""
+    D = "cpu" if backend == "cpu" else dev(backend)
+    bwd = torch.ops.fusedops.max_pool2d_backward if backend == "cpu" else op(backend, "max_pool2d_backward")
+    x, g = torch.randn(1, 2, 4, 4, device=D), torch.ones(1, 2, 2, 2, device=D)
+    conf = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    for bad in (16, -1):
+        idx = torch.zeros(1, 2, 2, 2, dtype=torch.long, device=D)
+        idx[0, 1, 1, 0] = bad
+        assert_raises_named(lambda: bwd(g, x, idx, *conf), RuntimeError, ["indices", "[0, 16)", str(bad)],
+                            "max_pool2d_backward")
+    if D != "cpu":
+        assert_raises_named(lambda: bwd(g, x, idx.cpu(), *conf), RuntimeError, ["indices", "device"],
+                            "max_pool2d_backward")
+    pos = torch.tensor([0, 3, 12, 15, 5, 6, 9, 10])  # valid: each in its output's window
+    gy = torch.arange(1.0, 9.0)
+    gx = bwd(gy.view(1, 2, 2, 2).to(D), x, pos.view(1, 2, 2, 2).to(D), *conf).cpu().view(2, 16)
+    want = torch.zeros(2, 16)
+    want[0, pos[:4]], want[1, pos[4:]] = gy[:4], gy[4:]
+    assert torch.equal(gx, want)
 
 
 def test_max_pool2d_gradcheck():
@@ -347,3 +413,24 @@ def test_cuda_max_pool2d(backend, dtype):
         xr = x.double().requires_grad_()
         ref = torch.autograd.grad(F.max_pool2d(xr, k2, s2, p2, d2, ceil), xr, g.double())[0]
         check_close(gx, ref, ref.to(dtype), dtype, "max_pool2d_backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_max_pool2d_window_in_padding_refused(backend):
+    x = torch.randn(1, 2, 2, 4, device=dev(backend))
+    conf = ([2, 2], [1, 1], [1, 1], [3, 3], False)
+    assert_raises_named(lambda: op(backend, "max_pool2d_with_indices")(x, *conf), RuntimeError,
+                        ["window", "row 0"], "max_pool2d")
+    g, idx = torch.zeros(1, 2, 1, 3, device=x.device), torch.zeros(1, 2, 1, 3, dtype=torch.long, device=x.device)
+    assert_raises_named(lambda: op(backend, "max_pool2d_backward")(g, x, idx, *conf), RuntimeError,
+                        ["window"], "max_pool2d_backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_conv2d_more_groups_than_grid_y(backend):
+    """65537 groups (depthwise): the (channel tile, group) pairs past grid.y's 65535 go on along
+    grid.z (tests/sim/grid_tests.cu covers every layout, and the backward, with a lower limit)."""
+    D, C = dev(backend), 65537
+    x, w, b = torch.randn(1, C, 2, 3), torch.randn(C, 1, 2, 1), torch.randn(C)
+    out = op(backend, "conv2d")(x.to(D), w.to(D), b.to(D), [1, 1], [1, 0], [1, 1], C)
+    torch.testing.assert_close(out.cpu(), F.conv2d(x, w, b, 1, (1, 0), 1, C))

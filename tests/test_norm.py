@@ -367,6 +367,16 @@ def test_bad_input():
         layer_norm(x.to("meta"), (4,))
 
 
+@pytest.mark.parametrize("backend", ["cpu", *BACKENDS])
+def test_sizes_after_a_zero_overflow(backend):
+    """torch checks a tensor's sizes only up to a zero: normalized_shape [5, 2^62] of an empty
+    [0, 5, 2^62] input multiplies past int64, and is refused rather than wrapped."""
+    x = torch.empty(0, 1, 1).expand(0, 5, 2**62)
+    f = ops.layer_norm if backend == "cpu" else op(backend, "layer_norm")
+    assert_raises_named(lambda: f(x.to(backend.replace("cuda-sim", "cpu")), [5, 2**62], None, None, 1e-5), RuntimeError,
+                        ["normalized_shape", "overflows"], "layer_norm")
+
+
 # ---- the module -------------------------------------------------------------------------------
 
 

@@ -307,6 +307,19 @@ def test_threads_agree():
 # ---- bad input ------------------------------------------------------------------------------
 
 
+def test_size_overflow_errors():
+    """Sizes that would wrap int64 are refused: batch_sizes of four times 2^62 (their sum wrapped
+    to 0, the rows of an empty input) and an LSTM's workspace row, 5 * hidden_size, for a
+    hidden_size whose 4 gates still fit (the weights are empty)."""
+    assert_raises_named(lambda: ops.rnn_layer("rnn_tanh", torch.empty(0, 3), torch.empty(1, 2), None,
+                                              torch.empty(2, 3), torch.empty(2, 2), batch_sizes=torch.tensor([2**62] * 4)),
+                        RuntimeError, ["batch_sizes", "overflow"], "rnn_layer")
+    H = 2 * 10**18
+    assert_raises_named(lambda: ops.rnn_layer("lstm", torch.empty(1, 0, 0), torch.empty(0, 0), torch.empty(0, H),
+                                              torch.empty(4 * H, 0), torch.empty(4 * H, 0), w_hr=torch.empty(0, H)),
+                        RuntimeError, ["workspace", "overflows"], "rnn_layer")
+
+
 def test_bad_input():
     I, H, B = 3, 4, 2
     w_ih, w_hh, b_ih, b_hh, _ = [p.detach().float() if p is not None else None for p in _params("lstm", I, H)]

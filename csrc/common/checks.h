@@ -19,6 +19,24 @@ inline std::string shape_str(at::IntArrayRef sizes) {
 
 #define FUSEDOPS_CHECK(cond, op, ...) TORCH_CHECK(cond, "fusedops.", op, ": ", __VA_ARGS__)
 
+// Sizes derived from user arguments (padded extents, dilated kernels, products of dimensions)
+// in overflow-checked int64 arithmetic. mul_add_fits: *r = a * b + c, false when that
+// overflows int64.
+inline bool mul_add_fits(int64_t a, int64_t b, int64_t c, int64_t* r) {
+  return !__builtin_mul_overflow(a, b, r) && !__builtin_add_overflow(*r, c, r);
+}
+
+// The product of sizes; "fusedops.<op>: <what> [sizes]: the product overflows int64" when it
+// does not fit. (torch checks a tensor's sizes from the first one up to a zero: the sizes
+// after a zero, as in [0, 2^40, 2^40], can overflow.)
+inline int64_t checked_product(at::IntArrayRef sizes, const char* op, const char* what) {
+  int64_t n = 1;
+  for (int64_t s : sizes)
+    FUSEDOPS_CHECK(mul_add_fits(n, s, 0, &n), op, what, " ", shape_str(sizes),
+                   ": the product overflows int64");
+  return n;
+}
+
 // float32 or float64 on the CPU.
 inline void check_cpu_float(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fusedops.",

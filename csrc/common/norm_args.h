@@ -39,11 +39,9 @@ inline NormRows norm_rows(const at::Tensor& input, at::IntArrayRef normalized_sh
   if (weight.has_value()) check_shape_is(*weight, normalized_shape, op, "weight", "shape normalized_shape");
   if (bias.has_value()) check_shape_is(*bias, normalized_shape, op, "bias", "shape normalized_shape");
   NormRows r;
-  for (int64_t d = 0; d < lead; ++d) {
-    r.M *= input.size(d);
-    r.stat_shape.push_back(input.size(d));
-  }
-  for (int64_t d : normalized_shape) r.N *= d;
+  r.stat_shape.assign(input.sizes().begin(), input.sizes().begin() + lead);
+  r.M = checked_product(r.stat_shape, op, "input's leading dimensions");
+  r.N = checked_product(normalized_shape, op, "normalized_shape");
   return r;
 }
 
@@ -78,11 +76,9 @@ inline SoftmaxSplit softmax_split(const at::Tensor& t, int64_t dim, const char* 
   if (t.dim() == 0) return {};
   const int64_t d0 = dim < 0 ? dim + nd : dim;
   SoftmaxSplit s;
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (d < d0) s.outer *= t.size(d);
-    else if (d == d0) s.D = t.size(d);
-    else s.inner *= t.size(d);
-  }
+  s.outer = checked_product(t.sizes().slice(0, d0), op, "the dimensions before dim");
+  s.D = t.size(d0);
+  s.inner = checked_product(t.sizes().slice(d0 + 1), op, "the dimensions after dim");
   return s;
 }
 

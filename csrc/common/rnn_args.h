@@ -69,7 +69,8 @@ inline RnnDims rnn_dims(c10::string_view mode, const at::Tensor& input, const at
                      "batch_sizes must be positive and non-increasing, got ", shape_str(at::IntArrayRef(p, d.T)));
       d.bs.push_back(p[t]);
       d.off.push_back(total);
-      total += p[t];
+      FUSEDOPS_CHECK(!__builtin_add_overflow(total, p[t], &total), op,
+                     "batch_sizes overflow int64: their sum has more than 2^63 rows");
     }
     FUSEDOPS_CHECK(total == input.size(0), op, "batch_sizes must sum to the packed input's rows (",
                    input.size(0), "), got ", total);
@@ -116,7 +117,8 @@ inline RnnDims rnn_dims(c10::string_view mode, const at::Tensor& input, const at
   } else {
     FUSEDOPS_CHECK(!cx.has_value(), op, "cx is only for mode \"lstm\", got mode \"", std::string(mode), "\"");
   }
-  d.W = cpu::rnn_workspace_width(d.mode) * d.H;
+  d.W = checked_product({int64_t(cpu::rnn_workspace_width(d.mode)), d.H}, op,
+                        "the workspace row (columns per hidden unit, hidden_size)");
   return d;
 }
 

@@ -121,16 +121,9 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const cpu::Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_pool_grad(grad_output, indices, input, s, op);
+  check_pool_indices(indices, s, op);
   at::Tensor gx = at::empty(input.sizes(), input.options());
-  if (s.H * s.W == 0) return gx;
   const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
-  const int64_t HW = s.H * s.W;
-  if (i.numel() > 0) {
-    const auto [mn, mx] = at::aminmax(i);
-    const int64_t lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
-    FUSEDOPS_CHECK(lo >= 0 && hi < HW, op, "indices must lie in [0, ", HW, "), got values in [",
-                   lo, ", ", hi, "]");
-  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d_backward", [&] {
     cpu::max_pool2d_backward<scalar_t>(s, gy.data_ptr<scalar_t>(), i.data_ptr<int64_t>(),
                                        gx.data_ptr<scalar_t>());

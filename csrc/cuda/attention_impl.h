@@ -51,8 +51,8 @@ inline AttnPrepared attn_prepare(const at::Tensor& query, const at::Tensor& key,
     p.mask = attn_mask->expand(target);
   }
   p.lay = attention_layout(p.q, p.k, p.v, p.mask.defined() ? &p.mask : nullptr, enable_gqa, scale);
-  FUSEDOPS_CHECK(p.lay.batch <= 65535, op, "at most 65535 (batch, head) pairs are supported on "
-                 "this backend, got ", p.lay.batch);
+  FUSEDOPS_CHECK(p.lay.batch <= k::kMaxGridYZ * k::kMaxGridYZ, op, "at most 65535^2 (batch, head) "
+                 "pairs (grid.y x grid.z) are supported on this backend, got ", p.lay.batch);
   std::vector<int64_t> off;
   off.reserve(size_t(4 * p.lay.batch));
   for (const auto* v : {&p.lay.q_off, &p.lay.k_off, &p.lay.v_off}) off.insert(off.end(), v->begin(), v->end());

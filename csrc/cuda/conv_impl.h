@@ -19,6 +19,15 @@ namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
 inline at::Tensor nchw4(const at::Tensor& t) { return (t.dim() == 3 ? t.unsqueeze(0) : t).contiguous(); }
 
+// The bias gradient runs a block per output channel along grid.x (at most 2^31 - 1), and the
+// forward's (channel tile, group) pairs, at most K (C in the input gradient's transposed
+// convolution), fill grid.y x grid.z (65535^2): channels up to 2^31 - 1.
+inline void check_channels(const cpu::Conv2dShape& s, const char* op) {
+  FUSEDOPS_CHECK(s.C <= INT32_MAX && s.K <= INT32_MAX, op,
+                 "at most 2^31 - 1 input and output channels are supported on this backend, got ",
+                 s.C, " and ", s.K);
+}
+
 inline at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -27,6 +36,7 @@ inline at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight,
   check_tensor(weight, input, op, "weight", "input");
   if (bias.has_value()) check_tensor(*bias, input, op, "bias", "input");
   const cpu::Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
+  check_channels(s, op);
   DeviceGuard guard(input);
   at::Tensor out = conv2d_output(input, weight, s);
   const bool cl = !out.is_contiguous();
@@ -54,6 +64,7 @@ conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
   check_tensor(grad_output, input, op, "grad_output", "input");
   const cpu::Conv2dShape s =
       conv2d_shape(input, weight, std::nullopt, stride, padding, dilation, groups, op);
+  check_channels(s, op);
   const std::vector<int64_t> want = input.dim() == 4 ? std::vector<int64_t>{s.N, s.K, s.OH, s.OW}
                                                      : std::vector<int64_t>{s.K, s.OH, s.OW};
   FUSEDOPS_CHECK(grad_output.sizes().vec() == want, op, "grad_output must have shape ",
@@ -153,6 +164,7 @@ inline at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::T
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_pool_grad(grad_output, indices, input, s, op);
   DeviceGuard guard(input);
+  check_pool_indices(indices, s, op);  // (the kernel would drop an index outside its plane)
   at::Tensor gx = at::empty(input.sizes(), input.options());
   const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
   dispatch(input.scalar_type(), [&](auto t) {

@@ -102,6 +102,10 @@ def _conv_out(size, k, s, p, d):
 def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     torch._check(input.dim() in (3, 4), lambda: "fusedops.conv2d: input must be 3-D or 4-D")
     torch._check(weight.dim() == 4, lambda: "fusedops.conv2d: weight must be 4-D")
+    torch._check(
+        weight.shape[2] > 0 and weight.shape[3] > 0,
+        lambda: "fusedops.conv2d: weight's kernel size (kH, kW) must be positive",
+    )
     torch._check(groups > 0, lambda: "fusedops.conv2d: groups must be positive")
     batched = input.dim() == 4
     n = input.shape[0] if batched else 1
@@ -148,6 +152,19 @@ def _pool_out(size, k, p, s, d, ceil_mode):
     return out
 
 
+def _empty_pool_window(size, out, p, s, d):
+    """The first output whose window holds no input element, or -1 (see common/conv_args.h)."""
+    if d <= size:
+        return -1
+    for o in range(out):
+        start = o * s - p
+        if start >= 0:
+            break
+        if start + -(start // d) * d >= size:
+            return o
+    return -1
+
+
 @torch.library.register_fake("fusedops::max_pool2d_with_indices")
 def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     torch._check(input.dim() in (3, 4), lambda: "fusedops.max_pool2d: input must be 3-D or 4-D")
@@ -159,6 +176,12 @@ def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1)
     oh = _pool_out(h, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)
     ow = _pool_out(w, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode)
     torch._check(oh > 0 and ow > 0, lambda: "fusedops.max_pool2d: output size must be positive")
+    if input.numel() > 0:
+        torch._check(
+            _empty_pool_window(h, oh, padding[0], stride[0], dilation[0]) < 0
+            and _empty_pool_window(w, ow, padding[1], stride[1], dilation[1]) < 0,
+            lambda: "fusedops.max_pool2d: every pooling window must hold an input element",
+        )
     shape = (*input.shape[:-2], oh, ow)
     fmt = suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
     out = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)

@@ -8,6 +8,8 @@
 #   nvcc    the same kernels compiled by nvcc for sm_80 and sm_90 (skipped without nvcc)
 #   gemm    tests/sim/gemm_tests.cu (GEMM and bias/activation backward kernels): fibers -O2 on
 #           every case, and ASan+UBSan on a few small shapes per variant (--quick)
+#   grid    tests/sim/grid_tests.cu (conv and attention blocks numbered over grid.y and z, with
+#           the plans' limit lowered): fibers -O2, and ASan+UBSan
 # Build outputs and logs go to build/sim/. Exit status 0 only if every step passed.
 set -u
 cd "$(dirname "$0")/../.."
@@ -67,7 +69,14 @@ GEMM_SRC=tests/sim/gemm_tests.cu
 BUILD_CMD[gemm_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $GEMM_SRC -o $OUT/gemm_tests_plain"
 BUILD_CMD[gemm_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined -DCUDASIM_CHECK_SMEM $GEMM_SRC -o $OUT/gemm_tests_asan"
-BUILDS=(tsan asan gemm_asan plain gemm_plain)
+# Kernels whose blocks go on along grid.z past grid.y's limit (tests/sim/grid_tests.cu)
+GRID_SRC=tests/sim/grid_tests.cu
+BUILD_CMD[grid_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $GRID_SRC -o $OUT/grid_tests_plain"
+# (without CUDASIM_CHECK_SMEM: attention.cuh indexes its shared arrays by int64_t, which the
+# bounds-checked arrays' operator[] takes ambiguously)
+BUILD_CMD[grid_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined $GRID_SRC -o $OUT/grid_tests_asan"
+BUILDS=(tsan asan gemm_asan plain gemm_plain grid_plain grid_asan)
 if command -v nvcc >/dev/null; then
   for arch in sm_80 sm_90; do
     BUILD_CMD[nvcc_$arch]="nvcc -std=c++20 -arch=$arch -Werror all-warnings -c tests/sim/nvcc_check.cu \
@@ -117,17 +126,19 @@ expect_report asan --oob "ERROR: AddressSanitizer: heap-buffer-overflow" "in sim
 run_tests tsan
 expect_report tsan --race "WARNING: ThreadSanitizer: data race" "sim_selftest::racy_reverse" "sim_selftest.cuh:"
 
-run_gemm_tests() {  # run_gemm_tests MODE [ARGS...]
-  local mode=$1 bin="$OUT/gemm_tests_$1" log="$OUT/run_gemm_$1.log" t
-  shift
+run_kernel_tests() {  # run_kernel_tests SUITE MODE [ARGS...]: SUITE gemm or grid
+  local suite=$1 mode=$2 bin="$OUT/$1_tests_$2" log="$OUT/run_$1_$2.log" t
+  shift 2
   t=$(now)
-  if [[ ! -x "$bin" ]]; then report "gemm tests $mode" 1 "$log" 0; return; fi
+  if [[ ! -x "$bin" ]]; then report "$suite tests $mode" 1 "$log" 0; return; fi
   ASAN_OPTIONS=detect_leaks=1 "$bin" "$@" >"$log" 2>&1
   local rc=$?
-  report "gemm $mode: $(tail -n 1 "$log")" $rc "$log" "$(elapsed "$t")"
+  report "$suite $mode: $(tail -n 1 "$log")" $rc "$log" "$(elapsed "$t")"
 }
-run_gemm_tests plain
-run_gemm_tests asan --quick
+run_kernel_tests gemm plain
+run_kernel_tests gemm asan --quick
+run_kernel_tests grid plain
+run_kernel_tests grid asan
 
 echo "run.sh: $passed passed, $failed failed ($(elapsed "$t_all")s)"
 ((failed == 0))

@@ -3,6 +3,7 @@
    probabilities tile by tile. No L x S matrix exists. Same operand description as the CPU
    kernels (cpu/kernels/attention.h): a flattened (batch, head) index b with per-operand
    element offsets (device arrays), row strides, contiguous last dimensions; head dims <= 256.
+   Blocks take kWarps rows along grid.x and a (batch, head) pair numbered over grid.y and z.
 
    SIMT kernels for every dtype (fp32 / fp64 / fp16 / bf16, math in fp32, fp64 for double),
    one warp per row:
@@ -63,6 +64,11 @@ constexpr int kWarps = 4;     // rows per block
 constexpr int kMaxDim = 256;  // head dims
 constexpr int kPer = kMaxDim / 32;
 
+// The (batch, head) pair of this block, numbered over grid.y and grid.z (see attention_plan);
+// blocks past the last pair have none. 32-bit arithmetic (at most 65535^2): the 64-bit product
+// made the SIMT forward spill on sm_80.
+__device__ __forceinline__ int64_t pair_index() { return int64_t(blockIdx.z * gridDim.y + blockIdx.y); }
+
 __device__ __forceinline__ float acc_exp(float x) { return expf(x); }
 __device__ __forceinline__ double acc_exp(double x) { return exp(x); }
 __device__ __forceinline__ float acc_log(float x) { return logf(x); }
@@ -112,8 +118,8 @@ __global__ void __launch_bounds__(kWarps * 32) forward_kernel(AttentionParams<T>
   using gemm_detail::to_acc;
   SMEM_ARRAY(Acc, qs, kWarps, kMaxDim);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.y, row = int64_t(blockIdx.x) * kWarps + warp;
-  if (row >= p.L) return;  // uniform across the warp
+  const int64_t b = pair_index(), row = int64_t(blockIdx.x) * kWarps + warp;
+  if (b >= p.batch || row >= p.L) return;  // uniform across the warp
   const T* q = p.q + p.off[b] + row * p.q_rs;
   const T* k = p.k + p.off[p.batch + b];
   const T* v = p.v + p.off[2 * p.batch + b];
@@ -168,8 +174,8 @@ __global__ void __launch_bounds__(kWarps * 32) delta_kernel(AttentionParams<T> p
   using Acc = gemm_acc_t<T>;
   using gemm_detail::to_acc;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.y, row = int64_t(blockIdx.x) * kWarps + warp;
-  if (row >= p.L) return;
+  const int64_t b = pair_index(), row = int64_t(blockIdx.x) * kWarps + warp;
+  if (b >= p.batch || row >= p.L) return;
   const T* o = p.out + (b * p.L + row) * p.Ev;
   const T* d = p.dout + (b * p.L + row) * p.Ev;
   Acc s = 0;
@@ -202,8 +208,8 @@ __global__ void __launch_bounds__(kWarps * 32) dk_dv_kernel(AttentionParams<T> p
   SMEM_ARRAY(Acc, ks, kWarps, kMaxDim);
   SMEM_ARRAY(Acc, vs, kWarps, kMaxDim);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.y, col = int64_t(blockIdx.x) * kWarps + warp;
-  if (col >= p.S) return;
+  const int64_t b = pair_index(), col = int64_t(blockIdx.x) * kWarps + warp;
+  if (b >= p.batch || col >= p.S) return;
   const T* q = p.q + p.off[b];
   const T* kr = p.k + p.off[p.batch + b] + col * p.k_rs;
   const T* vr = p.v + p.off[2 * p.batch + b] + col * p.v_rs;
@@ -253,8 +259,8 @@ __global__ void __launch_bounds__(kWarps * 32) dq_kernel(AttentionParams<T> p) {
   SMEM_ARRAY(Acc, qs, kWarps, kMaxDim);
   SMEM_ARRAY(Acc, ds_, kWarps, kMaxDim);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.y, row = int64_t(blockIdx.x) * kWarps + warp;
-  if (row >= p.L) return;
+  const int64_t b = pair_index(), row = int64_t(blockIdx.x) * kWarps + warp;
+  if (b >= p.batch || row >= p.L) return;
   const T* qr = p.q + p.off[b] + row * p.q_rs;
   const T* dr = p.dout + (b * p.L + row) * p.Ev;
   for (int64_t e = lane; e < p.E; e += 32) qs[warp][e] = to_acc(qr[e]);
@@ -319,8 +325,8 @@ template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) forward_tc_kernel(AttentionParams<T> p) {
   using gemm_detail::from_acc;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t b = blockIdx.y, row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
-  if (row0 >= p.L) return;  // uniform across the warp
+  const int64_t b = pair_index(), row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (b >= p.batch || row0 >= p.L) return;  // uniform across the warp
   const T* q = p.q + p.off[b];
   const T* k = p.k + p.off[p.batch + b];
   const T* v = p.v + p.off[2 * p.batch + b];
@@ -536,8 +542,8 @@ template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) dk_dv_tc_kernel(AttentionParams<T> p) {
   using gemm_detail::from_acc;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t b = blockIdx.y, col0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
-  if (col0 >= p.S) return;  // uniform across the warp
+  const int64_t b = pair_index(), col0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (b >= p.batch || col0 >= p.S) return;  // uniform across the warp
   const T* q = p.q + p.off[b];
   const T* k = p.k + p.off[p.batch + b];
   const T* v = p.v + p.off[2 * p.batch + b];
@@ -596,8 +602,8 @@ template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(AttentionParams<T> p) {
   using gemm_detail::from_acc;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t b = blockIdx.y, row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
-  if (row0 >= p.L) return;  // uniform across the warp
+  const int64_t b = pair_index(), row0 = (int64_t(blockIdx.x) * kWarps + warp) * kTcRows;
+  if (b >= p.batch || row0 >= p.L) return;  // uniform across the warp
   const T* q = p.q + p.off[b];
   const T* k = p.k + p.off[p.batch + b];
   const T* v = p.v + p.off[2 * p.batch + b];
@@ -658,58 +664,61 @@ inline bool use_tensor_cores(const AttentionParams<T>& p) {
 
 }  // namespace attention_detail
 
-// One block of kWarps rows; grid (row blocks, batch). `rows` is L (forward, delta, dq) or S (dk_dv).
-inline LaunchPlan attention_plan(int64_t rows, int64_t batch) {
+// One block of kWarps rows; grid (row blocks, pairs): the (batch, head) pairs fill grid.y up to
+// max_y (CUDA's limit; tests pass less) and go on along grid.z, so up to 65535^2 pairs. `rows`
+// is L (forward, delta, dq) or S (dk_dv).
+inline LaunchPlan attention_plan(int64_t rows, int64_t batch, int64_t max_y = kMaxGridYZ) {
   using namespace attention_detail;
   LaunchPlan plan;
-  plan.grid = dim3(unsigned((rows + kWarps - 1) / kWarps), unsigned(batch), 1);
+  const int64_t z = (batch + max_y - 1) / max_y, y = z > 0 ? (batch + z - 1) / z : 0;  // fewest idle blocks
+  plan.grid = dim3(unsigned((rows + kWarps - 1) / kWarps), unsigned(y), unsigned(z));
   plan.block = dim3(kWarps * 32, 1, 1);
   plan.name = "attention_simt";
   return plan;
 }
 
 template <typename T>
-void attention_forward_launch(const AttentionParams<T>& p, cudaStream_t s) {
+void attention_forward_launch(const AttentionParams<T>& p, cudaStream_t s, int64_t max_y = kMaxGridYZ) {
   using namespace attention_detail;
   if (p.batch <= 0 || p.L <= 0) return;
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
     if (use_tensor_cores(p)) {
-      const LaunchPlan plan = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch);
+      const LaunchPlan plan = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch, max_y);
       LAUNCH(forward_tc_kernel<T>, plan.grid, plan.block, 0, s, p);
       return;
     }
   }
-  const LaunchPlan plan = attention_plan(p.L, p.batch);
+  const LaunchPlan plan = attention_plan(p.L, p.batch, max_y);
   LAUNCH(forward_kernel<T>, plan.grid, plan.block, 0, s, p);
 }
 
 template <typename T>
-void attention_backward_launch(const AttentionParams<T>& p, cudaStream_t s) {
+void attention_backward_launch(const AttentionParams<T>& p, cudaStream_t s, int64_t max_y = kMaxGridYZ) {
   using namespace attention_detail;
   if (p.batch <= 0) return;
   if (p.L > 0) {
-    const LaunchPlan rows = attention_plan(p.L, p.batch);
+    const LaunchPlan rows = attention_plan(p.L, p.batch, max_y);
     LAUNCH(delta_kernel<T>, rows.grid, rows.block, 0, s, p);
   }
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
     if (use_tensor_cores_backward(p)) {
       if (p.dq && p.L > 0) {
-        const LaunchPlan rows = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch);
+        const LaunchPlan rows = attention_plan((p.L + kTcRows - 1) / kTcRows, p.batch, max_y);
         LAUNCH(dq_tc_kernel<T>, rows.grid, rows.block, 0, s, p);
       }
       if ((p.dk || p.dv) && p.S > 0) {
-        const LaunchPlan cols = attention_plan((p.S + kTcRows - 1) / kTcRows, p.batch);
+        const LaunchPlan cols = attention_plan((p.S + kTcRows - 1) / kTcRows, p.batch, max_y);
         LAUNCH(dk_dv_tc_kernel<T>, cols.grid, cols.block, 0, s, p);
       }
       return;
     }
   }
   if (p.dq && p.L > 0) {
-    const LaunchPlan rows = attention_plan(p.L, p.batch);
+    const LaunchPlan rows = attention_plan(p.L, p.batch, max_y);
     LAUNCH(dq_kernel<T>, rows.grid, rows.block, 0, s, p);
   }
   if ((p.dk || p.dv) && p.S > 0) {
-    const LaunchPlan cols = attention_plan(p.S, p.batch);
+    const LaunchPlan cols = attention_plan(p.S, p.batch, max_y);
     LAUNCH(dk_dv_kernel<T>, cols.grid, cols.block, 0, s, p);
   }
 }

@@ -14,6 +14,7 @@
    index points at it. */
 #pragma once
 #include <cmath>
+#include <cstring>
 
 #include "gemm.cuh"
 #include "../../cpu/kernels/conv.h"
@@ -30,6 +31,11 @@ __host__ __device__ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a
 
 constexpr int kBM = 64, kBN = 64, kBK = 16, kThreads = 256;
 
+// The forward's (output-channel tile, group) pair, tile-major within a group, numbered over
+// grid.y and grid.z (see conv2d_forward_plan), in 32-bit arithmetic (at most 65535^2); blocks
+// past the last pair have none.
+__device__ __forceinline__ int64_t forward_tile() { return int64_t(blockIdx.z * gridDim.y + blockIdx.y); }
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     conv2d_forward_kernel(Conv2dShape s, const T* x, const T* w, const T* bias, T* y) {
@@ -38,8 +44,9 @@ __global__ void __launch_bounds__(kThreads)
   SMEM_ARRAY(Acc, Bs, kBK, kBN);
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, P = s.OH * s.OW, RS = s.R * s.S;
-  const int64_t CRS = Cg * RS, cols = s.N * P;
-  const int64_t g = blockIdx.z, m0 = int64_t(blockIdx.y) * kBM, j0 = int64_t(blockIdx.x) * kBN;
+  const int64_t CRS = Cg * RS, cols = s.N * P, mt = (Kg + kBM - 1) / kBM, tile = forward_tile();
+  if (tile >= mt * s.groups) return;  // uniform across the block
+  const int64_t g = tile / mt, m0 = tile % mt * kBM, j0 = int64_t(blockIdx.x) * kBN;
   const T* wg = w + g * Kg * CRS;
   Acc acc[4][4];
   for (int i = 0; i < 4; ++i)
@@ -99,6 +106,15 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const std::uint32_t (&a)
   else mma_m16n8k16_bf16(d, a, b, d);
 }
 
+// Two adjacent 16-bit elements as one 32-bit fragment register: one aligned load (memcpy, as
+// the host compiler's strict aliasing forbids reading them through a uint32_t pointer).
+template <typename T>
+__device__ __forceinline__ std::uint32_t pair_bits(const T* p) {
+  std::uint32_t r;
+  memcpy(&r, __builtin_assume_aligned(p, 4), 4);
+  return r;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     conv2d_forward_tc_kernel(Conv2dShape s, const T* x, const T* w, const T* bias, T* y) {
@@ -107,8 +123,9 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp % 4, wn = warp / 4, g = lane / 4, t = lane % 4;
   const int64_t Cg = s.C / s.groups, Kg = s.K / s.groups, P = s.OH * s.OW, RS = s.R * s.S;
-  const int64_t CRS = Cg * RS, cols = s.N * P;
-  const int64_t grp = blockIdx.z, m0 = int64_t(blockIdx.y) * kBM, j0 = int64_t(blockIdx.x) * kBN;
+  const int64_t CRS = Cg * RS, cols = s.N * P, mt = (Kg + kBM - 1) / kBM, tile = forward_tile();
+  if (tile >= mt * s.groups) return;  // uniform across the block
+  const int64_t grp = tile / mt, m0 = tile % mt * kBM, j0 = int64_t(blockIdx.x) * kBN;
   const T* wg = w + grp * Kg * CRS;
   const T zero = from_acc<T>(0.f);
   float acc[4][4];
@@ -136,15 +153,15 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int ar = wm * 16 + g;
     std::uint32_t a[4];
-    a[0] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t]);
-    a[1] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t]);
-    a[2] = *reinterpret_cast<const std::uint32_t*>(&As[ar][2 * t + 8]);
-    a[3] = *reinterpret_cast<const std::uint32_t*>(&As[ar + 8][2 * t + 8]);
+    a[0] = pair_bits(&As[ar][2 * t]);
+    a[1] = pair_bits(&As[ar + 8][2 * t]);
+    a[2] = pair_bits(&As[ar][2 * t + 8]);
+    a[3] = pair_bits(&As[ar + 8][2 * t + 8]);
     for (int nt = 0; nt < 4; ++nt) {
       const int bc = wn * 32 + nt * 8 + g;
       std::uint32_t b[2];
-      b[0] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t]);
-      b[1] = *reinterpret_cast<const std::uint32_t*>(&Bs[bc][2 * t + 8]);
+      b[0] = pair_bits(&Bs[bc][2 * t]);
+      b[1] = pair_bits(&Bs[bc][2 * t + 8]);
       mma16816<T>(acc[nt], a, b);
     }
     __syncthreads();
@@ -270,17 +287,31 @@ inline dim3 blocks_for(int64_t n, int per) { return dim3(unsigned((n + per - 1) 
 
 }  // namespace conv_detail
 
+// grid.x: column tiles; the (output-channel tile, group) pairs fill grid.y up to max_y (CUDA's
+// limit; tests pass less) and go on along grid.z, so depthwise layers of more than 65535
+// channels fit. There are at most K pairs, and the bindings allow 2^31 - 1 channels (< 65535^2).
+inline LaunchPlan conv2d_forward_plan(const cpu::Conv2dShape& s, int64_t max_y = kMaxGridYZ) {
+  using namespace conv_detail;
+  LaunchPlan plan;
+  const int64_t cols = s.N * s.OH * s.OW, Kg = s.K / s.groups;
+  const int64_t pairs = (Kg + kBM - 1) / kBM * s.groups;
+  const int64_t z = (pairs + max_y - 1) / max_y, y = z > 0 ? (pairs + z - 1) / z : 0;  // fewest idle blocks
+  plan.grid = dim3(unsigned((cols + kBN - 1) / kBN), unsigned(y), unsigned(z));
+  plan.block = dim3(kThreads);
+  plan.name = "conv2d_forward";
+  return plan;
+}
+
 template <typename T>
 void conv2d_forward_launch(const cpu::Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                           cudaStream_t st) {
+                           cudaStream_t st, int64_t max_y = kMaxGridYZ) {
   using namespace conv_detail;
-  const int64_t cols = s.N * s.OH * s.OW, Kg = s.K / s.groups;
-  if (cols == 0 || Kg == 0) return;
-  const dim3 grid(unsigned((cols + kBN - 1) / kBN), unsigned((Kg + kBM - 1) / kBM), unsigned(s.groups));
+  if (s.N * s.OH * s.OW == 0 || s.K == 0) return;
+  const LaunchPlan plan = conv2d_forward_plan(s, max_y);
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>)
-    LAUNCH((conv2d_forward_tc_kernel<T>), grid, dim3(kThreads), 0, st, s, x, w, bias, y);
+    LAUNCH((conv2d_forward_tc_kernel<T>), plan.grid, plan.block, 0, st, s, x, w, bias, y);
   else
-    LAUNCH((conv2d_forward_kernel<T>), grid, dim3(kThreads), 0, st, s, x, w, bias, y);
+    LAUNCH((conv2d_forward_kernel<T>), plan.grid, plan.block, 0, st, s, x, w, bias, y);
 }
 
 template <typename T>

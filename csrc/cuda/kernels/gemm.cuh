@@ -18,7 +18,7 @@
      simt   fp32 without tf32, and double: 128x64 block tile, K step 8, 256 threads with 8x4
             outputs each, register-staged double-buffered shared tiles (one barrier per step).
    Tiles are numbered along grid.x in groups of 8 tile rows (L2 reuse of B panels); batches
-   beyond 65535 loop over blockIdx.z. */
+   beyond kMaxGridYZ (65535) loop over blockIdx.z. */
 #pragma once
 #include "ptx.cuh"
 
@@ -62,6 +62,9 @@ struct GemmParams {
   int64_t ld_preact = 0, batch_stride_preact = 0;
   bool allow_tf32 = false;  // T = float: tensor cores with tf32 inputs allowed
 };
+
+// CUDA's limit on grid.y and grid.z (grid.x allows 2^31 - 1).
+constexpr int64_t kMaxGridYZ = 65535;
 
 struct LaunchPlan {
   dim3 grid, block;
@@ -532,7 +535,7 @@ template <typename T>
 LaunchPlan gemm_plan(const GemmParams<T>& p) {
   using namespace gemm_detail;
   LaunchPlan plan;
-  const int64_t batch_blocks = p.batch < 65535 ? p.batch : 65535;
+  const int64_t batch_blocks = p.batch < kMaxGridYZ ? p.batch : kMaxGridYZ;
   const bool tc = !std::is_same_v<T, double> && (!std::is_same_v<T, float> || p.allow_tf32);
   if (!tc) {
     const int64_t tm = (p.M + kSimtBM - 1) / kSimtBM, tn = (p.N + kSimtBN - 1) / kSimtBN;
