@@ -40,10 +40,12 @@ def linear(
     return _ops.linear(input, weight, bias, activation)
 
 
-def matmul(self: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``self @ other`` for 2-D and 3-D operands, with the batch dimension broadcast as
-    ``torch.matmul`` does ([B, M, K] @ [K, N], [M, K] @ [B, K, N], batch 1 against B)."""
-    return _ops.matmul(self, other)
+def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``input @ other`` for 2-D and 3-D operands, with the batch dimension broadcast as
+    ``torch.matmul`` does ([B, M, K] @ [K, N], [M, K] @ [B, K, N], batch 1 against B).
+    The arguments are named as torch.matmul's; the operator's schema, like aten's, calls the
+    first one `self`, and so do its error messages."""
+    return _ops.matmul(input, other)
 
 
 # ---- fake (meta) implementations -------------------------------------------------------------
