@@ -126,9 +126,17 @@ else:
     from setuptools import setup
     from torch.utils.cpp_extension import BuildExtension
 
+    class Build(BuildExtension.with_options(use_ninja=True)):
+        def finalize_options(self):
+            super().finalize_options()
+            if getattr(self, "editable_mode", False):
+                # an editable install (pip install -e, make setup) would compile in a new
+                # temporary folder every time; a fixed one lets ninja redo only what changed
+                self.build_temp = os.path.join(ROOT, "build", f"editable-{sys.implementation.cache_tag}")
+
     ext = extension()
     setup(
         ext_modules=[ext],
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        cmdclass={"build_ext": Build},
         options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext.py_limited_api else {},
     )
