@@ -32,10 +32,10 @@ except ImportError:
     torch = None
 if torch is None and BUILD_COMMANDS & set(sys.argv[1:]):
     sys.exit(
-        "fusedops: torch is not installed in the environment this build runs in.\n"
-        "fusedops compiles against the torch it will run with, so it builds without build isolation,\n"
-        "in an environment that already has torch:\n"
-        "    pip install torch              # first, if the environment has none\n"
+        "fusedops: there is no torch in the environment this build runs in. With build isolation\n"
+        "(pip's default) the build runs in a fresh environment of its own, but fusedops must be\n"
+        "compiled against the torch it will run with. Build it without isolation, in the\n"
+        "environment that has torch (install torch there first if it has none):\n"
         "    pip install --no-build-isolation .\n"
         "or, from a checkout, `make setup` (a .venv with torch, the test tools and fusedops)."
     )

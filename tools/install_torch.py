@@ -7,7 +7,8 @@ Python):
   version pyproject.toml asks for) is used as it is.
 - Otherwise, where `nvidia-smi` sees a GPU: torch VERSION from the configured package index,
   whose Linux wheels are the CUDA build.
-- Otherwise the CPU build: from torch's CPU wheel index; failing that, from the configured
+- Otherwise the CPU build: from torch's CPU wheel index (FUSEDOPS_TORCH_CPU_INDEX names a
+  mirror of it); failing that, from the configured
   index, but only after a dry run shows that what it would install is no CUDA build (the
   CUDA build pulls several GB of NVIDIA libraries, useless without a GPU).
 Only the standard library is used; pip does the installing.
@@ -21,7 +22,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# torch's CPU wheel index, or a mirror of it named by FUSEDOPS_TORCH_CPU_INDEX
+CPU_INDEX = os.environ.get("FUSEDOPS_TORCH_CPU_INDEX") or "https://download.pytorch.org/whl/cpu"
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 
 
@@ -57,9 +59,15 @@ def gpu_seen():
     return r.returncode == 0 and "GPU" in r.stdout
 
 
-def pip_install(args, quiet=True):
+def pip_install(args, quiet=True, capture=False):
+    """Runs pip install; with capture, its messages (retries of an index that cannot be
+    reached, say) are kept back and only the last lines are shown, on failure."""
     cmd = PIP + ["install"] + (["-qq"] if quiet else []) + args
-    return subprocess.run(cmd).returncode == 0
+    r = subprocess.run(cmd, capture_output=capture, text=True)
+    if r.returncode != 0 and capture:
+        lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+        print("\n".join("    " + l for l in lines[-3:]))
+    return r.returncode == 0
 
 
 def cuda_packages(requirement):
@@ -102,18 +110,18 @@ def main():
             sys.exit(f"setup: `pip install {requirement}` failed")
     else:
         print(f"setup: no NVIDIA GPU: installing torch {version} (CPU build) from torch's CPU wheel index")
-        if not pip_install(["--retries", "2", "--index-url", CPU_INDEX, requirement]):
+        if not pip_install(["--retries", "2", "--index-url", CPU_INDEX, requirement], capture=True):
             print("setup: torch's CPU wheel index could not serve it; trying the configured index")
             cuda = cuda_packages(requirement)
             if cuda is None or cuda:
-                what = ("its dry run failed" if cuda is None else
-                        "it offers only a CUDA build (" + ", ".join(cuda[:4]) + (", ..." if len(cuda) > 4 else "") + ")")
+                what = ("its dry run failed, so it may be a CUDA build" if cuda is None else
+                        "it offers it only as a CUDA build (" + ", ".join(cuda[:3]) + (", ..." if len(cuda) > 3 else "") + ")")
                 sys.exit(
-                    f"setup: not installing torch from the configured package index: {what}, several GB that\n"
-                    "a machine without an NVIDIA GPU cannot use. Install a CPU build into the environment\n"
-                    f"yourself, then run make again:\n"
+                    f"setup: not installing {requirement} from the configured package index: {what}.\n"
+                    "That is several GB of libraries a machine without an NVIDIA GPU cannot use. Install a CPU\n"
+                    "build into the environment yourself, then run make again:\n"
                     f"    {sys.executable} -m pip install {requirement} --index-url {CPU_INDEX}\n"
-                    "(or from a mirror of that index; a wheel file works too: pip install ./torch-...whl)"
+                    "(or from a mirror of that index, FUSEDOPS_TORCH_CPU_INDEX=URL; a wheel file works too)."
                 )
             if not pip_install([requirement]):
                 sys.exit(f"setup: `pip install {requirement}` failed")
