@@ -1,51 +1,68 @@
 """Builds fusedops._C against the installed torch.
 
 - CPU kernels always (csrc/ops.cpp, csrc/common, csrc/cpu).
-- The CUDA simulator ops (fusedops_sim::*, csrc/sim) whenever the CUDA headers are found
-  (nvcc on PATH or CUDA_HOME); FUSEDOPS_SIM=0 leaves them out.
-- The CUDA kernels (csrc/cuda/*.cu) when the installed torch has CUDA and nvcc is found;
-  TORCH_CUDA_ARCH_LIST picks the architectures (default 8.0 and 9.0).
+- The CUDA simulator ops (fusedops_sim::*, csrc/sim) always: the simulator needs no CUDA
+  toolkit; FUSEDOPS_SIM=0 leaves them out.
+- The CUDA kernels (csrc/cuda/*.cu) when the installed torch has CUDA and the CUDA toolkit is
+  found (CUDA_HOME, else nvcc on PATH, else /usr/local/cuda); a warning says so when torch has
+  CUDA and no toolkit is found. TORCH_CUDA_ARCH_LIST picks the architectures (default 8.0 and
+  9.0, plus PTX for 9.0 so that newer GPUs run it).
 DEBUG=1 builds -O0 -g. No flags for the build machine's own CPU: SIMD code is chosen at run
 time (csrc/common).
-Install with `pip install --no-build-isolation -e .` so the build uses the torch you have.
+
+The extension must be built against the torch it will run with, so it builds without build
+isolation: `pip install --no-build-isolation .` (or `-e .`) in an environment that has torch,
+or `make setup`, which makes one. `python setup.py sdist` needs no torch.
 """
 import glob
 import os
 import shutil
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("DEBUG", "0") == "1"
+# the floor in pyproject.toml's dependencies, and the version that is tested
+TORCH_FLOOR = (2, 13)
+BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "develop", "install", "editable_wheel", "bdist_egg"}
+
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is None and BUILD_COMMANDS & set(sys.argv[1:]):
+    sys.exit(
+        "fusedops: there is no torch in the environment this build runs in. With build isolation\n"
+        "(pip's default) the build runs in a fresh environment of its own, but fusedops must be\n"
+        "compiled against the torch it will run with. Build it without isolation, in the\n"
+        "environment that has torch (install torch there first if it has none):\n"
+        "    pip install --no-build-isolation .\n"
+        "or, from a checkout, `make setup` (a .venv with torch, the test tools and fusedops)."
+    )
 
 
 def cuda_home():
-    """The toolkit root as nvcc reports it (nvcc on PATH may be a wrapper script, so the
-    location of the nvcc file says nothing)."""
-    if os.environ.get("CUDA_HOME"):
-        return os.environ["CUDA_HOME"]
+    """The CUDA toolkit root: CUDA_HOME (or CUDA_PATH), else as nvcc on PATH reports it (nvcc
+    may be a wrapper script, so the location of the nvcc file says nothing), else
+    /usr/local/cuda."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
     nvcc = shutil.which("nvcc")
-    if not nvcc:
-        return None
-    try:
-        out = subprocess.run(
-            [nvcc, "-v", "--dryrun", "-c", "-x", "cu", "/dev/null", "-o", "/dev/null"],
-            capture_output=True, text=True, timeout=60,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in (out.stdout + out.stderr).splitlines():
-        if line.startswith("#$ TOP="):
-            return os.path.realpath(line.split("=", 1)[1].strip())
+    if nvcc:
+        try:
+            out = subprocess.run(
+                [nvcc, "-v", "--dryrun", "-c", "-x", "cu", "/dev/null", "-o", "/dev/null"],
+                capture_output=True, text=True, timeout=60,
+            )
+            for line in (out.stdout + out.stderr).splitlines():
+                if line.startswith("#$ TOP="):
+                    return os.path.realpath(line.split("=", 1)[1].strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
     return None
-
-
-CUDA_HOME = cuda_home()
-if CUDA_HOME:
-    os.environ["CUDA_HOME"] = CUDA_HOME  # before torch.utils.cpp_extension reads it
-
-import torch  # noqa: E402
-from setuptools import setup  # noqa: E402
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def sources(*patterns):
@@ -59,42 +76,67 @@ def torch_version_tuple():
     return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
 
-cuda_inc = os.path.join(CUDA_HOME, "include") if CUDA_HOME else None
-has_cuda_headers = bool(cuda_inc and os.path.exists(os.path.join(cuda_inc, "cuda_fp16.h")))
-with_sim = has_cuda_headers and os.environ.get("FUSEDOPS_SIM", "1") != "0"
-with_cuda = bool(torch.version.cuda) and CUDA_HOME is not None
+def extension():
+    """fusedops._C as this machine and its torch allow."""
+    if torch_version_tuple() < TORCH_FLOOR:
+        sys.exit(f"fusedops: needs torch >= {'.'.join(map(str, TORCH_FLOOR))}, found {torch.__version__}")
+    home = cuda_home() if torch.version.cuda else None
+    with_cuda = home is not None
+    if with_cuda:
+        os.environ["CUDA_HOME"] = home  # read by torch.utils.cpp_extension when it is imported
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+    if torch.version.cuda and not with_cuda:
+        print(
+            f"WARNING: fusedops: torch {torch.__version__} has CUDA {torch.version.cuda} but no CUDA "
+            "toolkit was found (CUDA_HOME, nvcc on PATH, /usr/local/cuda): building without the "
+            "CUDA kernels, so fusedops ops will not run on CUDA tensors. Install the CUDA toolkit "
+            "or set CUDA_HOME, and rebuild.",
+            file=sys.stderr,
+        )
+    with_sim = os.environ.get("FUSEDOPS_SIM", "1") != "0"
 
-cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
-cxx += ["-fopenmp", "-std=c++20", "-Wall", "-Wno-psabi", "-fvisibility=hidden", "-pthread"]
-cxx.append(f'-DFUSEDOPS_TORCH_VERSION="{torch.__version__}"')
-srcs = sources("ops.cpp", "common/*.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
-include_dirs = [os.path.join(ROOT, "csrc")]
-if with_sim:
-    srcs += sources("sim/*.cpp")
-    cxx += ["-isystem", cuda_inc, "-DFUSEDOPS_WITH_SIM=1"]
-# torch >= 2.6 builds abi3 extensions (and defines Py_LIMITED_API itself).
-limited_api = torch_version_tuple() >= (2, 6)
-kwargs = dict(
-    name="fusedops._C",
-    include_dirs=include_dirs,
-    extra_link_args=["-fopenmp", "-pthread"],
-    py_limited_api=limited_api,
-)
-if with_cuda:
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
+    cxx += ["-fopenmp", "-std=c++20", "-Wall", "-Wno-psabi", "-fvisibility=hidden", "-pthread"]
+    cxx.append(f'-DFUSEDOPS_TORCH_VERSION="{torch.__version__}"')
+    srcs = sources("ops.cpp", "common/*.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
+    if with_sim:
+        srcs += sources("sim/*.cpp")
+        cxx.append("-DFUSEDOPS_WITH_SIM=1")
+    # torch >= 2.6 builds abi3 extensions (and defines Py_LIMITED_API itself).
+    kwargs = dict(
+        name="fusedops._C",
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_link_args=["-fopenmp", "-pthread"],
+        py_limited_api=torch_version_tuple() >= (2, 6),
+    )
+    if not with_cuda:
+        return CppExtension(sources=srcs, extra_compile_args={"cxx": cxx}, **kwargs)
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     nvcc = ["-O0", "-g", "-G"] if DEBUG else ["-O3", "-lineinfo"]
     nvcc += ["-std=c++20", "--expt-relaxed-constexpr", "-DFUSEDOPS_WITH_CUDA=1"]
     cxx.append("-DFUSEDOPS_WITH_CUDA=1")
-    ext = CUDAExtension(
-        sources=srcs + sources("cuda/*.cu"),
-        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-        **kwargs,
-    )
-else:
-    ext = CppExtension(sources=srcs, extra_compile_args={"cxx": cxx}, **kwargs)
+    return CUDAExtension(sources=srcs + sources("cuda/*.cu"), extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
 
-setup(
-    ext_modules=[ext],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}} if limited_api else {},
-)
+
+if torch is None:  # sdist, egg_info: metadata and sources only
+    from setuptools import setup
+
+    setup()
+else:
+    from setuptools import setup
+    from torch.utils.cpp_extension import BuildExtension
+
+    class Build(BuildExtension.with_options(use_ninja=True)):
+        def finalize_options(self):
+            super().finalize_options()
+            if getattr(self, "editable_mode", False):
+                # an editable install (pip install -e, make setup) would compile in a new
+                # temporary folder every time; a fixed one lets ninja redo only what changed
+                self.build_temp = os.path.join(ROOT, "build", f"editable-{sys.implementation.cache_tag}")
+
+    ext = extension()
+    setup(
+        ext_modules=[ext],
+        cmdclass={"build_ext": Build},
+        options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext.py_limited_api else {},
+    )

@@ -18,10 +18,10 @@ void define_schemas(torch::Library& m) {
   m.def(
       "linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor? act_input, "
       "str? activation, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
-  // self @ other for 2-D and 3-D operands, batch dimension broadcast as torch.matmul.
-  m.def("matmul(Tensor self, Tensor other) -> Tensor");
+  // input @ other for 2-D and 3-D operands, batch dimension broadcast as torch.matmul.
+  m.def("matmul(Tensor input, Tensor other) -> Tensor");
   m.def(
-      "matmul_backward(Tensor grad_output, Tensor self, Tensor other, bool[2] output_mask) "
+      "matmul_backward(Tensor grad_output, Tensor input, Tensor other, bool[2] output_mask) "
       "-> (Tensor?, Tensor?)");
 
   // ---- normalization (fusedops/ops/norm.py) ----

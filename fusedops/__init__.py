@@ -10,19 +10,24 @@ from ._version import __version__
 def _load_extension():
     import torch  # noqa: F401  (loads libtorch before our library)
 
+    rebuild = (
+        "From a checkout, `make setup` builds it (into .venv); in an environment of your own "
+        "that has torch, `pip install --no-build-isolation -e .` in the checkout (or "
+        "`pip install --no-build-isolation --force-reinstall --no-deps fusedops-*.tar.gz` "
+        "for a source distribution)."
+    )
     try:
         from . import _C
     except ImportError as e:
         raise ImportError(
-            "fusedops: the compiled extension fusedops._C could not be loaded "
-            f"({e}). Build it against the installed torch with "
-            "`pip install --no-build-isolation -e .` (or `make install`)."
+            f"fusedops: the compiled extension fusedops._C could not be loaded ({e}). It is "
+            f"built against the installed torch. {rebuild}"
         ) from e
     built, running = _C.torch_version, torch.__version__
     if built.split("+")[0] != running.split("+")[0]:
         raise ImportError(
             f"fusedops: the extension was built for torch {built} but torch {running} is "
-            "installed; rebuild with `pip install --no-build-isolation -e .`."
+            f"installed; rebuild it against this torch. {rebuild}"
         )
     return _C
 
@@ -63,4 +68,26 @@ def cpu_info():
     return _C._cpu_info()
 
 
-__all__ = ["__version__", "ops", "nn", "optim", "cpu_info", "empty_cache"]
+def build_info():
+    """What this build of fusedops holds: its version, the torch it was built for, and which
+    kernels are registered: `cpu` (always), `simulator` (the fusedops_sim ops: every CUDA
+    kernel run on the CPU; left out only by FUSEDOPS_SIM=0 at build time), `cuda` (the CUDA
+    kernels: built when torch has CUDA and the CUDA toolkit was found)."""
+    import torch
+
+    def has(op, key):
+        try:
+            return bool(torch._C._dispatch_has_kernel_for_dispatch_key(op, key))
+        except RuntimeError:  # no such operator: its library is not in this build
+            return False
+
+    return {
+        "version": __version__,
+        "torch": _C.torch_version,
+        "cpu": has("fusedops::linear", "CPU"),
+        "simulator": has("fusedops_sim::linear", "CPU"),
+        "cuda": has("fusedops::linear", "CUDA"),
+    }
+
+
+__all__ = ["__version__", "ops", "nn", "optim", "cpu_info", "empty_cache", "build_info"]

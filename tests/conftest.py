@@ -6,6 +6,8 @@
   reference with the bound a dot product of length K earns in floating point,
   `c * sqrt(K) * eps * (|A| @ |B|)`; gradients with the error-budget rule of STYLE.md
   (ours may be off the float64 truth by at most a small multiple of torch's own error).
+- A test skipped because a package is missing (`pytest.importorskip`) fails instead: the
+  set-up installs everything the tests use (pyproject.toml's `test` extra).
 - `python_subprocess`: runs a snippet in a fresh interpreter, for checks that must survive a crash of
   the code under test (a segfault there fails one test instead of ending the run) or need a
   process of their own (thread counts).
@@ -178,7 +180,7 @@ def check():
     return Check
 
 
-# ---- CUDA kernels: the simulator (always, when built with the CUDA headers) and a GPU -----------
+# ---- CUDA kernels: the simulator (in every build) and a GPU --------------------------------------
 # Low precision follows the error-budget rule: |ours - ref64| <= 2 |torch_lowp - ref64| + tiny,
 # with torch computing in the same dtype on the CPU.
 
@@ -186,7 +188,7 @@ HAS_SIM = hasattr(torch.ops, "fusedops_sim") and hasattr(torch.ops.fusedops_sim,
 HAS_GPU = torch.cuda.is_available()
 
 BACKENDS = [
-    pytest.param("cuda-sim", marks=pytest.mark.skipif(not HAS_SIM, reason="built without CUDA headers: no simulator ops")),
+    pytest.param("cuda-sim", marks=pytest.mark.skipif(not HAS_SIM, reason="built with FUSEDOPS_SIM=0: no simulator ops")),
     pytest.param("cuda", marks=pytest.mark.skipif(not HAS_GPU, reason="no GPU")),
 ]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -215,6 +217,23 @@ def check_close(ours, ref64, torch_lowp, dtype, what):
         bound = 2 * budget + 1e-3 * (1 + ref64.abs().max().item())
     assert err <= bound, f"{what} {dtype}: max error {err:.3g} > bound {bound:.3g}"
 
+
+
+# ---- no skips for a missing package -----------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip for a missing package (pytest.importorskip: "could not import ...") is a failure:
+    `make setup` installs every package the tests use."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and call.excinfo is not None:
+        reason = str(call.excinfo.value)
+        if "could not import" in reason:
+            report.outcome = "failed"
+            report.longrepr = (f"{reason}: the tests' packages are pyproject.toml's `test` extra, "
+                               "which `make setup` installs; add it there")
 
 
 # ---- isolated processes ----------------------------------------------------------------------

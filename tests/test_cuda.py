@@ -1,5 +1,5 @@
 """The CUDA kernels against the CPU ops: on the CUDA simulator (`fusedops_sim`, CPU tensors,
-always when the build found the CUDA headers) and on a GPU (`cuda`, when one is present).
+in every build) and on a GPU (`cuda`, when one is present).
 
 Low precision follows the error-budget rule: |ours - ref64| <= 2 |torch_lowp - ref64| + tiny,
 with torch computing in the same dtype on the CPU.

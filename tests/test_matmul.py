@@ -143,7 +143,7 @@ def test_empty_backward(isa, ranks, sizes):
     ar, br = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
     matmul(a, b).sum().backward()
     torch.matmul(ar, br).sum().backward()
-    for name, ours, ref in (("self", a.grad, ar.grad), ("other", b.grad, br.grad)):
+    for name, ours, ref in (("input", a.grad, ar.grad), ("other", b.grad, br.grad)):
         assert ours.shape == ref.shape, name
         # atol 0: a gradient that should be exactly zero must not be leftover memory
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=0, msg=f"grad {name}")
@@ -208,7 +208,7 @@ def _compare_grads(a, b, kind, check, what):
             o.sum().backward()  # an expanded (stride-0) incoming gradient
         else:
             o.backward(gg)
-    for name, o, t, r in (("self", oa, ta, ra), ("other", ob, tb, rb)):
+    for name, o, t, r in (("input", oa, ta, ra), ("other", ob, tb, rb)):
         if not o.requires_grad:
             assert o.grad is None, f"{what}: grad of {name} computed though not required"
             continue
@@ -222,11 +222,11 @@ def test_grad_vs_torch(isa, ranks, kind, check):
     _compare_grads(rand(sa).requires_grad_(), rand(sb).requires_grad_(), kind, check, ranks)
 
 
-@pytest.mark.parametrize("which", ["self", "other"])
+@pytest.mark.parametrize("which", ["input", "other"])
 @pytest.mark.parametrize("ranks", list(RANKS))
 def test_grad_one_operand(isa, ranks, which, check):
     sa, sb = RANKS[ranks](3, 17, 40, 23)
-    a = rand(sa).requires_grad_(which == "self")
+    a = rand(sa).requires_grad_(which == "input")
     b = rand(sb).requires_grad_(which == "other")
     _compare_grads(a, b, "contiguous", check, f"{ranks} {which} only")
 
@@ -251,7 +251,7 @@ def test_matmul_backward_op_mask(isa, dtype, ranks, mask):
     ar, br = a.clone().requires_grad_(), b.clone().requires_grad_()
     torch.matmul(ar, br).backward(g)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    for name, have, want, m in zip(("self", "other"), got, (ar.grad, br.grad), mask):
+    for name, have, want, m in zip(("input", "other"), got, (ar.grad, br.grad), mask):
         if not m:
             assert have is None, f"{name} not in output_mask but returned"
         else:
@@ -350,7 +350,7 @@ def test_meta_matches_real(dtype, ranks, transposed):
     for mask in ([True, True], [False, True], [True, False]):
         got = ops.matmul_backward(g.to("meta"), a.to("meta"), b.to("meta"), mask)
         want = ops.matmul_backward(g, a, b, mask)
-        for m, r, name in zip(got, want, ("self", "other")):
+        for m, r, name in zip(got, want, ("input", "other")):
             if r is None:
                 assert m is None, f"matmul_backward meta {name}: not None"
             else:
@@ -376,7 +376,7 @@ def test_autocast_bf16(ranks, check):
     theirs_g = torch.autograd.grad(theirs, (a, b), g)
     ra, rb = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
     truth_g = torch.autograd.grad(torch.matmul(ra, rb), (ra, rb), g.double())
-    for name, o, t, r, leaf in zip(("self", "other"), ours_g, theirs_g, truth_g, (a, b)):
+    for name, o, t, r, leaf in zip(("input", "other"), ours_g, theirs_g, truth_g, (a, b)):
         assert o.dtype == leaf.dtype
         check.budget(o, t.to(o.dtype), r, f"autocast grad {name}", floor_ulps=2)
 
@@ -385,19 +385,19 @@ def test_autocast_bf16(ranks, check):
 
 f32 = torch.randn
 BAD_MATMUL = {
-    "self_1d": ((f32(5), f32(5, 3)), RuntimeError, ["self", "2-D or 3-D", "[5]"]),
+    "input_1d": ((f32(5), f32(5, 3)), RuntimeError, ["input", "2-D or 3-D", "[5]"]),
     "other_1d": ((f32(3, 5), f32(5)), RuntimeError, ["other", "2-D or 3-D"]),
-    "self_4d": ((f32(2, 2, 3, 5), f32(5, 3)), RuntimeError, ["self", "[2, 2, 3, 5]"]),
+    "input_4d": ((f32(2, 2, 3, 5), f32(5, 3)), RuntimeError, ["input", "[2, 2, 3, 5]"]),
     "other_4d": ((f32(3, 5), f32(2, 2, 5, 3)), RuntimeError, ["other", "2-D or 3-D"]),
-    "self_0d": ((torch.tensor(1.0), f32(5, 3)), RuntimeError, ["self"]),
-    "inner_mismatch": ((f32(3, 5), f32(6, 3)), RuntimeError, ["self", "other", "(5)", "(6)"]),
-    "inner_mismatch_3d": ((f32(2, 3, 5), f32(2, 6, 3)), RuntimeError, ["self", "other"]),
-    "batch_mismatch": ((f32(2, 3, 5), f32(3, 5, 4)), RuntimeError, ["batch", "self", "other"]),
-    "self_int": ((torch.ones(3, 5, dtype=torch.int64), f32(5, 3)), TypeError, ["self"]),
+    "input_0d": ((torch.tensor(1.0), f32(5, 3)), RuntimeError, ["input"]),
+    "inner_mismatch": ((f32(3, 5), f32(6, 3)), RuntimeError, ["input", "other", "(5)", "(6)"]),
+    "inner_mismatch_3d": ((f32(2, 3, 5), f32(2, 6, 3)), RuntimeError, ["input", "other"]),
+    "batch_mismatch": ((f32(2, 3, 5), f32(3, 5, 4)), RuntimeError, ["batch", "input", "other"]),
+    "input_int": ((torch.ones(3, 5, dtype=torch.int64), f32(5, 3)), TypeError, ["input"]),
     "other_int": ((f32(3, 5), torch.ones(5, 3, dtype=torch.int32)), TypeError, ["other"]),
-    "self_bf16": ((f32(3, 5).bfloat16(), f32(5, 3).bfloat16()), TypeError, ["self", "float32"]),
-    "mixed_f32_f64": ((f32(3, 5), f32(5, 3).double()), TypeError, ["other", "self"]),
-    "mixed_f64_f32": ((f32(3, 5).double(), f32(5, 3)), TypeError, ["other", "self"]),
+    "input_bf16": ((f32(3, 5).bfloat16(), f32(5, 3).bfloat16()), TypeError, ["input", "float32"]),
+    "mixed_f32_f64": ((f32(3, 5), f32(5, 3).double()), TypeError, ["other", "input"]),
+    "mixed_f64_f32": ((f32(3, 5).double(), f32(5, 3)), TypeError, ["other", "input"]),
 }
 
 
@@ -407,7 +407,7 @@ def test_bad_input_matmul(case):
     assert_raises_named(lambda: matmul(*args), exc, words, "matmul")
     g = torch.randn(3, 3)
     assert_raises_named(lambda: ops.matmul_backward(g.to(args[0].dtype), *args, [True, True]), exc,
-                   [w for w in words if w in ("self", "other", "batch")], "matmul_backward")
+                   [w for w in words if w in ("input", "other", "batch")], "matmul_backward")
 
 
 BAD_MATMUL_BACKWARD = {

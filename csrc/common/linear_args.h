@@ -68,16 +68,16 @@ inline void check_linear_backward_shapes(const at::Tensor& grad_output, const at
 }
 
 inline void check_matmul_shapes(const at::Tensor& a, const at::Tensor& b, const char* op) {
-  FUSEDOPS_CHECK(a.dim() == 2 || a.dim() == 3, op, "self must be 2-D or 3-D, got shape ",
+  FUSEDOPS_CHECK(a.dim() == 2 || a.dim() == 3, op, "input must be 2-D or 3-D, got shape ",
                  shape_str(a.sizes()));
   FUSEDOPS_CHECK(b.dim() == 2 || b.dim() == 3, op, "other must be 2-D or 3-D, got shape ",
                  shape_str(b.sizes()));
-  FUSEDOPS_CHECK(a.size(-1) == b.size(-2), op, "self's last dimension (", a.size(-1),
-                 ") must equal other's second-to-last (", b.size(-2), "); self shape ",
+  FUSEDOPS_CHECK(a.size(-1) == b.size(-2), op, "input's last dimension (", a.size(-1),
+                 ") must equal other's second-to-last (", b.size(-2), "); input shape ",
                  shape_str(a.sizes()), ", other shape ", shape_str(b.sizes()));
   if (a.dim() == 3 && b.dim() == 3)
     FUSEDOPS_CHECK(a.size(0) == b.size(0) || a.size(0) == 1 || b.size(0) == 1, op,
-                   "batch sizes must match or be 1, got self shape ", shape_str(a.sizes()),
+                   "batch sizes must match or be 1, got input shape ", shape_str(a.sizes()),
                    " and other shape ", shape_str(b.sizes()));
 }
 

@@ -151,9 +151,9 @@ linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
 // ---- matmul ---------------------------------------------------------------------------------
 
 void check_matmul(const at::Tensor& a, const at::Tensor& b, const char* op) {
-  check_cpu_float(a, op, "self");
+  check_cpu_float(a, op, "input");
   check_cpu_float(b, op, "other");
-  check_same_dtype(b, a, op, "other", "self");
+  check_same_dtype(b, a, op, "other", "input");
   check_matmul_shapes(a, b, op);
 }
 
@@ -185,7 +185,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward
   const char* op = "matmul_backward";
   check_matmul(self, other, op);
   check_cpu_float(grad_output, op, "grad_output");
-  check_same_dtype(grad_output, self, op, "grad_output", "self");
+  check_same_dtype(grad_output, self, op, "grad_output", "input");
   const auto shape = matmul_shape(self, other);
   FUSEDOPS_CHECK(grad_output.sizes().vec() == shape, op, "grad_output must have shape ",
                  shape_str(shape), ", got ", shape_str(grad_output.sizes()));

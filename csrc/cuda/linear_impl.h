@@ -175,8 +175,8 @@ linear_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
 // ---- matmul ---------------------------------------------------------------------------------
 
 inline void check_matmul(const at::Tensor& a, const at::Tensor& b, const char* op) {
-  check_tensor(a, a, op, "self", "self");
-  check_tensor(b, a, op, "other", "self");
+  check_tensor(a, a, op, "input", "input");
+  check_tensor(b, a, op, "other", "input");
   check_matmul_shapes(a, b, op);
 }
 
@@ -212,7 +212,7 @@ inline std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_b
     std::array<bool, 2> mask) {
   const char* op = "matmul_backward";
   check_matmul(self, other, op);
-  check_tensor(grad_output, self, op, "grad_output", "self");
+  check_tensor(grad_output, self, op, "grad_output", "input");
   const auto shape = matmul_shape(self, other);
   FUSEDOPS_CHECK(grad_output.sizes().vec() == shape, op, "grad_output must have shape ",
                  shape_str(shape), ", got ", shape_str(grad_output.sizes()));

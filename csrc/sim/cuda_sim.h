@@ -75,16 +75,23 @@ template <class T, std::size_t... N> using array_t = typename array_of<T, N...>:
 #define CUDASIM_UCONTEXT 1
 #endif
 
-// Qualifiers must be defined before any CUDA header: crt/host_defines.h keeps definitions it
-// finds. __noinline__ stays undefined because libstdc++ spells __attribute__((__noinline__)).
+// Function and variable qualifiers (CUDA's host compilers see the same). __noinline__ stays
+// undefined because libstdc++ spells __attribute__((__noinline__)).
+#define __host__
+#define __device__
+#define __global__
+#define __constant__
+#define __managed__
+#define __forceinline__ __inline__ __attribute__((always_inline))
+#define __align__(n) __attribute__((aligned(n)))
+#define __builtin_align__(n) __align__(n)
 #define __shared__ static  // one copy per launch: blocks run one at a time
 #define __launch_bounds__(...)
 #define __grid_constant__
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <vector_functions.h>
-#include <vector_types.h>
+// The vector types, dim3, __half and __nv_bfloat16 are the simulator's own: no CUDA toolkit
+// is needed to build or run it.
+#include "cuda_types.h"
 
 #include <algorithm>
 #include <atomic>

@@ -40,10 +40,11 @@ def linear(
     return _ops.linear(input, weight, bias, activation)
 
 
-def matmul(self: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``self @ other`` for 2-D and 3-D operands, with the batch dimension broadcast as
-    ``torch.matmul`` does ([B, M, K] @ [K, N], [M, K] @ [B, K, N], batch 1 against B)."""
-    return _ops.matmul(self, other)
+def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``input @ other`` for 2-D and 3-D operands, with the batch dimension broadcast as
+    ``torch.matmul`` does ([B, M, K] @ [K, N], [M, K] @ [B, K, N], batch 1 against B).
+    The arguments are named as torch.matmul's."""
+    return _ops.matmul(input, other)
 
 
 # ---- fake (meta) implementations -------------------------------------------------------------
@@ -90,7 +91,7 @@ def _linear_backward_fake(grad_output, input, weight, act_input, activation, out
 
 
 def _matmul_shape(a, b):
-    torch._check(a.dim() in (2, 3), lambda: "fusedops.matmul: self must be 2-D or 3-D")
+    torch._check(a.dim() in (2, 3), lambda: "fusedops.matmul: input must be 2-D or 3-D")
     torch._check(b.dim() in (2, 3), lambda: "fusedops.matmul: other must be 2-D or 3-D")
     torch._check(a.shape[-1] == b.shape[-2], lambda: "fusedops.matmul: inner dimensions differ")
     if a.dim() == 2 and b.dim() == 2:

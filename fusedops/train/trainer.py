@@ -263,6 +263,13 @@ class _Dist:
 
 
 def _device(name: str) -> torch.device:
+    from .. import build_info
+
+    if name == "auto" and torch.cuda.is_available() and not build_info()["cuda"]:
+        # auto never picks a device that has none of our kernels
+        print("fusedops.train: a GPU is present, but this build of fusedops has no CUDA kernels "
+              "(see fusedops.build_info()): training on the CPU", file=sys.stderr)
+        return torch.device("cpu")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -1,44 +1,60 @@
 #!/usr/bin/env bash
-# Build and run the CUDA simulator tests (tests/sim/sim_tests.cu) without a GPU:
+# Build and run the CUDA simulator tests (tests/sim/sim_tests.cu) without a GPU and without the
+# CUDA toolkit: every kernel compiles with the host compiler, the simulator header and the
+# project's headers alone (-include csrc/sim/cuda_sim.h -Icsrc).
 #   plain   fibers, -O2
 #   asan    fibers, AddressSanitizer + UBSan, bounds-checked SMEM_ARRAY; and the deliberate
 #           out-of-bounds kernel, which AddressSanitizer must report
 #   tsan    one OS thread per CUDA thread, ThreadSanitizer; and the deliberately racy
 #           kernel, which ThreadSanitizer must report
-#   nvcc    the same kernels compiled by nvcc for sm_80 and sm_90 (skipped without nvcc)
 #   gemm    tests/sim/gemm_tests.cu (GEMM and bias/activation backward kernels): fibers -O2 on
 #           every case, and ASan+UBSan on a few small shapes per variant (--quick)
 #   grid    tests/sim/grid_tests.cu (conv and attention blocks numbered over grid.y and z, with
 #           the plans' limit lowered): fibers -O2, and ASan+UBSan
+# Two steps use the CUDA toolkit where there is one, and are skipped, saying so, where not:
+#   fp16    tests/sim/fp16_tests.cu: the simulator's __half and __nv_bfloat16 against CUDA's
+#           own headers, bit for bit
+#   nvcc    the same kernels compiled by nvcc for sm_80 and sm_90
+# The toolkit is found through CUDA_HOME, else nvcc on PATH, else /usr/local/cuda.
+# --no-toolkit: behave as on a machine without it (neither step runs; nothing is looked up).
 # Build outputs and logs go to build/sim/. Exit status 0 only if every step passed.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=build/sim
 mkdir -p "$OUT"
 CXX=${CXX:-g++}
+NO_TOOLKIT=0
+for arg in "$@"; do
+  case $arg in
+    --no-toolkit) NO_TOOLKIT=1 ;;
+    *) echo "run.sh: unknown argument $arg (only --no-toolkit)"; exit 2 ;;
+  esac
+done
 
-# ---- CUDA headers: $CUDA_HOME, else ask nvcc where its toolkit is ----------------------------
-cuda_include() {
-  if [[ -n "${CUDA_HOME:-}" && -f "$CUDA_HOME/include/cuda_fp16.h" ]]; then
-    echo "$CUDA_HOME/include"
-    return
-  fi
-  if command -v nvcc >/dev/null; then
+# ---- the CUDA toolkit, for the fp16 and nvcc steps only ------------------------------------
+NVCC=""
+CUDA_INC=""
+if ((NO_TOOLKIT == 0)); then
+  if [[ -n "${CUDA_HOME:-}" ]]; then
+    [[ -x "$CUDA_HOME/bin/nvcc" ]] && NVCC="$CUDA_HOME/bin/nvcc"
+    [[ -f "$CUDA_HOME/include/cuda_fp16.h" ]] && CUDA_INC="$CUDA_HOME/include"
+  elif command -v nvcc >/dev/null; then
+    NVCC=nvcc
     # nvcc may be a wrapper script; its dry run prints the real toolkit paths
-    local dry inc top
     dry=$(nvcc -v --dryrun -x cu -c /dev/null -o /dev/null 2>&1)
     inc=$(sed -n 's/^#\$ INCLUDES="-I\([^"]*\)".*/\1/p' <<<"$dry" | head -1)
-    if [[ -n "$inc" && -f "$inc/cuda_fp16.h" ]]; then echo "$inc"; return; fi
     top=$(sed -n 's/^#\$ TOP=\(.*\)$/\1/p' <<<"$dry" | head -1)
-    if [[ -n "$top" && -f "$top/include/cuda_fp16.h" ]]; then echo "$top/include"; return; fi
+    if [[ -n "$inc" && -f "$inc/cuda_fp16.h" ]]; then CUDA_INC=$inc
+    elif [[ -n "$top" && -f "$top/include/cuda_fp16.h" ]]; then CUDA_INC=$top/include
+    fi
+  elif [[ -f /usr/local/cuda/include/cuda_fp16.h ]]; then
+    CUDA_INC=/usr/local/cuda/include
+    [[ -x /usr/local/cuda/bin/nvcc ]] && NVCC=/usr/local/cuda/bin/nvcc
   fi
-  if [[ -f /usr/local/cuda/include/cuda_fp16.h ]]; then echo /usr/local/cuda/include; return; fi
-  return 1
-}
-CUDA_INC=$(cuda_include) || { echo "run.sh: CUDA headers not found (set CUDA_HOME)"; exit 1; }
-echo "CUDA headers: $CUDA_INC"
+fi
+if [[ -n "$CUDA_INC" ]]; then echo "CUDA headers: $CUDA_INC (for the fp16 comparison only)"; fi
 
-SIM_FLAGS=(-std=c++20 -pthread -Wall -Wextra -Werror -isystem "$CUDA_INC" -x c++ -include csrc/sim/cuda_sim.h)
+SIM_FLAGS=(-std=c++20 -pthread -Wall -Wextra -Werror -Icsrc -x c++ -include csrc/sim/cuda_sim.h)
 SRC=tests/sim/sim_tests.cu
 
 # ---- step bookkeeping --------------------------------------------------------------------
@@ -77,14 +93,21 @@ BUILD_CMD[grid_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $GRID_SRC -o $OUT/grid_tests_p
 BUILD_CMD[grid_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined $GRID_SRC -o $OUT/grid_tests_asan"
 BUILDS=(tsan asan gemm_asan plain gemm_plain grid_plain grid_asan)
-if command -v nvcc >/dev/null; then
+if [[ -n "$CUDA_INC" ]]; then
+  BUILD_CMD[fp16]="$CXX -std=c++20 -O2 -Wall -Wextra -Werror -isystem ${CUDA_INC@Q} -Icsrc -x c++ \
+    tests/sim/fp16_tests.cu -o $OUT/fp16_tests"
+  BUILDS+=(fp16)
+else
+  echo "no CUDA toolkit: skipping the bit-for-bit check of __half and __nv_bfloat16 against CUDA's headers"
+fi
+if [[ -n "$NVCC" ]]; then
   for arch in sm_80 sm_90; do
-    BUILD_CMD[nvcc_$arch]="nvcc -std=c++20 -arch=$arch -Werror all-warnings -c tests/sim/nvcc_check.cu \
+    BUILD_CMD[nvcc_$arch]="${NVCC@Q} -std=c++20 -arch=$arch -Werror all-warnings -c tests/sim/nvcc_check.cu \
       -o $OUT/nvcc_check_$arch.o"
     BUILDS+=("nvcc_$arch")
   done
 else
-  echo "nvcc not found: skipping the nvcc compile check"
+  echo "no nvcc: skipping the nvcc compile check of the simulator's test kernels"
 fi
 
 t_all=$(now)
@@ -139,6 +162,11 @@ run_kernel_tests gemm plain
 run_kernel_tests gemm asan --quick
 run_kernel_tests grid plain
 run_kernel_tests grid asan
+if [[ -n "$CUDA_INC" ]]; then
+  t=$(now)
+  "$OUT/fp16_tests" >"$OUT/run_fp16.log" 2>&1
+  report "fp16 vs CUDA: $(tail -n 1 "$OUT/run_fp16.log")" $? "$OUT/run_fp16.log" "$(elapsed "$t")"
+fi
 
 echo "run.sh: $passed passed, $failed failed ($(elapsed "$t_all")s)"
 ((failed == 0))

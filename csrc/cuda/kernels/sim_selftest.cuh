@@ -8,7 +8,9 @@
 #pragma once
 #include "ptx.cuh"
 
-#include <mma.h>
+#ifdef __CUDACC__
+#include <mma.h>  // nvcuda::wmma (the simulator defines its own)
+#endif
 
 #include <cstdint>
 #include <type_traits>
