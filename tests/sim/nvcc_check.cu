@@ -3,7 +3,7 @@
    Every kernel is launched once through LAUNCH so that every template is instantiated. */
 #define CUDASIM_SELFTEST_RACE 1
 #define CUDASIM_SELFTEST_OOB 1
-#include "../../csrc/cuda/kernels/sim_selftest.cuh"
+#include "sim_selftest.cuh"
 
 using namespace sim_selftest;
 

@@ -1,12 +1,12 @@
 /* Standalone tests of the CUDA simulator (csrc/sim/cuda_sim.h) and the PTX wrappers
-   (csrc/cuda/kernels/ptx.cuh), using the kernels of csrc/cuda/kernels/sim_selftest.cuh.
+   (csrc/cuda/kernels/ptx.cuh), using the kernels of tests/sim/sim_selftest.cuh.
    Built by tests/sim/run.sh as C++ with the simulator force-included, three ways: fibers
    (-O2), fibers under ASan+UBSan, OS threads under TSan.
 
    Usage: sim_tests [NAME...]      run all tests, or those whose name contains NAME
           sim_tests --race         run the racy kernel (ThreadSanitizer must report it)
           sim_tests --oob          run the out-of-bounds kernel (AddressSanitizer must report it) */
-#include "../../csrc/cuda/kernels/sim_selftest.cuh"
+#include "sim_selftest.cuh"
 
 #include <chrono>
 #include <cmath>

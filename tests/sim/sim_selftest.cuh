@@ -6,7 +6,7 @@
    report it); CUDASIM_SELFTEST_OOB adds one that writes past the end of its output
    (AddressSanitizer must report it). */
 #pragma once
-#include "ptx.cuh"
+#include "../../csrc/cuda/kernels/ptx.cuh"
 
 #ifdef __CUDACC__
 #include <mma.h>  // nvcuda::wmma (the simulator defines its own)
