@@ -1,6 +1,6 @@
 """Builds fusedops._C against the installed torch.
 
-- CPU kernels always (csrc/ops.cpp, csrc/common, csrc/cpu).
+- CPU kernels always (csrc/ops.cpp, csrc/module.cpp, csrc/caches.cpp, csrc/common, csrc/cpu).
 - The CUDA simulator ops (fusedops_sim::*, csrc/sim) always: the simulator needs no CUDA
   toolkit; FUSEDOPS_SIM=0 leaves them out.
 - The CUDA kernels (csrc/cuda/*.cu) when the installed torch has CUDA and the CUDA toolkit is
@@ -8,7 +8,7 @@
   CUDA and no toolkit is found. TORCH_CUDA_ARCH_LIST picks the architectures (default 8.0 and
   9.0, plus PTX for 9.0 so that newer GPUs run it).
 DEBUG=1 builds -O0 -g. No flags for the build machine's own CPU: SIMD code is chosen at run
-time (csrc/common).
+time (csrc/cpu/kernels/cpu_features.h).
 
 The extension must be built against the torch it will run with, so it builds without build
 isolation: `pip install --no-build-isolation .` (or `-e .`) in an environment that has torch,
@@ -98,7 +98,7 @@ def extension():
     cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
     cxx += ["-fopenmp", "-std=c++20", "-Wall", "-Wno-psabi", "-fvisibility=hidden", "-pthread"]
     cxx.append(f'-DFUSEDOPS_TORCH_VERSION="{torch.__version__}"')
-    srcs = sources("ops.cpp", "common/*.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
+    srcs = sources("ops.cpp", "module.cpp", "caches.cpp", "common/*.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
     if with_sim:
         srcs += sources("sim/*.cpp")
         cxx.append("-DFUSEDOPS_WITH_SIM=1")

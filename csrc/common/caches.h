@@ -1,6 +1,7 @@
 // What the CPU kernels keep between calls, and fusedops.empty_cache(): the scratch cache of the
 // GEMM and convolution (cpu/kernels/scratch.h), the RNN block pool (fresh_output.h) and the
-// cross-entropy gradient buffer (opt-in, cpu/loss.cpp).
+// cross-entropy gradient buffer (opt-in, cpu/loss.cpp). Declarations only: cache_bytes() and
+// empty_caches() are defined in csrc/caches.cpp, above every layer whose caches they sum.
 #pragma once
 
 #include <cstddef>

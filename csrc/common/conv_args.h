@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "common/checks.h"
-#include "cpu/kernels/conv.h"
+#include "contracts/conv.h"
 
 namespace fusedops {
 
@@ -15,7 +15,7 @@ inline void check_pair(at::IntArrayRef v, const char* op, const char* arg) {
 }
 
 // The conv2d geometry of a 4-D input [N, C, H, W] (3-D [C, H, W] counts as N = 1).
-inline cpu::Conv2dShape conv2d_shape(const at::Tensor& input, const at::Tensor& weight,
+inline Conv2dShape conv2d_shape(const at::Tensor& input, const at::Tensor& weight,
                                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                      at::IntArrayRef padding, at::IntArrayRef dilation,
                                      int64_t groups, const char* op) {
@@ -39,7 +39,7 @@ inline cpu::Conv2dShape conv2d_shape(const at::Tensor& input, const at::Tensor& 
                  shape_str(padding));
   FUSEDOPS_CHECK(groups > 0, op, "groups must be positive, got ", groups);
   const bool batched = input.dim() == 4;
-  cpu::Conv2dShape s;
+  Conv2dShape s;
   s.N = batched ? input.size(0) : 1;
   s.C = input.size(batched ? 1 : 0);
   s.H = input.size(batched ? 2 : 1);
@@ -83,7 +83,7 @@ inline cpu::Conv2dShape conv2d_shape(const at::Tensor& input, const at::Tensor& 
 // Output [N, K, OH, OW] (or [K, OH, OW]) in the memory format torch's conv gives: channels
 // last when the input or the weight is.
 inline at::Tensor conv2d_output(const at::Tensor& input, const at::Tensor& weight,
-                                const cpu::Conv2dShape& s) {
+                                const Conv2dShape& s) {
   const bool cl = input.dim() == 4 && (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                                        weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
   at::Tensor out = at::empty({s.N, s.K, s.OH, s.OW}, input.options().memory_format(
@@ -119,7 +119,7 @@ inline int64_t empty_pool_window(int64_t in, int64_t out, int64_t pad, int64_t s
   return -1;
 }
 
-inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRef kernel_size,
+inline Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRef kernel_size,
                                          at::IntArrayRef stride, at::IntArrayRef padding,
                                          at::IntArrayRef dilation, bool ceil_mode, const char* op) {
   FUSEDOPS_CHECK(input.dim() == 3 || input.dim() == 4, op,
@@ -141,7 +141,7 @@ inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRe
                  "padding must be at most half the kernel size, got padding ",
                  shape_str(padding), " with kernel_size ", shape_str(kernel_size));
   const bool batched = input.dim() == 4;
-  cpu::Pool2dShape s;
+  Pool2dShape s;
   const int64_t C = input.size(batched ? 1 : 0);
   s.planes = (batched ? input.size(0) : 1) * C;
   s.H = input.size(batched ? 2 : 1);
@@ -179,7 +179,7 @@ inline cpu::Pool2dShape max_pool2d_shape(const at::Tensor& input, at::IntArrayRe
 }
 
 // Output shape of max_pool2d with the batch dimension of the input.
-inline std::vector<int64_t> pool_output_sizes(const at::Tensor& input, const cpu::Pool2dShape& s) {
+inline std::vector<int64_t> pool_output_sizes(const at::Tensor& input, const Pool2dShape& s) {
   std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end());
   sizes[sizes.size() - 2] = s.OH;
   sizes[sizes.size() - 1] = s.OW;
@@ -187,7 +187,7 @@ inline std::vector<int64_t> pool_output_sizes(const at::Tensor& input, const cpu
 }
 
 inline void check_pool_grad(const at::Tensor& grad_output, const at::Tensor& indices,
-                            const at::Tensor& input, const cpu::Pool2dShape& s, const char* op) {
+                            const at::Tensor& input, const Pool2dShape& s, const char* op) {
   TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "fusedops.", op,
                    ": indices must be int64, got ", indices.scalar_type());
   const auto want = pool_output_sizes(input, s);
@@ -200,7 +200,7 @@ inline void check_pool_grad(const at::Tensor& grad_output, const at::Tensor& ind
 
 // Every index must lie in its plane, [0, H * W): one reduction over the indices and, on a GPU,
 // one device-to-host copy (a synchronisation) per call.
-inline void check_pool_indices(const at::Tensor& indices, const cpu::Pool2dShape& s, const char* op) {
+inline void check_pool_indices(const at::Tensor& indices, const Pool2dShape& s, const char* op) {
   if (indices.numel() == 0) return;
   const auto [mn, mx] = at::aminmax(indices);
   const at::Tensor range = at::stack({mn, mx}).cpu();

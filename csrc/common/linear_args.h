@@ -10,16 +10,16 @@
 #include <vector>
 
 #include "common/checks.h"
-#include "cpu/kernels/activation.h"
+#include "contracts/activation.h"
 
 namespace fusedops {
 
 // The activation argument (None, "relu", "gelu", "gelu_tanh") as the kernels' enum.
-inline cpu::Activation activation_arg(const std::optional<c10::string_view>& name, const char* op) {
-  cpu::Activation act = cpu::Activation::none;
+inline Activation activation_arg(const std::optional<c10::string_view>& name, const char* op) {
+  Activation act = Activation::none;
   if (name.has_value()) {
     std::string s(name->data(), name->size());
-    FUSEDOPS_CHECK(cpu::parse_activation(s.c_str(), &act), op,
+    FUSEDOPS_CHECK(parse_activation(s.c_str(), &act), op,
                    "activation must be None, \"relu\", \"gelu\" or \"gelu_tanh\", got \"", s, "\"");
   }
   return act;

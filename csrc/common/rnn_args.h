@@ -9,12 +9,12 @@
 #include <vector>
 
 #include "common/checks.h"
-#include "cpu/kernels/rnn.h"
+#include "contracts/rnn.h"
 
 namespace fusedops {
 
 struct RnnDims {
-  cpu::RnnMode mode = cpu::RnnMode::lstm;
+  RnnMode mode = RnnMode::lstm;
   int64_t G = 4;         // gates
   int64_t T = 0, B = 0;  // steps, batch (rows of the first step)
   int64_t N = 0;         // rows in all: T * B, or the packed total
@@ -26,14 +26,14 @@ struct RnnDims {
   int64_t step(int64_t k, bool reverse) const { return reverse ? T - 1 - k : k; }
 };
 
-inline cpu::RnnMode parse_rnn_mode(c10::string_view mode, const char* op) {
-  if (mode == "rnn_tanh") return cpu::RnnMode::rnn_tanh;
-  if (mode == "rnn_relu") return cpu::RnnMode::rnn_relu;
-  if (mode == "lstm") return cpu::RnnMode::lstm;
-  if (mode == "gru") return cpu::RnnMode::gru;
+inline RnnMode parse_rnn_mode(c10::string_view mode, const char* op) {
+  if (mode == "rnn_tanh") return RnnMode::rnn_tanh;
+  if (mode == "rnn_relu") return RnnMode::rnn_relu;
+  if (mode == "lstm") return RnnMode::lstm;
+  if (mode == "gru") return RnnMode::gru;
   FUSEDOPS_CHECK(false, op, "mode must be \"rnn_tanh\", \"rnn_relu\", \"lstm\" or \"gru\", got \"",
                  std::string(mode), "\"");
-  return cpu::RnnMode::lstm;
+  return RnnMode::lstm;
 }
 
 inline void check_rnn_shape(const at::Tensor& t, std::vector<int64_t> want, const char* op,
@@ -50,8 +50,8 @@ inline RnnDims rnn_dims(c10::string_view mode, const at::Tensor& input, const at
                         const std::optional<at::Tensor>& batch_sizes, const char* op) {
   RnnDims d;
   d.mode = parse_rnn_mode(mode, op);
-  d.G = cpu::rnn_gate_count(d.mode);
-  const bool lstm = d.mode == cpu::RnnMode::lstm;
+  d.G = rnn_gate_count(d.mode);
+  const bool lstm = d.mode == RnnMode::lstm;
   d.packed = batch_sizes.has_value();
   if (d.packed) {
     FUSEDOPS_CHECK(input.dim() == 2, op, "a packed input (batch_sizes given) must be 2-D [N, input_size], got shape ",
@@ -117,7 +117,7 @@ inline RnnDims rnn_dims(c10::string_view mode, const at::Tensor& input, const at
   } else {
     FUSEDOPS_CHECK(!cx.has_value(), op, "cx is only for mode \"lstm\", got mode \"", std::string(mode), "\"");
   }
-  d.W = checked_product({int64_t(cpu::rnn_workspace_width(d.mode)), d.H}, op,
+  d.W = checked_product({int64_t(rnn_workspace_width(d.mode)), d.H}, op,
                         "the workspace row (columns per hidden unit, hidden_size)");
   return d;
 }
@@ -141,7 +141,7 @@ inline void check_rnn_backward(const RnnDims& d, const at::Tensor& input, const 
   if (grad_output) check_rnn_shape(*grad_output, out_shape, op, "grad_output", "(the output's shape)");
   if (grad_hy) check_rnn_shape(*grad_hy, {d.B, d.P}, op, "grad_hy", "(hy's shape)");
   if (grad_cy) {
-    FUSEDOPS_CHECK(d.mode == cpu::RnnMode::lstm, op, "grad_cy is only for mode \"lstm\"");
+    FUSEDOPS_CHECK(d.mode == RnnMode::lstm, op, "grad_cy is only for mode \"lstm\"");
     check_rnn_shape(*grad_cy, {d.B, d.H}, op, "grad_cy", "(cy's shape)");
   }
   (void)input;

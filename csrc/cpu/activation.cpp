@@ -15,8 +15,6 @@
 namespace fusedops {
 namespace {
 
-using cpu::Pointwise;
-
 Pointwise gelu_kind(c10::string_view approximate, const char* op) {
   if (approximate == "none") return Pointwise::gelu;
   if (approximate == "tanh") return Pointwise::gelu_tanh;

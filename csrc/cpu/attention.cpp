@@ -17,7 +17,6 @@ namespace fusedops {
 namespace {
 
 using cpu::AttentionArgs;
-using cpu::AttnMask;
 
 // The last dimension contiguous (any other strides are handled by offsets).
 at::Tensor rows_contiguous(const at::Tensor& t) {

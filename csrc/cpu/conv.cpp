@@ -35,7 +35,7 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const char* op = "conv2d";
   check_conv_tensors(input, weight, bias, op);
-  const cpu::Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
+  const Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
   at::Tensor out = conv2d_output(input, weight, s);
   const bool cl = !out.is_contiguous();
   at::Tensor y = cl ? at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)) : out;
@@ -58,7 +58,7 @@ conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
   check_conv_tensors(input, weight, std::nullopt, op);
   check_cpu_float(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
-  const cpu::Conv2dShape s =
+  const Conv2dShape s =
       conv2d_shape(input, weight, std::nullopt, stride, padding, dilation, groups, op);
   const std::vector<int64_t> want =
       input.dim() == 4 ? std::vector<int64_t>{s.N, s.K, s.OH, s.OW} : std::vector<int64_t>{s.K, s.OH, s.OW};
@@ -92,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d";
   check_cpu_float(input, op, "input");
-  const cpu::Pool2dShape s =
+  const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   const auto sizes = pool_output_sizes(input, s);
   const auto fmt = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
@@ -118,7 +118,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   check_cpu_float(input, op, "input");
   check_cpu_float(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
-  const cpu::Pool2dShape s =
+  const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_pool_grad(grad_output, indices, input, s, op);
   check_pool_indices(indices, s, op);

@@ -16,8 +16,6 @@
 namespace fusedops {
 namespace {
 
-using cpu::Activation;
-using cpu::BiasMode;
 using cpu::GemmArgs;
 
 // ---- linear ---------------------------------------------------------------------------------

@@ -273,7 +273,7 @@ void lce_run(const LceArgs& L) {
       g.A = xp + r0 * x2.stride(0), g.rsa = x2.stride(0), g.csa = x2.stride(1);
       g.B = wp, g.rsb = w.stride(1), g.csb = w.stride(0);
       g.C = lg, g.ldc = V;
-      if (L.bias) g.bias = L.bias->data_ptr<T>(), g.bias_mode = cpu::BiasMode::per_col;
+      if (L.bias) g.bias = L.bias->data_ptr<T>(), g.bias_mode = BiasMode::per_col;
       cpu::gemm<T>(g);
     }
     double part = 0;

@@ -54,7 +54,7 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
     check_state(exp_avg_sqs[k], params[k], k, op, "exp_avg_sqs");
     if (amsgrad) check_state(max_exp_avg_sqs[k], params[k], k, op, "max_exp_avg_sqs");
   }
-  cpu::AdamHyper h;
+  AdamHyper h;
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.weight_decay = weight_decay, h.eps = eps;
   h.amsgrad = amsgrad, h.maximize = maximize, h.decoupled = decoupled_weight_decay;
   std::vector<LinedUp> lined;
@@ -103,7 +103,7 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
     check_state(grads[k], params[k], k, op, "grads");
     if (has_buf) check_state(momentum_buffers[k], params[k], k, op, "momentum_buffers");
   }
-  cpu::SgdHyper h;
+  SgdHyper h;
   h.lr = lr, h.momentum = momentum, h.dampening = dampening, h.weight_decay = weight_decay;
   h.nesterov = nesterov, h.maximize = maximize;
   std::vector<LinedUp> lined;

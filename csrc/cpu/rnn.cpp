@@ -27,9 +27,7 @@ namespace fusedops {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
-using cpu::BiasMode;
 using cpu::GemmArgs;
-using cpu::RnnMode;
 
 template <typename T>
 const T* cptr(const at::Tensor& t) {
@@ -137,7 +135,7 @@ void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T*
   for (int64_t k = 0; k < d.T; ++k) {
     const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
     T* wsr = ws + r0 * W;
-    cpu::RnnStepForward<T> a;
+    RnnStepForward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W;
     // The recurrent product into a small buffer that stays in cache; the gate kernel adds it.
     whh.times(rows, hy, P, T(0), hgates.data(), GH);
@@ -228,7 +226,7 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
       whr.times(rows, dh, P, T(0), dm, H);
       dgate_in = dm, ld_in = H;
     }
-    cpu::RnnStepBackward<T> a;
+    RnnStepBackward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = in.ws + r0 * W, a.ldw = W;
     a.dh = dgate_in, a.lddh = ld_in, a.h = in.out + r0 * P, a.ldh = P, a.dc = dc;
     if (lstm) a.prev = cprev + r0 * H, a.ldp = H;
@@ -242,10 +240,10 @@ void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const Bac
   if (o.dx) gemm<T>(N, d.I, GH, dGi, GH, 1, in.w_ih, d.I, 1, T(0), o.dx, d.I);
   if (o.dw_ih) gemm<T>(GH, d.I, N, dGi, 1, GH, in.x, d.I, 1, T(0), o.dw_ih, d.I);
   if (o.dw_hh) gemm<T>(GH, P, N, dGh, 1, GH, hprev, P, 1, T(0), o.dw_hh, P);
-  if (o.db_ih) cpu::bias_act_backward<T>(N, GH, dGi, GH, 1, nullptr, 0, nullptr, cpu::Activation::none, o.db_ih);
+  if (o.db_ih) cpu::bias_act_backward<T>(N, GH, dGi, GH, 1, nullptr, 0, nullptr, Activation::none, o.db_ih);
   if (o.db_hh) {
     if (gru || !o.db_ih)
-      cpu::bias_act_backward<T>(N, GH, dGh, GH, 1, nullptr, 0, nullptr, cpu::Activation::none, o.db_hh);
+      cpu::bias_act_backward<T>(N, GH, dGh, GH, 1, nullptr, 0, nullptr, Activation::none, o.db_hh);
     else
       std::memcpy(o.db_hh, o.db_ih, size_t(GH) * sizeof(T));
   }

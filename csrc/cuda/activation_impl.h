@@ -18,15 +18,15 @@ namespace activation_bind {
 
 inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-inline k::Pointwise gelu_kind(c10::string_view approximate, const char* op) {
-  if (approximate == "none") return k::Pointwise::gelu;
-  if (approximate == "tanh") return k::Pointwise::gelu_tanh;
+inline Pointwise gelu_kind(c10::string_view approximate, const char* op) {
+  if (approximate == "none") return Pointwise::gelu;
+  if (approximate == "tanh") return Pointwise::gelu_tanh;
   FUSEDOPS_CHECK(false, op, "approximate must be 'none' or 'tanh', got '",
                  std::string(approximate.data(), approximate.size()), "'");
-  return k::Pointwise::gelu;
+  return Pointwise::gelu;
 }
 
-inline at::Tensor forward(const char* op, k::Pointwise f, const at::Tensor& input) {
+inline at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
   check_tensor(input, input, op, "input", "input");
   DeviceGuard guard(input);
   const at::Tensor x = input.contiguous();
@@ -39,7 +39,7 @@ inline at::Tensor forward(const char* op, k::Pointwise f, const at::Tensor& inpu
   return y;
 }
 
-inline at::Tensor backward(const char* op, k::Pointwise f, const at::Tensor& grad_output, const at::Tensor& saved,
+inline at::Tensor backward(const char* op, Pointwise f, const at::Tensor& grad_output, const at::Tensor& saved,
                            const char* saved_name) {
   check_tensor(saved, saved, op, saved_name, saved_name);
   check_tensor(grad_output, saved, op, "grad_output", saved_name);
@@ -112,19 +112,19 @@ inline at::Tensor gelu_backward(const at::Tensor& grad_output, const at::Tensor&
   return activation_bind::backward("gelu_backward", activation_bind::gelu_kind(approximate, "gelu_backward"),
                                    grad_output, input, "input");
 }
-inline at::Tensor relu(const at::Tensor& input) { return activation_bind::forward("relu", k::Pointwise::relu, input); }
+inline at::Tensor relu(const at::Tensor& input) { return activation_bind::forward("relu", Pointwise::relu, input); }
 inline at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output) {
-  return activation_bind::backward("relu_backward", k::Pointwise::relu, grad_output, output, "output");
+  return activation_bind::backward("relu_backward", Pointwise::relu, grad_output, output, "output");
 }
 inline at::Tensor sigmoid(const at::Tensor& input) {
-  return activation_bind::forward("sigmoid", k::Pointwise::sigmoid, input);
+  return activation_bind::forward("sigmoid", Pointwise::sigmoid, input);
 }
 inline at::Tensor sigmoid_backward(const at::Tensor& grad_output, const at::Tensor& output) {
-  return activation_bind::backward("sigmoid_backward", k::Pointwise::sigmoid, grad_output, output, "output");
+  return activation_bind::backward("sigmoid_backward", Pointwise::sigmoid, grad_output, output, "output");
 }
-inline at::Tensor tanh(const at::Tensor& input) { return activation_bind::forward("tanh", k::Pointwise::tanh, input); }
+inline at::Tensor tanh(const at::Tensor& input) { return activation_bind::forward("tanh", Pointwise::tanh, input); }
 inline at::Tensor tanh_backward(const at::Tensor& grad_output, const at::Tensor& output) {
-  return activation_bind::backward("tanh_backward", k::Pointwise::tanh, grad_output, output, "output");
+  return activation_bind::backward("tanh_backward", Pointwise::tanh, grad_output, output, "output");
 }
 inline at::Tensor softmax(const at::Tensor& input, int64_t dim) {
   return activation_bind::softmax_forward("softmax", input, dim, false);

@@ -89,10 +89,10 @@ k::AttentionParams<T> attn_params(const AttnPrepared& a, double dropout_p, bool 
   p.v_rs = a.v.stride(-2);
   if (a.mask.defined()) {
     if (a.mask.scalar_type() == at::kBool) {
-      p.mask_kind = 1;
+      p.mask_kind = AttnMask::boolean;
       p.mask_bool = reinterpret_cast<const uint8_t*>(a.mask.data_ptr());
     } else {
-      p.mask_kind = 2;
+      p.mask_kind = AttnMask::additive;
       p.mask_add = ptr<T>(a.mask);
     }
     p.m_rs = lay.m_rs;

@@ -19,11 +19,11 @@ namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
 inline at::Tensor nchw4(const at::Tensor& t) { return (t.dim() == 3 ? t.unsqueeze(0) : t).contiguous(); }
 
-// The bias gradient runs a block per output channel along grid.x (at most 2^31 - 1), and the
+// The bias gradient runs a block per output channel along grid.x (kMaxGridX = 2^31 - 1), and the
 // forward's (channel tile, group) pairs, at most K (C in the input gradient's transposed
-// convolution), fill grid.y x grid.z (65535^2): channels up to 2^31 - 1.
-inline void check_channels(const cpu::Conv2dShape& s, const char* op) {
-  FUSEDOPS_CHECK(s.C <= INT32_MAX && s.K <= INT32_MAX, op,
+// convolution), fill grid.y x grid.z (kMaxGridYZ^2): channels up to 2^31 - 1.
+inline void check_channels(const Conv2dShape& s, const char* op) {
+  FUSEDOPS_CHECK(s.C <= kMaxGridX && s.K <= kMaxGridX, op,
                  "at most 2^31 - 1 input and output channels are supported on this backend, got ",
                  s.C, " and ", s.K);
 }
@@ -35,7 +35,7 @@ inline at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight,
   check_tensor(input, input, op, "input", "input");
   check_tensor(weight, input, op, "weight", "input");
   if (bias.has_value()) check_tensor(*bias, input, op, "bias", "input");
-  const cpu::Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
+  const Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
   check_channels(s, op);
   DeviceGuard guard(input);
   at::Tensor out = conv2d_output(input, weight, s);
@@ -62,7 +62,7 @@ conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
   check_tensor(input, input, op, "input", "input");
   check_tensor(weight, input, op, "weight", "input");
   check_tensor(grad_output, input, op, "grad_output", "input");
-  const cpu::Conv2dShape s =
+  const Conv2dShape s =
       conv2d_shape(input, weight, std::nullopt, stride, padding, dilation, groups, op);
   check_channels(s, op);
   const std::vector<int64_t> want = input.dim() == 4 ? std::vector<int64_t>{s.N, s.K, s.OH, s.OW}
@@ -87,7 +87,7 @@ conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
                                   .transpose(1, 2)
                                   .reshape({s.C, Kg, s.R, s.S})
                                   .contiguous();
-        cpu::Conv2dShape t = s;
+        Conv2dShape t = s;
         t.C = s.K, t.H = s.OH, t.W = s.OW, t.K = s.C, t.OH = s.H, t.OW = s.W;
         t.ph = s.dh * (s.R - 1) - s.ph, t.pw = s.dw * (s.S - 1) - s.pw;
         launch(op, [&] { k::conv2d_forward_launch<T>(t, ptr<T>(gy), ptr<T>(wt), nullptr, ptr<T>(*gx), st); });
@@ -109,7 +109,7 @@ conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
         for (int64_t g = 0; g < s.groups; ++g) {
           const at::Tensor xt = x.narrow(1, g * Cg, Cg).transpose(0, 1).contiguous();
           const at::Tensor gyt = gy.narrow(1, g * Kg, Kg).transpose(0, 1).contiguous();
-          cpu::Conv2dShape u;
+          Conv2dShape u;
           u.N = Cg, u.C = s.N, u.H = s.H, u.W = s.W, u.K = Kg, u.R = s.OH, u.S = s.OW;
           u.sh = s.dh, u.sw = s.dw, u.dh = s.sh, u.dw = s.sw, u.ph = s.ph, u.pw = s.pw, u.groups = 1;
           u.OH = (s.H + 2 * s.ph - s.sh * (s.OH - 1) - 1) / s.dh + 1;
@@ -133,7 +133,7 @@ inline std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices(
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d";
   check_tensor(input, input, op, "input", "input");
-  const cpu::Pool2dShape s = max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
+  const Pool2dShape s = max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   DeviceGuard guard(input);
   const auto sizes = pool_output_sizes(input, s);
   const auto fmt = input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
@@ -160,7 +160,7 @@ inline at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::T
   const char* op = "max_pool2d_backward";
   check_tensor(input, input, op, "input", "input");
   check_tensor(grad_output, input, op, "grad_output", "input");
-  const cpu::Pool2dShape s =
+  const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_pool_grad(grad_output, indices, input, s, op);
   DeviceGuard guard(input);

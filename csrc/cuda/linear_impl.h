@@ -59,7 +59,7 @@ inline void check_linear(const at::Tensor& input, const at::Tensor& weight,
 }
 
 inline void linear_into(const char* op, const at::Tensor& x2, const at::Tensor& w,
-                        const std::optional<at::Tensor>& bias, cpu::Activation act,
+                        const std::optional<at::Tensor>& bias, Activation act,
                         at::Tensor& out2, at::Tensor* pre2) {
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   dispatch(x2.scalar_type(), [&](auto zero) {
@@ -69,8 +69,8 @@ inline void linear_into(const char* op, const at::Tensor& x2, const at::Tensor& 
     p.A = ptr<T>(x2), p.rsa = x2.stride(0), p.csa = x2.stride(1);
     p.B = ptr<T>(w), p.rsb = w.stride(1), p.csb = w.stride(0);  // B(k, n) = w[n, k]
     p.C = ptr<T>(out2), p.ldc = p.N, p.batch_stride_c = p.M * p.N;
-    if (bias_c.defined()) p.bias = ptr<T>(bias_c), p.bias_mode = k::BiasMode::per_col;
-    p.act = static_cast<k::Activation>(static_cast<int>(act));
+    if (bias_c.defined()) p.bias = ptr<T>(bias_c), p.bias_mode = BiasMode::per_col;
+    p.act = act;
     if (pre2) p.preact = ptr<T>(*pre2), p.ld_preact = p.N, p.batch_stride_preact = p.M * p.N;
     p.allow_tf32 = tf32_allowed();
     run_gemm<T>(op, p, stream_for(x2));
@@ -81,7 +81,7 @@ inline at::Tensor linear(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
                          std::optional<c10::string_view> activation) {
   check_linear(input, weight, bias, "linear");
-  const cpu::Activation act = activation_arg(activation, "linear");
+  const Activation act = activation_arg(activation, "linear");
   DeviceGuard guard(input);
   const at::Tensor x2 = rows_of(input);
   at::Tensor out = at::empty(with_last(input.sizes(), weight.size(0)), input.options());
@@ -95,7 +95,7 @@ inline std::tuple<at::Tensor, at::Tensor> linear_act(const at::Tensor& input,
                                                      const std::optional<at::Tensor>& bias,
                                                      c10::string_view activation) {
   check_linear(input, weight, bias, "linear_act");
-  const cpu::Activation act = activation_arg(activation, "linear_act");
+  const Activation act = activation_arg(activation, "linear_act");
   DeviceGuard guard(input);
   const at::Tensor x2 = rows_of(input);
   const auto shape = with_last(input.sizes(), weight.size(0));
@@ -113,8 +113,8 @@ linear_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
   const char* op = "linear_backward";
   check_linear(input, weight, std::nullopt, op);
   check_tensor(grad_output, input, op, "grad_output", "input");
-  const cpu::Activation act = activation_arg(activation, op);
-  const bool has_act = act != cpu::Activation::none;
+  const Activation act = activation_arg(activation, op);
+  const bool has_act = act != Activation::none;
   check_linear_backward_shapes(grad_output, input, weight, act_input, has_act, op);
   if (has_act) check_tensor(*act_input, input, op, "act_input", "input");
   DeviceGuard guard(input);
@@ -144,7 +144,7 @@ linear_backward(const at::Tensor& grad_output, const at::Tensor& input, const at
       launch(op, [&] {
         k::bias_act_backward_launch<T>(plan, M, N, dz, rs, cs, has_act ? ptr<T>(z2) : nullptr, N,
                                        has_act ? ptr<T>(dz_buf) : nullptr,
-                                       static_cast<k::Activation>(static_cast<int>(act)),
+                                       act,
                                        gb ? ptr<T>(*gb) : nullptr,
                                        ws.defined() ? ptr<float>(ws) : nullptr, s);
       });

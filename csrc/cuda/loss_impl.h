@@ -194,7 +194,7 @@ void lce_run(const char* op, const LceRun& R, int64_t ignore_index, double ls, a
       p.A = ptr<T>(R.x2) + r0 * R.K, p.rsa = R.K, p.csa = 1;
       p.B = ptr<T>(R.w), p.rsb = R.w.stride(1), p.csb = R.w.stride(0);
       p.C = ptr<T>(buf), p.ldc = R.V, p.batch_stride_c = bm * R.V;
-      if (R.bias.defined()) p.bias = ptr<T>(R.bias), p.bias_mode = k::BiasMode::per_col;
+      if (R.bias.defined()) p.bias = ptr<T>(R.bias), p.bias_mode = BiasMode::per_col;
       p.allow_tf32 = tf32_allowed();
       run_gemm<T>(op, p, s);
     }

@@ -111,7 +111,7 @@ inline void adam_step(at::TensorList params, at::TensorList grads, at::TensorLis
     if (amsgrad) ts.push_back(max_exp_avg_sqs[k]);
     lined.push_back(line_up(std::move(ts)));
   }
-  k::AdamArgs args;
+  AdamHyper args;
   args.lr = lr, args.beta1 = beta1, args.beta2 = beta2, args.weight_decay = weight_decay;
   args.eps = eps, args.amsgrad = amsgrad, args.maximize = maximize;
   args.decoupled = decoupled_weight_decay;
@@ -165,7 +165,7 @@ inline void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList
     if (has_buf) ts.push_back(momentum_buffers[k]);
     lined.push_back(line_up(std::move(ts)));
   }
-  k::SgdArgs args;
+  SgdHyper args;
   args.lr = lr, args.momentum = momentum, args.dampening = dampening;
   args.weight_decay = weight_decay, args.nesterov = nesterov, args.maximize = maximize;
   const at::ScalarType state_type =

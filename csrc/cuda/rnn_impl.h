@@ -45,7 +45,7 @@ void gemm(const char* op, int64_t M, int64_t N, int64_t K, const T* A, int64_t r
   p.A = A, p.rsa = rsa, p.csa = csa;
   p.B = B, p.rsb = rsb, p.csb = csb;
   p.C = C, p.ldc = ldc, p.beta = beta;
-  if (bias) p.bias = bias, p.bias_mode = k::BiasMode::per_col;
+  if (bias) p.bias = bias, p.bias_mode = BiasMode::per_col;
   p.allow_tf32 = tf32_allowed();
   run_gemm<T>(op, p, s);
 }
@@ -70,7 +70,7 @@ void column_sums(const char* op, int64_t N, int64_t C, const T* g, T* out, const
   if (plan.workspace_bytes > 0)
     ws = at::empty({int64_t(plan.workspace_bytes / sizeof(float)) + 1}, like.options().dtype(at::kFloat));
   launch(op, [&] {
-    k::bias_act_backward_launch<T>(plan, N, C, g, C, 1, nullptr, 0, nullptr, k::Activation::none, out,
+    k::bias_act_backward_launch<T>(plan, N, C, g, C, 1, nullptr, 0, nullptr, Activation::none, out,
                                    ws.defined() ? ptr<float>(ws) : nullptr, s);
   });
 }

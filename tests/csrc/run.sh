@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CXX=${CXX:-g++}
-SOURCES=(tests/csrc/test_gemm.cpp csrc/cpu/kernels/gemm/*.cpp csrc/cpu/kernels/scratch.cpp csrc/common/cpu_features.cpp)
+SOURCES=(tests/csrc/test_gemm.cpp csrc/cpu/kernels/gemm/*.cpp csrc/cpu/kernels/scratch.cpp csrc/cpu/kernels/cpu_features.cpp)
 FLAGS=(-std=c++17 -fopenmp -Wall -Wno-psabi -I csrc)
 mkdir -p build/tests
 

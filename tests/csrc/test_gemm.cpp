@@ -46,12 +46,12 @@
 
 #include <omp.h>
 
-#include "common/cpu_features.h"
+#include "cpu/kernels/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
 
 using fusedops::Isa;
-using fusedops::cpu::Activation;
-using fusedops::cpu::BiasMode;
+using fusedops::Activation;
+using fusedops::BiasMode;
 using fusedops::cpu::GemmArgs;
 
 namespace {

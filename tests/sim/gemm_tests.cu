@@ -17,6 +17,8 @@
 #include <vector>
 
 using namespace fusedops::cuda;
+using fusedops::Activation;
+using fusedops::BiasMode;
 
 namespace {
 bool g_quick = false;
@@ -44,9 +46,9 @@ template <typename T> double u_store() {
 double act_ref(double x, Activation a) {
   switch (a) {
     case Activation::relu: return x > 0 ? x : 0;
-    case Activation::gelu: return 0.5 * x * (1 + std::erf(x * gemm_detail::kSqrtHalf));
+    case Activation::gelu: return 0.5 * x * (1 + std::erf(x * fusedops::kSqrtHalf));
     case Activation::gelu_tanh:
-      return 0.5 * x * (1 + std::tanh(gemm_detail::kSqrt2OverPi * (x + gemm_detail::kGeluTanhC * x * x * x)));
+      return 0.5 * x * (1 + std::tanh(fusedops::kSqrt2OverPi * (x + fusedops::kGeluTanhC * x * x * x)));
     default: return x;
   }
 }
@@ -54,9 +56,9 @@ double act_grad_ref(double z, Activation a) {
   switch (a) {
     case Activation::relu: return z > 0 ? 1 : 0;
     case Activation::gelu:
-      return 0.5 * (1 + std::erf(z * gemm_detail::kSqrtHalf)) + z * gemm_detail::kInvSqrt2Pi * std::exp(-0.5 * z * z);
+      return 0.5 * (1 + std::erf(z * fusedops::kSqrtHalf)) + z * fusedops::kInvSqrt2Pi * std::exp(-0.5 * z * z);
     case Activation::gelu_tanh: {
-      const double c = gemm_detail::kSqrt2OverPi, k = gemm_detail::kGeluTanhC;
+      const double c = fusedops::kSqrt2OverPi, k = fusedops::kGeluTanhC;
       const double t = std::tanh(c * (z + k * z * z * z));
       return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * c * (1 + 3 * k * z * z);
     }

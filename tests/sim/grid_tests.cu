@@ -56,7 +56,7 @@ void conv_forward() {
     int64_t N, C, H, W, K, R, S, groups;
   };
   for (const Case c : {Case{2, 7, 5, 4, 7, 3, 2, 7}, Case{1, 4, 6, 5, 130, 2, 2, 2}}) {
-    fusedops::cpu::Conv2dShape s;
+    fusedops::Conv2dShape s;
     s.N = c.N, s.C = c.C, s.H = c.H, s.W = c.W, s.K = c.K, s.R = c.R, s.S = c.S, s.groups = c.groups;
     s.ph = 1, s.OH = c.H + 2 - c.R + 1, s.OW = c.W - c.S + 1;
     const auto x = random_values<T>(size_t(c.N * c.C * c.H * c.W), 1);

@@ -1,27 +1,12 @@
-// Activation functions that kernels fuse into their epilogues (GEMM, later conv).
+// Activation functions that kernels fuse into their epilogues (GEMM, later conv): the scalar
+// formulas of the modes in contracts/activation.h.
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
+
+#include "../../contracts/activation.h"
 
 namespace fusedops::cpu {
-
-enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };
-
-// Names as the Python API spells them: None (nullptr), "relu", "gelu", "gelu_tanh".
-inline bool parse_activation(const char* name, Activation* out) {
-  if (name == nullptr || std::strcmp(name, "none") == 0) *out = Activation::none;
-  else if (std::strcmp(name, "relu") == 0) *out = Activation::relu;
-  else if (std::strcmp(name, "gelu") == 0) *out = Activation::gelu;
-  else if (std::strcmp(name, "gelu_tanh") == 0) *out = Activation::gelu_tanh;
-  else return false;
-  return true;
-}
-
-constexpr double kSqrtHalf = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kGeluTanhC = 0.044715;
 
 // Scalar definitions through <cmath>: the portable path and the test oracle.
 template <typename T>

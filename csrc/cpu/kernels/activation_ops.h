@@ -1,15 +1,15 @@
 // Activation and softmax ops, torch-free: the API of the activation_ops kernels
 // (activation_ops_isa.h holds the math, instantiated per instruction set by
 // activation_ops_<isa>.cpp; activation_ops.cpp dispatches on active_isa()). Not to be confused
-// with activation.h, the activations that GEMM epilogues fuse.
+// with activation.h, the activations that GEMM epilogues fuse. Pointwise, the
+// function a pointwise kernel applies, is in contracts/activation.h.
 #pragma once
 #include <cstdint>
 
-#include "../../common/cpu_features.h"
+#include "../../contracts/activation.h"
+#include "cpu_features.h"
 
 namespace fusedops::cpu {
-
-enum class Pointwise : int { relu = 0, sigmoid = 1, tanh = 2, gelu = 3, gelu_tanh = 4 };
 
 // Activation and softmax kernels, one table per instruction set (vec/dispatch.h).
 template <typename T>

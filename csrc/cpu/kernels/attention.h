@@ -10,11 +10,11 @@
 #pragma once
 #include <cstdint>
 
-#include "../../common/cpu_features.h"
+#include "../../contracts/attention.h"
+#include "../../contracts/attention_rng.h"
+#include "cpu_features.h"
 
 namespace fusedops::cpu {
-
-enum class AttnMask : int { none = 0, boolean = 1, additive = 2 };
 
 template <typename T>
 struct AttentionArgs {
@@ -35,7 +35,7 @@ struct AttentionArgs {
   int64_t m_rs = 0, m_cs = 0;
   bool causal = false;  // key j visible to query i iff j <= i (top-left aligned)
   T scale = T(1);
-  double dropout_p = 0.0;  // keep decision per (b, i, j): attention_rng.h
+  double dropout_p = 0.0;  // keep decision per (b, i, j): contracts/attention_rng.h
   uint64_t seed = 0, offset = 0;
   // forward: out [batch, L, Ev] and lse [batch, L] contiguous (outputs);
   // backward: inputs (the forward's results).

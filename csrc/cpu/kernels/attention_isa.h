@@ -16,7 +16,7 @@
 #pragma once
 
 #include "attention.h"
-#include "attention_rng.h"
+#include "../../contracts/attention_rng.h"
 
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 

@@ -11,17 +11,9 @@
 #pragma once
 #include <cstdint>
 
-namespace fusedops::cpu {
+#include "../../contracts/conv.h"
 
-struct Conv2dShape {
-  int64_t N = 0, C = 0, H = 0, W = 0;  // input
-  int64_t K = 0, R = 0, S = 0;         // output channels, kernel height and width
-  int64_t OH = 0, OW = 0;              // output height and width
-  int64_t sh = 1, sw = 1;              // stride
-  int64_t ph = 0, pw = 0;              // padding before the first row / column
-  int64_t dh = 1, dw = 1;              // dilation
-  int64_t groups = 1;
-};
+namespace fusedops::cpu {
 
 // y[N, K, OH, OW] = conv(x[N, C, H, W], w[K, C/groups, R, S]) + bias[K] (bias may be null).
 template <typename T>
@@ -38,12 +30,6 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* gy, const T* x, T* gw
 // gb[K] = sum of gy over batch and pixels.
 template <typename T>
 void conv2d_backward_bias(const Conv2dShape& s, const T* gy, T* gb);
-
-struct Pool2dShape {
-  int64_t planes = 0, H = 0, W = 0;  // planes = N * C
-  int64_t OH = 0, OW = 0;
-  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
-};
 
 // y[p, oh, ow] = max over the window (NaN propagates, the first maximum wins); idx receives
 // the flat position ih * W + iw of the maximum in its plane, as torch's indices.

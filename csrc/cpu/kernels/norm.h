@@ -6,7 +6,7 @@
 #pragma once
 #include <cstdint>
 
-#include "../../common/cpu_features.h"
+#include "cpu_features.h"
 
 namespace fusedops::cpu {
 

@@ -13,7 +13,8 @@
 #pragma once
 #include <cstdint>
 
-#include "../../common/cpu_features.h"
+#include "../../contracts/optim.h"
+#include "cpu_features.h"
 
 namespace fusedops::cpu {
 
@@ -39,11 +40,6 @@ struct AdamTensor {
   double bc2_sqrt = 1;   // (1 - beta2^step)^0.5
 };
 
-struct AdamHyper {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, weight_decay = 0, eps = 1e-8;
-  bool amsgrad = false, maximize = false, decoupled = true;
-};
-
 // ---- SGD -------------------------------------------------------------------------------------
 //   g   = maximize ? -grad : grad;  g += wd * p
 //   buf = fresh ? g : buf * momentum + (1 - dampening) * g      (momentum != 0)
@@ -57,11 +53,6 @@ struct SgdTensor {
   T* buf = nullptr;  // momentum != 0 only
   int64_t n = 0;
   bool fresh = false;  // the buffer is new: it becomes a copy of g (torch's first step)
-};
-
-struct SgdHyper {
-  double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false, maximize = false;
 };
 
 // ---- gradient norm and scaling ----------------------------------------------------------------

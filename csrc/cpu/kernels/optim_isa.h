@@ -179,15 +179,7 @@ struct SgdSpan {
 
 // ---- norm --------------------------------------------------------------------------------------
 
-enum class NormKind { two, one, inf, neg_inf, zero, general };
-
-inline NormKind norm_kind(double p) {
-  if (p == 2) return NormKind::two;
-  if (p == 1) return NormKind::one;
-  if (std::isinf(p)) return p > 0 ? NormKind::inf : NormKind::neg_inf;
-  if (p == 0) return NormKind::zero;
-  return NormKind::general;
-}
+// NormKind and norm_kind(p): contracts/optim.h.
 
 // |x| from the operations every trait has (max(x, -x) keeps NaN: x86 max returns its second
 // operand when either is NaN).

@@ -14,8 +14,6 @@
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
 
-enum class Pointwise : int { relu = 0, sigmoid = 1, tanh = 2, gelu = 3, gelu_tanh = 4 };
-
 namespace activation_detail {
 
 using gemm_detail::act_grad;
@@ -152,9 +150,7 @@ LaunchPlan pointwise_plan(int64_t n, bool aligned) {
   LaunchPlan plan;
   plan.variant = aligned ? kVec<T> : 1;
   const int64_t vecs = n / plan.variant + 1;
-  int64_t blocks = (vecs + kThreads - 1) / kThreads;
-  blocks = blocks < 1 ? 1 : (blocks > kMaxGrid ? kMaxGrid : blocks);
-  plan.grid = dim3(unsigned(blocks), 1, 1);
+  plan.grid = dim3(grid_stride_blocks(vecs, kThreads, kMaxGrid), 1, 1);
   plan.block = dim3(kThreads, 1, 1);
   plan.name = plan.variant > 1 ? "pointwise_vec" : "pointwise";
   return plan;

@@ -13,7 +13,7 @@
      dk_dv     a warp per key row (FlashAttention-2 order: no atomics): lanes own 32 queries of a
                tile (P, dP, dS) and the columns of dK and dV.
      dq        a warp per query row: lanes own 32 keys of a tile, then the columns of dQ.
-   Dropout: the counter-based hash of cpu/kernels/attention_rng.h, so the CPU op, the
+   Dropout: the counter-based hash of contracts/attention_rng.h, so the CPU op, the
    simulator and a GPU drop exactly the same elements.
    fp16 / bf16 forwards with E % 16 == 0, Ev % 8 == 0 (both <= 128) run on tensor cores instead:
    forward_tc, FlashAttention-2 with mma.sync m16n8k16 (a warp per 16 query rows, fragments
@@ -28,7 +28,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "../../cpu/kernels/attention_rng.h"
+#include "../../contracts/attention.h"
+#include "../../contracts/attention_rng.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
 
@@ -41,7 +42,7 @@ struct AttentionParams {
   const T* v = nullptr;
   const int64_t* off = nullptr;  // device: [4][batch] offsets of q, k, v, mask
   int64_t q_rs = 0, k_rs = 0, v_rs = 0;
-  int mask_kind = 0;  // 0 none, 1 bool (nonzero takes part), 2 additive
+  AttnMask mask_kind = AttnMask::none;
   const T* mask_add = nullptr;
   const uint8_t* mask_bool = nullptr;
   int64_t m_rs = 0, m_cs = 0;
@@ -97,9 +98,9 @@ __device__ __forceinline__ gemm_acc_t<T> score(const AttentionParams<T>& p, int6
   const Acc ninf = -Acc(INFINITY);
   if (p.causal && col > row) return ninf;
   const int64_t mo = p.off[3 * p.batch + b] + row * p.m_rs + col * p.m_cs;
-  if (p.mask_kind == 1 && !p.mask_bool[mo]) return ninf;
+  if (p.mask_kind == AttnMask::boolean && !p.mask_bool[mo]) return ninf;
   Acc s = dot * p.scale;
-  if (p.mask_kind == 2) s += to_acc(p.mask_add[mo]);
+  if (p.mask_kind == AttnMask::additive) s += to_acc(p.mask_add[mo]);
   return s;
 }
 

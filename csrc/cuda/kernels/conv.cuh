@@ -17,13 +17,11 @@
 #include <cstring>
 
 #include "gemm.cuh"
-#include "../../cpu/kernels/conv.h"
+#include "../../contracts/conv.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
 namespace conv_detail {
 
-using cpu::Conv2dShape;
-using cpu::Pool2dShape;
 using gemm_detail::from_acc;
 using gemm_detail::to_acc;
 
@@ -290,7 +288,7 @@ inline dim3 blocks_for(int64_t n, int per) { return dim3(unsigned((n + per - 1) 
 // grid.x: column tiles; the (output-channel tile, group) pairs fill grid.y up to max_y (CUDA's
 // limit; tests pass less) and go on along grid.z, so depthwise layers of more than 65535
 // channels fit. There are at most K pairs, and the bindings allow 2^31 - 1 channels (< 65535^2).
-inline LaunchPlan conv2d_forward_plan(const cpu::Conv2dShape& s, int64_t max_y = kMaxGridYZ) {
+inline LaunchPlan conv2d_forward_plan(const Conv2dShape& s, int64_t max_y = kMaxGridYZ) {
   using namespace conv_detail;
   LaunchPlan plan;
   const int64_t cols = s.N * s.OH * s.OW, Kg = s.K / s.groups;
@@ -303,7 +301,7 @@ inline LaunchPlan conv2d_forward_plan(const cpu::Conv2dShape& s, int64_t max_y =
 }
 
 template <typename T>
-void conv2d_forward_launch(const cpu::Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+void conv2d_forward_launch(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
                            cudaStream_t st, int64_t max_y = kMaxGridYZ) {
   using namespace conv_detail;
   if (s.N * s.OH * s.OW == 0 || s.K == 0) return;
@@ -315,7 +313,7 @@ void conv2d_forward_launch(const cpu::Conv2dShape& s, const T* x, const T* w, co
 }
 
 template <typename T>
-void conv2d_backward_input_launch(const cpu::Conv2dShape& s, const T* gy, const T* w, T* gx,
+void conv2d_backward_input_launch(const Conv2dShape& s, const T* gy, const T* w, T* gx,
                                   cudaStream_t st) {
   using namespace conv_detail;
   const int64_t total = s.N * s.C * s.H * s.W;
@@ -324,14 +322,14 @@ void conv2d_backward_input_launch(const cpu::Conv2dShape& s, const T* gy, const 
 }
 
 template <typename T>
-void conv2d_backward_bias_launch(const cpu::Conv2dShape& s, const T* gy, T* gb, cudaStream_t st) {
+void conv2d_backward_bias_launch(const Conv2dShape& s, const T* gy, T* gb, cudaStream_t st) {
   using namespace conv_detail;
   if (s.K == 0) return;
   LAUNCH((conv2d_backward_bias_kernel<T>), dim3(unsigned(s.K)), dim3(256), 0, st, s, gy, gb);
 }
 
 template <typename T>
-void max_pool2d_forward_launch(const cpu::Pool2dShape& s, const T* x, T* y, int64_t* idx,
+void max_pool2d_forward_launch(const Pool2dShape& s, const T* x, T* y, int64_t* idx,
                                cudaStream_t st) {
   using namespace conv_detail;
   const int64_t total = s.planes * s.OH * s.OW;
@@ -340,7 +338,7 @@ void max_pool2d_forward_launch(const cpu::Pool2dShape& s, const T* x, T* y, int6
 }
 
 template <typename T>
-void max_pool2d_backward_launch(const cpu::Pool2dShape& s, const T* gy, const int64_t* idx, T* gx,
+void max_pool2d_backward_launch(const Pool2dShape& s, const T* gy, const int64_t* idx, T* gx,
                                 cudaStream_t st) {
   using namespace conv_detail;
   const int64_t total = s.planes * s.H * s.W;

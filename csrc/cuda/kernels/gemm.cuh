@@ -21,10 +21,13 @@
    beyond kMaxGridYZ (65535) loop over blockIdx.z. */
 #pragma once
 #include "ptx.cuh"
+#include "limits.cuh"
 
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include "../../contracts/activation.h"
 
 // `#pragma unroll` and __noinline__ for nvcc only (g++ -Wall would warn about an unknown pragma;
 // the simulator leaves __noinline__ undefined).
@@ -37,9 +40,6 @@
 #endif
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
-
-enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };
-enum class BiasMode : int { none = 0, per_col = 1, per_row = 2 };  // bias[n] or bias[m]
 
 // Accumulator / scalar type: double for double, float otherwise.
 template <typename T>
@@ -62,9 +62,6 @@ struct GemmParams {
   int64_t ld_preact = 0, batch_stride_preact = 0;
   bool allow_tf32 = false;  // T = float: tensor cores with tf32 inputs allowed
 };
-
-// CUDA's limit on grid.y and grid.z (grid.x allows 2^31 - 1).
-constexpr int64_t kMaxGridYZ = 65535;
 
 struct LaunchPlan {
   dim3 grid, block;
@@ -92,11 +89,6 @@ template <typename T>
 __device__ __forceinline__ T zero() {
   return from_acc<T>(gemm_acc_t<T>(0));
 }
-
-constexpr double kSqrtHalf = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kGeluTanhC = 0.044715;
 
 template <typename A>
 __device__ __forceinline__ A erf_(A x) {
@@ -492,7 +484,7 @@ inline bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>
 template <typename T, int BM, int BN, int WM, int WN, bool AK, bool BKM>
 void launch_tc(const GemmParams<T>& p, const LaunchPlan& plan, int64_t tm, int64_t tn, cudaStream_t stream) {
 #if !defined(CUDASIM)
-  if (plan.smem_bytes > 48 * 1024)
+  if (plan.smem_bytes > kDefaultSmemBytes)
     cudaFuncSetAttribute(gemm_tc_kernel<T, BM, BN, WM, WN, AK, BKM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          int(plan.smem_bytes));
 #endif

@@ -374,10 +374,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-inline unsigned flat_blocks(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return unsigned(b < 1 ? 1 : (b > 65535 ? 65535 : b));
-}
+constexpr int64_t kMaxBlocks = 65535;  // a grid-stride loop takes the rest
+
+inline unsigned flat_blocks(int64_t n) { return grid_stride_blocks(n, kThreads, kMaxBlocks); }
 
 }  // namespace loss_detail
 

@@ -24,7 +24,6 @@ using gemm_detail::to_acc;
 constexpr int kFwdWarps = 4;
 constexpr int kBwdMaxThreads = 256;
 constexpr int kMaxBlocks = 1024;
-constexpr size_t kSmemLimit = 48 * 1024;
 
 template <typename T>
 constexpr int kVec = 16 / int(sizeof(T));
@@ -241,7 +240,7 @@ LayerNormBackwardPlan layer_norm_backward_plan(int64_t M, int64_t N, bool aligne
   p.launch.block = dim3(unsigned(threads), 1, 1);
   p.launch.variant = p.vec;
   const size_t acc_bytes = size_t(2) * size_t(N) * sizeof(Acc);
-  p.launch.smem_bytes = param_grads && acc_bytes <= kSmemLimit ? acc_bytes : 0;
+  p.launch.smem_bytes = param_grads && acc_bytes <= kDefaultSmemBytes ? acc_bytes : 0;
   p.launch.workspace_bytes = param_grads ? size_t(blocks) * acc_bytes : 0;
   p.launch.name = p.vec > 1 ? "layer_norm_backward_vec" : "layer_norm_backward";
   return p;

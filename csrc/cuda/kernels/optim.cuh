@@ -31,6 +31,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../contracts/optim.h"
+
 // `#pragma unroll` for nvcc only (g++ -Wall would warn about an unknown pragma). Every loop over
 // a thread's kOptimVec elements is unrolled with constant indices, so its arrays stay in
 // registers (a runtime bound would put them in local memory).
@@ -100,25 +102,7 @@ inline bool optim_aligned(const void* ptr, size_t elem_bytes) {
   return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % (elem_bytes * kOptimVec) == 0;
 }
 
-struct AdamArgs {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, weight_decay = 0, eps = 1e-8;
-  bool amsgrad = false, maximize = false, decoupled = true;
-};
-
-struct SgdArgs {
-  double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false, maximize = false;
-};
-
-enum class NormKind : int { two = 0, one = 1, inf = 2, neg_inf = 3, zero = 4, general = 5 };
-
-inline NormKind optim_norm_kind(double p) {
-  if (p == 2) return NormKind::two;
-  if (p == 1) return NormKind::one;
-  if (std::isinf(p)) return p > 0 ? NormKind::inf : NormKind::neg_inf;
-  if (p == 0) return NormKind::zero;
-  return NormKind::general;
-}
+// AdamHyper, SgdHyper, NormKind and norm_kind(p): contracts/optim.h.
 
 namespace optim_detail {
 
@@ -184,7 +168,7 @@ __device__ __forceinline__ void store_n(T* p, int64_t i, int cnt, bool vec, cons
 
 template <typename T, typename S>
 __global__ void __launch_bounds__(kOptimThreads)
-    adam_kernel(const OptimEntry* entries, const OptimChunk* chunks, AdamArgs args) {
+    adam_kernel(const OptimEntry* entries, const OptimChunk* chunks, AdamHyper args) {
   using A = acc_t<T>;
   const OptimChunk c = chunks[blockIdx.x];
   const OptimEntry e = entries[c.entry];
@@ -239,7 +223,7 @@ __global__ void __launch_bounds__(kOptimThreads)
 
 template <typename T, typename S>
 __global__ void __launch_bounds__(kOptimThreads)
-    sgd_kernel(const OptimEntry* entries, const OptimChunk* chunks, SgdArgs args) {
+    sgd_kernel(const OptimEntry* entries, const OptimChunk* chunks, SgdHyper args) {
   using A = acc_t<T>;
   const OptimChunk c = chunks[blockIdx.x];
   const OptimEntry e = entries[c.entry];
@@ -404,7 +388,7 @@ inline OptimPlan optim_plan(const OptimTable& t, const char* name) {
 // `table`: the bytes of build_optim_table, in device memory (host memory for the simulator).
 template <typename T, typename S>
 void adam_launch(const OptimPlan& plan, const OptimTable& t, const unsigned char* table,
-                 const AdamArgs& args, cudaStream_t stream) {
+                 const AdamHyper& args, cudaStream_t stream) {
   if (t.chunks == 0) return;
   LAUNCH((optim_detail::adam_kernel<T, S>), plan.grid, plan.block, 0, stream,
          reinterpret_cast<const OptimEntry*>(table),
@@ -413,7 +397,7 @@ void adam_launch(const OptimPlan& plan, const OptimTable& t, const unsigned char
 
 template <typename T, typename S>
 void sgd_launch(const OptimPlan& plan, const OptimTable& t, const unsigned char* table,
-                const SgdArgs& args, cudaStream_t stream) {
+                const SgdHyper& args, cudaStream_t stream) {
   if (t.chunks == 0) return;
   LAUNCH((optim_detail::sgd_kernel<T, S>), plan.grid, plan.block, 0, stream,
          reinterpret_cast<const OptimEntry*>(table),
@@ -425,7 +409,7 @@ void sgd_launch(const OptimPlan& plan, const OptimTable& t, const unsigned char*
 template <typename T>
 void norm_launch(const OptimPlan& plan, const OptimTable& t, const unsigned char* table, double p,
                  optim_detail::acc_t<T>* partial, T* out, cudaStream_t stream) {
-  const NormKind kind = optim_norm_kind(p);
+  const NormKind kind = norm_kind(p);
   if (t.chunks > 0)
     LAUNCH((optim_detail::norm_partial_kernel<T>), plan.grid, plan.block, 0, stream,
            reinterpret_cast<const OptimEntry*>(table),

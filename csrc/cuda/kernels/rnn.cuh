@@ -1,7 +1,7 @@
 /* Recurrent layers on CUDA, torch-free: the pointwise kernels of one time step and the row
    moves around them. The GEMMs (input projections of all steps, the recurrent product of each
    step, the gradients) are gemm.cuh's; the binding (cuda/rnn_impl.h) sequences them exactly as
-   the CPU binding does, with the same step descriptions (cpu/kernels/rnn.h) and workspace
+   the CPU binding does, with the same step descriptions (contracts/rnn.h) and workspace
    layout, so a workspace saved by one backend means the same to the other.
 
    Gate kernels: one thread per (row, hidden unit), a grid-stride loop over rows * H; each
@@ -12,13 +12,9 @@
 #pragma once
 #include "gemm.cuh"
 
-#include "../../cpu/kernels/rnn.h"
+#include "../../contracts/rnn.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
-
-using cpu::RnnMode;
-using cpu::RnnStepBackward;
-using cpu::RnnStepForward;
 
 namespace rnn_detail {
 
@@ -35,10 +31,7 @@ __device__ __forceinline__ A sigmoid_(A x) {
   return A(1) / (A(1) + exp_(-x));
 }
 
-inline dim3 grid_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return dim3(unsigned(b < 1 ? 1 : b > kMaxBlocks ? kMaxBlocks : b));
-}
+inline dim3 grid_for(int64_t n) { return dim3(grid_stride_blocks(n, kThreads, kMaxBlocks)); }
 
 #define RNN_FOR_EACH(e, n) \
   for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < (n); e += int64_t(gridDim.x) * kThreads)

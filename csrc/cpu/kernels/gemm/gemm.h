@@ -12,12 +12,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../../common/cpu_features.h"
+#include "../cpu_features.h"
+#include "../../../contracts/activation.h"
 #include "../activation.h"
 
 namespace fusedops::cpu {
-
-enum class BiasMode : int { none = 0, per_col = 1, per_row = 2 };  // bias[n] or bias[m]
 
 template <typename T>
 struct GemmArgs {

@@ -18,7 +18,7 @@
 
 #include <iterator>
 
-#include "../../../common/cpu_features.h"
+#include "../cpu_features.h"
 
 #if defined(__x86_64__)
 #define FUSEDOPS_FOR_EACH_ISA(X, ...) X(generic, __VA_ARGS__) X(avx2, __VA_ARGS__) X(avx512, __VA_ARGS__)

@@ -5,7 +5,7 @@
 //     #include "<family>.h"            (the torch-free API)
 //     #include "vec/isa_<isa>.h"        (this file or its siblings: pragma, namespace, traits)
 //     #include "<family>_isa.h"         (templates over V, explicit instantiations)
-// and <family>.cpp dispatches on fusedops::active_isa() (common/cpu_features.h).
+// and <family>.cpp dispatches on fusedops::active_isa() (cpu/kernels/cpu_features.h).
 #pragma once
 #include "isa_std.h"
 

@@ -1,3 +1,6 @@
+// fusedops.empty_cache() and the cache statistics: the sum over every cache the CPU code keeps
+// (common/caches.h). It lives at the top, beside module.cpp, because it reaches into the kernels
+// (cpu/kernels/scratch.h) as well as common/ and the bindings.
 #include "common/caches.h"
 
 #include "common/fresh_output.h"

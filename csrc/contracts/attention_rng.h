@@ -8,11 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(CUDASIM)
-#define FUSEDOPS_HD __host__ __device__
-#else
-#define FUSEDOPS_HD
-#endif
+#include "hd.h"
 
 namespace fusedops {
 

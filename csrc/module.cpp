@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/caches.h"
-#include "common/cpu_features.h"
+#include "cpu/kernels/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
 
 #ifndef FUSEDOPS_TORCH_VERSION
