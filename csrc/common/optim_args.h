@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "contracts/optim.h"
 
 namespace fusedops {
 
@@ -86,6 +87,76 @@ inline AdamScalars adam_scalars(double step, double lr, double beta1, double bet
   const double bc1 = 1.0 - std::pow(beta1, step);
   const double bc2 = 1.0 - std::pow(beta2, step);
   return {lr / bc1, std::pow(bc2, 0.5)};
+}
+
+// ---- adam_step_ and sgd_step_: what every backend does before its own checks ------------------
+
+// One grad, exp_avg, exp_avg_sq and step counter per param; one max_exp_avg_sq each with
+// amsgrad, none without.
+inline void check_adam_lists(size_t n, at::TensorList grads, at::TensorList exp_avgs,
+                             at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                             at::TensorList state_steps, bool amsgrad, const char* op) {
+  check_list_length(grads, n, op, "grads", "one per param");
+  check_list_length(exp_avgs, n, op, "exp_avgs", "one per param");
+  check_list_length(exp_avg_sqs, n, op, "exp_avg_sqs", "one per param");
+  check_list_length(state_steps, n, op, "state_steps", "one per param");
+  check_list_length(max_exp_avg_sqs, amsgrad ? n : 0, op, "max_exp_avg_sqs",
+                    amsgrad ? "one per param with amsgrad" : "none without amsgrad");
+}
+
+// param k's tensors lined up: p, g, exp_avg, exp_avg_sq (and max_exp_avg_sq with amsgrad).
+inline std::vector<LinedUp> line_up_adam(at::TensorList params, at::TensorList grads,
+                                         at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                                         at::TensorList max_exp_avg_sqs, bool amsgrad) {
+  std::vector<LinedUp> lined;
+  lined.reserve(params.size());
+  for (size_t k = 0; k < params.size(); ++k) {
+    std::vector<at::Tensor> ts{params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]};
+    if (amsgrad) ts.push_back(max_exp_avg_sqs[k]);
+    lined.push_back(line_up(std::move(ts)));
+  }
+  return lined;
+}
+
+inline AdamHyper adam_hyper(double lr, double beta1, double beta2, double weight_decay, double eps,
+                            bool amsgrad, bool maximize, bool decoupled_weight_decay) {
+  AdamHyper h;
+  h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.weight_decay = weight_decay, h.eps = eps;
+  h.amsgrad = amsgrad, h.maximize = maximize, h.decoupled = decoupled_weight_decay;
+  return h;
+}
+
+// One grad per param; one momentum buffer each with momentum (has_buf), none without, and a
+// fresh flag per buffer.
+inline void check_sgd_lists(size_t n, at::TensorList grads, at::TensorList momentum_buffers,
+                            const c10::List<bool>& fresh_buffers, bool has_buf, const char* op) {
+  check_list_length(grads, n, op, "grads", "one per param");
+  check_list_length(momentum_buffers, has_buf ? n : 0, op, "momentum_buffers",
+                    has_buf ? "one per param with momentum" : "none without momentum");
+  FUSEDOPS_CHECK(fresh_buffers.size() == momentum_buffers.size(), op,
+                 "fresh_buffers must have one flag per momentum buffer (",
+                 momentum_buffers.size(), "), got ", fresh_buffers.size());
+}
+
+// param k's tensors lined up: p, g (and the momentum buffer with has_buf).
+inline std::vector<LinedUp> line_up_sgd(at::TensorList params, at::TensorList grads,
+                                        at::TensorList momentum_buffers, bool has_buf) {
+  std::vector<LinedUp> lined;
+  lined.reserve(params.size());
+  for (size_t k = 0; k < params.size(); ++k) {
+    std::vector<at::Tensor> ts{params[k], grads[k]};
+    if (has_buf) ts.push_back(momentum_buffers[k]);
+    lined.push_back(line_up(std::move(ts)));
+  }
+  return lined;
+}
+
+inline SgdHyper sgd_hyper(double lr, double momentum, double dampening, double weight_decay,
+                          bool nesterov, bool maximize) {
+  SgdHyper h;
+  h.lr = lr, h.momentum = momentum, h.dampening = dampening, h.weight_decay = weight_decay;
+  h.nesterov = nesterov, h.maximize = maximize;
+  return h;
 }
 
 }  // namespace fusedops

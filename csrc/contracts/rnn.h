@@ -19,9 +19,13 @@ namespace fusedops {
 
 enum class RnnMode : int { rnn_tanh = 0, rnn_relu = 1, lstm = 2, gru = 3 };
 
-FUSEDOPS_HD constexpr int rnn_gate_count(RnnMode m) { return m == RnnMode::lstm ? 4 : m == RnnMode::gru ? 3 : 1; }
+FUSEDOPS_HD constexpr int rnn_gate_count(RnnMode m) {
+  return m == RnnMode::lstm ? 4 : m == RnnMode::gru ? 3 : 1;
+}
 // Columns of a workspace row: lstm i, f, g, o, c; gru r, z, n, hn; rnn the pre-activation.
-FUSEDOPS_HD constexpr int rnn_workspace_width(RnnMode m) { return m == RnnMode::lstm ? 5 : m == RnnMode::gru ? 4 : 1; }
+FUSEDOPS_HD constexpr int rnn_workspace_width(RnnMode m) {
+  return m == RnnMode::lstm ? 5 : m == RnnMode::gru ? 4 : 1;
+}
 
 template <typename T>
 struct RnnStepForward {

@@ -40,12 +40,7 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
                    bool decoupled_weight_decay) {
   const char* op = "adam_step_";
   const size_t n = params.size();
-  check_list_length(grads, n, op, "grads", "one per param");
-  check_list_length(exp_avgs, n, op, "exp_avgs", "one per param");
-  check_list_length(exp_avg_sqs, n, op, "exp_avg_sqs", "one per param");
-  check_list_length(state_steps, n, op, "state_steps", "one per param");
-  check_list_length(max_exp_avg_sqs, amsgrad ? n : 0, op, "max_exp_avg_sqs",
-                    amsgrad ? "one per param with amsgrad" : "none without amsgrad");
+  check_adam_lists(n, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, op);
   if (n == 0) return;
   for (size_t k = 0; k < n; ++k) {
     check_param(params[k], params[0], k, op);
@@ -54,16 +49,10 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
     check_state(exp_avg_sqs[k], params[k], k, op, "exp_avg_sqs");
     if (amsgrad) check_state(max_exp_avg_sqs[k], params[k], k, op, "max_exp_avg_sqs");
   }
-  AdamHyper h;
-  h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.weight_decay = weight_decay, h.eps = eps;
-  h.amsgrad = amsgrad, h.maximize = maximize, h.decoupled = decoupled_weight_decay;
-  std::vector<LinedUp> lined;
-  lined.reserve(n);
-  for (size_t k = 0; k < n; ++k) {
-    std::vector<at::Tensor> ts{params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]};
-    if (amsgrad) ts.push_back(max_exp_avg_sqs[k]);
-    lined.push_back(line_up(std::move(ts)));
-  }
+  const AdamHyper h =
+      adam_hyper(lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay);
+  std::vector<LinedUp> lined =
+      line_up_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.adam_step_", [&] {
     std::vector<cpu::AdamTensor<scalar_t>> ts(n);
     for (size_t k = 0; k < n; ++k) {
@@ -91,28 +80,15 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
   const char* op = "sgd_step_";
   const size_t n = params.size();
   const bool has_buf = momentum != 0;
-  check_list_length(grads, n, op, "grads", "one per param");
-  check_list_length(momentum_buffers, has_buf ? n : 0, op, "momentum_buffers",
-                    has_buf ? "one per param with momentum" : "none without momentum");
-  FUSEDOPS_CHECK(fresh_buffers.size() == momentum_buffers.size(), op,
-                 "fresh_buffers must have one flag per momentum buffer (",
-                 momentum_buffers.size(), "), got ", fresh_buffers.size());
+  check_sgd_lists(n, grads, momentum_buffers, fresh_buffers, has_buf, op);
   if (n == 0) return;
   for (size_t k = 0; k < n; ++k) {
     check_param(params[k], params[0], k, op);
     check_state(grads[k], params[k], k, op, "grads");
     if (has_buf) check_state(momentum_buffers[k], params[k], k, op, "momentum_buffers");
   }
-  SgdHyper h;
-  h.lr = lr, h.momentum = momentum, h.dampening = dampening, h.weight_decay = weight_decay;
-  h.nesterov = nesterov, h.maximize = maximize;
-  std::vector<LinedUp> lined;
-  lined.reserve(n);
-  for (size_t k = 0; k < n; ++k) {
-    std::vector<at::Tensor> ts{params[k], grads[k]};
-    if (has_buf) ts.push_back(momentum_buffers[k]);
-    lined.push_back(line_up(std::move(ts)));
-  }
+  const SgdHyper h = sgd_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize);
+  std::vector<LinedUp> lined = line_up_sgd(params, grads, momentum_buffers, has_buf);
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.sgd_step_", [&] {
     std::vector<cpu::SgdTensor<scalar_t>> ts(n);
     for (size_t k = 0; k < n; ++k) {

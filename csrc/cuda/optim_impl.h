@@ -90,12 +90,7 @@ inline void adam_step(at::TensorList params, at::TensorList grads, at::TensorLis
                       bool decoupled_weight_decay) {
   const char* op = "adam_step_";
   const size_t n = params.size();
-  check_list_length(grads, n, op, "grads", "one per param");
-  check_list_length(exp_avgs, n, op, "exp_avgs", "one per param");
-  check_list_length(exp_avg_sqs, n, op, "exp_avg_sqs", "one per param");
-  check_list_length(state_steps, n, op, "state_steps", "one per param");
-  check_list_length(max_exp_avg_sqs, amsgrad ? n : 0, op, "max_exp_avg_sqs",
-                    amsgrad ? "one per param with amsgrad" : "none without amsgrad");
+  check_adam_lists(n, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad, op);
   if (n == 0) return;
   check_params_grads(params, grads, op);
   for (size_t k = 0; k < n; ++k) {
@@ -104,17 +99,10 @@ inline void adam_step(at::TensorList params, at::TensorList grads, at::TensorLis
     if (amsgrad) check_state(max_exp_avg_sqs[k], params[k], exp_avgs[0], k, op, "max_exp_avg_sqs");
   }
   DeviceGuard guard(params[0]);
-  std::vector<LinedUp> lined;
-  lined.reserve(n);
-  for (size_t k = 0; k < n; ++k) {
-    std::vector<at::Tensor> ts{params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]};
-    if (amsgrad) ts.push_back(max_exp_avg_sqs[k]);
-    lined.push_back(line_up(std::move(ts)));
-  }
-  AdamHyper args;
-  args.lr = lr, args.beta1 = beta1, args.beta2 = beta2, args.weight_decay = weight_decay;
-  args.eps = eps, args.amsgrad = amsgrad, args.maximize = maximize;
-  args.decoupled = decoupled_weight_decay;
+  std::vector<LinedUp> lined =
+      line_up_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad);
+  const AdamHyper args =
+      adam_hyper(lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay);
   dispatch_param_state(params[0].scalar_type(), exp_avgs[0].scalar_type(), [&](auto zt, auto zs) {
     using T = decltype(zt);
     using S = decltype(zs);
@@ -146,28 +134,15 @@ inline void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList
   const char* op = "sgd_step_";
   const size_t n = params.size();
   const bool has_buf = momentum != 0;
-  check_list_length(grads, n, op, "grads", "one per param");
-  check_list_length(momentum_buffers, has_buf ? n : 0, op, "momentum_buffers",
-                    has_buf ? "one per param with momentum" : "none without momentum");
-  FUSEDOPS_CHECK(fresh_buffers.size() == momentum_buffers.size(), op,
-                 "fresh_buffers must have one flag per momentum buffer (",
-                 momentum_buffers.size(), "), got ", fresh_buffers.size());
+  check_sgd_lists(n, grads, momentum_buffers, fresh_buffers, has_buf, op);
   if (n == 0) return;
   check_params_grads(params, grads, op);
   if (has_buf)
     for (size_t k = 0; k < n; ++k)
       check_state(momentum_buffers[k], params[k], momentum_buffers[0], k, op, "momentum_buffers");
   DeviceGuard guard(params[0]);
-  std::vector<LinedUp> lined;
-  lined.reserve(n);
-  for (size_t k = 0; k < n; ++k) {
-    std::vector<at::Tensor> ts{params[k], grads[k]};
-    if (has_buf) ts.push_back(momentum_buffers[k]);
-    lined.push_back(line_up(std::move(ts)));
-  }
-  SgdHyper args;
-  args.lr = lr, args.momentum = momentum, args.dampening = dampening;
-  args.weight_decay = weight_decay, args.nesterov = nesterov, args.maximize = maximize;
+  std::vector<LinedUp> lined = line_up_sgd(params, grads, momentum_buffers, has_buf);
+  const SgdHyper args = sgd_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize);
   const at::ScalarType state_type =
       has_buf ? momentum_buffers[0].scalar_type() : params[0].scalar_type();
   dispatch_param_state(params[0].scalar_type(), state_type, [&](auto zt, auto zs) {
