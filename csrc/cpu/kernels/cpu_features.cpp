@@ -43,6 +43,9 @@ std::string cpu_model() {
 CpuInfo detect() {
   CpuInfo info;
   info.best = detect_isa();
+#if defined(__x86_64__) || defined(__i386__)
+  info.avx512_bf16 = info.best == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#endif
 #ifdef _SC_LEVEL1_DCACHE_SIZE
   info.l1d = cache_size(_SC_LEVEL1_DCACHE_SIZE, info.l1d);
   info.l2 = cache_size(_SC_LEVEL2_CACHE_SIZE, info.l2);
@@ -92,7 +95,28 @@ bool parse_isa(const std::string& name, Isa* out) {
   return true;
 }
 
+static std::atomic<int>& bf16_slot() {
+  static std::atomic<int> slot{[] {
+    Bf16Mode mode = Bf16Mode::automatic;
+    if (const char* env = std::getenv("FUSEDOPS_BF16")) parse_bf16_mode(env, &mode);
+    return static_cast<int>(mode);
+  }()};
+  return slot;
+}
+
 Isa active_isa() { return static_cast<Isa>(isa_slot().load(std::memory_order_relaxed)); }
+
+Bf16Mode bf16_mode() { return static_cast<Bf16Mode>(bf16_slot().load(std::memory_order_relaxed)); }
+
+void set_bf16_mode(Bf16Mode mode) { bf16_slot().store(static_cast<int>(mode)); }
+
+bool parse_bf16_mode(const std::string& name, Bf16Mode* out) {
+  if (name == "auto") *out = Bf16Mode::automatic;
+  else if (name == "native") *out = Bf16Mode::native;
+  else if (name == "widen") *out = Bf16Mode::widen;
+  else return false;
+  return true;
+}
 
 Isa set_isa(Isa isa) {
   Isa capped = std::min(isa, cpu_info().best);

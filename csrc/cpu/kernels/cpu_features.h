@@ -11,6 +11,7 @@ enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
 struct CpuInfo {
   Isa best = Isa::generic;       // widest instruction set the CPU and OS support
+  bool avx512_bf16 = false;      // bf16 dot products (vdpbf16ps), with avx512
   int64_t l1d = 32 * 1024;       // bytes, per core
   int64_t l2 = 512 * 1024;       // bytes, per core
   int64_t l3 = 8 * 1024 * 1024;  // bytes, shared
@@ -26,5 +27,14 @@ bool parse_isa(const std::string& name, Isa* out);
 Isa active_isa();
 // Caps the instruction set (never above what the CPU supports). Returns the one in force.
 Isa set_isa(Isa isa);
+
+// How bf16 products run (FUSEDOPS_BF16=auto|native|widen, default auto): on the CPU's bf16
+// dot-product instructions (native: where it has AVX512-BF16 and avx512 is in force; auto: that,
+// and only where they beat its fp32 FMA, see gemm_bf16.h), or widened to fp32 for the fp32
+// kernels (widen).
+enum class Bf16Mode : int { automatic = 0, native = 1, widen = 2 };
+Bf16Mode bf16_mode();
+void set_bf16_mode(Bf16Mode mode);
+bool parse_bf16_mode(const std::string& name, Bf16Mode* out);
 
 }  // namespace fusedops

@@ -1,0 +1,372 @@
+// The AVX512-BF16 GEMM of gemm_bf16.h: a 14 x 32 microkernel on `vdpbf16ps` (28 zmm of fp32
+// sums; each instruction adds, per lane, the two products of a K-pair).
+//
+// Packed layouts, in 32-bit words each holding a K-pair of bf16 (the lower k in the low half):
+//   A: micro-panels of MR rows, pair-major: Ap[p * MR + i] = (A(i, 2p), A(i, 2p + 1))
+//   B: micro-panels of NR columns, pair-major: Bp[p * NR + j] = (B(2p, j), B(2p + 1, j))
+// An odd K is padded with a zero. fp32 operands are rounded to bf16 (nearest even) here.
+//
+// Loop nest as the fp32 GEMM's (gemm_impl.h): column blocks -> K steps -> [pack B, all
+// threads] -> row blocks taken from a shared counter -> micro-panels -> microkernel into an
+// fp32 tile -> the epilogue (alpha, beta, bias, pre-activation, activation) and the store in
+// C's type. A bf16 C is written once: its product runs over all of K in one step (the sums
+// never leave fp32); past kWholeK it goes through an fp32 buffer, a block of rows at a time.
+#if defined(__x86_64__)
+#include "gemm_bf16.h"
+
+#include "../vec/isa_std.h"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#define FUSEDOPS_WITH_AVX512 1
+#define FUSEDOPS_ISA_NS avx512bf16
+#include "../vec/vec.h"
+#include "../vec/math.h"
+#include "../vec/activation_impl.h"
+
+namespace fusedops::cpu::avx512bf16 {
+namespace {
+
+using V = VecF32Avx512;
+constexpr int MR = 14, NV = 2, NR = NV * 16;
+constexpr int64_t kWholeK = 16384;  // a bf16 C's K in one step up to this
+
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? 0 : __mmask16((1u << n) - 1u); }
+inline int64_t elem_size(DType t) { return t == DType::bf16 ? 2 : 4; }
+inline const char* at(const void* p, DType t, int64_t i) { return static_cast<const char*>(p) + i * elem_size(t); }
+inline char* at(void* p, DType t, int64_t i) { return static_cast<char*>(p) + i * elem_size(t); }
+
+inline __m512 widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+inline __m256i narrow(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
+
+// Up to 16 elements (mask m) of type t as fp32 lanes; zeros elsewhere.
+inline __m512 load16(const void* p, DType t, __mmask16 m) {
+  return t == DType::bf16 ? widen(_mm256_maskz_loadu_epi16(m, p)) : _mm512_maskz_loadu_ps(m, p);
+}
+inline void store16(void* p, DType t, __mmask16 m, __m512 x) {
+  if (t == DType::bf16) _mm256_mask_storeu_epi16(p, m, narrow(x));
+  else _mm512_mask_storeu_ps(static_cast<float*>(p), m, x);
+}
+// Up to 16 elements as bf16 bits in 32-bit lanes (zero-extended).
+inline __m512i bits16(const void* p, DType t, __mmask16 m) {
+  return _mm512_cvtepu16_epi32(t == DType::bf16 ? _mm256_maskz_loadu_epi16(m, p)
+                                                : narrow(_mm512_maskz_loadu_ps(m, static_cast<const float*>(p))));
+}
+
+// out[q] = (r0[q], r1[q]) for q < n, zero pairs for n <= q < w (w <= 16 words written); r1
+// may be null (the zero padding of an odd K).
+inline void interleave16(const void* r0, const void* r1, DType t, int64_t n, int w, uint32_t* out) {
+  const __mmask16 m = lanes(n);
+  __m512i v = bits16(r0, t, m);
+  if (r1) v = _mm512_or_si512(v, _mm512_slli_epi32(bits16(r1, t, m), 16));
+  _mm512_mask_storeu_epi32(out, lanes(w), v);
+}
+
+// out[q] = (src[2q], src[2q + 1]) for the n <= 32 elements of src; zeros past them; 16 words.
+inline void pairs16(const void* src, DType t, int64_t n, uint32_t* out) {
+  if (t == DType::bf16) {  // the pairs are the words themselves
+    const __mmask32 m = n >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << n) - 1u);
+    _mm512_storeu_si512(out, _mm512_maskz_loadu_epi16(m, src));
+    return;
+  }
+  const float* f = static_cast<const float*>(src);
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), f), hi = _mm512_maskz_loadu_ps(lanes(n - 16), f + 16);
+  _mm512_storeu_si512(out, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// Packs `len` rows or columns whose K runs are contiguous (src(r) + k, r < len <= 16) for K
+// [0, kc) into pair-major words at dst[p * ld + r], through a 16 x 16 word transpose.
+template <class Src>
+void pack_contiguous(Src src, int len, DType t, int64_t kc, int ld, uint32_t* dst) {
+  alignas(64) uint32_t tmp[16][16];
+  for (int64_t k = 0; k < kc; k += 32) {
+    const int64_t n = std::min<int64_t>(32, kc - k), np = (n + 1) / 2;
+    for (int r = 0; r < len; ++r) pairs16(at(src(r), t, k), t, n, tmp[r]);
+    uint32_t* d = dst + (k / 2) * ld;
+    for (int64_t q = 0; q < np; ++q)
+      for (int r = 0; r < len; ++r) d[q * ld + r] = tmp[r][q];
+  }
+}
+
+// A rows [i0, i0 + mc) x K [k0, k0 + kc) -> micro-panels of MR rows (zero rows past mc).
+void pack_a(const GemmMixedArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, uint32_t* Ap) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t r0 = 0; r0 < mc; r0 += MR, Ap += MR * kp) {
+    const int mr = int(std::min<int64_t>(MR, mc - r0));
+    const int64_t base = (i0 + r0) * g.rsa + k0 * g.csa;
+    if (g.csa == 1) {
+      pack_contiguous([&](int r) { return at(g.A, g.a_type, base + r * g.rsa); }, mr, g.a_type, kc, MR, Ap);
+      if (mr < MR)
+        for (int64_t p = 0; p < kp; ++p)
+          for (int r = mr; r < MR; ++r) Ap[p * MR + r] = 0;
+    } else if (g.rsa == 1) {  // rows contiguous in i: two K rows interleaved per pair
+      for (int64_t p = 0; p < kp; ++p) {
+        const bool two = 2 * p + 1 < kc;
+        interleave16(at(g.A, g.a_type, base + 2 * p * g.csa),
+                     two ? at(g.A, g.a_type, base + (2 * p + 1) * g.csa) : nullptr, g.a_type, mr, MR, Ap + p * MR);
+      }
+    } else {
+      for (int64_t p = 0; p < kp; ++p)
+        for (int r = 0; r < MR; ++r) {
+          uint32_t w = 0;
+          if (r < mr) {
+            const int64_t e = base + r * g.rsa + 2 * p * g.csa;
+            w = float_to_bf16(load_as_float(g.A, g.a_type, e));
+            if (2 * p + 1 < kc) w |= uint32_t(float_to_bf16(load_as_float(g.A, g.a_type, e + g.csa))) << 16;
+          }
+          Ap[p * MR + r] = w;
+        }
+    }
+  }
+}
+
+// B rows K [k0, k0 + kc) x columns [j0, j0 + nr) -> one micro-panel of NR columns (zero
+// columns past nr).
+void pack_b(const GemmMixedArgs& g, int64_t k0, int64_t kc, int64_t j0, int64_t nr, uint32_t* Bp) {
+  const int64_t kp = (kc + 1) / 2;
+  const int64_t base = k0 * g.rsb + j0 * g.csb;
+  if (g.csb == 1) {  // rows of B contiguous: two rows interleaved per pair
+    for (int64_t p = 0; p < kp; ++p) {
+      const int64_t e0 = base + 2 * p * g.rsb;
+      const bool two = 2 * p + 1 < kc;
+      for (int j = 0; j < NR; j += 16)
+        interleave16(at(g.B, g.b_type, e0 + j), two ? at(g.B, g.b_type, e0 + g.rsb + j) : nullptr, g.b_type,
+                     nr - j, 16, Bp + p * NR + j);
+    }
+  } else if (g.rsb == 1) {  // columns contiguous in K (a transposed weight)
+    for (int j = 0; j < NR; j += 16) {
+      const int len = int(std::clamp<int64_t>(nr - j, 0, 16));
+      pack_contiguous([&](int r) { return at(g.B, g.b_type, base + (j + r) * g.csb); }, len, g.b_type, kc, NR,
+                      Bp + j);
+      for (int64_t p = 0; p < kp; ++p)
+        for (int r = len; r < 16; ++r) Bp[p * NR + j + r] = 0;
+    }
+  } else {
+    for (int64_t p = 0; p < kp; ++p)
+      for (int j = 0; j < NR; ++j) {
+        uint32_t w = 0;
+        if (j < nr) {
+          const int64_t e = base + 2 * p * g.rsb + j * g.csb;
+          w = float_to_bf16(load_as_float(g.B, g.b_type, e));
+          if (2 * p + 1 < kc) w |= uint32_t(float_to_bf16(load_as_float(g.B, g.b_type, e + g.rsb))) << 16;
+        }
+        Bp[p * NR + j] = w;
+      }
+  }
+}
+
+// tile[i * NR + j] = sum over the kp pairs of the micro-panels' products.
+void microkernel(int64_t kp, const uint32_t* __restrict Ap, const uint32_t* __restrict Bp, float* tile) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kp; ++p) {
+    __m512bh b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_load_si512(Bp + v * 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(Ap[i]));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, b[v]);
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(tile + i * NR + v * 16, acc[i][v]);
+}
+
+// C rows [i0, i0 + m) x columns [j0, j0 + n) from the sums t (row stride ldt): alpha * t plus
+// C (a later K step; C is fp32 then) or beta * C (the first, when beta != 0); at the last K step
+// the bias, the pre-activation store and the activation; stored in C's type (fp32 before the
+// last step).
+void finish(const GemmMixedArgs& g, const float* t, int64_t ldt, int64_t i0, int64_t j0, int64_t m, int64_t n,
+            bool first, bool last) {
+  const __m512 va = _mm512_set1_ps(g.alpha), vb = _mm512_set1_ps(g.beta);
+  const DType ct = last ? g.c_type : DType::f32;
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t row = i0 + i;
+    const __m512 rbias = g.bias_mode == BiasMode::per_row ? _mm512_set1_ps(load_as_float(g.bias, g.bias_type, row))
+                                                          : _mm512_setzero_ps();
+    for (int64_t v = 0; v < n; v += 16) {
+      const __mmask16 mk = lanes(n - v);
+      const int64_t j = j0 + v;
+      char* c = at(g.C, g.c_type, row * g.ldc + j);
+      __m512 x = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(mk, t + i * ldt + v));
+      if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, reinterpret_cast<float*>(c)));
+      else if (g.beta != 0.0f) x = _mm512_fmadd_ps(vb, load16(c, g.c_type, mk), x);
+      if (last) {
+        if (g.bias_mode == BiasMode::per_col) x = _mm512_add_ps(x, load16(at(g.bias, g.bias_type, j), g.bias_type, mk));
+        else if (g.bias_mode == BiasMode::per_row) x = _mm512_add_ps(x, rbias);
+        if (g.preact) store16(at(g.preact, g.c_type, row * g.ld_preact + j), g.c_type, mk, x);
+        if (g.act != Activation::none) x = act_vec<V>(x, g.act);
+      }
+      store16(c, ct, mk, x);
+    }
+  }
+}
+
+template <typename T>
+T* aligned(ScratchVec<T>& buf, size_t n) {
+  const size_t pad = 64 / sizeof(T);
+  if (buf.size() < n + pad) buf.resize(n + pad);
+  auto p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<T*>((p + 63) & ~uintptr_t(63));
+}
+
+int choose_threads(const GemmMixedArgs& g) {
+  if (omp_in_parallel()) return 1;
+  // bf16 runs twice the fp32 rate: ~4 MFLOP per thread pays for the fork/join.
+  const int nt = threads_for_work(2.0 * double(g.M) * double(g.N) * double(g.K), 4e6);
+  return g.max_threads > 0 ? std::min(nt, g.max_threads) : nt;
+}
+
+// K == 0: C = beta * C, then the epilogue.
+void run_k0(const GemmMixedArgs& g) {
+  alignas(64) float zeros[16] = {};
+  for (int64_t i = 0; i < g.M; ++i)
+    for (int64_t j = 0; j < g.N; j += 16) finish(g, zeros, 0, i, j, 1, std::min<int64_t>(16, g.N - j), true, true);
+}
+
+void run_blocked(const GemmMixedArgs& g) {
+  const CpuInfo& ci = cpu_info();
+  // K steps: a bf16 C's whole K (its sums stay in fp32 registers and tiles); otherwise a B
+  // micro-panel (kc x NR bf16) about the size of L1. Equal steps, even (whole pairs).
+  int64_t kc_max = g.K;
+  if (g.c_type == DType::f32) {
+    const int64_t kc = std::clamp<int64_t>(ci.l1d / (NR * 2), 256, 2048);
+    const int64_t ksteps = (g.K + kc - 1) / kc;
+    kc_max = ((g.K + ksteps - 1) / ksteps + 1) / 2 * 2;
+  }
+  const int64_t kp_max = (kc_max + 1) / 2;
+  // An A block (mc x kc bf16) ~55% of L2; the packed B panel an eighth of L3 (capped: virtual
+  // machines may report the host's).
+  int64_t mc_max = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kp_max * 4), MR, 1024) / MR * MR;
+  const int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 32 << 20);
+  int64_t nc_blk = std::clamp<int64_t>(l3 / 8 / (kp_max * 4), NR, 8192) / NR * NR;
+  const int64_t nsteps = (g.N + nc_blk - 1) / nc_blk;
+  const int64_t nc_max = ((g.N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
+
+  const int nt = choose_threads(g);
+  // Row blocks of at most mc_max, at least two per thread when M allows (threads take them
+  // from a counter: one that loses its core delays the call by a block); few row blocks split
+  // the column panels too.
+  int64_t mblocks = (g.M + mc_max - 1) / mc_max;
+  if (nt > 1 && mblocks < 2 * nt && g.M >= 2 * nt * 4 * MR) mblocks = 2 * nt;
+  const int64_t mc = ((g.M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  mblocks = (g.M + mc - 1) / mc;
+  const int64_t nparts = mblocks >= nt ? 1 : (nt + mblocks - 1) / mblocks;
+  const int64_t items = mblocks * nparts;
+
+  ScratchVec<uint32_t> bbuf;
+  const size_t bsize = (size_t(kp_max) * nc_max + 15) / 16 * 16;
+  uint32_t* const Bbuf = aligned(bbuf, 2 * bsize);
+  const int64_t steps = ((g.N + nc_max - 1) / nc_max) * ((g.K + kc_max - 1) / kc_max);
+  std::unique_ptr<std::atomic<int64_t>[]> counters(new std::atomic<int64_t>[2 * steps]);
+  for (int64_t i = 0; i < 2 * steps; ++i) counters[i].store(0, std::memory_order_relaxed);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    ScratchVec<uint32_t> abuf;
+    uint32_t* const Ap = aligned(abuf, size_t(kp_max) * mc);
+    alignas(64) float tile[MR * NR];
+    int64_t step = 0;
+    for (int64_t jc = 0; jc < g.N; jc += nc_max) {
+      const int64_t nc = std::min(nc_max, g.N - jc), npanels = (nc + NR - 1) / NR;
+      for (int64_t pc = 0; pc < g.K; pc += kc_max, ++step) {
+        const int64_t kc = std::min(kc_max, g.K - pc), kp = (kc + 1) / 2;
+        const bool first = pc == 0, last = pc + kc == g.K;
+        uint32_t* const Bp = Bbuf + (step % 2) * bsize;
+        std::atomic<int64_t>& next_panel = counters[2 * step];
+        for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
+          for (int64_t p = p0; p < std::min(p0 + 4, npanels); ++p)
+            pack_b(g, pc, kc, jc + p * NR, std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kp);
+#pragma omp barrier
+        std::atomic<int64_t>& next_item = counters[2 * step + 1];
+        for (int64_t item; (item = next_item.fetch_add(1)) < items;) {
+          const int64_t ib = item / nparts, part = item % nparts;
+          const int64_t ic = ib * mc, mcur = std::min(mc, g.M - ic);
+          const int64_t p0 = part * npanels / nparts, p1 = (part + 1) * npanels / nparts;
+          if (p0 == p1) continue;
+          pack_a(g, ic, mcur, pc, kc, Ap);
+          for (int64_t p = p0; p < p1; ++p) {
+            const int64_t j0 = jc + p * NR, n = std::min<int64_t>(NR, g.N - j0);
+            for (int64_t i0 = 0; i0 < mcur; i0 += MR) {
+              microkernel(kp, Ap + i0 * kp, Bp + p * NR * kp, tile);
+              finish(g, tile, NR, ic + i0, j0, std::min<int64_t>(MR, mcur - i0), n, first, last);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A bf16 C with K past kWholeK: blocks of rows through an fp32 buffer (fp32 sums across the K
+// steps), then the epilogue and the rounding.
+void run_via_f32(const GemmMixedArgs& g) {
+  const int64_t rows = std::clamp<int64_t>((int64_t(16) << 20) / 4 / std::max<int64_t>(g.N, 1), MR, g.M);
+  ScratchVec<float> buf;
+  float* const tmp = aligned(buf, size_t(rows * g.N));
+  for (int64_t r0 = 0; r0 < g.M; r0 += rows) {
+    GemmMixedArgs h = g;
+    h.M = std::min(rows, g.M - r0);
+    h.A = at(g.A, g.a_type, r0 * g.rsa);
+    h.alpha = 1.0f;
+    h.beta = 0.0f;
+    h.C = tmp;
+    h.c_type = DType::f32;
+    h.ldc = g.N;
+    h.bias_mode = BiasMode::none;
+    h.act = Activation::none;
+    h.preact = nullptr;
+    run_blocked(h);
+    const int nt = std::min(threads_for_work(double(h.M) * double(g.N), 65536),
+                            g.max_threads > 0 ? g.max_threads : omp_get_max_threads());
+    parallel_items(nt, h.M, [&](int64_t i) { finish(g, tmp + i * g.N, 0, r0 + i, 0, 1, g.N, true, true); });
+  }
+}
+
+}  // namespace
+
+void gemm_mixed(const GemmMixedArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0) return run_k0(g);
+  if (g.c_type == DType::bf16 && g.K > kWholeK) return run_via_f32(g);
+  run_blocked(g);
+}
+
+double dot_peak_gflops(int threads, double seconds) {
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    __m512 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.01f * float(i));
+    const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x3a803a80);
+    int64_t iters = 0;
+    const double t0 = omp_get_wtime();
+    double t1 = t0;
+    while (t1 - t0 < seconds) {
+      for (int rep = 0; rep < 100000; ++rep) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+      }
+      iters += 100000;
+      t1 = omp_get_wtime();
+    }
+    float sink = 0;
+    for (int i = 0; i < 12; ++i) sink += _mm512_reduce_add_ps(acc[i]);
+    total += (sink == sink) ? double(iters) * 12 * 64 / (t1 - t0) / 1e9 : 0.0;  // 32 products, 2 flops each
+  }
+  return total;
+}
+
+}  // namespace fusedops::cpu::avx512bf16
+#endif

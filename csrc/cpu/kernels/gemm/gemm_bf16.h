@@ -1,0 +1,68 @@
+// Mixed-precision GEMM: C = act(alpha * A @ B + beta * C + bias) with bf16 products and fp32
+// accumulation, torch-free. Each of A, B, C, bias is bf16 or fp32 on its own (DType): an fp32
+// operand (a master weight under autocast) is rounded to bf16 while it is packed, so no bf16
+// copy of it is ever made. The products are those of the bf16-rounded operands, summed in
+// fp32; C, the pre-activation and the epilogue are computed in fp32 and rounded once when
+// stored (round to nearest even) where they are bf16.
+//
+// Where bf16_native() says so (AVX512-BF16, avx512 in force, and the instructions faster than
+// the fp32 FMA on this CPU or FUSEDOPS_BF16=native) the
+// microkernel runs on `vdpbf16ps`: B packed as K-pairs interleaved per column (the pair
+// B(2p, j), B(2p+1, j) in one 32-bit lane), A broadcast by pairs, 16 columns of fp32 sums per
+// register. Elsewhere bf16 operands are widened to fp32 (exactly) and the fp32 GEMM of the
+// instruction set in force runs; fp32 operands are then used as they are (more precise, never
+// less, than their bf16 rounding).
+// Like the AVX512-BF16 instructions themselves, the native path treats subnormal bf16 inputs
+// and products as zero.
+#pragma once
+#include <cstdint>
+
+#include "../bf16.h"
+#include "gemm.h"
+
+namespace fusedops::cpu {
+
+// Whether bf16 products run on vdpbf16ps now (cpu_features.h: bf16_mode()). In the automatic
+// mode this is decided once per process by timing the instruction against the fp32 FMA for a
+// millisecond: on some CPUs (measured: a Sapphire-Rapids-class Xeon) it runs at half the fp32
+// FMA's flops, and the fp32 kernels over widened operands are faster.
+bool bf16_native();
+// Why: "native (avx512_bf16)", "widened: ..." with the reason; for cpu_info().
+const char* bf16_path();
+
+struct GemmMixedArgs {
+  int64_t M = 0, N = 0, K = 0;
+  float alpha = 1.0f;
+  const void* A = nullptr;
+  DType a_type = DType::bf16;
+  int64_t rsa = 0, csa = 0;  // A(i, k) = A[i * rsa + k * csa]
+  const void* B = nullptr;
+  DType b_type = DType::bf16;
+  int64_t rsb = 0, csb = 0;  // B(k, j) = B[k * rsb + j * csb]
+  float beta = 0.0f;         // beta == 0 never reads C
+  void* C = nullptr;
+  DType c_type = DType::bf16;
+  int64_t ldc = 0;  // C(i, j) = C[i * ldc + j]
+  const void* bias = nullptr;
+  DType bias_type = DType::f32;
+  BiasMode bias_mode = BiasMode::none;
+  Activation act = Activation::none;
+  void* preact = nullptr;  // optional, of C's type: alpha*AB + beta*C + bias before the activation
+  int64_t ld_preact = 0;
+  int max_threads = 0;  // 0: the OpenMP pool's size
+};
+
+void gemm_mixed(const GemmMixedArgs& args);
+// The widening path whatever the CPU (for tests: the two paths agree within bf16's budget).
+void gemm_mixed_widened(const GemmMixedArgs& args);
+// Long-double oracle over the operands as given (fp32 ones not rounded): the tests' budget
+// counts the rounding of fp32 operands to bf16.
+void gemm_mixed_reference(const GemmMixedArgs& args);
+
+// The native kernel (gemm_avx512bf16.cpp); only on CPUs with AVX512-BF16.
+namespace avx512bf16 {
+void gemm_mixed(const GemmMixedArgs& args);
+double dot_peak_gflops(int threads, double seconds);  // sustained vdpbf16ps rate
+}  // namespace avx512bf16
+
+}  // namespace fusedops::cpu
