@@ -8,6 +8,7 @@
 #include "common/caches.h"
 #include "cpu/kernels/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
+#include "cpu/kernels/gemm/gemm_bf16.h"
 
 #ifndef FUSEDOPS_TORCH_VERSION
 #define FUSEDOPS_TORCH_VERSION "unknown"
@@ -44,7 +45,24 @@ PyObject* cpu_info(PyObject*, PyObject*) {
   auto f64 = fusedops::cpu::microkernel_info<double>(isa);
   set_str(d, "gemm_f32", std::to_string(f32.mr) + "x" + std::to_string(f32.nr));
   set_str(d, "gemm_f64", std::to_string(f64.mr) + "x" + std::to_string(f64.nr));
+  set_str(d, "bf16", fusedops::cpu::bf16_path());
   return d;
+}
+
+// _set_bf16(mode) -> str: how bf16 products run ("auto", "native", "widen"; as FUSEDOPS_BF16);
+// returns the path in force (cpu_info()["bf16"]).
+PyObject* set_bf16(PyObject*, PyObject* arg) {
+  PyObject* bytes = PyUnicode_AsUTF8String(arg);
+  if (!bytes) return nullptr;
+  std::string name = PyBytes_AsString(bytes);
+  Py_DECREF(bytes);
+  fusedops::Bf16Mode mode;
+  if (!fusedops::parse_bf16_mode(name, &mode)) {
+    PyErr_SetString(PyExc_ValueError, "fusedops._set_bf16: expected 'auto', 'native' or 'widen'");
+    return nullptr;
+  }
+  fusedops::set_bf16_mode(mode);
+  return PyUnicode_FromString(fusedops::cpu::bf16_path());
 }
 
 // _set_isa(name) -> str: caps the instruction set ("generic", "avx2", "avx512"); returns the
@@ -94,6 +112,7 @@ PyObject* cache_bytes(PyObject*, PyObject*) {
 PyMethodDef methods[] = {
     {"_cpu_info", cpu_info, METH_NOARGS, "CPU model, instruction sets, caches, GEMM tiles."},
     {"_set_isa", set_isa, METH_O, "Cap the instruction set the kernels use."},
+    {"_set_bf16", set_bf16, METH_O, "How bf16 products run: 'auto', 'native' or 'widen'."},
     {"_empty_cache", empty_cache, METH_NOARGS, "Free the kernels' caches; returns the bytes freed."},
     {"_cache_bytes", cache_bytes, METH_NOARGS, "Idle bytes held by each cache."},
     {"_fma_peak_gflops", fma_peak, METH_VARARGS, "Measured fp32 FMA peak (threads, seconds)."},

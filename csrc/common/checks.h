@@ -44,6 +44,19 @@ inline void check_cpu_float(const at::Tensor& t, const char* op, const char* arg
   FUSEDOPS_CHECK(t.device().is_cpu(), op, arg, " must be a CPU tensor, got device ", t.device());
 }
 
+// float32, float64 or bfloat16 on the CPU (the ops with bf16 kernels).
+inline void check_cpu_float_or_bf16(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble || t.scalar_type() == at::kBFloat16,
+                   "fusedops.", op, ": ", arg, " must be float32, float64 or bfloat16, got ", t.scalar_type());
+  FUSEDOPS_CHECK(t.device().is_cpu(), op, arg, " must be a CPU tensor, got device ", t.device());
+}
+
+// A bf16 input's companion (a weight, a bias): bf16, or an fp32 master copy read in place.
+inline void check_bf16_or_master(const at::Tensor& t, const char* op, const char* arg, const char* ref_arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat, "fusedops.", op, ": ", arg,
+                   " must be bfloat16 or float32 when ", ref_arg, " is bfloat16, got ", t.scalar_type());
+}
+
 inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* op,
                              const char* arg, const char* ref_arg) {
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "fusedops.", op, ": ", arg,

@@ -13,13 +13,32 @@ def _to_float32(x):
     return x
 
 
-def register_autocast_cpu_lowp(name):
-    """Under CPU autocast, compute `name` in float32 and return the autocast dtype, as torch
-    does for its matmul-like ops (linear, matmul, conv)."""
+def _has_float64(args):
+    return any(
+        (isinstance(a, torch.Tensor) and a.dtype == torch.float64)
+        or (isinstance(a, (list, tuple)) and _has_float64(a))
+        for a in args
+    )
+
+
+def register_autocast_cpu_lowp(name, bf16_args=None):
+    """Under CPU autocast, return the autocast dtype, as torch does for its matmul-like ops
+    (linear, matmul, conv). With bfloat16 and an op that has bf16 kernels (`bf16_args`: the
+    positions of its activations), the activations are cast to bfloat16 and the rest (weights,
+    biases) go in as they are: the kernels read float32 masters in place, rounding them while
+    they pack them, so no bfloat16 copy of a weight is made. Otherwise the op computes in
+    float32 and its result is cast."""
     op = getattr(torch.ops.fusedops, name).default
 
     def autocast_impl(*args):
         dtype = torch.get_autocast_dtype("cpu")
+        if bf16_args is not None and dtype == torch.bfloat16 and not _has_float64(args):
+            args = tuple(
+                a.to(dtype) if i in bf16_args and isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                for i, a in enumerate(args)
+            )
+            with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+                return op(*args)
         with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
             out = op(*_to_float32(args))
         def cast(o):  # float64 is not autocast-eligible: such results stay float64

@@ -193,5 +193,8 @@ def _matmul_backward(ctx, grad):
 
 torch.library.register_autograd("fusedops::matmul", _matmul_backward, setup_context=_matmul_setup)
 
-for _name in ("linear", "linear_act", "matmul"):
-    register_autocast_cpu_lowp(_name)
+# bf16 autocast: the input in bfloat16, the weight and bias as they are (fp32 masters are read
+# in place); matmul's two operands in bfloat16.
+register_autocast_cpu_lowp("linear", bf16_args=(0,))
+register_autocast_cpu_lowp("linear_act", bf16_args=(0,))
+register_autocast_cpu_lowp("matmul", bf16_args=(0, 1))
