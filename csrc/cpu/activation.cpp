@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/threads.h"
+#include "common/activation_args.h"
 #include "common/checks.h"
 #include "common/fresh_output.h"
 #include "common/norm_args.h"
@@ -14,14 +15,6 @@
 
 namespace fusedops {
 namespace {
-
-Pointwise gelu_kind(c10::string_view approximate, const char* op) {
-  if (approximate == "none") return Pointwise::gelu;
-  if (approximate == "tanh") return Pointwise::gelu_tanh;
-  FUSEDOPS_CHECK(false, op, "approximate must be 'none' or 'tanh', got '",
-                 std::string(approximate.data(), approximate.size()), "'");
-  return Pointwise::gelu;
-}
 
 at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
   check_cpu_float(input, op, "input");

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "common/activation_args.h"
 #include "common/checks.h"
 #include "common/norm_args.h"
 #include "cuda/kernels/activation.cuh"
@@ -17,14 +18,6 @@ namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 namespace activation_bind {
 
 inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-
-inline Pointwise gelu_kind(c10::string_view approximate, const char* op) {
-  if (approximate == "none") return Pointwise::gelu;
-  if (approximate == "tanh") return Pointwise::gelu_tanh;
-  FUSEDOPS_CHECK(false, op, "approximate must be 'none' or 'tanh', got '",
-                 std::string(approximate.data(), approximate.size()), "'");
-  return Pointwise::gelu;
-}
 
 inline at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
   check_tensor(input, input, op, "input", "input");
@@ -106,10 +99,10 @@ inline at::Tensor softmax_backward(const char* op, const at::Tensor& grad_output
 }  // namespace activation_bind
 
 inline at::Tensor gelu(const at::Tensor& input, c10::string_view approximate) {
-  return activation_bind::forward("gelu", activation_bind::gelu_kind(approximate, "gelu"), input);
+  return activation_bind::forward("gelu", gelu_kind(approximate, "gelu"), input);
 }
 inline at::Tensor gelu_backward(const at::Tensor& grad_output, const at::Tensor& input, c10::string_view approximate) {
-  return activation_bind::backward("gelu_backward", activation_bind::gelu_kind(approximate, "gelu_backward"),
+  return activation_bind::backward("gelu_backward", gelu_kind(approximate, "gelu_backward"),
                                    grad_output, input, "input");
 }
 inline at::Tensor relu(const at::Tensor& input) { return activation_bind::forward("relu", Pointwise::relu, input); }
