@@ -231,6 +231,22 @@ void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_
 // multiple of kAmxMR rows).
 void pack_a_rows(const GemmMixedArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int64_t kcp, uint16_t* Ap) {
   const int64_t rows = (mc + kAmxMR - 1) / kAmxMR * kAmxMR;
+  if (g.rsa == 1 && g.csa != 1) {  // A^T stored: K rows, contiguous in i; pairs scattered to rows
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(int(kcp / 2)));
+    std::memset(Ap, 0, size_t(rows * kcp) * 2);
+    for (int64_t r0 = 0; r0 < mc; r0 += 16) {
+      const int64_t n = std::min<int64_t>(16, mc - r0);
+      const __mmask16 m = lanes(n);
+      for (int64_t k = 0; k < kc; k += 2) {
+        const int64_t base = (i0 + r0) + (k0 + k) * g.csa;
+        __m512i v = bits16(at(g.A, g.a_type, base), g.a_type, m);
+        if (k + 1 < kc) v = _mm512_or_si512(v, _mm512_slli_epi32(bits16(at(g.A, g.a_type, base + g.csa), g.a_type, m), 16));
+        _mm512_mask_i32scatter_epi32(Ap + r0 * kcp + k, m, idx, v, 4);
+      }
+    }
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     uint16_t* d = Ap + r * kcp;
     int64_t k = 0;
@@ -442,6 +458,41 @@ void run(const GemmMixedArgs& g) {
 }  // namespace
 
 void gemm_mixed(const GemmMixedArgs& g) { run<false>(g); }
+
+void bias_act_backward(int64_t M, int64_t N, const void* g, DType gt, int64_t rsg, int64_t csg, const void* z,
+                       DType zt, int64_t ldz, void* dz, DType dzt, Activation act, float* db) {
+  if (M <= 0 || N <= 0) {
+    if (db)
+      for (int64_t j = 0; j < N; ++j) db[j] = 0.0f;
+    return;
+  }
+  // Rows in fixed chunks (by the sizes alone), each chunk's column sums in its own row of
+  // `part`, added in chunk order: the same bits for any thread count.
+  const int64_t chunks = db ? reduction_chunks(M, N) : std::min<int64_t>(M, 64);
+  ScratchVec<float> pbuf;
+  float* const part = db ? aligned(pbuf, size_t(chunks * N)) : nullptr;
+  const int nt = threads_for_work(double(M) * double(N), 65536);
+  ScratchVec<float> gbuf;  // a strided gradient's rows gathered
+  const bool dense = csg == 1;
+  float* const grow = dense ? nullptr : aligned(gbuf, size_t(nt * N));
+  parallel_items(nt, chunks, [&](int64_t c) {
+    float* sums = part ? part + c * N : nullptr;
+    if (sums) std::memset(sums, 0, size_t(N) * 4);
+    float* gr = grow ? grow + size_t(omp_get_thread_num()) * N : nullptr;
+    for (int64_t i = chunk_start(c, chunks, M), e = chunk_start(c + 1, chunks, M); i < e; ++i) {
+      if (gr)
+        for (int64_t j = 0; j < N; ++j) gr[j] = load_as_float(g, gt, i * rsg + j * csg);
+      for (int64_t j = 0; j < N; j += 16) {
+        const __mmask16 m = lanes(N - j);
+        __m512 x = gr ? _mm512_maskz_loadu_ps(m, gr + j) : load16(at(g, gt, i * rsg + j), gt, m);
+        if (act != Activation::none) x = _mm512_mul_ps(x, act_grad_vec<V>(load16(at(z, zt, i * ldz + j), zt, m), act));
+        if (dz) store16(at(dz, dzt, i * N + j), dzt, m, x);
+        if (sums) _mm512_mask_storeu_ps(sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + j), x));
+      }
+    }
+  });
+  if (db) sum_partials(nt, chunks, N, part, N, db);
+}
 
 bool amx_available() { return amx_ready(); }
 

@@ -68,6 +68,12 @@ double dot_peak_gflops(int threads, double seconds);  // sustained vdpbf16ps rat
 // it to this process; the GEMM on it.
 bool amx_available();
 void gemm_mixed_amx(const GemmMixedArgs& args);
+// A linear's backward before its GEMMs, for bf16 or fp32 operands: dz = g * act'(z) (g when
+// act is none) into dz (row-major [M, N], of type dzt; null: not wanted) and db = the fp32
+// column sums of dz (null: not wanted), in fixed row chunks: the same bits for any thread
+// count. g strided (rsg, csg; 0 for expanded), z row-major with ldz.
+void bias_act_backward(int64_t M, int64_t N, const void* g, DType gt, int64_t rsg, int64_t csg, const void* z,
+                       DType zt, int64_t ldz, void* dz, DType dzt, Activation act, float* db);
 }  // namespace avx512bf16
 
 }  // namespace fusedops::cpu
