@@ -284,25 +284,30 @@ bool amx_ready() {
 // last step).
 void finish(const GemmMixedArgs& g, const float* t, int64_t ldt, int64_t i0, int64_t j0, int64_t m, int64_t n,
             bool first, bool last) {
-  const __m512 va = _mm512_set1_ps(g.alpha), vb = _mm512_set1_ps(g.beta);
-  const DType ct = last ? g.c_type : DType::f32;
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t row = i0 + i;
-    const __m512 rbias = g.bias_mode == BiasMode::per_row ? _mm512_set1_ps(load_as_float(g.bias, g.bias_type, row))
-                                                          : _mm512_setzero_ps();
-    for (int64_t v = 0; v < n; v += 16) {
-      const __mmask16 mk = lanes(n - v);
-      const int64_t j = j0 + v;
-      char* c = at(g.C, g.c_type, row * g.ldc + j);
-      __m512 x = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(mk, t + i * ldt + v));
-      if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, reinterpret_cast<float*>(c)));
-      else if (g.beta != 0.0f) x = _mm512_fmadd_ps(vb, load16(c, g.c_type, mk), x);
-      if (last) {
-        if (g.bias_mode == BiasMode::per_col) x = _mm512_add_ps(x, load16(at(g.bias, g.bias_type, j), g.bias_type, mk));
-        else if (g.bias_mode == BiasMode::per_row) x = _mm512_add_ps(x, rbias);
-        if (g.preact) store16(at(g.preact, g.c_type, row * g.ld_preact + j), g.c_type, mk, x);
-        if (g.act != Activation::none) x = act_vec<V>(x, g.act);
-      }
+  // Everything the loop needs in locals (stores through C could otherwise alias g), the
+  // column bias and the masks once per tile.
+  const float alpha = g.alpha, beta = g.beta;
+  const DType ct = last ? g.c_type : DType::f32, bt = g.bias_type;
+  const BiasMode bm = last ? g.bias_mode : BiasMode::none;
+  const Activation act = last ? g.act : Activation::none;
+  const bool add_c = !first, scale_c = first && beta != 0.0f, scale = alpha != 1.0f;
+  const int64_t esz = elem_size(g.c_type), ldc = g.ldc, ldp = g.ld_preact;
+  char* const c0 = static_cast<char*>(g.C) + (i0 * ldc + j0) * esz;
+  char* const p0 = last && g.preact ? static_cast<char*>(g.preact) + (i0 * ldp + j0) * esz : nullptr;
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int64_t v0 = 0; v0 < n; v0 += 16) {
+    const __mmask16 mk = lanes(n - v0);
+    const __m512 cbias = bm == BiasMode::per_col ? load16(at(g.bias, bt, j0 + v0), bt, mk) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < m; ++i) {
+      char* c = c0 + (i * ldc + v0) * esz;
+      __m512 x = _mm512_maskz_loadu_ps(mk, t + i * ldt + v0);
+      if (scale) x = _mm512_mul_ps(va, x);
+      if (add_c) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, reinterpret_cast<float*>(c)));
+      else if (scale_c) x = _mm512_fmadd_ps(vb, load16(c, g.c_type, mk), x);
+      if (bm == BiasMode::per_col) x = _mm512_add_ps(x, cbias);
+      else if (bm == BiasMode::per_row) x = _mm512_add_ps(x, _mm512_set1_ps(load_as_float(g.bias, bt, i0 + i)));
+      if (p0) store16(p0 + (i * ldp + v0) * esz, g.c_type, mk, x);
+      if (act != Activation::none) x = act_vec<V>(x, act);
       store16(c, ct, mk, x);
     }
   }
