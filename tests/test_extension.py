@@ -86,7 +86,8 @@ def _cpu_flags():
 def test_cpu_info_keys_and_types():
     info = fusedops.cpu_info()
     assert info == fusedops._C._cpu_info()
-    assert set(info) == {"model", "best_isa", "isa", "l1d", "l2", "l3", "gemm_f32", "gemm_f64"}
+    assert set(info) == {"model", "best_isa", "isa", "l1d", "l2", "l3", "gemm_f32", "gemm_f64", "bf16"}
+    assert re.match(r"(native: (amx|avx512_bf16)|widened to fp32: )", info["bf16"]), info["bf16"]
     assert isinstance(info["model"], str) and info["model"]
     assert info["best_isa"] in ISAS and info["isa"] in ISAS
     assert ISAS.index(info["isa"]) <= ISAS.index(info["best_isa"])

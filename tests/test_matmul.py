@@ -395,7 +395,7 @@ BAD_MATMUL = {
     "batch_mismatch": ((f32(2, 3, 5), f32(3, 5, 4)), RuntimeError, ["batch", "input", "other"]),
     "input_int": ((torch.ones(3, 5, dtype=torch.int64), f32(5, 3)), TypeError, ["input"]),
     "other_int": ((f32(3, 5), torch.ones(5, 3, dtype=torch.int32)), TypeError, ["other"]),
-    "input_bf16": ((f32(3, 5).bfloat16(), f32(5, 3).bfloat16()), TypeError, ["input", "float32"]),
+    "input_fp16": ((f32(3, 5).half(), f32(5, 3).half()), TypeError, ["input", "float32"]),
     "mixed_f32_f64": ((f32(3, 5), f32(5, 3).double()), TypeError, ["other", "input"]),
     "mixed_f64_f32": ((f32(3, 5).double(), f32(5, 3)), TypeError, ["other", "input"]),
 }

@@ -40,6 +40,23 @@ def linear_small_m():
     return _grads(ops.linear(x, w, b), [x, w, b])
 
 
+def linear_bf16():  # bf16 input, fp32 master weight (autocast's case): the bf16 GEMM
+    x, w, b = _inputs(21, (300, 257), (513, 257), (513,))
+    xb = x.detach().bfloat16().requires_grad_()
+    out = ops.linear(xb, w, b, activation="gelu_tanh")
+    g = torch.Generator().manual_seed(99)
+    cot = torch.randn(out.shape, generator=g).bfloat16()
+    return [out.detach(), *torch.autograd.grad(out, [xb, w, b], cot)]
+
+
+def matmul_bf16():
+    a, b = _inputs(22, (3, 130, 200), (200, 190))
+    a, b = a.detach().bfloat16().requires_grad_(), b.detach().bfloat16().requires_grad_()
+    out = ops.matmul(a, b)
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(99)).bfloat16()
+    return [out.detach(), *torch.autograd.grad(out, [a, b], cot)]
+
+
 def matmul():
     a, b = _inputs(3, (3, 130, 200), (3, 200, 190))
     return _grads(ops.matmul(a, b), [a, b])
@@ -183,7 +200,7 @@ def optimizers():
 
 
 CASES = {f.__name__: f for f in (
-    linear, linear_small_m, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
+    linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
     activations, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}

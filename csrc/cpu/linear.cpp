@@ -181,7 +181,28 @@ linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
     // dz, the gradient of the pre-activation: the bf16 gradient itself, or (an activation, a
     // bias gradient) fp32 from the fp32 kernel over widened copies, the column sums in fp32.
     at::Tensor dz = g2;
-    if (act != Activation::none || gb) {
+#if defined(__x86_64__)
+    const bool row_kernel = cpu_info().avx512_bf16 && active_isa() == Isa::avx512;
+#else
+    const bool row_kernel = false;
+#endif
+    if ((act != Activation::none || gb) && row_kernel) {
+#if defined(__x86_64__)
+      // One pass over the bf16 gradient: dz in fp32 (with an activation), the bias gradient.
+      at::Tensor gb32 = gb ? (gb->scalar_type() == at::kFloat ? *gb : at::empty({N}, gb->options().dtype(at::kFloat)))
+                           : at::Tensor();
+      at::Tensor z2;
+      if (act != Activation::none) {
+        z2 = act_input->reshape({M, N}).contiguous();
+        dz = at::empty({M, N}, g2.options().dtype(at::kFloat));
+      }
+      cpu::avx512bf16::bias_act_backward(M, N, g2.data_ptr(), dtype_of(g2), g2.stride(0), g2.stride(1),
+                                         z2.defined() ? z2.data_ptr() : nullptr, dtype_of(z2.defined() ? z2 : g2), N,
+                                         act != Activation::none ? dz.data_ptr() : nullptr, cpu::DType::f32, act,
+                                         gb ? gb32.data_ptr<float>() : nullptr);
+      if (gb && !gb32.is_same(*gb)) gb->copy_(gb32);
+#endif
+    } else if (act != Activation::none || gb) {
       const at::Tensor g32 = g2.to(at::kFloat).contiguous();
       at::Tensor gb32 = gb ? (gb->scalar_type() == at::kFloat ? *gb : at::empty({N}, gb->options().dtype(at::kFloat)))
                            : at::Tensor();

@@ -84,9 +84,19 @@ struct Case {
   bool preact;
 };
 
+// The path under test: 0 widened, 1 vdpbf16ps, 2 AMX.
+int g_path = 0;
+const char* path_name() { return g_path == 0 ? "widened" : g_path == 1 ? "avx512_bf16" : "amx"; }
+void run_path(bool native, const GemmMixedArgs& g) {
+  if (!native) return gemm_mixed_widened(g);
+  if (g_path == 2) return avx512bf16::gemm_mixed_amx(g);
+  avx512bf16::gemm_mixed(g);
+}
+
 std::string describe(const Case& c, bool native) {
+  (void)native;
   return fmt("%s M%" PRId64 " N%" PRId64 " K%" PRId64 " A %s/%s B %s/%s C %s alpha %g beta %g bias %d/%s act %d%s",
-             native ? "native" : "widened", c.M, c.N, c.K, tname(c.a), lname(c.la), tname(c.b), lname(c.lb),
+             path_name(), c.M, c.N, c.K, tname(c.a), lname(c.la), tname(c.b), lname(c.lb),
              tname(c.c), c.alpha, c.beta, int(c.bias), tname(c.bias_t), int(c.act), c.preact ? " preact" : "");
 }
 
@@ -153,8 +163,7 @@ void run_case(const Case& c, bool native) {
     for (auto& x : got.C.f) x = NAN;
     for (auto& x : got.C.h) x = 0x7fc0;
   }
-  if (native) avx512bf16::gemm_mixed(got.g);
-  else gemm_mixed_widened(got.g);
+  run_path(native, got.g);
   gemm_mixed_reference(ref.g);
   double worst = 0;
   int64_t wi = -1, wj = -1;
@@ -233,13 +242,12 @@ void test_threads(bool native) {
       Operands o = base;
       o.g.A = o.A.data(), o.g.B = o.B.data(), o.g.C = o.C.data(), o.g.bias = o.bias.data();
       o.g.max_threads = t;
-      if (native) avx512bf16::gemm_mixed(o.g);
-      else gemm_mixed_widened(o.g);
+      run_path(native, o.g);
       outs.push_back(o.C);
     }
     bool same = true;
     for (auto& m : outs) same = same && m.same_bits(outs[0]);
-    record(same, fmt("%s C %s: the same bits on 1-4 threads", native ? "native" : "widened", tname(ct)));
+    record(same, fmt("%s C %s: the same bits on 1-4 threads", path_name(), tname(ct)));
   }
 }
 
@@ -252,9 +260,14 @@ int main() {
              float_to_bf16(1.01171875f) == 0x3f82 && float_to_bf16(-0.0f) == 0x8000 &&
              std::isnan(bf16_to_float(float_to_bf16(NAN))) && float_to_bf16(INFINITY) == 0x7f80,
          "float_to_bf16 rounds to nearest even, keeps NaN, inf and the sign of zero");
-  for (bool native : {false, true}) {
+  for (g_path = 0; g_path < 3; ++g_path) {
+    const bool native = g_path > 0;
     if (native && !ci.avx512_bf16) {
-      std::printf("SKIP native: the CPU lacks AVX512-BF16\n");
+      std::printf("SKIP %s: the CPU lacks AVX512-BF16\n", path_name());
+      continue;
+    }
+    if (g_path == 2 && !avx512bf16::amx_available()) {
+      std::printf("SKIP amx: the CPU lacks AMX or the OS does not lend it\n");
       continue;
     }
     test_cases(native);

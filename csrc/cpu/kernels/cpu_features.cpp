@@ -114,6 +114,7 @@ bool parse_bf16_mode(const std::string& name, Bf16Mode* out) {
   if (name == "auto") *out = Bf16Mode::automatic;
   else if (name == "native") *out = Bf16Mode::native;
   else if (name == "widen") *out = Bf16Mode::widen;
+  else if (name == "avx512_bf16") *out = Bf16Mode::avx512_bf16;
   else return false;
   return true;
 }

@@ -28,11 +28,11 @@ Isa active_isa();
 // Caps the instruction set (never above what the CPU supports). Returns the one in force.
 Isa set_isa(Isa isa);
 
-// How bf16 products run (FUSEDOPS_BF16=auto|native|widen, default auto): on the CPU's bf16
-// dot-product instructions (native: where it has AVX512-BF16 and avx512 is in force; auto: that,
-// and only where they beat its fp32 FMA, see gemm_bf16.h), or widened to fp32 for the fp32
-// kernels (widen).
-enum class Bf16Mode : int { automatic = 0, native = 1, widen = 2 };
+// How bf16 products run (FUSEDOPS_BF16=auto|native|avx512_bf16|widen, default auto): natively
+// (AMX tiles where the CPU lends them, else AVX512-BF16 dot products; auto takes the latter only
+// where they beat the fp32 FMA, see gemm_bf16.h), on AVX512-BF16 even where AMX exists
+// (avx512_bf16), or widened to fp32 for the fp32 kernels (widen). Native needs avx512 in force.
+enum class Bf16Mode : int { automatic = 0, native = 1, widen = 2, avx512_bf16 = 3 };
 Bf16Mode bf16_mode();
 void set_bf16_mode(Bf16Mode mode);
 bool parse_bf16_mode(const std::string& name, Bf16Mode* out);

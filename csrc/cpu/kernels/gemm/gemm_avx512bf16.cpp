@@ -16,9 +16,13 @@
 
 #include "../vec/isa_std.h"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,amx-tile,amx-bf16")
 #define FUSEDOPS_WITH_AVX512 1
 #define FUSEDOPS_ISA_NS avx512bf16
 #include "../vec/vec.h"
@@ -30,6 +34,7 @@ namespace {
 
 using V = VecF32Avx512;
 constexpr int MR = 14, NV = 2, NR = NV * 16;
+constexpr int kAmxMR = 32;  // the AMX kernel's tile: 32 x 32 (four 16 x 16 fp32 tiles)
 constexpr int64_t kWholeK = 16384;  // a bf16 C's K in one step up to this
 
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? 0 : __mmask16((1u << n) - 1u); }
@@ -183,31 +188,126 @@ void microkernel(int64_t kp, const uint32_t* __restrict Ap, const uint32_t* __re
     for (int v = 0; v < NV; ++v) _mm512_store_ps(tile + i * NR + v * 16, acc[i][v]);
 }
 
+// ---- AMX (Intel's tile unit): 32 x 32 C from two 16-row A tiles and two 16-column B tiles --
+// A packed as rows (kAmxMR rows of kcp bf16, K padded with zeros to a multiple of 32); B as the
+// pair-major panels above, padded with zero pairs to a multiple of 16: a 16-pair x 16-column
+// slice of a panel is one B tile (rows 128 bytes apart).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void amx_begin() {
+  TileConfig c;
+  for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
+  _tile_loadconfig(&c);
+}
+
+void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_t* Bp, float* tile) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t lda = kcp * 2;
+  for (int64_t p = 0; p < kpp; p += 16) {
+    _tile_loadd(4, Ap + 2 * p, lda);
+    _tile_loadd(5, Ap + 16 * kcp + 2 * p, lda);
+    _tile_loadd(6, Bp + p * NR, NR * 4);
+    _tile_loadd(7, Bp + p * NR + 16, NR * 4);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, tile, NR * 4);
+  _tile_stored(1, tile + 16, NR * 4);
+  _tile_stored(2, tile + 16 * NR, NR * 4);
+  _tile_stored(3, tile + 16 * NR + 16, NR * 4);
+}
+
+// A rows [i0, i0 + mc) x K [k0, k0 + kc) -> rows of kcp bf16 (zeros past kc and past mc, to a
+// multiple of kAmxMR rows).
+void pack_a_rows(const GemmMixedArgs& g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int64_t kcp, uint16_t* Ap) {
+  const int64_t rows = (mc + kAmxMR - 1) / kAmxMR * kAmxMR;
+  if (g.rsa == 1 && g.csa != 1) {  // A^T stored: K rows, contiguous in i; pairs scattered to rows
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(int(kcp / 2)));
+    std::memset(Ap, 0, size_t(rows * kcp) * 2);
+    for (int64_t r0 = 0; r0 < mc; r0 += 16) {
+      const int64_t n = std::min<int64_t>(16, mc - r0);
+      const __mmask16 m = lanes(n);
+      for (int64_t k = 0; k < kc; k += 2) {
+        const int64_t base = (i0 + r0) + (k0 + k) * g.csa;
+        __m512i v = bits16(at(g.A, g.a_type, base), g.a_type, m);
+        if (k + 1 < kc) v = _mm512_or_si512(v, _mm512_slli_epi32(bits16(at(g.A, g.a_type, base + g.csa), g.a_type, m), 16));
+        _mm512_mask_i32scatter_epi32(Ap + r0 * kcp + k, m, idx, v, 4);
+      }
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* d = Ap + r * kcp;
+    int64_t k = 0;
+    if (r < mc) {
+      const int64_t base = (i0 + r) * g.rsa + k0 * g.csa;
+      if (g.csa == 1 && g.a_type == DType::bf16) {
+        std::memcpy(d, static_cast<const uint16_t*>(g.A) + base, size_t(kc) * 2);
+        k = kc;
+      } else if (g.csa == 1) {
+        const float* a = static_cast<const float*>(g.A) + base;
+        for (; k < kc; k += 16) _mm256_mask_storeu_epi16(d + k, lanes(kc - k), narrow(_mm512_maskz_loadu_ps(lanes(kc - k), a + k)));
+        k = kc;
+      } else {
+        for (; k < kc; ++k) d[k] = float_to_bf16(load_as_float(g.A, g.a_type, base + k * g.csa));
+      }
+    }
+    std::memset(d + k, 0, size_t(kcp - k) * 2);
+  }
+}
+
+bool amx_ready() {
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 22) & 1) || !((d >> 24) & 1)) return false;  // AMX-BF16, AMX-TILE
+    // Linux hands out the tile state on request (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  }();
+  return ok;
+}
+
 // C rows [i0, i0 + m) x columns [j0, j0 + n) from the sums t (row stride ldt): alpha * t plus
 // C (a later K step; C is fp32 then) or beta * C (the first, when beta != 0); at the last K step
 // the bias, the pre-activation store and the activation; stored in C's type (fp32 before the
 // last step).
 void finish(const GemmMixedArgs& g, const float* t, int64_t ldt, int64_t i0, int64_t j0, int64_t m, int64_t n,
             bool first, bool last) {
-  const __m512 va = _mm512_set1_ps(g.alpha), vb = _mm512_set1_ps(g.beta);
-  const DType ct = last ? g.c_type : DType::f32;
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t row = i0 + i;
-    const __m512 rbias = g.bias_mode == BiasMode::per_row ? _mm512_set1_ps(load_as_float(g.bias, g.bias_type, row))
-                                                          : _mm512_setzero_ps();
-    for (int64_t v = 0; v < n; v += 16) {
-      const __mmask16 mk = lanes(n - v);
-      const int64_t j = j0 + v;
-      char* c = at(g.C, g.c_type, row * g.ldc + j);
-      __m512 x = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(mk, t + i * ldt + v));
-      if (!first) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, reinterpret_cast<float*>(c)));
-      else if (g.beta != 0.0f) x = _mm512_fmadd_ps(vb, load16(c, g.c_type, mk), x);
-      if (last) {
-        if (g.bias_mode == BiasMode::per_col) x = _mm512_add_ps(x, load16(at(g.bias, g.bias_type, j), g.bias_type, mk));
-        else if (g.bias_mode == BiasMode::per_row) x = _mm512_add_ps(x, rbias);
-        if (g.preact) store16(at(g.preact, g.c_type, row * g.ld_preact + j), g.c_type, mk, x);
-        if (g.act != Activation::none) x = act_vec<V>(x, g.act);
-      }
+  // Everything the loop needs in locals (stores through C could otherwise alias g), the
+  // column bias and the masks once per tile.
+  const float alpha = g.alpha, beta = g.beta;
+  const DType ct = last ? g.c_type : DType::f32, bt = g.bias_type;
+  const BiasMode bm = last ? g.bias_mode : BiasMode::none;
+  const Activation act = last ? g.act : Activation::none;
+  const bool add_c = !first, scale_c = first && beta != 0.0f, scale = alpha != 1.0f;
+  const int64_t esz = elem_size(g.c_type), ldc = g.ldc, ldp = g.ld_preact;
+  char* const c0 = static_cast<char*>(g.C) + (i0 * ldc + j0) * esz;
+  char* const p0 = last && g.preact ? static_cast<char*>(g.preact) + (i0 * ldp + j0) * esz : nullptr;
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int64_t v0 = 0; v0 < n; v0 += 16) {
+    const __mmask16 mk = lanes(n - v0);
+    const __m512 cbias = bm == BiasMode::per_col ? load16(at(g.bias, bt, j0 + v0), bt, mk) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < m; ++i) {
+      char* c = c0 + (i * ldc + v0) * esz;
+      __m512 x = _mm512_maskz_loadu_ps(mk, t + i * ldt + v0);
+      if (scale) x = _mm512_mul_ps(va, x);
+      if (add_c) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, reinterpret_cast<float*>(c)));
+      else if (scale_c) x = _mm512_fmadd_ps(vb, load16(c, g.c_type, mk), x);
+      if (bm == BiasMode::per_col) x = _mm512_add_ps(x, cbias);
+      else if (bm == BiasMode::per_row) x = _mm512_add_ps(x, _mm512_set1_ps(load_as_float(g.bias, bt, i0 + i)));
+      if (p0) store16(p0 + (i * ldp + v0) * esz, g.c_type, mk, x);
+      if (act != Activation::none) x = act_vec<V>(x, act);
       store16(c, ct, mk, x);
     }
   }
@@ -235,7 +335,9 @@ void run_k0(const GemmMixedArgs& g) {
     for (int64_t j = 0; j < g.N; j += 16) finish(g, zeros, 0, i, j, 1, std::min<int64_t>(16, g.N - j), true, true);
 }
 
+template <bool AMX>
 void run_blocked(const GemmMixedArgs& g) {
+  constexpr int MRK = AMX ? kAmxMR : MR;
   const CpuInfo& ci = cpu_info();
   // K steps: a bf16 C's whole K (its sums stay in fp32 registers and tiles); otherwise a B
   // micro-panel (kc x NR bf16) about the size of L1. Equal steps, even (whole pairs).
@@ -245,10 +347,12 @@ void run_blocked(const GemmMixedArgs& g) {
     const int64_t ksteps = (g.K + kc - 1) / kc;
     kc_max = ((g.K + ksteps - 1) / ksteps + 1) / 2 * 2;
   }
-  const int64_t kp_max = (kc_max + 1) / 2;
+  // Pairs per K step (AMX: whole 16-pair B tiles).
+  auto pairs = [](int64_t kc) { return AMX ? (kc + 31) / 32 * 16 : (kc + 1) / 2; };
+  const int64_t kp_max = pairs(kc_max);
   // An A block (mc x kc bf16) ~55% of L2; the packed B panel an eighth of L3 (capped: virtual
   // machines may report the host's).
-  int64_t mc_max = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kp_max * 4), MR, 1024) / MR * MR;
+  int64_t mc_max = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kp_max * 4), MRK, 1024) / MRK * MRK;
   const int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 32 << 20);
   int64_t nc_blk = std::clamp<int64_t>(l3 / 8 / (kp_max * 4), NR, 8192) / NR * NR;
   const int64_t nsteps = (g.N + nc_blk - 1) / nc_blk;
@@ -259,8 +363,8 @@ void run_blocked(const GemmMixedArgs& g) {
   // from a counter: one that loses its core delays the call by a block); few row blocks split
   // the column panels too.
   int64_t mblocks = (g.M + mc_max - 1) / mc_max;
-  if (nt > 1 && mblocks < 2 * nt && g.M >= 2 * nt * 4 * MR) mblocks = 2 * nt;
-  const int64_t mc = ((g.M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  if (nt > 1 && mblocks < 2 * nt && g.M >= 2 * nt * 4 * MRK) mblocks = 2 * nt;
+  const int64_t mc = ((g.M + mblocks - 1) / mblocks + MRK - 1) / MRK * MRK;
   mblocks = (g.M + mc - 1) / mc;
   const int64_t nparts = mblocks >= nt ? 1 : (nt + mblocks - 1) / mblocks;
   const int64_t items = mblocks * nparts;
@@ -276,18 +380,25 @@ void run_blocked(const GemmMixedArgs& g) {
   {
     ScratchVec<uint32_t> abuf;
     uint32_t* const Ap = aligned(abuf, size_t(kp_max) * mc);
-    alignas(64) float tile[MR * NR];
+    alignas(64) float tile[MRK * NR];
+    if constexpr (AMX) amx_begin();
     int64_t step = 0;
     for (int64_t jc = 0; jc < g.N; jc += nc_max) {
       const int64_t nc = std::min(nc_max, g.N - jc), npanels = (nc + NR - 1) / NR;
       for (int64_t pc = 0; pc < g.K; pc += kc_max, ++step) {
-        const int64_t kc = std::min(kc_max, g.K - pc), kp = (kc + 1) / 2;
+        const int64_t kc = std::min(kc_max, g.K - pc), kp = pairs(kc);
         const bool first = pc == 0, last = pc + kc == g.K;
         uint32_t* const Bp = Bbuf + (step % 2) * bsize;
         std::atomic<int64_t>& next_panel = counters[2 * step];
         for (int64_t p0; (p0 = next_panel.fetch_add(4)) < npanels;)
           for (int64_t p = p0; p < std::min(p0 + 4, npanels); ++p)
+          {
             pack_b(g, pc, kc, jc + p * NR, std::min<int64_t>(NR, nc - p * NR), Bp + p * NR * kp);
+            if constexpr (AMX) {  // zero pairs up to the whole tiles
+              const int64_t have = (kc + 1) / 2;
+              std::memset(Bp + p * NR * kp + have * NR, 0, size_t(kp - have) * NR * 4);
+            }
+          }
 #pragma omp barrier
         std::atomic<int64_t>& next_item = counters[2 * step + 1];
         for (int64_t item; (item = next_item.fetch_add(1)) < items;) {
@@ -295,22 +406,28 @@ void run_blocked(const GemmMixedArgs& g) {
           const int64_t ic = ib * mc, mcur = std::min(mc, g.M - ic);
           const int64_t p0 = part * npanels / nparts, p1 = (part + 1) * npanels / nparts;
           if (p0 == p1) continue;
-          pack_a(g, ic, mcur, pc, kc, Ap);
+          if constexpr (AMX) pack_a_rows(g, ic, mcur, pc, kc, 2 * kp, reinterpret_cast<uint16_t*>(Ap));
+          else pack_a(g, ic, mcur, pc, kc, Ap);
           for (int64_t p = p0; p < p1; ++p) {
             const int64_t j0 = jc + p * NR, n = std::min<int64_t>(NR, g.N - j0);
-            for (int64_t i0 = 0; i0 < mcur; i0 += MR) {
-              microkernel(kp, Ap + i0 * kp, Bp + p * NR * kp, tile);
-              finish(g, tile, NR, ic + i0, j0, std::min<int64_t>(MR, mcur - i0), n, first, last);
+            for (int64_t i0 = 0; i0 < mcur; i0 += MRK) {
+              if constexpr (AMX)
+                amx_microkernel(kp, reinterpret_cast<const uint16_t*>(Ap) + i0 * 2 * kp, 2 * kp, Bp + p * NR * kp, tile);
+              else
+                microkernel(kp, Ap + i0 * kp, Bp + p * NR * kp, tile);
+              finish(g, tile, NR, ic + i0, j0, std::min<int64_t>(MRK, mcur - i0), n, first, last);
             }
           }
         }
       }
     }
+    if constexpr (AMX) _tile_release();
   }
 }
 
 // A bf16 C with K past kWholeK: blocks of rows through an fp32 buffer (fp32 sums across the K
 // steps), then the epilogue and the rounding.
+template <bool AMX>
 void run_via_f32(const GemmMixedArgs& g) {
   const int64_t rows = std::clamp<int64_t>((int64_t(16) << 20) / 4 / std::max<int64_t>(g.N, 1), MR, g.M);
   ScratchVec<float> buf;
@@ -327,21 +444,65 @@ void run_via_f32(const GemmMixedArgs& g) {
     h.bias_mode = BiasMode::none;
     h.act = Activation::none;
     h.preact = nullptr;
-    run_blocked(h);
+    run_blocked<AMX>(h);
     const int nt = std::min(threads_for_work(double(h.M) * double(g.N), 65536),
                             g.max_threads > 0 ? g.max_threads : omp_get_max_threads());
     parallel_items(nt, h.M, [&](int64_t i) { finish(g, tmp + i * g.N, 0, r0 + i, 0, 1, g.N, true, true); });
   }
 }
 
-}  // namespace
 
-void gemm_mixed(const GemmMixedArgs& g) {
+template <bool AMX>
+void run(const GemmMixedArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0) return run_k0(g);
-  if (g.c_type == DType::bf16 && g.K > kWholeK) return run_via_f32(g);
-  run_blocked(g);
+  if (g.c_type == DType::bf16 && g.K > kWholeK) return run_via_f32<AMX>(g);
+  run_blocked<AMX>(g);
 }
+
+}  // namespace
+
+void gemm_mixed(const GemmMixedArgs& g) { run<false>(g); }
+
+void bias_act_backward(int64_t M, int64_t N, const void* g, DType gt, int64_t rsg, int64_t csg, const void* z,
+                       DType zt, int64_t ldz, void* dz, DType dzt, Activation act, float* db) {
+  if (M <= 0 || N <= 0) {
+    if (db)
+      for (int64_t j = 0; j < N; ++j) db[j] = 0.0f;
+    return;
+  }
+  // Rows in fixed chunks (by the sizes alone), each chunk's column sums in its own row of
+  // `part`, added in chunk order: the same bits for any thread count.
+  const int64_t chunks = db ? reduction_chunks(M, N) : std::min<int64_t>(M, 64);
+  ScratchVec<float> pbuf;
+  float* const part = db ? aligned(pbuf, size_t(chunks * N)) : nullptr;
+  const int nt = threads_for_work(double(M) * double(N), 65536);
+  ScratchVec<float> gbuf;  // a strided gradient's rows gathered
+  const bool dense = csg == 1;
+  float* const grow = dense ? nullptr : aligned(gbuf, size_t(nt * N));
+  parallel_items(nt, chunks, [&](int64_t c) {
+    float* sums = part ? part + c * N : nullptr;
+    if (sums) std::memset(sums, 0, size_t(N) * 4);
+    float* gr = grow ? grow + size_t(omp_get_thread_num()) * N : nullptr;
+    for (int64_t i = chunk_start(c, chunks, M), e = chunk_start(c + 1, chunks, M); i < e; ++i) {
+      if (gr)
+        for (int64_t j = 0; j < N; ++j) gr[j] = load_as_float(g, gt, i * rsg + j * csg);
+      for (int64_t j = 0; j < N; j += 16) {
+        const __mmask16 m = lanes(N - j);
+        __m512 x = gr ? _mm512_maskz_loadu_ps(m, gr + j) : load16(at(g, gt, i * rsg + j), gt, m);
+        if (act != Activation::none) x = _mm512_mul_ps(x, act_grad_vec<V>(load16(at(z, zt, i * ldz + j), zt, m), act));
+        if (dz) store16(at(dz, dzt, i * N + j), dzt, m, x);
+        if (sums) _mm512_mask_storeu_ps(sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + j), x));
+      }
+    }
+  });
+  if (db) sum_partials(nt, chunks, N, part, N, db);
+}
+
+bool amx_available() { return amx_ready(); }
+
+// (without AMX, or without the OS's leave to use it, the vdpbf16ps kernel)
+void gemm_mixed_amx(const GemmMixedArgs& g) { amx_ready() ? run<true>(g) : run<false>(g); }
 
 double dot_peak_gflops(int threads, double seconds) {
   double total = 0;

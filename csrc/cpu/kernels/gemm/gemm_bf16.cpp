@@ -63,18 +63,29 @@ bool bf16_dot_is_fast() {
 }
 }  // namespace
 
-bool bf16_native() {
+enum class Bf16Kernel { widened, dot, amx };
+
+Bf16Kernel bf16_kernel() {
   const Bf16Mode mode = bf16_mode();
-  if (mode == Bf16Mode::widen || !cpu_info().avx512_bf16 || active_isa() != Isa::avx512) return false;
-  return mode == Bf16Mode::native || bf16_dot_is_fast();
+  if (mode == Bf16Mode::widen || !cpu_info().avx512_bf16 || active_isa() != Isa::avx512) return Bf16Kernel::widened;
+#if defined(__x86_64__)
+  if (mode != Bf16Mode::avx512_bf16 && avx512bf16::amx_available()) return Bf16Kernel::amx;
+#endif
+  if (mode != Bf16Mode::automatic || bf16_dot_is_fast()) return Bf16Kernel::dot;
+  return Bf16Kernel::widened;
 }
+
+bool bf16_native() { return bf16_kernel() != Bf16Kernel::widened; }
 
 const char* bf16_path() {
   if (!cpu_info().avx512_bf16) return "widened to fp32: the CPU lacks AVX512-BF16";
   if (active_isa() != Isa::avx512) return "widened to fp32: the instruction set in force is below avx512";
   if (bf16_mode() == Bf16Mode::widen) return "widened to fp32: FUSEDOPS_BF16=widen";
-  if (bf16_native()) return "native: avx512_bf16 (vdpbf16ps)";
-  return "widened to fp32: vdpbf16ps is slower than the fp32 FMA on this CPU";
+  switch (bf16_kernel()) {
+    case Bf16Kernel::amx: return "native: amx (tdpbf16ps)";
+    case Bf16Kernel::dot: return "native: avx512_bf16 (vdpbf16ps)";
+    default: return "widened to fp32: vdpbf16ps is slower than the fp32 FMA on this CPU";
+  }
 }
 
 void gemm_mixed_widened(const GemmMixedArgs& g) {
@@ -126,7 +137,11 @@ void gemm_mixed_widened(const GemmMixedArgs& g) {
 
 void gemm_mixed(const GemmMixedArgs& g) {
 #if defined(__x86_64__)
-  if (bf16_native()) return avx512bf16::gemm_mixed(g);
+  switch (bf16_kernel()) {
+    case Bf16Kernel::amx: return avx512bf16::gemm_mixed_amx(g);
+    case Bf16Kernel::dot: return avx512bf16::gemm_mixed(g);
+    default: break;
+  }
 #endif
   gemm_mixed_widened(g);
 }

@@ -5,8 +5,9 @@
 // fp32; C, the pre-activation and the epilogue are computed in fp32 and rounded once when
 // stored (round to nearest even) where they are bf16.
 //
-// Where bf16_native() says so (AVX512-BF16, avx512 in force, and the instructions faster than
-// the fp32 FMA on this CPU or FUSEDOPS_BF16=native) the
+// Where bf16_native() says so the products run natively: on AMX tiles where the CPU has them
+// (Intel Sapphire Rapids and later), else, with AVX512-BF16 faster than the fp32 FMA (or
+// FUSEDOPS_BF16=native / avx512_bf16), the
 // microkernel runs on `vdpbf16ps`: B packed as K-pairs interleaved per column (the pair
 // B(2p, j), B(2p+1, j) in one 32-bit lane), A broadcast by pairs, 16 columns of fp32 sums per
 // register. Elsewhere bf16 operands are widened to fp32 (exactly) and the fp32 GEMM of the
@@ -22,10 +23,10 @@
 
 namespace fusedops::cpu {
 
-// Whether bf16 products run on vdpbf16ps now (cpu_features.h: bf16_mode()). In the automatic
-// mode this is decided once per process by timing the instruction against the fp32 FMA for a
-// millisecond: on some CPUs (measured: a Sapphire-Rapids-class Xeon) it runs at half the fp32
-// FMA's flops, and the fp32 kernels over widened operands are faster.
+// Whether bf16 products run natively now (AMX or vdpbf16ps; cpu_features.h: bf16_mode()). In
+// the automatic mode, without AMX, vdpbf16ps is timed against the fp32 FMA once per process
+// for a millisecond: on some CPUs (measured: a Sapphire-Rapids-class Xeon) it runs at half the
+// fp32 FMA's flops, and the fp32 kernels over widened operands are faster.
 bool bf16_native();
 // Why: "native (avx512_bf16)", "widened: ..." with the reason; for cpu_info().
 const char* bf16_path();
@@ -63,6 +64,16 @@ void gemm_mixed_reference(const GemmMixedArgs& args);
 namespace avx512bf16 {
 void gemm_mixed(const GemmMixedArgs& args);
 double dot_peak_gflops(int threads, double seconds);  // sustained vdpbf16ps rate
+// Intel's AMX tile unit (tdpbf16ps, 32 x 32 tiles): whether the CPU has it and the OS lends
+// it to this process; the GEMM on it.
+bool amx_available();
+void gemm_mixed_amx(const GemmMixedArgs& args);
+// A linear's backward before its GEMMs, for bf16 or fp32 operands: dz = g * act'(z) (g when
+// act is none) into dz (row-major [M, N], of type dzt; null: not wanted) and db = the fp32
+// column sums of dz (null: not wanted), in fixed row chunks: the same bits for any thread
+// count. g strided (rsg, csg; 0 for expanded), z row-major with ldz.
+void bias_act_backward(int64_t M, int64_t N, const void* g, DType gt, int64_t rsg, int64_t csg, const void* z,
+                       DType zt, int64_t ldz, void* dz, DType dzt, Activation act, float* db);
 }  // namespace avx512bf16
 
 }  // namespace fusedops::cpu
