@@ -63,12 +63,13 @@ def test_bf16_trains_with_float32_weights(tmp_path, data, backend):
 def test_bf16_tiny_preset_300_steps_within_2_percent_of_fp32(tmp_path):
     """The tiny preset on the embedded corpus: 300 steps under bf16 autocast end within 2% of
     the fp32 run's validation loss (the same seed, data and batches)."""
-    common = ["--preset", "tiny", "--steps", "300", "--batch-size", "8", "--eval-interval", "300", "--eval-iters", "8",
-              "--sample-chars", "0", "--no-progress"]
+    common = ["--preset", "tiny", "--steps", "300", "--batch-size", "8", "--eval-interval", "300",
+              "--eval-iters", "8", "--sample-chars", "0", "--no-progress"]
     fp32 = train(parse_args(common + ["--out", str(tmp_path / "fp32")]))
     bf16 = train(parse_args(common + ["--dtype", "bf16", "--out", str(tmp_path / "bf16")]))
     assert bf16["val_loss"] < bf16["initial_val_loss"] - 1.0
-    assert abs(bf16["val_loss"] - fp32["val_loss"]) <= 0.02 * fp32["val_loss"], (bf16["val_loss"], fp32["val_loss"])
+    assert abs(bf16["val_loss"] - fp32["val_loss"]) <= 0.02 * fp32["val_loss"], (
+        bf16["val_loss"], fp32["val_loss"])
 
 
 def test_attention_and_losses_under_cpu_autocast():
