@@ -29,6 +29,7 @@ import fusedops
 
 REFERENCE = "torch"  # every case has it; errors are measured against it
 ERR_TOLERANCE = 1e-3  # relative error above which a result is flagged as wrong
+BF16_ERR_TOLERANCE = 3e-2  # the same for bf16 cases (a few of bf16's 2^-8 roundings)
 # A call this long is its own warm-up (one-time costs are small next to it); when every peer's
 # first call is, those first calls are the first round, which saves a round of the largest cases.
 LONG_CALL_S = 0.5
@@ -45,6 +46,7 @@ class Case:
     setup: Callable[[], Dict[str, Callable[[], object]]]
     flops: Optional[float] = None  # per call, analytic: compute-bound cases
     bytes: Optional[float] = None  # per call, moved to or from memory: memory-bound cases
+    bf16: bool = False  # a bf16 case: its %peak is of the bf16 peak, its error budget bf16's
 
     @property
     def unit(self) -> str:
@@ -108,10 +110,11 @@ def measure_limits(thread_counts: List[int], s: Settings) -> dict:
     l3 = fusedops.cpu_info()["l3"]
     nbytes = min(max(4 * l3, 256 << 20), s.stream_max_mib << 20)
     a, b, c = (torch.ones(nbytes // 4) for _ in range(3))  # touched now: no page faults later
-    limits = {"fma_gflops": {}, "copy_gbs": {}, "triad_gbs": {}}
+    limits = {"fma_gflops": {}, "bf16_gflops": {}, "copy_gbs": {}, "triad_gbs": {}}
     for t in thread_counts:
         torch.set_num_threads(t)
         limits["fma_gflops"][t] = max(fusedops._C._fma_peak_gflops(t, s.peak_s) for _ in range(3))
+        limits["bf16_gflops"][t] = max(fusedops._C._bf16_peak_gflops(t, s.peak_s) for _ in range(3))
         copy_s = _best_of(lambda: a.copy_(b), 5)
         triad_s = _best_of(lambda: torch.add(b, c, alpha=3.0, out=a), 5)
         limits["copy_gbs"][t] = 2 * nbytes / copy_s / 1e9
@@ -132,8 +135,14 @@ def _size(nbytes: int) -> str:
     return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
 
 
-def peak(limits: dict, unit: str, threads: int) -> float:
+def peak(limits: dict, unit: str, threads: int, bf16: bool = False) -> float:
+    if bf16 and unit == "GFLOP/s":
+        return limits["bf16_gflops"][threads]
     return limits["fma_gflops" if unit == "GFLOP/s" else "triad_gbs"][threads]
+
+
+def tolerance(case) -> float:
+    return BF16_ERR_TOLERANCE if case.bf16 else ERR_TOLERANCE
 
 
 def print_header(info: dict, limits: dict, s: Settings, removed_env: str) -> None:
@@ -158,9 +167,11 @@ def print_header(info: dict, limits: dict, s: Settings, removed_env: str) -> Non
     print(f"timing    median per peer over >= {s.min_rounds} rounds of alternating blocks "
           f"(~{s.block_s * 1e3:.0f} ms of calls to one peer, {s.pause_s * 1e3:.0f} ms pause "
           "before each block)")
-    print("limits    threads  fp32 FMA peak     copy        triad")
+    print(f"bf16      {info.get('bf16', '?')}")
+    print("limits    threads  fp32 FMA peak     bf16 peak         copy        triad")
     for t in limits["fma_gflops"]:
         print(f"          {t:>7}  {limits['fma_gflops'][t]:7.1f} GFLOP/s  "
+              f"{limits['bf16_gflops'][t]:7.1f} GFLOP/s  "
               f"{limits['copy_gbs'][t]:5.1f} GB/s  {limits['triad_gbs'][t]:5.1f} GB/s")
     print()
 
@@ -268,10 +279,10 @@ def _rows(family, case, threads, samples, outputs, calls, info, limits, stamp) -
             "best_isa": info["best_isa"], "family": family, "case": case.name,
             "mode": case.mode, "threads": threads, "peer": name,
             "ms": _round(median[name] * 1e3), "rate": _round(rate), "unit": case.unit,
-            "pct_peak": _round(100 * rate / peak(limits, case.unit, threads)),
+            "pct_peak": _round(100 * rate / peak(limits, case.unit, threads, case.bf16)),
             "vs_fusedops": _round(median[name] / median["fusedops"]),
             "vs_best": _round(fastest_peer / median["fusedops"]) if name == "fusedops" else None,
-            "rel_err": _round(rel_err(outputs[name], outputs[REFERENCE])),
+            "rel_err": _round(rel_err(outputs[name], outputs[REFERENCE])), "tolerance": tolerance(case),
             "rounds": len(v), "calls_per_block": calls[name],
             "samples_ms": [_round(x * 1e3) for x in v],
         })
@@ -302,7 +313,7 @@ class _Table:
         return self._line([case.name, case.mode, threads, *times, f"{ours['rate']:.1f}",
                            f"{ours['pct_peak']:.0f}%", f"{ours['vs_best']:.2f}x",
                            f"{by_peer[REFERENCE]['vs_fusedops']:.2f}x",
-                           f"{err:.0e}" + (" !" if err > ERR_TOLERANCE else "")])
+                           f"{err:.0e}" + (" !" if err > tolerance(case) else "")])
 
     def footer(self, rows: List[dict]) -> str:
         lines = ["vs X = X's time / fusedops' time (> 1: fusedops is faster); best = the fastest "
@@ -313,9 +324,10 @@ class _Table:
             lines.append(f"geometric mean at {t} thread(s): vs best {_geomean(best):.2f}x, "
                          f"vs torch {_geomean(ref):.2f}x")
         wrong = sorted({f"{r['case']} {r['mode']}" for r in rows
-                        if r["peer"] == "fusedops" and r["rel_err"] > ERR_TOLERANCE})
+                        if r["peer"] == "fusedops" and r["rel_err"] > r["tolerance"]})
         if wrong:
-            lines.append(f"WRONG RESULTS (err > {ERR_TOLERANCE:g}): " + ", ".join(wrong))
+            lines.append(f"WRONG RESULTS (err > {ERR_TOLERANCE:g}, bf16 {BF16_ERR_TOLERANCE:g}): "
+                         + ", ".join(wrong))
         return "\n".join(lines)
 
 

@@ -92,6 +92,16 @@ PyObject* fma_peak(PyObject*, PyObject* args) {
   Py_END_ALLOW_THREADS return PyFloat_FromDouble(r);
 }
 
+// _bf16_peak_gflops(threads, seconds) -> float: sustained rate of the bf16 path in force.
+PyObject* bf16_peak(PyObject*, PyObject* args) {
+  int threads = 1;
+  double seconds = 0.2;
+  if (!PyArg_ParseTuple(args, "id", &threads, &seconds)) return nullptr;
+  double r;
+  Py_BEGIN_ALLOW_THREADS r = fusedops::cpu::bf16_peak_gflops(threads, seconds);
+  Py_END_ALLOW_THREADS return PyFloat_FromDouble(r);
+}
+
 // _empty_cache() -> int: frees the scratch, pool and loss caches; returns the bytes freed.
 PyObject* empty_cache(PyObject*, PyObject*) {
   size_t freed;
@@ -116,6 +126,7 @@ PyMethodDef methods[] = {
     {"_empty_cache", empty_cache, METH_NOARGS, "Free the kernels' caches; returns the bytes freed."},
     {"_cache_bytes", cache_bytes, METH_NOARGS, "Idle bytes held by each cache."},
     {"_fma_peak_gflops", fma_peak, METH_VARARGS, "Measured fp32 FMA peak (threads, seconds)."},
+    {"_bf16_peak_gflops", bf16_peak, METH_VARARGS, "Measured peak of the bf16 path in force (threads, seconds)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fusedops compiled kernels", -1, methods,

@@ -504,6 +504,40 @@ bool amx_available() { return amx_ready(); }
 // (without AMX, or without the OS's leave to use it, the vdpbf16ps kernel)
 void gemm_mixed_amx(const GemmMixedArgs& g) { amx_ready() ? run<true>(g) : run<false>(g); }
 
+double amx_peak_gflops(int threads, double seconds) {
+  if (!amx_ready()) return 0.0;
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    amx_begin();
+    alignas(64) static const uint16_t zeros[16 * 32] = {};
+    _tile_loadd(4, zeros, 64);
+    _tile_loadd(5, zeros, 64);
+    _tile_loadd(6, zeros, 64);
+    _tile_loadd(7, zeros, 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    int64_t iters = 0;
+    const double t0 = omp_get_wtime();
+    double t1 = t0;
+    while (t1 - t0 < seconds) {
+      for (int rep = 0; rep < 10000; ++rep) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      iters += 10000;
+      t1 = omp_get_wtime();
+    }
+    _tile_release();
+    total += double(iters) * 4 * 16 * 16 * 32 * 2 / (t1 - t0) / 1e9;
+  }
+  return total;
+}
+
 double dot_peak_gflops(int threads, double seconds) {
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)

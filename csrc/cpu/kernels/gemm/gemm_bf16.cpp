@@ -88,6 +88,17 @@ const char* bf16_path() {
   }
 }
 
+double bf16_peak_gflops(int threads, double seconds) {
+#if defined(__x86_64__)
+  switch (bf16_kernel()) {
+    case Bf16Kernel::amx: return avx512bf16::amx_peak_gflops(threads, seconds);
+    case Bf16Kernel::dot: return avx512bf16::dot_peak_gflops(threads, seconds);
+    default: break;
+  }
+#endif
+  return gemm_kernels<float>().fma_peak(threads, seconds);
+}
+
 void gemm_mixed_widened(const GemmMixedArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   GemmArgs<float> f;

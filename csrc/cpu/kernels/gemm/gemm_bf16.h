@@ -30,6 +30,9 @@ namespace fusedops::cpu {
 bool bf16_native();
 // Why: "native (avx512_bf16)", "widened: ..." with the reason; for cpu_info().
 const char* bf16_path();
+// The sustained rate of the bf16 path in force on `threads` threads, GFLOP/s (the fp32 FMA's
+// where bf16 is widened): the benchmarks' bf16 peak.
+double bf16_peak_gflops(int threads, double seconds);
 
 struct GemmMixedArgs {
   int64_t M = 0, N = 0, K = 0;
@@ -64,6 +67,7 @@ void gemm_mixed_reference(const GemmMixedArgs& args);
 namespace avx512bf16 {
 void gemm_mixed(const GemmMixedArgs& args);
 double dot_peak_gflops(int threads, double seconds);  // sustained vdpbf16ps rate
+double amx_peak_gflops(int threads, double seconds);  // sustained tdpbf16ps rate
 // Intel's AMX tile unit (tdpbf16ps, 32 x 32 tiles): whether the CPU has it and the OS lends
 // it to this process; the GEMM on it.
 bool amx_available();
