@@ -9,7 +9,7 @@
 // bf16, r_in = 2 * u16 when an fp32 operand is rounded to bf16 (the native path) else 0; 1.2
 // covers the activations' slopes (GELU's is below 1.13) and 1e-6 their vector approximations.
 // Also: the same bits on 1 to 4 threads, beta == 0 never reading C (NaN there does not leak),
-// K == 0, and a bf16 C past the one-step K limit.
+// K == 0, a bf16 C past the one-step K limit, and a C past the caches (streaming stores).
 #include <cinttypes>
 #include <cmath>
 #include <cstdarg>
@@ -223,6 +223,13 @@ void test_cases(bool native) {
            native);
   run_case({3, 37, 17000, DType::f32, DType::bf16, DType::bf16, DType::f32, Layout::cols, Layout::rows, 1.0f, 1.0f,
             BiasMode::per_col, Activation::none, true},
+           native);
+  // A C larger than the caches (its last stores stream, when 64-byte aligned), fp32 and bf16.
+  run_case({2100, 2112, 40, DType::bf16, DType::f32, DType::bf16, DType::f32, Layout::rows, Layout::cols, 1.0f,
+            0.0f, BiasMode::per_col, Activation::gelu_tanh, false},
+           native);
+  run_case({1100, 2112, 24, DType::bf16, DType::bf16, DType::f32, DType::bf16, Layout::rows, Layout::rows, 0.5f,
+            1.0f, BiasMode::per_row, Activation::none, true},
            native);
   // K == 0: C = beta * C, then the epilogue.
   for (float beta : {0.0f, 2.0f})

@@ -313,6 +313,63 @@ void finish(const GemmMixedArgs& g, const float* t, int64_t ldt, int64_t i0, int
   }
 }
 
+// finish() for a tile of NR = 32 whole columns, the last K step: with `stream`, rows whose 64
+// bytes (bf16) or 128 bytes (fp32) start on a cache line are stored around the caches (a C
+// larger than the caches is not read back soon, and a streaming store skips reading the line
+// it overwrites); the caller fences.
+void finish_cols32(const GemmMixedArgs& g, const float* t, int64_t i0, int64_t j0, int64_t m, bool first,
+                   bool stream) {
+  const float alpha = g.alpha, beta = g.beta;
+  const DType ct = g.c_type, bt = g.bias_type;
+  const BiasMode bm = g.bias_mode;
+  const Activation act = g.act;
+  const bool scale_c = first && beta != 0.0f, scale = alpha != 1.0f, add_c = !first;
+  const int64_t esz = elem_size(ct), ldc = g.ldc, ldp = g.ld_preact;
+  char* const c0 = static_cast<char*>(g.C) + (i0 * ldc + j0) * esz;
+  char* const p0 = g.preact ? static_cast<char*>(g.preact) + (i0 * ldp + j0) * esz : nullptr;
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  __m512 cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps();
+  if (bm == BiasMode::per_col) {
+    cb0 = load16(at(g.bias, bt, j0), bt, 0xffff);
+    cb1 = load16(at(g.bias, bt, j0 + 16), bt, 0xffff);
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    char* c = c0 + i * ldc * esz;
+    __m512 x0 = _mm512_load_ps(t + i * NR), x1 = _mm512_load_ps(t + i * NR + 16);
+    if (scale) x0 = _mm512_mul_ps(va, x0), x1 = _mm512_mul_ps(va, x1);
+    if (add_c) {
+      x0 = _mm512_add_ps(x0, _mm512_loadu_ps(reinterpret_cast<float*>(c)));
+      x1 = _mm512_add_ps(x1, _mm512_loadu_ps(reinterpret_cast<float*>(c) + 16));
+    } else if (scale_c) {
+      x0 = _mm512_fmadd_ps(vb, load16(c, ct, 0xffff), x0);
+      x1 = _mm512_fmadd_ps(vb, load16(c + 16 * esz, ct, 0xffff), x1);
+    }
+    if (bm == BiasMode::per_col) {
+      x0 = _mm512_add_ps(x0, cb0), x1 = _mm512_add_ps(x1, cb1);
+    } else if (bm == BiasMode::per_row) {
+      const __m512 rb = _mm512_set1_ps(load_as_float(g.bias, bt, i0 + i));
+      x0 = _mm512_add_ps(x0, rb), x1 = _mm512_add_ps(x1, rb);
+    }
+    if (p0) {
+      store16(p0 + i * ldp * esz, ct, 0xffff, x0);
+      store16(p0 + (i * ldp + 16) * esz, ct, 0xffff, x1);
+    }
+    if (act != Activation::none) x0 = act_vec<V>(x0, act), x1 = act_vec<V>(x1, act);
+    const bool line = stream && (reinterpret_cast<uintptr_t>(c) & 63) == 0;
+    if (ct == DType::bf16) {
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(narrow(x0)), narrow(x1), 1);
+      if (line) _mm512_stream_si512(reinterpret_cast<__m512i*>(c), both);
+      else _mm512_storeu_si512(c, both);
+    } else if (line) {
+      _mm512_stream_ps(reinterpret_cast<float*>(c), x0);
+      _mm512_stream_ps(reinterpret_cast<float*>(c) + 16, x1);
+    } else {
+      _mm512_storeu_ps(reinterpret_cast<float*>(c), x0);
+      _mm512_storeu_ps(reinterpret_cast<float*>(c) + 16, x1);
+    }
+  }
+}
+
 template <typename T>
 T* aligned(ScratchVec<T>& buf, size_t n) {
   const size_t pad = 64 / sizeof(T);
@@ -359,6 +416,9 @@ void run_blocked(const GemmMixedArgs& g) {
   const int64_t nc_max = ((g.N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
 
   const int nt = choose_threads(g);
+  // C (and the pre-activation) past twice the L2 of the threads: its last stores stream.
+  const bool stream = double(g.M) * double(g.N) * double(elem_size(g.c_type)) * (g.preact ? 2 : 1) >
+                      2.0 * double(ci.l2) * nt;
   // Row blocks of at most mc_max, at least two per thread when M allows (threads take them
   // from a counter: one that loses its core delays the call by a block); few row blocks split
   // the column panels too.
@@ -415,13 +475,17 @@ void run_blocked(const GemmMixedArgs& g) {
                 amx_microkernel(kp, reinterpret_cast<const uint16_t*>(Ap) + i0 * 2 * kp, 2 * kp, Bp + p * NR * kp, tile);
               else
                 microkernel(kp, Ap + i0 * kp, Bp + p * NR * kp, tile);
-              finish(g, tile, NR, ic + i0, j0, std::min<int64_t>(MRK, mcur - i0), n, first, last);
+              if (last && n == NR)
+                finish_cols32(g, tile, ic + i0, j0, std::min<int64_t>(MRK, mcur - i0), first, stream);
+              else
+                finish(g, tile, NR, ic + i0, j0, std::min<int64_t>(MRK, mcur - i0), n, first, last);
             }
           }
         }
       }
     }
     if constexpr (AMX) _tile_release();
+    if (stream) _mm_sfence();  // the streaming stores done before the region ends
   }
 }
 
