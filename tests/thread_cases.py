@@ -25,7 +25,7 @@ def _grads(out, inputs, seed=99):
     """Output, then the gradient of every input for a fixed random cotangent."""
     outs = out if isinstance(out, (tuple, list)) else (out,)
     g = torch.Generator().manual_seed(seed)
-    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    cot = [torch.randn(o.shape, generator=g).to(o.dtype) for o in outs]
     grads = torch.autograd.grad(outs, inputs, cot, allow_unused=True)
     return [o.detach() for o in outs] + [x for x in grads if x is not None]
 
@@ -128,6 +128,23 @@ def activations():
     return out
 
 
+def norm_bf16():  # bf16 activations, fp32 parameters and statistics
+    x, r, w, b = _inputs(15, (2051, 384), (2051, 384), (384,), (384,))
+    xb, rb = x.detach().bfloat16().requires_grad_(), r.detach().bfloat16().requires_grad_()
+    return (_grads(ops.layer_norm(xb, [384], w, b), [xb, w, b])
+            + _grads(ops.add_layer_norm(xb, rb, [384], w, b), [xb, rb, w, b]))
+
+
+def activations_bf16():
+    (x,) = _inputs(16, (1001, 999))
+    xb = x.detach().bfloat16().requires_grad_()
+    out = []
+    for f in (lambda t: ops.gelu(t, approximate="tanh"), ops.sigmoid, lambda t: ops.softmax(t, -1),
+              lambda t: ops.log_softmax(t, 0)):
+        out += _grads(f(xb), [xb])
+    return out
+
+
 def cross_entropy():
     (x,) = _inputs(14, (1031, 3001))
     t = torch.randint(0, 3001, (1031,), generator=torch.Generator().manual_seed(1))
@@ -202,7 +219,7 @@ def optimizers():
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
-    activations, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    activations, norm_bf16, activations_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}
 
 

@@ -1,0 +1,225 @@
+"""bf16 through the activation, softmax and LayerNorm families: bfloat16 tensors in, bfloat16
+out, fp32 arithmetic inside (statistics, sums, LayerNorm's parameters and their gradients in
+fp32), on every instruction set.
+
+Two checks per op:
+- The bf16 kernel equals the fp32 kernel run on the widened inputs with its outputs rounded to
+  bfloat16 once (round to nearest even), bit for bit: widening is exact and both run the same
+  arithmetic, so any difference is a bug in the storage path (a lost tail, a double rounding,
+  a wrong lane).
+- Against a float64 reference on the same bf16 inputs: |got - ref| <= u16 |ref| + the fp32
+  kernel's own error (64 u32 (|ref| + |x|) for pointwise ops; for reductions over n elements a budget
+  of n u32 times the scale of the terms), u16 = 2^-8 being bf16's unit roundoff.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fusedops import ops
+
+BF = torch.bfloat16
+U16, U32 = 2.0**-8, 2.0**-24
+
+POINTWISE = {
+    "gelu": (ops.gelu, F.gelu),
+    "gelu_tanh": (lambda x: ops.gelu(x, approximate="tanh"), lambda x: F.gelu(x, approximate="tanh")),
+    "relu": (ops.relu, F.relu),
+    "sigmoid": (ops.sigmoid, torch.sigmoid),
+    "tanh": (ops.tanh, torch.tanh),
+}
+SIZES = [0, 1, 7, 16, 17, 33, 1000, 70001]
+
+
+def rand(*shape, scale=3.0):
+    return (torch.randn(*shape, dtype=torch.float64) * scale).to(BF)
+
+
+def assert_bits(got, want, what):
+    assert got.dtype == BF and want.dtype == BF, what
+    diff = (got.view(torch.int16) != want.view(torch.int16)) & ~(got.isnan() & want.isnan())  # any NaN
+    assert not diff.any(), f"{what}: {int(diff.sum())} of {got.numel()} elements differ from the fp32 kernel rounded once"
+
+
+def assert_close(got, ref, what, rel, absol=1e-30):
+    err = (got.double() - ref).abs()
+    bound = rel * ref.abs() + absol
+    bad = err > bound
+    assert not bad.any(), f"{what}: {int(bad.sum())} elements past the budget, worst {float((err / bound).max()):.3g}x"
+
+
+@pytest.mark.parametrize("name", list(POINTWISE))
+@pytest.mark.parametrize("n", SIZES)
+def test_pointwise_forward_backward(isa, name, n):
+    f, tf = POINTWISE[name]
+    x = rand(n)
+    y = f(x)
+    assert y.dtype == BF and y.shape == x.shape
+    assert_bits(y, f(x.float()).to(BF), f"{name} forward n={n}")
+    # fp32 kernels' floor: 64 u32 at the input's scale (gelu of a large negative x underflows)
+    assert_close(y, tf(x.double()), f"{name} forward n={n}", U16 + 64 * U32, 64 * U32 * x.double().abs() + 1e-37)
+    # the backward reads the input (gelu) or the output (the others) in bf16
+    xr = x.clone().requires_grad_()
+    g = rand(n, scale=1.0)
+    (gx,) = torch.autograd.grad(f(xr), xr, g)
+    x32 = x.float().requires_grad_()
+    (gx32,) = torch.autograd.grad(f(x32), x32, g.float())
+    assert gx.dtype == BF
+    if name in ("gelu", "gelu_tanh", "relu"):  # from the same saved values in both precisions
+        assert_bits(gx, gx32.to(BF), f"{name} backward n={n}")
+    xd = x.double().requires_grad_()
+    (gd,) = torch.autograd.grad(tf(xd), xd, g.double())
+    # sigmoid / tanh differentiate through their bf16-rounded output: one more u16 of the output
+    slack = 0.0 if name in ("gelu", "gelu_tanh", "relu") else 3 * U16
+    assert_close(gx, gd, f"{name} backward n={n}", U16 + 64 * U32 + slack, (slack + 64 * U32) * g.double().abs() + 1e-37)
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu", "sigmoid", "tanh"])
+def test_pointwise_special_values_and_layouts(isa, name):
+    f, _ = POINTWISE[name]
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-38, -3e38, 3e38], dtype=BF)
+    assert_bits(f(x), f(x.float()).to(BF), f"{name} special values")
+    assert torch.isnan(f(x)[0])
+    base = rand(9, 14)
+    for view in (base.T, base[:, ::3], base.expand(2, 9, 14), base[3:3]):
+        assert_bits(f(view), f(view.float()).to(BF), f"{name} on a {tuple(view.stride())} view")
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape,dim", [((1, 1), -1), ((3, 17), -1), ((4, 1000), -1), ((2, 5, 33), 1),
+                                       ((2, 5, 33), 0), ((7, 3, 16), 1), ((0, 5), -1), ((6,), 0)])
+def test_softmax(isa, name, shape, dim):
+    f = getattr(ops, name)
+    x = rand(*shape)
+    y = f(x, dim)
+    assert y.dtype == BF
+    assert_bits(y, f(x.float(), dim).to(BF), f"{name} {shape} dim {dim}")
+    ref = getattr(torch, name)(x.double(), dim)
+    D = shape[dim]
+    if name == "softmax":
+        assert_close(y, ref, f"{name} {shape}", U16 + (D + 64) * U32, 1e-37)
+    else:  # log_softmax: the error is absolute, at the scale of log(sum) and the row's range
+        err = (y.double() - ref).abs().max().item() if y.numel() else 0.0
+        assert err <= U16 * (ref.abs().max().item() if y.numel() else 0) + (D + 64) * U32 * 10, f"{name} {shape}"
+    g = rand(*shape, scale=1.0)
+    gx = torch.ops.fusedops.__getattr__(f"{name}_backward")(g, y, dim)
+    gx32 = torch.ops.fusedops.__getattr__(f"{name}_backward")(g.float(), y.float(), dim)
+    assert_bits(gx, gx32.to(BF), f"{name} backward {shape}")
+
+
+def test_softmax_special_rows(isa):
+    x = torch.tensor([[0.0, 1.0, float("nan")], [-float("inf")] * 3, [1.0, float("inf"), 2.0], [3e38, -3e38, 0.0]], dtype=BF)
+    for name in ("softmax", "log_softmax"):
+        f = getattr(ops, name)
+        torch.testing.assert_close(f(x, -1), f(x.float(), -1).to(BF), equal_nan=True, rtol=0, atol=0)
+
+
+NORM_SHAPES = [(1, 1), (3, 7), (4, 16), (5, 33), (2, 3, 129), (8, 768), (0, 12), (17, 1)]
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+@pytest.mark.parametrize("wdtype", [torch.float32, BF, None])
+def test_layer_norm(isa, shape, wdtype):
+    N = shape[-1]
+    x = rand(*shape) + 5  # an offset the mean must not lose precision to
+    w = b = None
+    if wdtype is not None:
+        w = torch.randn(N, dtype=torch.float64).to(wdtype).requires_grad_()
+        b = torch.randn(N, dtype=torch.float64).to(wdtype).requires_grad_()
+    y = ops.layer_norm(x, (N,), w, b, 1e-5)
+    assert y.dtype == BF
+    w32 = None if w is None else w.detach().float()
+    b32 = None if b is None else b.detach().float()
+    assert_bits(y, ops.layer_norm(x.float(), (N,), w32, b32, 1e-5).to(BF), f"layer_norm {shape}")
+    wd = None if w is None else w.detach().double()
+    bd = None if b is None else b.detach().double()
+    ref = F.layer_norm(x.double(), (N,), wd, bd, 1e-5)
+    scale = (wd.abs().max().item() if wd is not None else 1.0) * 4 + (bd.abs().max().item() if bd is not None else 0)
+    assert_close(y, ref, f"layer_norm {shape}", U16, (N + 64) * U32 * scale * 16)
+    if x.numel() == 0:
+        return
+    xr = x.clone().requires_grad_()
+    g = rand(*shape, scale=1.0)
+    params = [t for t in (w, b) if t is not None]
+    grads = torch.autograd.grad(ops.layer_norm(xr, (N,), w, b, 1e-5), [xr, *params], g)
+    assert grads[0].dtype == BF
+    for t, gt in zip(params, grads[1:]):
+        assert gt.dtype == t.dtype
+    # the same gradients as the fp32 kernel on the widened tensors (dx rounded once)
+    x32 = x.float().requires_grad_()
+    p32 = [t.detach().float().requires_grad_() for t in params]
+    grads32 = torch.autograd.grad(ops.layer_norm(x32, (N,), *(p32 + [None] * (2 - len(p32))), 1e-5), [x32, *p32], g.float())
+    assert_bits(grads[0], grads32[0].to(BF), f"layer_norm dx {shape}")
+    for gt, g32 in zip(grads[1:], grads32[1:]):
+        assert torch.equal(gt.float() if gt.dtype == torch.float32 else gt, g32 if gt.dtype == torch.float32 else g32.to(BF))
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_add_layer_norm(isa, shape):
+    N = shape[-1]
+    x, r = rand(*shape), rand(*shape)
+    w, b = torch.randn(N), torch.randn(N)
+    y, s = ops.add_layer_norm(x, r, (N,), w, b, 1e-5)
+    assert y.dtype == BF and s.dtype == BF
+    # the sum as torch's bf16 add rounds it, and the norm of that rounded sum
+    assert torch.equal(s, x + r)
+    assert_bits(y, ops.layer_norm((x + r).float(), (N,), w, b, 1e-5).to(BF), f"add_layer_norm {shape}")
+    if x.numel() == 0:
+        return
+    xr, rr = x.clone().requires_grad_(), r.clone().requires_grad_()
+    y, s = ops.add_layer_norm(xr, rr, (N,), w, b, 1e-5)
+    gy, gs = rand(*shape, scale=1.0), rand(*shape, scale=1.0)
+    gx, gr = torch.autograd.grad((y, s), (xr, rr), (gy, gs))
+    assert gx.dtype == BF and torch.equal(gx, gr)
+    s32 = (x + r).float().requires_grad_()
+    (ds,) = torch.autograd.grad(ops.layer_norm(s32, (N,), w, b, 1e-5), s32, gy.float())
+    want = (ds + gs.float()).to(BF)
+    # dx adds grad_sum in fp32 before its one rounding
+    assert_bits(gx, want, f"add_layer_norm dx {shape}")
+
+
+def test_layer_norm_non_contiguous(isa):
+    base = rand(12, 40)
+    x = base.T  # [40, 12], normalised over 12 strided elements
+    w = torch.randn(12)
+    assert_bits(ops.layer_norm(x, (12,), w, None, 1e-5), ops.layer_norm(x.float(), (12,), w, None, 1e-5).to(BF), "strided")
+
+
+def test_layer_norm_bad_parameter_dtype_names_it():
+    x = rand(3, 8)
+    with pytest.raises(TypeError, match=r"fusedops\.layer_norm: weight must be bfloat16 or float32 when input is bfloat16"):
+        ops.layer_norm(x, (8,), torch.ones(8, dtype=torch.float64), None, 1e-5)
+    with pytest.raises(TypeError, match=r"fusedops\.gelu: input must be float32, float64 or bfloat16"):
+        ops.gelu(torch.ones(3, dtype=torch.float16).to(torch.int32))
+    with pytest.raises(TypeError, match=r"residual must have the dtype of input"):
+        ops.add_layer_norm(x, x.float(), (8,), None, None, 1e-5)
+
+
+AUTOCAST_CASES = {
+    "gelu": (lambda x: ops.gelu(x), lambda x: F.gelu(x)),
+    "relu": (lambda x: ops.relu(x), lambda x: F.relu(x)),
+    "tanh": (lambda x: ops.tanh(x), lambda x: torch.tanh(x)),
+    "softmax": (lambda x: ops.softmax(x, -1), lambda x: F.softmax(x, -1)),
+    "log_softmax": (lambda x: ops.log_softmax(x, -1), lambda x: F.log_softmax(x, -1)),
+    "layer_norm": (lambda x: ops.layer_norm(x, (24,), torch.ones(24), torch.zeros(24), 1e-5),
+                   lambda x: F.layer_norm(x, (24,), torch.ones(24), torch.zeros(24), 1e-5)),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTOCAST_CASES))
+@pytest.mark.parametrize("dtype", [BF, torch.float32])
+def test_autocast_keeps_the_input_dtype_as_torch(name, dtype):
+    ours, theirs = AUTOCAST_CASES[name]
+    x = rand(5, 24).to(dtype)
+    with torch.autocast("cpu", dtype=BF):
+        got, want = ours(x), theirs(x)
+    assert got.dtype == want.dtype == dtype
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 * U16, atol=1e-2 if dtype == BF else 1e-5)
+
+
+def test_autocast_add_layer_norm_promotes_mixed_inputs():
+    x, r = rand(4, 16), torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=BF):
+        y, s = ops.add_layer_norm(x, r, (16,), torch.ones(16), torch.zeros(16), 1e-5)
+        want_s = x + r
+    assert s.dtype == y.dtype == want_s.dtype == torch.float32
+    torch.testing.assert_close(s, want_s)
