@@ -223,3 +223,84 @@ def test_autocast_add_layer_norm_promotes_mixed_inputs():
         want_s = x + r
     assert s.dtype == y.dtype == want_s.dtype == torch.float32
     torch.testing.assert_close(s, want_s)
+
+
+# ---- attention -------------------------------------------------------------------------------
+
+ATTN_CASES = [  # (B, H, L, S, E, Ev, causal, mask)
+    (1, 1, 1, 1, 1, 1, False, None),
+    (2, 3, 17, 17, 8, 8, True, None),
+    (1, 2, 33, 70, 64, 40, False, "bool"),
+    (2, 2, 65, 65, 64, 64, True, "float"),
+    (1, 1, 5, 0, 4, 4, False, None),
+]
+
+
+def _attn_inputs(B, H, L, S, E, Ev, mask):
+    q, k, v = rand(B, H, L, E, scale=1.0), rand(B, H, S, E, scale=1.0), rand(B, H, S, Ev, scale=1.0)
+    m = None
+    if mask == "bool":
+        m = torch.rand(L, S) > 0.3
+    elif mask == "float":
+        m = rand(L, S, scale=1.0)
+    return q, k, v, m
+
+
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_attention_forward_backward(isa, case):
+    B, H, L, S, E, Ev, causal, mask = case
+    q, k, v, m = _attn_inputs(B, H, L, S, E, Ev, mask)
+    sdpa = torch.ops.fusedops.scaled_dot_product_attention
+    bwd = torch.ops.fusedops.scaled_dot_product_attention_backward
+    out, lse = sdpa(q, k, v, m, 0.0, causal, None, False, None)
+    assert out.dtype == BF and lse.dtype == torch.float32
+    m32 = m.float() if m is not None and m.dtype == BF else m
+    out32, lse32 = sdpa(q.float(), k.float(), v.float(), m32, 0.0, causal, None, False, None)
+    # the same arithmetic on the widened operands, rounded once
+    assert_bits(out, out32.to(BF), f"attention out {case}")
+    assert torch.equal(lse, lse32)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                         None if m is None else m.double() if m.dtype == BF else m,
+                                         is_causal=causal)
+    if S > 0 and out.numel():
+        # |P V| <= max |v|: a u16 rounding of the output plus fp32 sums over S keys
+        vmax = v.double().abs().max().item()
+        err = (out.double() - ref).abs().max().item()
+        assert err <= U16 * vmax + (S + E + 64) * U32 * 8 * vmax, f"attention out {case}: {err}"
+    g = rand(B, H, L, Ev, scale=1.0)
+    grads = bwd(g, q, k, v, out, lse, m, 0.0, causal, None, False, None, [True, True, True])
+    grads32 = bwd(g.float(), q.float(), k.float(), v.float(), out.float(), lse, m32, 0.0, causal, None, False,
+                  None, [True, True, True])
+    for name, gt, g32 in zip("qkv", grads, grads32):
+        assert gt.dtype == BF
+        assert_bits(gt, g32.to(BF), f"attention d{name} {case}")
+
+
+def test_attention_gqa_and_strided_views():
+    q = rand(2, 7, 4, 16).transpose(1, 2)  # [2, 4, 7, 16], strided
+    k = rand(2, 2, 9, 16, scale=1.0)
+    v = rand(2, 2, 9, 16, scale=1.0)
+    got = ops.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    want = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), enable_gqa=True)
+    assert got.dtype == BF
+    assert (got.double() - want).abs().max().item() <= 2 * U16 * v.double().abs().max().item()
+    qr, kr, vr = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    gk = torch.autograd.grad(ops.scaled_dot_product_attention(qr, kr, vr, enable_gqa=True), kr,
+                             torch.ones(2, 4, 7, 16, dtype=BF))[0]
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    gkd = torch.autograd.grad(F.scaled_dot_product_attention(qd, kd, vd, enable_gqa=True), kd,
+                              torch.ones(2, 4, 7, 16, dtype=torch.float64))[0]
+    assert gk.dtype == BF
+    # per query head rounded to bf16, then summed over the two heads sharing a key head
+    assert (gk.double() - gkd).abs().max().item() <= 4 * U16 * gkd.abs().max().item() + 1e-6
+
+
+def test_attention_autocast_runs_bf16_like_torch():
+    q, k, v = torch.randn(2, 3, 20, 8), torch.randn(2, 3, 20, 8), torch.randn(2, 3, 20, 8)
+    with torch.autocast("cpu", dtype=BF):
+        got = ops.scaled_dot_product_attention(q, k, v, is_causal=True)
+        want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert got.dtype == want.dtype == BF
+    plain = ops.scaled_dot_product_attention(q.to(BF), k.to(BF), v.to(BF), is_causal=True)
+    assert torch.equal(got, plain)  # autocast rounds q, k, v to bf16 and runs the bf16 kernel
+    torch.testing.assert_close(got.float(), want.float(), rtol=4 * U16, atol=4 * U16)

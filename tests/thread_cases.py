@@ -135,6 +135,12 @@ def norm_bf16():  # bf16 activations, fp32 parameters and statistics
             + _grads(ops.add_layer_norm(xb, rb, [384], w, b), [xb, rb, w, b]))
 
 
+def attention_bf16():  # q, k, v widened while packed; dQ of one head split over key-block groups
+    q, k, v = _inputs(17, (1, 2, 200, 64), (1, 2, 200, 64), (1, 2, 200, 64))
+    qb, kb, vb = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
+    return _grads(ops.scaled_dot_product_attention(qb, kb, vb, is_causal=True), [qb, kb, vb])
+
+
 def activations_bf16():
     (x,) = _inputs(16, (1001, 999))
     xb = x.detach().bfloat16().requires_grad_()
@@ -219,7 +225,7 @@ def optimizers():
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
-    activations, norm_bf16, activations_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}
 
 
