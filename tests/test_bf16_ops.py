@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fusedops
 from fusedops import ops
 
 BF = torch.bfloat16
@@ -304,3 +305,59 @@ def test_attention_autocast_runs_bf16_like_torch():
     plain = ops.scaled_dot_product_attention(q.to(BF), k.to(BF), v.to(BF), is_causal=True)
     assert torch.equal(got, plain)  # autocast rounds q, k, v to bf16 and runs the bf16 kernel
     torch.testing.assert_close(got.float(), want.float(), rtol=4 * U16, atol=4 * U16)
+
+
+# ---- linear_cross_entropy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("N,K,V", [(1, 1, 1), (7, 33, 65), (300, 64, 1000), (0, 8, 5)])
+@pytest.mark.parametrize("wdtype", [torch.float32, BF])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_cross_entropy(N, K, V, wdtype, reduction):
+    x = rand(N, K, scale=1.0)
+    w = (torch.randn(V, K, dtype=torch.float64) * 0.3).to(wdtype)
+    b = (torch.randn(V, dtype=torch.float64) * 0.1).to(wdtype)
+    t = torch.randint(0, V, (N,))
+    if N > 2:
+        t[1] = -100
+    xr, wr, br = (u.clone().requires_grad_() for u in (x, w, b))
+    loss = ops.linear_cross_entropy(xr, wr, t, br, reduction=reduction)
+    assert loss.dtype == torch.promote_types(BF, wdtype)
+    # reference: float64 logits of the bf16-rounded operands (the products the native kernel
+    # forms; the widening path uses an fp32 weight unrounded: 2 u16 of the logits' scale more);
+    # the bias is added in fp32 as it is
+    xd, wd = (u.detach().to(BF).double().requires_grad_() for u in (x, w))
+    bd = b.detach().double().requires_grad_()
+    ref = F.cross_entropy(F.linear(xd, wd, bd), t, reduction=reduction)
+    if N == 0:
+        return
+    logit_scale = (xd.abs() @ wd.abs().T).max().item() + bd.abs().max().item()
+    # per row: fp32 sums of K products and the log-sum-exp over V; a sum adds N rows' errors
+    rows = N if reduction == "sum" else 1
+    widened = fusedops.cpu_info()["bf16"].startswith("widened")
+    per_row = ((K + 8) * U32 * 4 + (2 * U16 if widened and wdtype == torch.float32 else 0)) * logit_scale \
+        + 64 * U32 * (ref.abs().max().item() / rows + 1)
+    tol = rows * per_row + (U16 * ref.abs().max().item() if loss.dtype == BF else 0.0)
+    assert (loss.double() - ref).abs().max().item() <= tol, reduction
+    g = torch.ones_like(loss) if reduction != "none" else rand(N, scale=1.0).to(loss.dtype)
+    gx, gw, gb = torch.autograd.grad(loss, (xr, wr, br), g)
+    rx, rw, rb = torch.autograd.grad(ref, (xd, wd, bd), g.double())
+    assert gx.dtype == BF and gw.dtype == wdtype and gb.dtype == wdtype
+    # dlogits rounded to bf16 for the products on the native path: a u16 of the terms
+    for got, want, what in ((gx, rx, "dx"), (gw, rw, "dw"), (gb, rb, "db")):
+        scale = want.abs().max().item() + 1e-30
+        assert (got.double() - want).abs().max().item() <= 8 * U16 * scale, what
+
+
+def test_linear_cross_entropy_autocast_reads_the_master_weight():
+    x, w = torch.randn(50, 32), torch.randn(97, 32, requires_grad=True)
+    t = torch.randint(0, 97, (50,))
+    with torch.autocast("cpu", dtype=BF):
+        loss = ops.linear_cross_entropy(x, w, t)
+        want = F.cross_entropy(F.linear(x, w), t)
+    assert loss.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(loss, want, rtol=2e-2, atol=2e-2)
+    (gw,) = torch.autograd.grad(loss, w)
+    assert gw.dtype == torch.float32
+    plain = ops.linear_cross_entropy(x.to(BF), w, t)  # what autocast runs: bf16 x, fp32 w
+    assert torch.equal(loss, plain)
