@@ -8,7 +8,7 @@ FLOPs are torch's flop-counter formulas (torch.utils.flop_counter): forward 2 pr
 cases those counts are scaled by the fraction of (query, key) pairs that are visible,
 (T + 1) / (2 T), so GFLOP/s and % of peak measure arithmetic actually needed.
 
-`python -m benchmarks.bench_attention --memory` prints the peak memory of one forward +
+`python -m fusedops.benchmarks.bench_attention --memory` prints the peak memory of one forward +
 backward at B=1 H=8 T=2048 D=128 (causal and not) for both peers: each runs in a fresh
 process, and the number is the growth of the process's peak resident set (ru_maxrss) over the
 resident set just before the step, with the inputs and the output gradient already allocated
