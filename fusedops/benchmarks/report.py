@@ -7,6 +7,7 @@ machine kind; the report rewrites what lies between them and nothing else.
 """
 import argparse
 import importlib
+import math
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -51,7 +52,9 @@ def _num(x: Optional[float], digits: int = 3) -> str:
     """A number to `digits` significant digits, thousands separated, without exponent."""
     if x is None:
         return "-"
-    decimals = max(0, digits - 1 - len(str(int(abs(x)))) + (1 if abs(x) < 1 else 0))
+    if x == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
     return f"{x:,.{decimals}f}"
 
 
@@ -64,22 +67,30 @@ def _ratio(row: Optional[Row]) -> str:
     return text
 
 
+def _runs(rows: List[Row]) -> List[str]:
+    """The timestamps of the runs the rows come from, oldest first."""
+    return sorted({r["timestamp"] for r in rows})
+
+
 def _caption(kind: str, rows: List[Row]) -> str:
-    runs = sorted({(r["timestamp"], r["fusedops"], r["commit"] or "", r["torch"]) for r in rows})
-    when = "; ".join(f"{t[:16].replace('T', ' ')} UTC, fusedops {v}{' ' + c if c else ''}, "
-                     f"torch {tv}" for t, v, c, tv in runs)
-    cpu = {r["cpu"] for r in rows}
+    runs = _runs(rows)
+    described = []
+    for i, stamp in enumerate(runs, 1):
+        r = next(r for r in rows if r["timestamp"] == stamp)
+        text = (f"{stamp[:16].replace('T', ' ')} UTC, fusedops {r['fusedops']}"
+                f"{' (' + r['commit'] + ')' if r['commit'] else ''}, torch {r['torch']}"
+                + (f", load {r['load']:g}" if r["load"] is not None else ""))
+        described.append(f"run {i}: {text}" if len(runs) > 1 else f"run {text}")
     peaks = []
     for t in sorted({r["threads"] for r in rows}):
-        at = [r for r in rows if r["threads"] == t]
-        newest_row = max(at, key=lambda r: r["timestamp"])
-        parts = [f"fp32 {_num(newest_row['fp32_peak_gflops'])}"]
-        if newest_row["bf16_peak_gflops"] is not None:
-            parts.append(f"bf16 {_num(newest_row['bf16_peak_gflops'])}")
-        parts.append(f"triad {_num(newest_row['triad_gbs'])} GB/s")
-        peaks.append(f"{t} thread{'s' if t > 1 else ''}: " + ", ".join(parts))
-    return (f"**{kind}** ({', '.join(sorted(cpu))}); run{'s' if len(runs) > 1 else ''}: {when}. "
-            f"Measured peaks (GFLOP/s): {'; '.join(peaks)}.")
+        r = max((r for r in rows if r["threads"] == t), key=lambda r: r["timestamp"])
+        parts = [f"fp32 {_num(r['fp32_peak_gflops'])} GFLOP/s"]
+        if r["bf16_peak_gflops"] is not None:
+            parts.append(f"bf16 {_num(r['bf16_peak_gflops'])} GFLOP/s")
+        parts.append(f"triad {_num(r['triad_gbs'])} GB/s")
+        peaks.append(f"{', '.join(parts)} at {t} thread{'s' if t > 1 else ''}")
+    cpus = ", ".join(sorted({r["cpu"] for r in rows}))
+    return (f"**{kind}** ({cpus}); {'; '.join(described)}. Measured peaks: {'; '.join(peaks)}.")
 
 
 def table(family: str, kind: str, rows: List[Row], family_goals: Dict[tuple, float]) -> str:
@@ -87,26 +98,31 @@ def table(family: str, kind: str, rows: List[Row], family_goals: Dict[tuple, flo
     peers = list(OrderedDict.fromkeys(r["peer"] for r in rows))
     cases = list(OrderedDict.fromkeys((r["case"], r["mode"], r["threads"]) for r in rows))
     by = {(r["case"], r["mode"], r["threads"], r["peer"]): r for r in rows}
-    units = "/".join(sorted({r["unit"] for r in rows}))
+    units = sorted({r["unit"] for r in rows})
     memory = any(r["fusedops_mem_mib"] is not None for r in rows)
+    runs = _runs(rows)
     head = (["case", "mode", "threads", "fusedops ms"] + [f"{p} ms" for p in peers]
-            + [units, "% peak"] + [f"vs {p} (p20-p80)" for p in peers])
+            + [units[0] if len(units) == 1 else "rate", "% peak"]
+            + [f"vs {p} (p20-p80)" for p in peers])
     if memory:
         head.append("MiB " + " / ".join(["fusedops", *peers]))
     if family_goals:
         head.append("goal")
+    if len(runs) > 1:
+        head.append("run")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, mode, threads in cases:
         row = {p: by.get((case, mode, threads, p)) for p in peers}
         any_row = next(r for r in row.values() if r is not None)
         cells = [case, mode, str(threads), _num(any_row["fusedops_ms"])]
         cells += [_num(r["peer_ms"]) if r else "-" for r in row.values()]
-        cells += [_num(any_row["fusedops_rate"]), f"{any_row['fusedops_pct_peak']:.0f}%"]
+        rate = _num(any_row["fusedops_rate"]) + (f" {any_row['unit']}" if len(units) > 1 else "")
+        cells += [rate, f"{any_row['fusedops_pct_peak']:.0f}%"]
         cells += [_ratio(r) for r in row.values()]
         if memory:
             mems = [any_row["fusedops_mem_mib"]] + [r["peer_mem_mib"] if r else None
                                                    for r in row.values()]
-            cells.append(" / ".join(_num(m, 2) for m in mems))
+            cells.append(" / ".join(_num(m) for m in mems))
         if family_goals:
             met = []
             for p, r in row.items():
@@ -114,6 +130,8 @@ def table(family: str, kind: str, rows: List[Row], family_goals: Dict[tuple, flo
                 if goal is not None and r is not None:
                     met.append(f"vs {p} >= {goal:g}: " + ("met" if r["ratio"] >= goal else "**missed**"))
             cells.append("; ".join(met))
+        if len(runs) > 1:
+            cells.append(str(runs.index(any_row["timestamp"]) + 1))
         if any_row["rel_err"] is not None and any_row["rel_err"] > any_row["tolerance"]:
             cells[0] += " (**wrong result**)"
         lines.append("| " + " | ".join(cells) + " |")
@@ -178,8 +196,8 @@ def plot(family: str, rows: List[Row], path: Path) -> None:
         ax.set_title(kind, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
-    axes[-1, 0].set_xlabel("peer's time / fusedops' time (median, bars p20-p80 of the per-round "
-                           "ratios); > 1: fusedops is faster")
+    axes[-1, 0].set_xlabel("peer's median time / fusedops' (bars: p20-p80 spread); "
+                           "> 1: fusedops is faster", fontsize=9)
     fig.suptitle(f"{family}: fusedops against its peers", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

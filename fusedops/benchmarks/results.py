@@ -42,10 +42,9 @@ FIELDS = {
     "peer_ms": "the peer's median milliseconds per call",
     "peer_p20_ms": "20th percentile of the peer's per-round times",
     "peer_p80_ms": "80th percentile of the peer's per-round times",
-    "ratio": "median over the rounds of the peer's time / fusedops' time in the same round "
-             "(paired, so a slow moment slows both): above 1, fusedops is faster",
-    "ratio_p20": "20th percentile of the per-round ratios",
-    "ratio_p80": "80th percentile of the per-round ratios",
+    "ratio": "peer_ms / fusedops_ms: above 1, fusedops is faster",
+    "ratio_p20": "peer_p20_ms / fusedops_p80_ms: the low end of the ratio's spread",
+    "ratio_p80": "peer_p80_ms / fusedops_p20_ms: the high end of the ratio's spread",
     "fusedops_rate": "fusedops' GFLOP/s or GB/s at its median",
     "peer_rate": "the peer's GFLOP/s or GB/s at its median",
     "fusedops_pct_peak": "fusedops_rate as a percentage of the peak that applies (fp32, bf16 or triad)",
@@ -71,15 +70,14 @@ def percentiles(samples: Sequence[float]):
 
 def comparison(ours: Sequence[float], theirs: Sequence[float]) -> dict:
     """The timing fields of a row from per-round seconds per call of fusedops and a peer (the
-    same rounds, in order). The ratio is paired: the median of the rounds' ratios, which may
-    differ a little from the ratio of the two medians."""
+    same rounds, in order). The ratio's spread runs from the peer's p20 over our p80 to the
+    peer's p80 over our p20, so it always holds the ratio of the medians."""
     o20, o50, o80 = percentiles(ours)
     p20, p50, p80 = percentiles(theirs)
-    r20, r50, r80 = percentiles([t / o for o, t in zip(ours, theirs)])
     return {"fusedops_ms": rnd(o50 * 1e3), "fusedops_p20_ms": rnd(o20 * 1e3),
             "fusedops_p80_ms": rnd(o80 * 1e3), "peer_ms": rnd(p50 * 1e3),
             "peer_p20_ms": rnd(p20 * 1e3), "peer_p80_ms": rnd(p80 * 1e3),
-            "ratio": rnd(r50), "ratio_p20": rnd(r20), "ratio_p80": rnd(r80),
+            "ratio": rnd(p50 / o50), "ratio_p20": rnd(p20 / o80), "ratio_p80": rnd(p80 / o20),
             "fusedops_samples_ms": " ".join(str(rnd(x * 1e3)) for x in ours),
             "peer_samples_ms": " ".join(str(rnd(x * 1e3)) for x in theirs)}
 
