@@ -131,7 +131,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=f"python -m fusedops.benchmarks.bench_attention",
+        prog="python -m fusedops.benchmarks.bench_attention",
         description="--memory prints the peak memory of one attention forward + backward (B=1 H=8 T=2048 D=128, causal and full) for each peer, each in a fresh process. The timed cases run with "
         "`python -m fusedops.benchmarks attention`.")
     parser.add_argument("--memory", action="store_true", help="print the peak memory (required)")

@@ -120,7 +120,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=f"python -m fusedops.benchmarks.bench_loss",
+        prog="python -m fusedops.benchmarks.bench_loss",
         description="--memory prints the peak extra memory of one linear + cross-entropy forward + backward (4096x768x50304) for each peer, each in a fresh process. The timed cases run with "
         "`python -m fusedops.benchmarks loss`.")
     parser.add_argument("--memory", action="store_true", help="print the peak memory (required)")

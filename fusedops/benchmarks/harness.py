@@ -132,7 +132,7 @@ def machine(info: dict) -> dict:
     cpu_id = (f"{vendor} family {family} model {model} stepping {cpu.get('stepping', '?')}"
               if family and model else "")
     flags = set(cpu.get("flags", "").split())
-    kind = " ".join(name.replace("(R)", "").replace("(TM)", "").replace(" CPU", "").split())
+    kind = " ".join(name.replace("(R)", "").replace("(TM)", "").split())
     if vendor == "AuthenticAMD" and family and model:
         fam, mod = int(family), int(model)
         zen = {0x17: "Zen2" if mod >= 0x30 else "Zen", 0x1A: "Zen5",

@@ -227,6 +227,8 @@ def main(argv: List[str], prog: str) -> None:
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if the README's tables differ from the results")
     args = p.parse_args(argv)
+    if args.readme and not args.readme.is_file():
+        p.error(f"--readme {args.readme}: no such file")
     data = load(args.results)
     if not data:
         p.error(f"no results files (<family>.csv) in {args.results}")
