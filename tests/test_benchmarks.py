@@ -273,3 +273,25 @@ def test_missing_threadpoolctl_is_said_loudly(tmp_path):
     stdout, rows = _tiny_run(tmp_path, ["sys.modules['threadpoolctl'] = None"])
     assert "WARNING: numpy/OpenBLAS peer NOT MEASURED: threadpoolctl is missing" in stdout
     assert {r["peer"] for r in rows} == {"torch"}
+
+
+def test_gpu_report_rows_use_the_results_format(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_report", REPO / "benchmarks" / "gpu_report.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    info = {"timestamp": "2026-01-01T00:00:00+00:00", "machine_kind": "NVIDIA H100 (sm_90)",
+            "cpu": "NVIDIA H100", "cpu_id": "CUDA 12.8, 132 SMs", "cores": 132, "isa": "sm_90",
+            "torch": "2.13.0", "fusedops": "0.3.0", "commit": None}
+    samples = {"fusedops": [0.001, 0.0011, 0.0012], "torch": [0.002, 0.0021, 0.0022]}
+    row = gpu.make_row(info, "matmul 4096x4096x4096", "fwd", "float16", 2 * 4096**3, samples,
+                       {"fusedops": 96.0, "torch": 128.0}, 1e-3)
+    results.append(tmp_path / "gpu.csv", [row])
+    back = results.read(tmp_path / "gpu.csv")[0]
+    assert back["case"] == "matmul 4096x4096x4096 float16" and back["family"] == "gpu"
+    assert back["ratio"] == pytest.approx(2.1 / 1.1, rel=1e-4)
+    assert back["fusedops_rate"] == pytest.approx(2 * 4096**3 / 0.0011 / 1e9, rel=1e-4)
+    assert back["fusedops_mem_mib"] == 96.0 and back["tolerance"] == 3e-2
+    text = report.family_markdown("gpu", [back])
+    assert "**NVIDIA H100 (sm_90)**" in text and "Peaks not measured." in text and "| - |" in text

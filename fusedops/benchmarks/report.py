@@ -84,13 +84,14 @@ def _caption(kind: str, rows: List[Row]) -> str:
     peaks = []
     for t in sorted({r["threads"] for r in rows}):
         r = max((r for r in rows if r["threads"] == t), key=lambda r: r["timestamp"])
-        parts = [f"fp32 {_num(r['fp32_peak_gflops'])} GFLOP/s"]
-        if r["bf16_peak_gflops"] is not None:
-            parts.append(f"bf16 {_num(r['bf16_peak_gflops'])} GFLOP/s")
-        parts.append(f"triad {_num(r['triad_gbs'])} GB/s")
-        peaks.append(f"{', '.join(parts)} at {t} thread{'s' if t > 1 else ''}")
+        parts = [f"{name} {_num(r[key])} {unit}" for name, key, unit in (
+            ("fp32", "fp32_peak_gflops", "GFLOP/s"), ("bf16", "bf16_peak_gflops", "GFLOP/s"),
+            ("triad", "triad_gbs", "GB/s")) if r[key] is not None]
+        if parts:
+            peaks.append(f"{', '.join(parts)} at {t} thread{'s' if t > 1 else ''}")
     cpus = ", ".join(sorted({r["cpu"] for r in rows}))
-    return (f"**{kind}** ({cpus}); {'; '.join(described)}. Measured peaks: {'; '.join(peaks)}.")
+    return (f"**{kind}** ({cpus}); {'; '.join(described)}. "
+            + (f"Measured peaks: {'; '.join(peaks)}." if peaks else "Peaks not measured."))
 
 
 def table(family: str, kind: str, rows: List[Row], family_goals: Dict[tuple, float]) -> str:
@@ -117,7 +118,8 @@ def table(family: str, kind: str, rows: List[Row], family_goals: Dict[tuple, flo
         cells = [case, mode, str(threads), _num(any_row["fusedops_ms"])]
         cells += [_num(r["peer_ms"]) if r else "-" for r in row.values()]
         rate = _num(any_row["fusedops_rate"]) + (f" {any_row['unit']}" if len(units) > 1 else "")
-        cells += [rate, f"{any_row['fusedops_pct_peak']:.0f}%"]
+        pct = any_row["fusedops_pct_peak"]
+        cells += [rate, "-" if pct is None else f"{pct:.0f}%"]
         cells += [_ratio(r) for r in row.values()]
         if memory:
             mems = [any_row["fusedops_mem_mib"]] + [r["peer_mem_mib"] if r else None
