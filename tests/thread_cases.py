@@ -141,6 +141,13 @@ def attention_bf16():  # q, k, v widened while packed; dQ of one head split over
     return _grads(ops.scaled_dot_product_attention(qb, kb, vb, is_causal=True), [qb, kb, vb])
 
 
+def cross_entropy_bf16():
+    (x,) = _inputs(18, (1031, 3001))
+    xb = x.detach().bfloat16().requires_grad_()
+    t = torch.randint(0, 3001, (1031,), generator=torch.Generator().manual_seed(2))
+    return _grads(ops.cross_entropy(xb, t, label_smoothing=0.1), [xb])
+
+
 def activations_bf16():
     (x,) = _inputs(16, (1001, 999))
     xb = x.detach().bfloat16().requires_grad_()
@@ -225,7 +232,7 @@ def optimizers():
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
-    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}
 
 

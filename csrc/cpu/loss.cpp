@@ -18,6 +18,7 @@
 #include "common/linear_args.h"
 #include "common/loss_args.h"
 #include "cpu/kernels/gemm/gemm.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/gemm/gemm_bf16.h"
 #include "cpu/kernels/loss.h"
 
@@ -113,8 +114,9 @@ void check_class_target(const at::Tensor& target, int64_t N, const char* op) {
 void check_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input, int64_t C,
                   const char* op) {
   if (!weight.has_value()) return;
-  check_cpu_float(*weight, op, "weight");
-  check_same_dtype(*weight, input, op, "weight", "input");
+  check_cpu_float_or_bf16(*weight, op, "weight");
+  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(*weight, op, "weight", "input");
+  else check_same_dtype(*weight, input, op, "weight", "input");
   FUSEDOPS_CHECK(weight->dim() == 1 && weight->size(0) == C, op,
                  "weight must be 1-D [C] = [", C, "] (one weight per class), got shape ",
                  shape_str(weight->sizes()));
@@ -133,7 +135,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
                                                      int64_t ignore_index, c10::string_view reduction,
                                                      double label_smoothing, bool compute_grad) {
   const char* op = "cross_entropy";
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   FUSEDOPS_CHECK(input.dim() == 2, op, "input must be 2-D [N, C] here, got shape ",
                  shape_str(input.sizes()));
   const Reduction red = reduction_arg(reduction, op);
@@ -141,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   const int64_t N = input.size(0), C = input.size(1);
   const bool probs = at::isFloatingType(target.scalar_type());
   if (probs) {
-    check_cpu_float(target, op, "target");
+    check_cpu_float_or_bf16(target, op, "target");
     check_same_dtype(target, input, op, "target", "input");
     FUSEDOPS_CHECK(target.sizes() == input.sizes(), op,
                    "probability target must have the input's shape ", shape_str(input.sizes()),
@@ -156,28 +158,32 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   check_weight(weight, input, C, op);
   const at::Tensor x = input.stride(1) == 1 ? input : input.contiguous();
   const at::Tensor tgt = target.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  at::Tensor loss_rows = red == Reduction::none ? at::empty({N}, input.options()) : at::Tensor();
+  // bf16 logits: class weights and row losses in fp32 (the loss comes back in bf16, as torch's)
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const auto arith = input.options().dtype(bf16 ? at::kFloat : input.scalar_type());
+  const at::Tensor w = weight.has_value() ? weight->to(arith.dtype()).contiguous() : at::Tensor();
+  at::Tensor loss_rows = red == Reduction::none ? at::empty({N}, arith) : at::Tensor();
   at::Tensor grad = compute_grad ? empty_grad({N, C}, input.options()) : at::empty({0}, input.options());
   double total = 0, denom = double(N);
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.cross_entropy", [&] {
-    const scalar_t* wp = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
-    if (!probs) denom = check_targets<scalar_t>(tgt, C, wp, ignore_index, op);
-    cpu::CrossEntropyArgs<scalar_t> a;
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    using A = cpu::compute_t<kernel_t>;
+    const A* wp = w.defined() ? w.data_ptr<A>() : nullptr;
+    if (!probs) denom = check_targets<A>(tgt, C, wp, ignore_index, op);
+    cpu::CrossEntropyArgs<kernel_t> a;
     a.N = N, a.C = C;
-    a.x = x.data_ptr<scalar_t>(), a.ldx = x.stride(0);
-    if (probs) a.probs = tgt.data_ptr<scalar_t>(), a.ldp = C;
+    a.x = kptr<kernel_t>(x), a.ldx = x.stride(0);
+    if (probs) a.probs = kptr<kernel_t>(tgt), a.ldp = C;
     else a.target = tgt.data_ptr<int64_t>();
     a.weight = wp;
     a.ignore_index = ignore_index;
     a.label_smoothing = label_smoothing;
-    a.loss_rows = loss_rows.defined() ? loss_rows.data_ptr<scalar_t>() : nullptr;
+    a.loss_rows = loss_rows.defined() ? loss_rows.data_ptr<A>() : nullptr;
     a.loss_sum = &total;
-    if (compute_grad) a.grad = grad.data_ptr<scalar_t>(), a.ldg = C;
+    if (compute_grad) a.grad = kptr<kernel_t>(grad), a.ldg = C;
     a.scale = red == Reduction::mean ? 1.0 / denom : 1.0;
-    cpu::loss_kernels<scalar_t>().cross_entropy(a);
+    cpu::loss_kernels<kernel_t>().cross_entropy(a);
   });
-  if (red == Reduction::none) return {loss_rows, grad};
+  if (red == Reduction::none) return {loss_rows.to(input.scalar_type()), grad};
   return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), grad};
 }
 
@@ -199,14 +205,9 @@ void scale_into(at::Tensor& grad, const at::Tensor& s) {
   if (grad.numel() == 0) return;
   const int64_t N = s.numel() == 1 ? 1 : grad.size(0);
   const int64_t C = grad.numel() / N;
-  if (grad.scalar_type() == at::kBFloat16) {  // linear_cross_entropy's bf16 grad_input
-    if (s.numel() == 1 && s.item<float>() == 1.0f) return;
-    grad.view({N, C}).mul_(s.view({N, 1}));
-    return;
-  }
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "fusedops.loss_grad_scale", [&] {
-    cpu::loss_kernels<scalar_t>().scale_rows(N, C, grad.data_ptr<scalar_t>(), C, s.data_ptr<scalar_t>(),
-                              s.numel() == 1 ? 0 : 1);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(grad.scalar_type(), "loss_grad_scale", [&] {
+    cpu::loss_kernels<kernel_t>().scale_rows(N, C, kptr<kernel_t>(grad), C,
+                                             s.data_ptr<cpu::compute_t<kernel_t>>(), s.numel() == 1 ? 0 : 1);
   });
 }
 
