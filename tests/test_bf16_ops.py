@@ -419,3 +419,27 @@ def test_cross_entropy(isa, N, C, kind, reduction):
     ref = F.cross_entropy(x.double(), t.double() if kind == "probs" else t, reduction=reduction,
                           **{k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()})
     assert_close(loss, ref, f"cross_entropy {kind} {reduction}", U16 + 64 * U32, 64 * U32 * (C + N))
+
+
+# ---- max_pool2d ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", [((1, 1, 1, 1), 1, 1, 0, 1, False), ((2, 3, 9, 11), 3, 2, 1, 1, True),
+                                                 ((1, 4, 8, 8), 2, 2, 0, 1, False), ((2, 2, 13, 13), 3, 1, 1, 2, False)])
+def test_max_pool2d(shape, k, s, p, d, ceil):
+    x = rand(*shape)
+    x.view(-1)[3 % x.numel()] = float("nan")
+    xr = x.clone().requires_grad_()
+    y = ops.max_pool2d(xr, k, s, p, d, ceil_mode=ceil)
+    want = F.max_pool2d(x.float(), k, s, p, d, ceil_mode=ceil)
+    assert y.dtype == BF
+    torch.testing.assert_close(y.float(), want, rtol=0, atol=0, equal_nan=True)  # max is exact
+    g = rand(*y.shape, scale=1.0)
+    (gx,) = torch.autograd.grad(y, xr, g)
+    x32 = x.float().requires_grad_()
+    (gx32,) = torch.autograd.grad(F.max_pool2d(x32, k, s, p, d, ceil_mode=ceil), x32, g.float())
+    assert gx.dtype == BF
+    # overlapping windows summed in fp32, rounded once
+    assert_bits(gx, gx32, f"max_pool2d grad {shape}")
+    cl = x.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(ops.max_pool2d(cl, k, s, p, d, ceil_mode=ceil).float(), want, rtol=0, atol=0, equal_nan=True)

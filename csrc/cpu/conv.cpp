@@ -11,6 +11,7 @@
 #include "common/threads.h"
 #include "common/checks.h"
 #include "common/conv_args.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/conv.h"
 
 namespace fusedops {
@@ -91,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d";
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   const auto sizes = pool_output_sizes(input, s);
@@ -102,9 +103,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
   at::Tensor y = cl ? at::empty(sizes, input.options()) : out;
   at::Tensor i = cl ? at::empty(sizes, idx.options().memory_format(at::MemoryFormat::Contiguous)) : idx;
   const at::Tensor x = input.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d", [&] {
-    cpu::max_pool2d_forward<scalar_t>(s, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                      i.data_ptr<int64_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    cpu::max_pool2d_forward<kernel_t>(s, kptr<kernel_t>(x), kptr<kernel_t>(y), i.data_ptr<int64_t>());
   });
   if (cl) out.copy_(y), idx.copy_(i);
   return {out, idx};
@@ -115,8 +115,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
-  check_cpu_float(input, op, "input");
-  check_cpu_float(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(input, op, "input");
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
@@ -124,9 +124,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   check_pool_indices(indices, s, op);
   at::Tensor gx = at::empty(input.sizes(), input.options());
   const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d_backward", [&] {
-    cpu::max_pool2d_backward<scalar_t>(s, gy.data_ptr<scalar_t>(), i.data_ptr<int64_t>(),
-                                       gx.data_ptr<scalar_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    cpu::max_pool2d_backward<kernel_t>(s, kptr<kernel_t>(gy), i.data_ptr<int64_t>(), kptr<kernel_t>(gx));
   });
   return gx;
 }
