@@ -443,3 +443,31 @@ def test_max_pool2d(shape, k, s, p, d, ceil):
     assert_bits(gx, gx32, f"max_pool2d grad {shape}")
     cl = x.to(memory_format=torch.channels_last)
     torch.testing.assert_close(ops.max_pool2d(cl, k, s, p, d, ceil_mode=ceil).float(), want, rtol=0, atol=0, equal_nan=True)
+
+
+# ---- conv2d (widened to the fp32 kernels) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("wdtype", [BF, torch.float32])
+@pytest.mark.parametrize("shape,wshape,stride,padding,groups",
+                         [((2, 3, 9, 11), (4, 3, 3, 3), 1, 1, 1), ((1, 4, 8, 8), (4, 2, 3, 3), 2, 0, 2),
+                          ((1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1)])
+def test_conv2d(wdtype, shape, wshape, stride, padding, groups):
+    x = rand(*shape, scale=1.0)
+    w = rand(*wshape, scale=0.5).to(wdtype)
+    b = rand(wshape[0], scale=0.5).to(wdtype)
+    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+    y = ops.conv2d(xr, wr, br, stride, padding, 1, groups)
+    assert y.dtype == BF
+    y32 = ops.conv2d(x.float(), w.float(), b.float(), stride, padding, 1, groups)
+    assert_bits(y, y32, "conv2d")  # the fp32 kernel on the widened operands, rounded once
+    g = rand(*y.shape, scale=1.0)
+    gx, gw, gb = torch.autograd.grad(y, (xr, wr, br), g)
+    x32, w32, b32 = (t.float().requires_grad_() for t in (x, w, b))
+    r = torch.autograd.grad(ops.conv2d(x32, w32, b32, stride, padding, 1, groups), (x32, w32, b32), g.float())
+    assert gx.dtype == BF and gw.dtype == wdtype and gb.dtype == wdtype
+    assert_bits(gx, r[0], "conv2d dx")
+    if wdtype == torch.float32:
+        assert torch.equal(gw, r[1]) and torch.equal(gb, r[2])
+    else:
+        assert_bits(gw, r[1], "conv2d dw")

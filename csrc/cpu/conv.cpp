@@ -19,6 +19,12 @@ namespace {
 
 void check_conv_tensors(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const char* op) {
+  if (input.scalar_type() == at::kBFloat16) {  // a bf16 input: bf16 or fp32 (master) parameters
+    check_cpu_float_or_bf16(input, op, "input");
+    check_bf16_or_master(weight, op, "weight", "input");
+    if (bias.has_value()) check_bf16_or_master(*bias, op, "bias", "input");
+    return;
+  }
   check_cpu_float(input, op, "input");
   check_cpu_float(weight, op, "weight");
   check_same_dtype(weight, input, op, "weight", "input");
@@ -36,6 +42,13 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const char* op = "conv2d";
   check_conv_tensors(input, weight, bias, op);
+  if (input.scalar_type() == at::kBFloat16) {
+    // bf16: widened to fp32 (exact) for the fp32 kernels, the output rounded once. Correct and
+    // bf16 in, bf16 out, but no faster than fp32: the conv kernels have no bf16 packing yet.
+    const std::optional<at::Tensor> b32 = bias.has_value() ? std::optional<at::Tensor>(bias->to(at::kFloat)) : std::nullopt;
+    return conv2d_cpu(input.to(at::kFloat), weight.to(at::kFloat), b32, stride, padding, dilation, groups)
+        .to(at::kBFloat16);
+  }
   const Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
   at::Tensor out = conv2d_output(input, weight, s);
   const bool cl = !out.is_contiguous();
@@ -57,6 +70,16 @@ conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
                     int64_t groups, std::array<bool, 3> mask) {
   const char* op = "conv2d_backward";
   check_conv_tensors(input, weight, std::nullopt, op);
+  if (input.scalar_type() == at::kBFloat16) {  // widened, as the forward; the weight and bias
+    check_cpu_float_or_bf16(grad_output, op, "grad_output");  // gradients in the weight's dtype
+    check_same_dtype(grad_output, input, op, "grad_output", "input");
+    auto [gx, gw, gb] = conv2d_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+                                            weight.to(at::kFloat), stride, padding, dilation, groups, mask);
+    if (gx) gx = gx->to(at::kBFloat16);
+    if (gw) gw = gw->to(weight.scalar_type());
+    if (gb) gb = gb->to(weight.scalar_type());
+    return {gx, gw, gb};
+  }
   check_cpu_float(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   const Conv2dShape s =
