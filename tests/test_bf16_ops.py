@@ -471,3 +471,29 @@ def test_conv2d(wdtype, shape, wshape, stride, padding, groups):
         assert torch.equal(gw, r[1]) and torch.equal(gb, r[2])
     else:
         assert_bits(gw, r[1], "conv2d dw")
+
+
+# ---- opcheck on bf16 operands (schemas, fakes' dtypes, autograd registration) ---------------
+
+
+def test_opcheck_bf16():
+    fo = torch.ops.fusedops
+    opcheck = torch.library.opcheck
+    x = rand(4, 24, scale=1.0).requires_grad_()
+    w, b = torch.randn(24, requires_grad=True), torch.randn(24, requires_grad=True)
+    opcheck(fo.gelu.default, (x, "tanh"))
+    opcheck(fo.softmax.default, (x, -1))
+    opcheck(fo.log_softmax.default, (x, 0))
+    opcheck(fo.layer_norm.default, (x, [24], w, b, 1e-5))
+    opcheck(fo.add_layer_norm_stats.default, (x, rand(4, 24).requires_grad_(), [24], w, b, 1e-5))
+    _, mean, rstd = fo.layer_norm_stats(x.detach(), [24], w.detach(), b.detach(), 1e-5)
+    opcheck(fo.layer_norm_backward.default, (rand(4, 24), x.detach(), [24], mean, rstd, w.detach(), [True, True, True]))
+    q = rand(1, 2, 5, 8, scale=1.0).requires_grad_()
+    opcheck(fo.scaled_dot_product_attention.default, (q, q.detach().clone(), q.detach().clone(), None, 0.0, True, None, False, None))
+    t = torch.randint(0, 24, (4,))
+    opcheck(fo.cross_entropy.default, (x.detach(), t, None, -100, "mean", 0.0, True))
+    wl = torch.randn(24, 24, requires_grad=True)
+    opcheck(fo.linear_cross_entropy.default, (x, wl, t, None, -100, "mean", 0.0, [True, True, False]))
+    img = rand(1, 2, 6, 6).requires_grad_()
+    opcheck(fo.max_pool2d_with_indices.default, (img, [2, 2], [2, 2], [0, 0], [1, 1], False))
+    opcheck(fo.conv2d.default, (img, torch.randn(3, 2, 3, 3, requires_grad=True), None, [1, 1], [1, 1], [1, 1], 1))
