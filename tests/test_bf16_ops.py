@@ -497,3 +497,36 @@ def test_opcheck_bf16():
     img = rand(1, 2, 6, 6).requires_grad_()
     opcheck(fo.max_pool2d_with_indices.default, (img, [2, 2], [2, 2], [0, 0], [1, 1], False))
     opcheck(fo.conv2d.default, (img, torch.randn(3, 2, 3, 3, requires_grad=True), None, [1, 1], [1, 1], [1, 1], 1))
+
+
+# ---- recurrent layers (widened to the fp32 kernels) ------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_recurrent_module_in_bf16(cls):
+    from fusedops import nn as fnn
+
+    torch.manual_seed(3)
+    m = getattr(fnn, cls)(12, 16, num_layers=2, batch_first=True)
+    m32 = getattr(fnn, cls)(12, 16, num_layers=2, batch_first=True)
+    m32.load_state_dict(m.state_dict())
+    m = m.to(BF)  # a bf16 model: bf16 weights, states and outputs
+    x = rand(3, 7, 12, scale=1.0)
+    out, _ = m(x)
+    assert out.dtype == BF
+    # the fp32 layer over the bf16 weights widened, each layer's output rounded once
+    m32.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+    ref, _ = m32(x.float())
+    assert (out.double() - ref.double()).abs().max().item() <= 4 * U16 * ref.abs().max().item()
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == BF for p in m.parameters())
+
+
+def test_cells_in_bf16():
+    x, h, c = rand(4, 8), rand(4, 6), rand(4, 6)
+    w_ih, w_hh, b = torch.randn(24, 8), torch.randn(24, 6), torch.randn(24)
+    hy, cy = ops.lstm_cell(x, (h, c), w_ih, w_hh, b, b)  # fp32 master weights read as they are
+    hy32, cy32 = ops.lstm_cell(x.float(), (h.float(), c.float()), w_ih, w_hh, b, b)
+    assert hy.dtype == cy.dtype == BF
+    assert_bits(hy, hy32, "lstm_cell h")
+    assert_bits(cy, cy32, "lstm_cell c")
