@@ -148,6 +148,22 @@ def cross_entropy_bf16():
     return _grads(ops.cross_entropy(xb, t, label_smoothing=0.1), [xb])
 
 
+def optimizers_bf16():  # bf16 parameters, fp32 state
+    import fusedops.optim as fo
+    ps = [torch.randn(s, generator=torch.Generator().manual_seed(i)).bfloat16() for i, s in enumerate((70001, 33, 4096))]
+    gs = [torch.randn(p.shape, generator=torch.Generator().manual_seed(9 + i)).bfloat16() for i, p in enumerate(ps)]
+    out = []
+    for make in (lambda q: fo.AdamW(q, lr=1e-2, weight_decay=0.1), lambda q: fo.SGD(q, lr=0.1, momentum=0.9)):
+        q = [p.clone().requires_grad_() for p in ps]
+        opt = make(q)
+        for _ in range(2):
+            for t, g in zip(q, gs):
+                t.grad = g.clone()
+            opt.step()
+        out += [t.detach() for t in q]
+    return out
+
+
 def activations_bf16():
     (x,) = _inputs(16, (1001, 999))
     xb = x.detach().bfloat16().requires_grad_()
@@ -232,7 +248,7 @@ def optimizers():
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
-    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, optimizers_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers)}
 
 
