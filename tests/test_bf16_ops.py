@@ -595,3 +595,24 @@ def test_clip_grad_norm_bf16():
     assert abs(norm.double().item() - want.item()) <= U16 * want.item()
     total = torch.linalg.vector_norm(torch.cat([p.grad.double() for p in ps])).item()
     assert abs(total - 1.0) <= 4 * U16
+
+
+# ---- elementwise losses (widened to the fp32 kernels) ----------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_and_bce_in_bf16(reduction):
+    x, y = rand(7, 13, scale=1.0), rand(7, 13, scale=1.0)
+    for name, f in (("mse", lambda a, b: ops.mse_loss(a, b, reduction=reduction)),
+                    ("bce", lambda a, b: ops.binary_cross_entropy_with_logits(a, b.abs(), reduction=reduction))):
+        xr = x.clone().requires_grad_()
+        loss = f(xr, y)
+        assert loss.dtype == BF
+        x32 = x.float().requires_grad_()
+        loss32 = f(x32, y.float())
+        assert_bits(loss, loss32, f"{name} {reduction}")
+        g = torch.ones_like(loss)
+        (gx,) = torch.autograd.grad(loss, xr, g)
+        (gx32,) = torch.autograd.grad(loss32, x32, g.float())
+        assert gx.dtype == BF
+        assert_bits(gx, gx32, f"{name} grad {reduction}")

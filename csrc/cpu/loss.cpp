@@ -504,10 +504,21 @@ linear_cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tenso
 }
 
 // ---- mse_loss, binary_cross_entropy_with_logits -------------------------------------------
+// bf16 tensors are widened to fp32 for these elementwise losses (exact) and the results rounded
+// once to bf16: bf16 in, bf16 out, no faster than fp32 (no bf16 kernels of their own).
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat); }
+std::optional<at::Tensor> f32(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
+}
+std::optional<at::Tensor> bf16(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kBFloat16)) : std::nullopt;
+}
 
 void check_pair(const at::Tensor& input, const at::Tensor& target, const char* op) {
-  check_cpu_float(input, op, "input");
-  check_cpu_float(target, op, "target");
+  check_cpu_float_or_bf16(input, op, "input");
+  check_cpu_float_or_bf16(target, op, "target");
   check_same_dtype(target, input, op, "target", "input");
   FUSEDOPS_CHECK(target.sizes() == input.sizes(), op, "target must have the input's shape ",
                  shape_str(input.sizes()), ", got ", shape_str(target.sizes()));
@@ -524,6 +535,7 @@ at::Tensor mse_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::
   const char* op = "mse_loss";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input)) return mse_loss_cpu(f32(input), f32(target), reduction).to(at::kBFloat16);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
   at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
   double total = 0;
@@ -554,6 +566,8 @@ at::Tensor mse_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   const char* op = "mse_loss_backward";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input))
+    return mse_loss_backward_cpu(f32(grad_output), f32(input), f32(target), reduction).to(at::kBFloat16);
   int64_t gs = 0;
   const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
@@ -590,6 +604,8 @@ at::Tensor bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target
   const char* op = "binary_cross_entropy_with_logits";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input))
+    return bce_with_logits_cpu(f32(input), f32(target), f32(weight), f32(pos_weight), reduction).to(at::kBFloat16);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
   const at::Tensor w = expanded(weight, input, op, "weight");
   const at::Tensor pw = expanded(pos_weight, input, op, "pos_weight");
@@ -610,6 +626,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits
   const char* op = "binary_cross_entropy_with_logits_backward";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input)) {
+    auto [gx, gy] = bce_with_logits_backward_cpu(f32(grad_output), f32(input), f32(target), f32(weight),
+                                                 f32(pos_weight), reduction, mask);
+    return {bf16(gx), bf16(gy)};
+  }
   int64_t gs = 0;
   const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
