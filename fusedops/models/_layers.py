@@ -39,6 +39,11 @@ class _Fused:
     def activation(x, name):
         return ops.relu(x) if name == "relu" else ops.gelu(x)
 
+    @staticmethod
+    def head_loss(x, fc, target):
+        """cross_entropy(fc(x), target), -100 ignored, the [N, classes] logits never whole."""
+        return ops.linear_cross_entropy(x, fc.weight, target, fc.bias)
+
     conv2d, max_pool2d = staticmethod(ops.conv2d), staticmethod(ops.max_pool2d)
     cross_entropy = staticmethod(ops.cross_entropy)
     mse_loss = staticmethod(ops.mse_loss)
@@ -63,6 +68,10 @@ class _Torch:
     @staticmethod
     def activation(x, name):
         return F.relu(x) if name == "relu" else F.gelu(x)
+
+    @staticmethod
+    def head_loss(x, fc, target):
+        return F.cross_entropy(fc(x), target)
 
     conv2d, max_pool2d = staticmethod(F.conv2d), staticmethod(F.max_pool2d)
     cross_entropy = staticmethod(F.cross_entropy)

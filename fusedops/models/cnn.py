@@ -61,7 +61,8 @@ class CNN(nn.Module):
         convolutions with 'same' padding, ReLU after each conv and the hidden Dense."""
         return cls((32, 64), (64,), 3, 1, in_channels, image_size, num_classes, backend)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden Dense layer's output (the classifier's input)."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"fusedops.models.CNN: input must be [N, {', '.join(map(str, self.input_shape))}], "
                              f"got shape {list(x.shape)}")
@@ -71,8 +72,16 @@ class CNN(nn.Module):
         x = x.flatten(1)
         for fc in self.fcs[:-1]:
             x = self.kn.linear(x, fc, "relu")
-        return self.kn.linear(x, self.fcs[-1])
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kn.linear(self.features(x), self.fcs[-1])
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross entropy against class labels (the classifier fused with the loss)."""
         check_labels(y, self.fcs[-1].out_features, "CNN")
-        return self.kn.cross_entropy(self(x), y)
+        h = self.features(x)
+        if y.shape != h.shape[:1]:
+            raise ValueError(f"fusedops.models.CNN: labels must have shape [{h.shape[0]}], got "
+                             f"{list(y.shape)}")
+        return self.kn.head_loss(h, self.fcs[-1], y)

@@ -51,7 +51,8 @@ class MLP(nn.Module):
         self.norms = nn.ModuleList(self.kn.BatchNorm1d(h) for h in sizes) if batch_norm else None
         self.drop = self.kn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's output (the classifier's input)."""
         n = self.layers[0].in_features
         if x.dim() != 2 or x.shape[1] != n:
             raise ValueError(f"fusedops.models.MLP: input must be [N, {n}], got shape "
@@ -62,8 +63,16 @@ class MLP(nn.Module):
             else:
                 x = self.kn.activation(self.norms[i](self.kn.linear(x, fc)), self.activation)
             x = self.drop(x)
-        return self.kn.linear(x, self.layers[-1])
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kn.linear(self.features(x), self.layers[-1])
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross entropy against class labels (the classifier fused with the loss)."""
         check_labels(y, self.layers[-1].out_features, "MLP")
-        return self.kn.cross_entropy(self(x), y)
+        h = self.features(x)
+        if y.shape != h.shape[:1]:
+            raise ValueError(f"fusedops.models.MLP: labels must have shape [{h.shape[0]}], got "
+                             f"{list(y.shape)}")
+        return self.kn.head_loss(h, self.layers[-1], y)

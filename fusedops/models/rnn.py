@@ -50,12 +50,15 @@ class RNN(nn.Module):
                              f"shape {list(x.shape)}")
         return x
 
+    def features(self, x: torch.Tensor, state=None) -> torch.Tensor:
+        """The top layer's hidden states the head reads: [B, H] (classify: the last step's) or
+        [B, T, H] (next_token); `state` is the initial state (None: zeros)."""
+        out, _ = self.rnn(self._inputs(x), state)
+        return out[:, -1] if self.task == "classify" else out
+
     def forward(self, x: torch.Tensor, state=None) -> torch.Tensor:
         """Logits; `state` is the recurrent layer's initial state (None: zeros)."""
-        out, _ = self.rnn(self._inputs(x), state)
-        if self.task == "classify":
-            return self.kn.linear(out[:, -1], self.head)
-        return self.kn.linear(out, self.head)
+        return self.kn.linear(self.features(x, state), self.head)
 
     def step(self, x: torch.Tensor, state=None):
         """(logits [B, T, classes], new state): the next-token model continued from `state`."""
@@ -65,15 +68,18 @@ class RNN(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross entropy. classify: y [B] labels; next_token: y [B, T] next tokens, -100 where
         no loss is taken."""
-        logits = self(x)
+        h = self.features(x)
         if self.task == "classify":
             check_labels(y, self.num_classes, "RNN")
-            return self.kn.cross_entropy(logits, y)
-        if y.shape != logits.shape[:2]:
+            if y.shape != h.shape[:1]:
+                raise ValueError(f"fusedops.models.RNN: labels must have shape [{h.shape[0]}], "
+                                 f"got {list(y.shape)}")
+            return self.kn.head_loss(h, self.head, y)
+        if y.shape != h.shape[:2]:
             raise ValueError(f"fusedops.models.RNN: targets must be [B, T] = "
-                             f"{list(logits.shape[:2])}, got {list(y.shape)}")
+                             f"{list(h.shape[:2])}, got {list(y.shape)}")
         check_labels(y[y != -100], self.num_classes, "RNN")
-        return self.kn.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return self.kn.head_loss(h.flatten(0, 1), self.head, y.flatten())
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, steps: int) -> torch.Tensor:

@@ -77,15 +77,18 @@ class Transformer(nn.Module):
         return memory, pad
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor):
+        """Logits [B, T, tgt_vocab] for the next token after each target position."""
+        return self.kn.linear(self._decode(tgt, memory, src_pad), self.head)
+
+    def _decode(self, tgt, memory, src_pad):
         T = tgt.shape[1]
         causal = torch.ones(T, T, dtype=torch.bool, device=tgt.device).triu(1)
         if tgt.shape[0] != memory.shape[0]:
             raise ValueError(f"fusedops.models.Transformer: src and tgt batch sizes differ "
                              f"({memory.shape[0]} and {tgt.shape[0]})")
-        h = self.transformer.decoder(self._embed(tgt, self.tgt_embed, self.tgt_vocab, "tgt"),
-                                     memory, tgt_mask=causal, tgt_is_causal=True,
-                                     memory_key_padding_mask=src_pad)
-        return self.kn.linear(h, self.head)
+        return self.transformer.decoder(self._embed(tgt, self.tgt_embed, self.tgt_vocab, "tgt"),
+                                        memory, tgt_mask=causal, tgt_is_causal=True,
+                                        memory_key_padding_mask=src_pad)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         memory, pad = self.encode(src)
@@ -94,9 +97,10 @@ class Transformer(nn.Module):
     def loss(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Cross entropy of predicting tgt[:, 1:] from tgt[:, :-1] (tgt starts with BOS);
         positions whose target is pad_idx are ignored."""
-        logits = self(src, tgt[:, :-1])
+        memory, pad = self.encode(src)
+        h = self._decode(tgt[:, :-1], memory, pad)
         target = tgt[:, 1:].masked_fill(tgt[:, 1:] == self.pad_idx, -100)
-        return self.kn.cross_entropy(logits.flatten(0, 1), target.flatten())
+        return self.kn.head_loss(h.flatten(0, 1), self.head, target.flatten())
 
     @torch.no_grad()
     def greedy_decode(self, src: torch.Tensor, bos: int, steps: int) -> torch.Tensor:
