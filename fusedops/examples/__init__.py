@@ -25,7 +25,7 @@ EXAMPLES = {
                                "exact match >= 0.99"),
     "transformer": ("sequence", "transformer", "Transformer encoder-decoder reversing digit "
                                                "strings: held-out exact match >= 0.99"),
-    "gpt": ("gpt", "gpt", "GPT (tiny) on the embedded text corpus: validation loss <= 2.0 "
+    "gpt": ("gpt", "gpt", "GPT (tiny) on the embedded text corpus: validation loss <= 2.7 "
                           "nats per character"),
 }
 
@@ -76,7 +76,10 @@ def run(args):
     elapsed = time.perf_counter() - start
     for r in results:
         print(r.line(checked=not args.quick))
-    print(log.save(os.path.join(args.out, args.name), f"{args.name} ({args.backend})"))
+    if isinstance(log, str):  # the example wrote its own plot into this folder
+        print(f"loss plot and metrics: {log}")
+    else:
+        print(log.save(os.path.join(args.out, args.name), f"{args.name} ({args.backend})"))
     print(f"done in {elapsed:.1f} s")
     return results
 

@@ -75,19 +75,19 @@ def rnn(args):
 
 def transformer(args):
     """Reverse strings of 10 digits with a Transformer encoder-decoder (d_model 64, 4 heads,
-    2+2 layers), greedy decoding."""
+    2+2 pre-norm layers), greedy decoding."""
     L = 10
     batches = _Batches("reverse", L, 64, args.seed, 1000)
     torch.manual_seed(args.seed)
     model = M.Transformer(S.VOCAB, S.VOCAB, d_model=64, nhead=4, num_encoder_layers=2,
                           num_decoder_layers=2, dim_feedforward=128, dropout=0.0,
-                          max_len=32, pad_idx=S.PAD, backend=args.backend)
+                          norm_first=True, max_len=32, pad_idx=S.PAD, backend=args.backend)
 
     def loss_fn(q, a):
         return model.loss(q, torch.cat([torch.full((len(q), 1), S.BOS), a], 1))
 
     log = LossLog()
-    _train(model, batches, args.epochs or (20 if args.quick else 800), 2e-3, loss_fn, log,
+    _train(model, batches, args.epochs or (20 if args.quick else 500), 3e-3, loss_fn, log,
            "transformer", not args.no_progress)
     q, a = batches.test
     got = model.greedy_decode(q, S.BOS, L)

@@ -50,6 +50,10 @@ class Transformer(nn.Module):
         self.src_vocab, self.tgt_vocab, self.max_len = src_vocab, tgt_vocab, max_len
         self.src_embed = self.kn.Embedding(src_vocab, d_model)
         self.tgt_embed = self.kn.Embedding(tgt_vocab, d_model)
+        for table in (self.src_embed, self.tgt_embed):
+            # std 1/sqrt(d_model): scaled by sqrt(d_model), the tokens start as large as the
+            # positions (torch's N(0, 1) would drown them) and positions are learned at once
+            nn.init.normal_(table.weight, std=d_model ** -0.5)
         self.transformer = self.kn.Transformer(d_model, nhead, num_encoder_layers,
                                                num_decoder_layers, dim_feedforward, dropout,
                                                activation, batch_first=True,
