@@ -53,7 +53,7 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke(name, tmp_path, capsys):
-    results = run(tmp_path, name, "--quick", "--threads", "2")
+    results = run(tmp_path, name, "--quick")
     out = capsys.readouterr().out
     assert results and all(np.isfinite(r.value) for r in results)
     assert "smoke run, goal not checked" in out
@@ -173,7 +173,7 @@ def test_cnn_example_on_mnist_files(tmp_path, capsys):
     data.mkdir()
     _write_mnist(data, n_train=240, n_test=60, gz=True)
     results = run(tmp_path / "out", "cnn", "--data", str(data), "--arch", "mnist",
-                  "--epochs", "5", "--threads", "2")
+                  "--epochs", "5")
     assert len(results) == 1 and "MNIST" in results[0].name
     # the label is a bright bar: learnable only if images and labels were read in step (chance: 0.1)
     assert results[0].value >= 0.5
@@ -214,6 +214,5 @@ def test_sequence_tasks():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_example_reaches_goal(name, tmp_path):
-    torch.set_num_threads(2)
     for r in run(tmp_path, name):
         assert r.met, r.line()

@@ -55,10 +55,20 @@ def accuracy(model, x, y, batch=1024):
     return hits / len(x)
 
 
+def shift_images(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Each image [C, H, W] moved by -1, 0 or 1 pixel in each direction (zeros come in):
+    the augmentation the small digit set needs."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    dy, dx = torch.randint(0, 3, (2, n), generator=g).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 def fit(model, train, val, *, epochs, batch, opt, sched=None, penalty=None, patience=None,
-        log, desc, progress=True, seed=0):
+        log, desc, progress=True, seed=0, augment=None):
     """Mini-batch training with the validation loss checked after each epoch; with
-    `patience`, early stopping restores the weights of the best validation loss."""
+    `patience`, early stopping restores the weights of the best validation loss; `augment`
+    (batch, generator) -> batch transforms each training batch."""
     x, y = train
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x) / batch)
@@ -70,7 +80,8 @@ def fit(model, train, val, *, epochs, batch, opt, sched=None, penalty=None, pati
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
-            loss = model.loss(x[idx], y[idx])
+            xb = x[idx] if augment is None else augment(x[idx], g)
+            loss = model.loss(xb, y[idx])
             if penalty is not None:
                 loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
@@ -168,7 +179,7 @@ def _digits(args):
 
 def mlp(args):
     """Digits (1797 handwritten 8x8 images): MLP 64-256-128-10, ReLU, dropout, AdamW with
-    weight decay, cosine learning-rate decay, early stopping."""
+    weight decay, cosine learning-rate decay, early stopping, images shifted by up to a pixel."""
     if args.data:
         raise SystemExit("fusedops.examples mlp: --data (MNIST) is for the cnn example")
     train, val, test = _digits(args)
@@ -180,7 +191,8 @@ def mlp(args):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     log = LossLog()
     fit(model, train, val, epochs=epochs, batch=64, opt=opt, sched=sched, patience=15, log=log,
-        desc="mlp", progress=not args.no_progress, seed=args.seed)
+        desc="mlp", progress=not args.no_progress, seed=args.seed,
+        augment=lambda x, g: shift_images(x.view(-1, 1, 8, 8), g).flatten(1))
     return [Result("test accuracy", accuracy(model, *test), 0.96)], log
 
 
@@ -189,7 +201,8 @@ def mlp(args):
 
 def cnn(args):
     """Digits (8x8) by default, or MNIST (28x28) from `--data DIR` holding the four IDX files:
-    CNN.small() and CNN.mnist() (`--arch` picks one), Adam, early stopping."""
+    CNN.small() and CNN.mnist() (`--arch` picks one), Adam with cosine learning-rate decay,
+    early stopping; the digits are shifted by up to a pixel each time they are seen."""
     archs = ("small", "mnist") if args.arch == "both" else (args.arch,)
     if args.data:
         from ..data.idx import load_mnist
@@ -201,20 +214,23 @@ def cnn(args):
         n_val = max(1, len(x) // 12)
         val, train = (x[order[:n_val]], y[order[:n_val]]), (x[order[n_val:]], y[order[n_val:]])
         size, epochs, batch, source = x.shape[-2:], args.epochs or (1 if args.quick else 3), 64, "MNIST"
+        augment = None
     else:
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _digits(args)
         img = lambda a: a.reshape(-1, 1, 8, 8)
         train, val, test = (img(x_tr), y_tr), (img(x_va), y_va), (img(x_te), y_te)
-        size, epochs, batch, source = (8, 8), args.epochs or (2 if args.quick else 40), 32, "digits"
+        size, epochs, batch, source = (8, 8), args.epochs or (2 if args.quick else 60), 32, "digits"
+        augment = shift_images
     results, log = [], LossLog()
     for arch in archs:
         torch.manual_seed(args.seed)
         model = getattr(M.CNN, arch)(image_size=tuple(size), backend=args.backend)
         opt = M.make_optimizer("adam", model.parameters(), lr=2e-3, backend=args.backend)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         arch_log = LossLog()
-        fit(model, train, val, epochs=epochs, batch=batch, opt=opt, sched=sched, patience=10,
-            log=arch_log, desc=f"cnn {arch}", progress=not args.no_progress, seed=args.seed)
+        fit(model, train, val, epochs=epochs, batch=batch, opt=opt, sched=sched, patience=15,
+            log=arch_log, desc=f"cnn {arch}", progress=not args.no_progress, seed=args.seed,
+            augment=augment)
         for name, pts in arch_log.curves.items():
             log.curves[f"{arch} {name}"] = pts
         results.append(Result(f"test accuracy on {source} (CNN.{arch}())",

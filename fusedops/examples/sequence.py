@@ -64,7 +64,7 @@ def rnn(args):
         return model.loss(seq[:, :-1], target)
 
     log = LossLog()
-    _train(model, batches, args.epochs or (20 if args.quick else 1500), 3e-3, loss_fn, log,
+    _train(model, batches, args.epochs or (20 if args.quick else 1000), 3e-3, loss_fn, log,
            "rnn", not args.no_progress)
     q, a = batches.test
     got = model.generate(torch.cat([q, torch.full((len(q), 1), S.BOS)], 1), L)
