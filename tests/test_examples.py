@@ -181,12 +181,48 @@ def test_cnn_example_on_mnist_files(tmp_path, capsys):
 
 
 def test_cnn_example_reports_bad_mnist_folder(tmp_path):
+    _write_mnist(tmp_path)
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03short")
     r = run_python(f"from fusedops.examples import main\nmain(['cnn', '--data', {str(tmp_path)!r}, "
                    f"'--out', {str(tmp_path / 'o')!r}])")
     assert r.returncode == 2
     assert "fusedops.data:" in r.stderr and "truncated header" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_examples_keep_one_openmp_runtime(tmp_path):
+    """The data sets are read from scikit-learn's files without importing it: its compiled
+    modules would load a second OpenMP runtime beside torch's."""
+    r = run_python(f"""
+import sys
+from fusedops.examples import main
+try:
+    main(['logreg', '--quick', '--no-progress', '--out', {str(tmp_path)!r}])
+except SystemExit as e:
+    assert e.code == 0, e.code
+assert not [m for m in sys.modules if m.startswith('sklearn')]
+maps = open('/proc/self/maps').read()
+libs = {{line.split()[-1] for line in maps.splitlines() if 'libgomp' in line or 'libomp' in line}}
+assert len(libs) <= 1, libs
+""")
+    assert r.returncode == 0, r.stderr
+
+
+def test_tabular_data_sets():
+    from fusedops.data import tabular
+
+    X, y = tabular.load_digits()
+    assert X.shape == (1797, 64) and y.shape == (1797,) and set(y.tolist()) == set(range(10))
+    assert 0 <= X.min() and X.max() == 16
+    X, y = tabular.load_breast_cancer()
+    assert X.shape == (569, 30) and int(y.sum()) == 357  # benign
+    X, y = tabular.load_diabetes()
+    assert X.shape == (442, 10) and y.shape == (442,)
+    parts = tabular.split(torch.arange(100) % 4, [0.2, 0.12], seed=3)
+    assert [len(p) for p in parts] == [20, 12, 68]
+    assert len(torch.cat(parts).unique()) == 100
+    for p in parts[:2]:  # stratified: every class in proportion
+        assert torch.bincount(p % 4, minlength=4).tolist() == [len(p) // 4] * 4
 
 
 # ---- generated sequence tasks -----------------------------------------------------------------

@@ -1,35 +1,20 @@
-"""The classic models on scikit-learn's data sets (shipped inside scikit-learn: no download)
-and on MNIST from IDX files: linreg, logreg, mlp, cnn."""
+"""The classic models on the data sets that ship inside scikit-learn (fusedops.data.tabular:
+no download) and on MNIST from IDX files: linreg, logreg, mlp, cnn."""
 import math
-import os
 
-import numpy as np
 import torch
 
 from .. import models as M
+from ..data import tabular
 from .report import LossLog, Progress, Result
 
 
-def _sklearn():
-    try:
-        import sklearn.datasets as ds
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise SystemExit("fusedops.examples: this example reads its data from scikit-learn: "
-                         "pip install scikit-learn (or `pip install fusedops[examples]`)") from None
-    return ds, train_test_split
-
-
-def _split(X, y, seed, stratify=True, val=0.1):
-    """Train / validation / test (20%) tensors, float32 features."""
-    _, tts = _sklearn()
-    strat = y if stratify else None
-    X_tr, X_te, y_tr, y_te = tts(X, y, test_size=0.2, random_state=seed, stratify=strat)
-    strat = y_tr if stratify else None
-    X_tr, X_va, y_tr, y_va = tts(X_tr, y_tr, test_size=val, random_state=seed, stratify=strat)
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
-    lab = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)) if stratify else t
-    return (t(X_tr), lab(y_tr)), (t(X_va), lab(y_va)), (t(X_te), lab(y_te))
+def _split(X, y, seed, stratify=True):
+    """Train (72%) / validation (8%) / test (20%) pairs, float32 features."""
+    test, val, train = tabular.split(y, [0.2, 0.08], seed, stratify)
+    X = X.float()
+    y = y if stratify else y.float()
+    return (X[train], y[train]), (X[val], y[val]), (X[test], y[test])
 
 
 def _standardize(train, *others):
@@ -108,8 +93,7 @@ def fit(model, train, val, *, epochs, batch, opt, sched=None, penalty=None, pati
 def linreg(args):
     """Diabetes (442 patients, 10 features): gradient descent on the mean squared error
     against the closed-form least-squares fit."""
-    ds, _ = _sklearn()
-    X, y = ds.load_diabetes(return_X_y=True)
+    X, y = tabular.load_diabetes()
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _split(X, y, args.seed, stratify=False)
     x_tr, x_va, x_te = _standardize(x_tr, x_va, x_te)
     mu, sd = y_tr.mean(), y_tr.std()
@@ -151,8 +135,7 @@ def linreg(args):
 def logreg(args):
     """Breast cancer (569 tumours, 30 features, benign or malignant): logistic regression
     with an L2 penalty and exponential learning-rate decay."""
-    ds, _ = _sklearn()
-    X, y = ds.load_breast_cancer(return_X_y=True)
+    X, y = tabular.load_breast_cancer()
     train, val, test = _split(X, y, args.seed)
     (x_tr, x_va, x_te) = _standardize(train[0], val[0], test[0])
     torch.manual_seed(args.seed)
@@ -161,7 +144,7 @@ def logreg(args):
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.97)
     log = LossLog()
     fit(model, (x_tr, train[1]), (x_va, val[1]), epochs=args.epochs or (2 if args.quick else 60),
-        batch=64, opt=opt, sched=sched, penalty=lambda m: M.l2_penalty(m, 1e-3), log=log,
+        batch=64, opt=opt, sched=sched, penalty=lambda m: M.l2_penalty(m, 1e-2), log=log,
         desc="logreg", progress=not args.no_progress, seed=args.seed)
     with torch.no_grad():
         acc = (model.predict(x_te) == test[1]).float().mean().item()
@@ -172,8 +155,7 @@ def logreg(args):
 
 
 def _digits(args):
-    ds, _ = _sklearn()
-    X, y = ds.load_digits(return_X_y=True)
+    X, y = tabular.load_digits()
     return _split(X / 16.0, y, args.seed)
 
 
