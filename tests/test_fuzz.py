@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import fusedops
-from conftest import REPO_ROOT, assert_within_budget
+from conftest import REPO_ROOT, START_ISA, assert_within_budget
 from fusedops import ops as fops
 
 # ---- budgets ---------------------------------------------------------------------------------
@@ -214,7 +214,11 @@ POINTWISE = {
 def test_fuzz_pointwise(name, shape, scale, dtype, seed, data):
     x = data.draw(spec(shape, scale))
     ours, theirs = POINTWISE[name]
-    check_op(ours, theirs, [x], seed, dtype, f"{name} {x}")
+    # the vector erf and tanh are accurate to a few 1e-7 absolute (vec/math.h), so GELU's
+    # error is bounded relative to |x|, not to its result (which is tiny for x < -4)
+    scale_fn = lambda specs, bases: (bases[0].abs().max().item() if bases[0].numel() else 0.0,) * 2  # noqa: E731
+    check_op(ours, theirs, [x], seed, dtype, f"{name} {x}",
+             scale_fn=scale_fn if name.startswith("gelu") else None)
 
 
 @fuzz(1.5)
@@ -726,3 +730,34 @@ def test_fuzz_multihead_attention(E, heads, L, S, N, kdim, bias, bias_kv, zero_a
 
 
 # ---- regressions: bugs the fuzzing found, replayed ------------------------------------------------
+
+
+def test_attention_nan_key_gives_nan():
+    """Found by the bad-input matrix: a key of NaN made its query rows look fully masked, so
+    the output was 0 (torch gives NaN); a NaN score now makes the row NaN, forward and
+    backward."""
+    q = torch.randn(1, 2, 3, 4, requires_grad=True)
+    k = torch.randn(1, 2, 5, 4)
+    k[0, 1] = float("nan")  # every key of head 1
+    v = torch.randn(1, 2, 5, 4)
+    out = fops.scaled_dot_product_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q.detach(), k, v)
+    assert torch.isnan(out[0, 1]).all() and torch.isnan(ref[0, 1]).all()
+    torch.testing.assert_close(out[0, 0], ref[0, 0])
+    out.sum().backward()
+    assert torch.isnan(q.grad[0, 1]).all() and torch.isfinite(q.grad[0, 0]).all()
+    # one NaN element of a query: that row only
+    q2 = torch.randn(1, 1, 3, 4)
+    q2[0, 0, 1, 2] = float("nan")
+    out = fops.scaled_dot_product_attention(q2, k[:, :1], v[:, :1])
+    assert torch.isnan(out[0, 0, 1]).all() and torch.isfinite(out[0, 0, [0, 2]]).all()
+
+
+@pytest.mark.xfail(START_ISA != "generic", strict=True, reason="known limit, found by the long fuzz run: the vector erf "
+                   "is accurate to 4e-7 absolute (vec/math.h), so GELU's relative error for "
+                   "x < -4 reaches several percent of a result below 1e-5 (torch's stays "
+                   "under 1%); within the documented absolute accuracy")
+def test_gelu_negative_tail_relative_accuracy():
+    x = torch.tensor([-4.774575710296631] * 16)  # the fuzzed example, at every SIMD lane
+    ours, truth = fops.gelu(x).double(), F.gelu(x.double())
+    assert ((ours - truth).abs() <= 0.01 * truth.abs()).all()
