@@ -215,10 +215,13 @@ def test_fuzz_pointwise(name, shape, scale, dtype, seed, data):
     x = data.draw(spec(shape, scale))
     ours, theirs = POINTWISE[name]
     # the vector erf and tanh are accurate to a few 1e-7 absolute (vec/math.h), so GELU's
-    # error is bounded relative to |x|, not to its result (which is tiny for x < -4)
-    scale_fn = lambda specs, bases: (bases[0].abs().max().item() if bases[0].numel() else 0.0,) * 2  # noqa: E731
-    check_op(ours, theirs, [x], seed, dtype, f"{name} {x}",
-             scale_fn=scale_fn if name.startswith("gelu") else None)
+    # error is bounded relative to |x|, not to its result (which is tiny for x < -4); the
+    # gradients (1 - y*y, y*(1 - y), ...) cancel terms as large as the upstream gradient
+    def scale_fn(specs, bases):
+        xmax = bases[0].abs().max().item() if bases[0].numel() and name.startswith("gelu") else 0.0
+        return xmax, max(xmax, 8.0)
+
+    check_op(ours, theirs, [x], seed, dtype, f"{name} {x}", scale_fn=scale_fn)
 
 
 @fuzz(1.5)
