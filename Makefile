@@ -13,7 +13,8 @@ PIP := $(VPY) -m pip --disable-pip-version-check -q
 # the recipes run with the environment first on PATH (its python3, pip, ninja)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test quick pytest csrc-test sim-test sim-test-no-toolkit cuda-check package-check bench clean
+.PHONY: setup demo test quick pytest csrc-test sim-test sim-test-no-toolkit cuda-check package-check bench clean \
+	fuzz asan-build asan-test
 
 # The environment: when PY has a torch, the environment uses it (tools/make_venv.py).
 $(VPY):
@@ -41,6 +42,21 @@ pytest:
 
 csrc-test:
 	bash tests/csrc/run.sh
+
+# The fuzz tests with the long budget (tests/test_fuzz.py: random examples, 25x the CI's);
+# failing examples are kept in .hypothesis/fuzz and tried first on the next run.
+fuzz:
+	FUSEDOPS_FUZZ=long $(VPY) -m pytest -q tests/test_fuzz.py
+
+# The extension built with AddressSanitizer + UBSan (FUSEDOPS_ASAN=1; no simulator ops) into
+# build/asan, and the op tests run against it with the sanitizer runtime preloaded
+# (tools/asan_test.sh; its header lists the suppressed reports, all in torch's code).
+asan-build:
+	FUSEDOPS_ASAN=1 FUSEDOPS_SIM=0 $(VPY) setup.py build_ext --build-lib build/asan/lib \
+	  --build-temp build/asan/obj -j 2
+
+asan-test: asan-build
+	bash tools/asan_test.sh $(VPY)
 
 sim-test:
 	bash tests/sim/run.sh

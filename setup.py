@@ -7,7 +7,9 @@
   found (CUDA_HOME, else nvcc on PATH, else /usr/local/cuda); a warning says so when torch has
   CUDA and no toolkit is found. TORCH_CUDA_ARCH_LIST picks the architectures (default 8.0 and
   9.0, plus PTX for 9.0 so that newer GPUs run it).
-DEBUG=1 builds -O0 -g. No flags for the build machine's own CPU: SIMD code is chosen at run
+DEBUG=1 builds -O0 -g. FUSEDOPS_ASAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer
+(-O1 -g, frame pointers kept; run it with the sanitizer runtime preloaded: README, "Sanitizers",
+and `make asan-test`). No flags for the build machine's own CPU: SIMD code is chosen at run
 time (csrc/cpu/kernels/cpu_features.h).
 
 The extension must be built against the torch it will run with, so it builds without build
@@ -22,6 +24,10 @@ import sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("DEBUG", "0") == "1"
+ASAN = os.environ.get("FUSEDOPS_ASAN", "0") == "1"
+# UBSan reports and continues (one run shows every report); the vptr check is left out because
+# it reads the type information of torch's classes, which torch builds without sanitizers
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize=vptr"]
 # the floor in pyproject.toml's dependencies, and the version that is tested
 TORCH_FLOOR = (2, 13)
 BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "develop", "install", "editable_wheel", "bdist_egg"}
@@ -96,6 +102,10 @@ def extension():
     with_sim = os.environ.get("FUSEDOPS_SIM", "1") != "0"
 
     cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
+    link = ["-fopenmp", "-pthread"]
+    if ASAN:
+        cxx = (["-O0"] if DEBUG else ["-O1"]) + ["-g", "-fno-omit-frame-pointer"] + SANITIZE
+        link += SANITIZE
     cxx += ["-fopenmp", "-std=c++20", "-Wall", "-Wno-psabi", "-fvisibility=hidden", "-pthread"]
     cxx.append(f'-DFUSEDOPS_TORCH_VERSION="{torch.__version__}"')
     srcs = sources("ops.cpp", "module.cpp", "caches.cpp", "common/*.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
@@ -106,7 +116,7 @@ def extension():
     kwargs = dict(
         name="fusedops._C",
         include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_link_args=["-fopenmp", "-pthread"],
+        extra_link_args=link,
         py_limited_api=torch_version_tuple() >= (2, 6),
     )
     if not with_cuda:

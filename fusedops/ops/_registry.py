@@ -1,4 +1,7 @@
-"""Helpers shared by the op families: autocast rules for the ops."""
+"""Helpers shared by the op families: autocast rules for the ops, and the fake (meta)
+registration with the one-device rule."""
+import functools
+
 import torch
 
 _LIB = torch.library.Library("fusedops", "IMPL")
@@ -104,3 +107,41 @@ def register_autocast_cpu_keep(name, activations=(0,), params=()):
             return op(*args)
 
     _LIB.impl(name, autocast_impl, "AutocastCPU")
+
+
+# arguments that live on the host whatever the device of the others (attention's dropout seed)
+_HOST_ARGS = ("rng",)
+
+
+def register_fake(name):
+    """``torch.library.register_fake(name)`` with the rule every binding follows: all tensor
+    arguments on one device (a 0-d CPU tensor may join any, as in torch). Without it a call
+    mixing meta and CPU tensors would be dispatched to the fake implementation and quietly
+    return a meta tensor."""
+    op = name.split("::")[-1]
+
+    def wrap(fn):
+        # the schema's argument names (what users pass), not the fake function's own
+        names = [a.name for a in getattr(torch.ops.fusedops, op).default._schema.arguments]
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            first = None
+            for arg, value in [*zip(names, args), *kwargs.items()]:
+                if arg in _HOST_ARGS:
+                    continue
+                for t in value if isinstance(value, (list, tuple)) else (value,):
+                    if not isinstance(t, torch.Tensor) or (t.dim() == 0 and t.device.type == "cpu"):
+                        continue
+                    if first is None:
+                        first = (arg, t.device)
+                    elif t.device != first[1]:
+                        raise RuntimeError(
+                            f"fusedops.{op}: all tensors must be on one device: {first[0]} is on "
+                            f"{first[1]}, {arg} on {t.device}")
+            return fn(*args, **kwargs)
+
+        torch.library.register_fake(name)(checked)
+        return fn
+
+    return wrap

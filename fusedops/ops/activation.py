@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads
-from ._registry import register_autocast_cpu_keep
+from ._registry import register_autocast_cpu_keep, register_fake
 
 
 _ops = torch.ops.fusedops
@@ -87,17 +87,17 @@ def _same_shape(grad, saved, op):
 
 
 for _name in ("relu", "sigmoid", "tanh"):
-    torch.library.register_fake(f"fusedops::{_name}")(lambda input: input.new_empty(input.shape))
-    torch.library.register_fake(f"fusedops::{_name}_backward")(
+    register_fake(f"fusedops::{_name}")(lambda input: input.new_empty(input.shape))
+    register_fake(f"fusedops::{_name}_backward")(
         lambda grad_output, output, _n=_name: _same_shape(grad_output, output, f"{_n}_backward"))
 
 
-@torch.library.register_fake("fusedops::gelu")
+@register_fake("fusedops::gelu")
 def _gelu_fake(input, approximate="none"):
     return input.new_empty(input.shape)
 
 
-@torch.library.register_fake("fusedops::gelu_backward")
+@register_fake("fusedops::gelu_backward")
 def _gelu_backward_fake(grad_output, input, approximate="none"):
     return _same_shape(grad_output, input, "gelu_backward")
 
@@ -111,8 +111,8 @@ for _name in ("softmax", "log_softmax"):
         _check_dim(output, dim, f"{_n}_backward")
         return _same_shape(grad_output, output, f"{_n}_backward")
 
-    torch.library.register_fake(f"fusedops::{_name}")(_fwd)
-    torch.library.register_fake(f"fusedops::{_name}_backward")(_bwd)
+    register_fake(f"fusedops::{_name}")(_fwd)
+    register_fake(f"fusedops::{_name}_backward")(_bwd)
 
 
 # ---- autograd -------------------------------------------------------------------------------

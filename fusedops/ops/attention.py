@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ._autograd import needs_grad
-from ._registry import register_autocast_cpu_lowp
+from ._registry import register_autocast_cpu_lowp, register_fake
 
 _ops = torch.ops.fusedops
 _OP = "fusedops.scaled_dot_product_attention"
@@ -117,7 +117,7 @@ def _check_shapes(q, k, v, attn_mask, enable_gqa, op=_OP):
         )
 
 
-@torch.library.register_fake("fusedops::scaled_dot_product_attention")
+@register_fake("fusedops::scaled_dot_product_attention")
 def _sdpa_fake(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                enable_gqa=False, rng=None):
     _check_shapes(query, key, value, attn_mask, enable_gqa)
@@ -127,7 +127,7 @@ def _sdpa_fake(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
     return out, query.new_empty(query.shape[:-1], dtype=lse_dtype)
 
 
-@torch.library.register_fake("fusedops::scaled_dot_product_attention_backward")
+@register_fake("fusedops::scaled_dot_product_attention_backward")
 def _sdpa_backward_fake(grad_out, query, key, value, out, logsumexp, attn_mask, dropout_p,
                         is_causal, scale, enable_gqa, rng, output_mask):
     return (

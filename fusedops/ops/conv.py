@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
 
 from ._autograd import composite_grads, needs_grad
-from ._registry import register_autocast_cpu_lowp
+from ._registry import register_autocast_cpu_lowp, register_fake
 
 _ops = torch.ops.fusedops
 _IntPair = Union[int, Sequence[int]]
@@ -98,7 +98,7 @@ def _conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-@torch.library.register_fake("fusedops::conv2d")
+@register_fake("fusedops::conv2d")
 def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     torch._check(input.dim() in (3, 4), lambda: "fusedops.conv2d: input must be 3-D or 4-D")
     torch._check(weight.dim() == 4, lambda: "fusedops.conv2d: weight must be 4-D")
@@ -135,7 +135,7 @@ def _conv2d_fake(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilati
     return out if batched else out.squeeze(0)
 
 
-@torch.library.register_fake("fusedops::conv2d_backward")
+@register_fake("fusedops::conv2d_backward")
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
     return (
         input.new_empty(input.shape) if output_mask[0] else None,
@@ -165,7 +165,7 @@ def _empty_pool_window(size, out, p, s, d):
     return -1
 
 
-@torch.library.register_fake("fusedops::max_pool2d_with_indices")
+@register_fake("fusedops::max_pool2d_with_indices")
 def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
     torch._check(input.dim() in (3, 4), lambda: "fusedops.max_pool2d: input must be 3-D or 4-D")
     torch._check(
@@ -189,7 +189,7 @@ def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1)
     return out, idx
 
 
-@torch.library.register_fake("fusedops::max_pool2d_backward")
+@register_fake("fusedops::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation,
                               ceil_mode):
     return input.new_empty(input.shape)

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ._autograd import composite_grads, needs_grad
-from ._registry import register_autocast_cpu_lowp
+from ._registry import register_autocast_cpu_lowp, register_fake
 
 _ops = torch.ops.fusedops
 ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
@@ -68,20 +68,20 @@ def _check_bias(bias, weight):
         )
 
 
-@torch.library.register_fake("fusedops::linear")
+@register_fake("fusedops::linear")
 def _linear_fake(input, weight, bias=None, activation=None):
     _check_bias(bias, weight)
     return input.new_empty(_linear_shape(input, weight))
 
 
-@torch.library.register_fake("fusedops::linear_act")
+@register_fake("fusedops::linear_act")
 def _linear_act_fake(input, weight, bias, activation):
     _check_bias(bias, weight)
     shape = _linear_shape(input, weight)
     return input.new_empty(shape), input.new_empty(shape)
 
 
-@torch.library.register_fake("fusedops::linear_backward")
+@register_fake("fusedops::linear_backward")
 def _linear_backward_fake(grad_output, input, weight, act_input, activation, output_mask):
     return (
         input.new_empty(input.shape) if output_mask[0] else None,
@@ -109,12 +109,12 @@ def _matmul_shape(a, b):
     return (batch, a.shape[-2], b.shape[-1])
 
 
-@torch.library.register_fake("fusedops::matmul")
+@register_fake("fusedops::matmul")
 def _matmul_fake(a, b):
     return a.new_empty(_matmul_shape(a, b))
 
 
-@torch.library.register_fake("fusedops::matmul_backward")
+@register_fake("fusedops::matmul_backward")
 def _matmul_backward_fake(grad_output, a, b, output_mask):
     return (
         a.new_empty(a.shape) if output_mask[0] else None,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads, needs_grad
-from ._registry import _LIB, register_autocast_cpu_fp32
+from ._registry import _LIB, register_autocast_cpu_fp32, register_fake
 
 _ops = torch.ops.fusedops
 REDUCTIONS = ("mean", "sum", "none")
@@ -137,7 +137,7 @@ def binary_cross_entropy_with_logits(
 # ---- fake (meta) implementations -------------------------------------------------------------
 
 
-@torch.library.register_fake("fusedops::cross_entropy")
+@register_fake("fusedops::cross_entropy")
 def _cross_entropy_fake(input, target, weight=None, ignore_index=-100, reduction="mean",
                         label_smoothing=0.0, compute_grad=False):
     torch._check(input.dim() == 2, lambda: "fusedops.cross_entropy: input must be 2-D [N, C]")
@@ -156,12 +156,12 @@ def _cross_entropy_fake(input, target, weight=None, ignore_index=-100, reduction
     return loss, grad
 
 
-@torch.library.register_fake("fusedops::cross_entropy_backward")
+@register_fake("fusedops::cross_entropy_backward")
 def _cross_entropy_backward_fake(grad_output, grad):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
-@torch.library.register_fake("fusedops::loss_grad_scale")
+@register_fake("fusedops::loss_grad_scale")
 def _loss_grad_scale_fake(grad, grad_output):
     return None
 
@@ -179,7 +179,7 @@ def _lce_shapes(input, weight, target, bias):
                      lambda: "fusedops.linear_cross_entropy: bias must be 1-D [vocab]")
 
 
-@torch.library.register_fake("fusedops::linear_cross_entropy")
+@register_fake("fusedops::linear_cross_entropy")
 def _lce_fake(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
               label_smoothing=0.0, grad_mask=(False, False, False)):
     _lce_shapes(input, weight, target, bias)
@@ -195,7 +195,7 @@ def _lce_fake(input, weight, target, bias=None, ignore_index=-100, reduction="me
     )
 
 
-@torch.library.register_fake("fusedops::linear_cross_entropy_backward")
+@register_fake("fusedops::linear_cross_entropy_backward")
 def _lce_backward_fake(grad_output, input, weight, target, bias, ignore_index, reduction,
                        label_smoothing, output_mask):
     _lce_shapes(input, weight, target, bias)
@@ -211,25 +211,25 @@ def _pair_fake(input, target, op):
                  lambda: f"fusedops.{op}: target must have the input's shape")
 
 
-@torch.library.register_fake("fusedops::mse_loss")
+@register_fake("fusedops::mse_loss")
 def _mse_fake(input, target, reduction="mean"):
     _pair_fake(input, target, "mse_loss")
     return input.new_empty(input.shape if reduction == "none" else ())
 
 
-@torch.library.register_fake("fusedops::mse_loss_backward")
+@register_fake("fusedops::mse_loss_backward")
 def _mse_backward_fake(grad_output, input, target, reduction):
     _pair_fake(input, target, "mse_loss_backward")
     return input.new_empty(input.shape)
 
 
-@torch.library.register_fake("fusedops::binary_cross_entropy_with_logits")
+@register_fake("fusedops::binary_cross_entropy_with_logits")
 def _bce_fake(input, target, weight=None, pos_weight=None, reduction="mean"):
     _pair_fake(input, target, "binary_cross_entropy_with_logits")
     return input.new_empty(input.shape if reduction == "none" else ())
 
 
-@torch.library.register_fake("fusedops::binary_cross_entropy_with_logits_backward")
+@register_fake("fusedops::binary_cross_entropy_with_logits_backward")
 def _bce_backward_fake(grad_output, input, target, weight, pos_weight, reduction, output_mask):
     _pair_fake(input, target, "binary_cross_entropy_with_logits_backward")
     return (

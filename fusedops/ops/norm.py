@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads, needs_grad
-from ._registry import register_autocast_cpu_keep
+from ._registry import register_autocast_cpu_keep, register_fake
 
 
 _ops = torch.ops.fusedops
@@ -86,13 +86,13 @@ def _stat_dtype(input):
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
-@torch.library.register_fake("fusedops::layer_norm")
+@register_fake("fusedops::layer_norm")
 def _layer_norm_fake(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     _check(input, normalized_shape, weight, bias, "layer_norm")
     return input.new_empty(input.shape)
 
 
-@torch.library.register_fake("fusedops::layer_norm_stats")
+@register_fake("fusedops::layer_norm_stats")
 def _layer_norm_stats_fake(input, normalized_shape, weight, bias, eps):
     lead = _check(input, normalized_shape, weight, bias, "layer_norm_stats")
     d = _stat_dtype(input)
@@ -109,20 +109,20 @@ def _backward_fake(input, normalized_shape, output_mask, weight=None):
     )
 
 
-@torch.library.register_fake("fusedops::layer_norm_backward")
+@register_fake("fusedops::layer_norm_backward")
 def _layer_norm_backward_fake(grad_output, input, normalized_shape, mean, rstd, weight, output_mask):
     _check(input, normalized_shape, weight, None, "layer_norm_backward")
     return _backward_fake(input, normalized_shape, output_mask, weight)
 
 
-@torch.library.register_fake("fusedops::add_layer_norm")
+@register_fake("fusedops::add_layer_norm")
 def _add_layer_norm_fake(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
     _check(input, normalized_shape, weight, bias, "add_layer_norm")
     torch._check(residual.shape == input.shape, lambda: "fusedops.add_layer_norm: residual must have the input's shape")
     return input.new_empty(input.shape), input.new_empty(input.shape)
 
 
-@torch.library.register_fake("fusedops::add_layer_norm_stats")
+@register_fake("fusedops::add_layer_norm_stats")
 def _add_layer_norm_stats_fake(input, residual, normalized_shape, weight, bias, eps):
     lead = _check(input, normalized_shape, weight, bias, "add_layer_norm_stats")
     torch._check(residual.shape == input.shape,
@@ -132,7 +132,7 @@ def _add_layer_norm_stats_fake(input, residual, normalized_shape, weight, bias, 
             input.new_empty(lead, dtype=d), input.new_empty(lead, dtype=d))
 
 
-@torch.library.register_fake("fusedops::add_layer_norm_backward")
+@register_fake("fusedops::add_layer_norm_backward")
 def _add_layer_norm_backward_fake(grad_output, grad_sum, sum, normalized_shape, mean, rstd, weight,
                                   output_mask):
     _check(sum, normalized_shape, weight, None, "add_layer_norm_backward")

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 
 from ._autograd import needs_grad
+from ._registry import register_fake
 
 
 _ops = torch.ops.fusedops
@@ -170,7 +171,7 @@ def _rows(input, batch_sizes):
     return input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
 
 
-@torch.library.register_fake("fusedops::rnn_layer")
+@register_fake("fusedops::rnn_layer")
 def _rnn_layer_fake(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None,
                     reverse=False):
     torch._check(mode in _MODES, lambda: f"fusedops.rnn_layer: unknown mode {mode!r}")
@@ -184,7 +185,7 @@ def _rnn_layer_fake(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=
             input.new_empty(_rows(input, batch_sizes), _WORKSPACE[mode] * H))
 
 
-@torch.library.register_fake("fusedops::rnn_layer_backward")
+@register_fake("fusedops::rnn_layer_backward")
 def _rnn_layer_backward_fake(mode, grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
                              w_hr, batch_sizes, reverse, output, workspace, output_mask):
     like = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)

@@ -229,11 +229,16 @@ struct FlashAttention {
         T* s = w.s + r * FBN;
         const int64_t ncol = visible(a, row, j0, n);
         mask_row(a, b, row, j0, n, ncol, s);
-        const T mnew = std::max(w.mrow[r], row_max(s, rup(n, W)));
-        if (mnew == kNegInf) {  // nothing visible yet: P = 0, O stays 0
-          std::fill(s, s + rup(n, W), T(0));
-          w.corr[r] = T(0);
-          continue;
+        T mnew = std::max(w.mrow[r], row_max(s, rup(n, W)));
+        if (mnew == kNegInf) {
+          // a NaN score (NaN in q or k) is no masked key: the row becomes NaN, as in torch
+          if (std::any_of(s, s + n, [](T v) { return std::isnan(v); })) {
+            mnew = std::numeric_limits<T>::quiet_NaN();
+          } else {  // nothing visible yet: P = 0, O stays 0
+            std::fill(s, s + rup(n, W), T(0));
+            w.corr[r] = T(0);
+            continue;
+          }
         }
         w.corr[r] = std::exp(w.mrow[r] - mnew);
         const T sum = exp_row(s, rup(n, W), mnew);
@@ -252,8 +257,8 @@ struct FlashAttention {
       const T l = w.lrow[r];
       const T inv = l > T(0) ? T(1) / l : T(0);
       for (int64_t c = 0; c < Ev; ++c) out[r * Ev + c] = from_t<St>(w.o[r * Evp + c] * inv);
-      a.lse[b * L + i0 + r] =
-          l > T(0) ? w.mrow[r] + std::log(l) : std::numeric_limits<T>::infinity();
+      a.lse[b * L + i0 + r] =  // +inf marks a row with no visible key; NaN stays NaN
+          l > T(0) || std::isnan(l) ? w.mrow[r] + std::log(l) : std::numeric_limits<T>::infinity();
     }
   }
 
