@@ -142,6 +142,16 @@ def test_one_value_per_channel_refused_in_training():
     assert fusedops.nn.BatchNorm2d(3)(torch.randn(1, 3, 2, 1)).shape == (1, 3, 2, 1)  # N=1, spatial > 1
 
 
+def test_empty_batch_keeps_running_statistics():
+    t, m = torch.nn.BatchNorm2d(3), fusedops.nn.BatchNorm2d(3)
+    x = torch.randn(0, 3, 4, 4, requires_grad=True)
+    ym, yt = m(x), t(x)
+    assert ym.shape == yt.shape == (0, 3, 4, 4)
+    assert torch.equal(m.running_mean, t.running_mean) and torch.equal(m.running_var, t.running_var)
+    ym.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_gradcheck():
     for shape in ((4, 3), (2, 3, 5), (3, 2, 3, 2)):
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)

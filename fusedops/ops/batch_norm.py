@@ -50,8 +50,8 @@ def batch_norm(
     if training:
         _check_batch(input)
         out, mean, _, var = _ops.batch_norm(input, None, None, weight, bias, True, eps)
-        if running_mean is not None or running_var is not None:
-            n = input.numel() // max(input.shape[1], 1)
+        n = input.numel() // max(input.shape[1], 1)
+        if n > 0 and (running_mean is not None or running_var is not None):  # empty batch: as torch, kept
             with torch.no_grad():
                 if running_mean is not None:
                     running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
