@@ -1,6 +1,7 @@
 // Dropout kernel (see dropout.h). One hash (two splitmix64 rounds) per element; the elements
-// are split into contiguous ranges over the threads. Portable code: the 64-bit multiplies of
-// the hash have no AVX2 form, and the op is bound by memory at 2 threads anyway.
+// are split into contiguous ranges over the threads. Portable code (the 64-bit multiplies of
+// the hash have no AVX2 form): 8192 x 3072 fp32 took 175 ms here against 95 ms for a plain
+// copy of fresh memory and 470 ms for torch's F.dropout (2 threads, a loaded machine).
 #include "dropout.h"
 
 #include "bf16.h"
@@ -13,13 +14,11 @@ namespace {
 inline float to_f(float v) { return v; }
 inline double to_f(double v) { return v; }
 inline float to_f(uint16_t v) { return bf16_to_float(v); }
-template <typename T>
-inline T from_f(float v) {
+template <typename T, typename A>
+inline T from_f(A v) {
   if constexpr (sizeof(T) == 2) return float_to_bf16(v);
   else return T(v);
 }
-template <typename T>
-inline T from_f(double v) { return T(v); }
 
 constexpr int64_t kPerThread = 1 << 16;  // elements per thread below which one thread runs
 
