@@ -59,7 +59,7 @@ package-check: setup
 	bash tools/package_check.sh $(VPY)
 
 bench: setup
-	$(VPY) -m benchmarks all --threads 1,2
+	$(VPY) -m fusedops.benchmarks all --threads 1,2
 
 clean:
 	rm -rf build dist *.egg-info fusedops/*.so

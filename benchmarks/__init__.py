@@ -1,1 +1,1 @@
-"""Benchmarks of fusedops against its peers; run `python -m benchmarks --help`."""
+"""`python -m benchmarks` in a checkout runs fusedops.benchmarks (`--help` says what)."""

@@ -490,7 +490,7 @@ def test_bad_input():
                         ["grads[0]", "Float", "Double"], "adam_step_")
     bad = [ps[0].int(), ps[1], ps[2]]
     assert_raises_named(lambda: f(bad, gs, ms, vs, vm, steps, *rest), TypeError,
-                        ["params", "float32 or float64", "Int"], "adam_step_")
+                        ["params", "float32, float64 or bfloat16", "Int"], "adam_step_")
     bad = [torch.tensor([1.0, 2.0]), steps[1], steps[2]]
     assert_raises_named(lambda: f(ps, gs, ms, vs, vm, bad, *rest), RuntimeError,
                         ["state_steps[0]", "1-element"], "adam_step_")

@@ -75,8 +75,7 @@ def test_setup_installs_every_package_the_tests_import():
 
 def test_version_changelog_and_torch_floor_agree():
     assert re.fullmatch(r"\d+\.\d+\.\d+", fusedops.__version__)
-    # the newest released entry (an "Unreleased" section above it collects what is not yet)
-    first = re.search(r"^## (?!Unreleased\b)(\S+)", read("CHANGELOG.md"), re.M)
+    first = re.search(r"^## (?!Unreleased\b)(\S+)", read("CHANGELOG.md"), re.M)  # newest release
     assert first and first.group(1) == fusedops.__version__, (
         f"CHANGELOG.md's newest entry is {first and first.group(1)}, fusedops.__version__ is "
         f"{fusedops.__version__}: say what the new version brings")

@@ -25,7 +25,7 @@ def _grads(out, inputs, seed=99):
     """Output, then the gradient of every input for a fixed random cotangent."""
     outs = out if isinstance(out, (tuple, list)) else (out,)
     g = torch.Generator().manual_seed(seed)
-    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    cot = [torch.randn(o.shape, generator=g).to(o.dtype) for o in outs]
     grads = torch.autograd.grad(outs, inputs, cot, allow_unused=True)
     return [o.detach() for o in outs] + [x for x in grads if x is not None]
 
@@ -128,6 +128,52 @@ def activations():
     return out
 
 
+def norm_bf16():  # bf16 activations, fp32 parameters and statistics
+    x, r, w, b = _inputs(15, (2051, 384), (2051, 384), (384,), (384,))
+    xb, rb = x.detach().bfloat16().requires_grad_(), r.detach().bfloat16().requires_grad_()
+    return (_grads(ops.layer_norm(xb, [384], w, b), [xb, w, b])
+            + _grads(ops.add_layer_norm(xb, rb, [384], w, b), [xb, rb, w, b]))
+
+
+def attention_bf16():  # q, k, v widened while packed; dQ of one head split over key-block groups
+    q, k, v = _inputs(17, (1, 2, 200, 64), (1, 2, 200, 64), (1, 2, 200, 64))
+    qb, kb, vb = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
+    return _grads(ops.scaled_dot_product_attention(qb, kb, vb, is_causal=True), [qb, kb, vb])
+
+
+def cross_entropy_bf16():
+    (x,) = _inputs(18, (1031, 3001))
+    xb = x.detach().bfloat16().requires_grad_()
+    t = torch.randint(0, 3001, (1031,), generator=torch.Generator().manual_seed(2))
+    return _grads(ops.cross_entropy(xb, t, label_smoothing=0.1), [xb])
+
+
+def optimizers_bf16():  # bf16 parameters, fp32 state
+    import fusedops.optim as fo
+    ps = [torch.randn(s, generator=torch.Generator().manual_seed(i)).bfloat16() for i, s in enumerate((70001, 33, 4096))]
+    gs = [torch.randn(p.shape, generator=torch.Generator().manual_seed(9 + i)).bfloat16() for i, p in enumerate(ps)]
+    out = []
+    for make in (lambda q: fo.AdamW(q, lr=1e-2, weight_decay=0.1), lambda q: fo.SGD(q, lr=0.1, momentum=0.9)):
+        q = [p.clone().requires_grad_() for p in ps]
+        opt = make(q)
+        for _ in range(2):
+            for t, g in zip(q, gs):
+                t.grad = g.clone()
+            opt.step()
+        out += [t.detach() for t in q]
+    return out
+
+
+def activations_bf16():
+    (x,) = _inputs(16, (1001, 999))
+    xb = x.detach().bfloat16().requires_grad_()
+    out = []
+    for f in (lambda t: ops.gelu(t, approximate="tanh"), ops.sigmoid, lambda t: ops.softmax(t, -1),
+              lambda t: ops.log_softmax(t, 0)):
+        out += _grads(f(xb), [xb])
+    return out
+
+
 def cross_entropy():
     (x,) = _inputs(14, (1031, 3001))
     t = torch.randint(0, 3001, (1031,), generator=torch.Generator().manual_seed(1))
@@ -224,7 +270,7 @@ def batch_norm():  # planar (NCHW), channels-last and [N, C] (interleaved)
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
-    activations, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
+    activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, optimizers_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
     optimizers, dropout, embedding, batch_norm)}
 
 

@@ -6,7 +6,7 @@
 #   2. a wheel built from that sdist, without build isolation, against PYTHON's torch;
 #   3. a fresh virtual environment that sees PYTHON's packages (torch, numpy) but not its
 #      fusedops; the wheel installed there, imported from outside the checkout, one op run
-#      against torch, and build_info() printed.
+#      against torch, and build_info() printed; the benchmarks' command runs from there too.
 # Usage: tools/package_check.sh [PYTHON]   (default .venv/bin/python: torch, setuptools, wheel,
 # ninja installed, as `make setup` leaves it). Outputs go to build/package/.
 set -euo pipefail
@@ -59,4 +59,8 @@ assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5), (y - ref).abs().max()
 print(f"fusedops {fusedops.__version__} from {os.path.dirname(where)}: linear+gelu matches torch;",
       fusedops.build_info())
 PY
+# the benchmarks ship in the wheel and run from here, outside the checkout
+"$out/env/bin/python" -m fusedops.benchmarks matmul --quick --list -k "square 256" | grep -q "square 256" || {
+  echo "package-check: python -m fusedops.benchmarks does not run from the installed wheel"; exit 1; }
+echo "python -m fusedops.benchmarks runs from the installed wheel"
 echo "package-check: ok"

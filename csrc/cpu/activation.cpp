@@ -11,17 +11,18 @@
 #include "common/checks.h"
 #include "common/fresh_output.h"
 #include "common/norm_args.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/activation_ops.h"
 
 namespace fusedops {
 namespace {
 
 at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   const at::Tensor x = input.contiguous();
   at::Tensor y = empty_output(input.sizes(), input.options());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.activation", [&] {
-    cpu::activation_kernels<scalar_t>().pointwise_forward(f, x.numel(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "fusedops.activation", [&] {
+    cpu::activation_kernels<kernel_t>().pointwise_forward(f, x.numel(), kptr<kernel_t>(x), kptr<kernel_t>(y));
   });
   return y;
 }
@@ -29,16 +30,16 @@ at::Tensor forward(const char* op, Pointwise f, const at::Tensor& input) {
 // saved: the input (gelu) or the output (the others), named `saved_name` in messages.
 at::Tensor backward(const char* op, Pointwise f, const at::Tensor& grad_output, const at::Tensor& saved,
                     const char* saved_name) {
-  check_cpu_float(saved, op, saved_name);
-  check_cpu_float(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(saved, op, saved_name);
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
   check_same_dtype(grad_output, saved, op, "grad_output", saved_name);
   FUSEDOPS_CHECK(grad_output.sizes() == saved.sizes(), op, "grad_output must have the shape of ",
                  saved_name, " ", shape_str(saved.sizes()), ", got ", shape_str(grad_output.sizes()));
   const at::Tensor g = grad_output.contiguous(), s = saved.contiguous();
   at::Tensor dx = empty_output(saved.sizes(), saved.options());
-  AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "fusedops.activation_backward", [&] {
-    cpu::activation_kernels<scalar_t>().pointwise_backward(f, s.numel(), g.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-                                      dx.data_ptr<scalar_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(saved.scalar_type(), "fusedops.activation_backward", [&] {
+    cpu::activation_kernels<kernel_t>().pointwise_backward(f, s.numel(), kptr<kernel_t>(g), kptr<kernel_t>(s),
+                                      kptr<kernel_t>(dx));
   });
   return dx;
 }
@@ -66,29 +67,29 @@ at::Tensor tanh_backward_cpu(const at::Tensor& grad_output, const at::Tensor& ou
 // ---- softmax ----------------------------------------------------------------------------------
 
 at::Tensor softmax_forward(const char* op, const at::Tensor& input, int64_t dim, bool log) {
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   const SoftmaxSplit s = softmax_split(input, dim, op);
   const at::Tensor x = input.contiguous();
   at::Tensor y = empty_output(input.sizes(), input.options());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.softmax", [&] {
-    cpu::activation_kernels<scalar_t>().softmax_forward(s.outer, s.D, s.inner, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), log);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "fusedops.softmax", [&] {
+    cpu::activation_kernels<kernel_t>().softmax_forward(s.outer, s.D, s.inner, kptr<kernel_t>(x), kptr<kernel_t>(y), log);
   });
   return y;
 }
 
 at::Tensor softmax_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& output,
                             int64_t dim, bool log) {
-  check_cpu_float(output, op, "output");
-  check_cpu_float(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(output, op, "output");
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
   check_same_dtype(grad_output, output, op, "grad_output", "output");
   FUSEDOPS_CHECK(grad_output.sizes() == output.sizes(), op, "grad_output must have the shape of output ",
                  shape_str(output.sizes()), ", got ", shape_str(grad_output.sizes()));
   const SoftmaxSplit s = softmax_split(output, dim, op);
   const at::Tensor g = grad_output.contiguous(), y = output.contiguous();
   at::Tensor dx = empty_output(output.sizes(), output.options());
-  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "fusedops.softmax_backward", [&] {
-    cpu::activation_kernels<scalar_t>().softmax_backward(s.outer, s.D, s.inner, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                    dx.data_ptr<scalar_t>(), log);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(output.scalar_type(), "fusedops.softmax_backward", [&] {
+    cpu::activation_kernels<kernel_t>().softmax_backward(s.outer, s.D, s.inner, kptr<kernel_t>(g), kptr<kernel_t>(y),
+                                    kptr<kernel_t>(dx), log);
   });
   return dx;
 }

@@ -11,6 +11,7 @@
 #include "common/threads.h"
 #include "common/attention_args.h"
 #include "common/checks.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/attention.h"
 
 namespace fusedops {
@@ -23,6 +24,11 @@ at::Tensor rows_contiguous(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
 }
 
+// The log-sum-exp is float32 for a bf16 query (the kernels' arithmetic type).
+at::ScalarType lse_dtype(const at::Tensor& query) {
+  return query.scalar_type() == at::kBFloat16 ? at::kFloat : query.scalar_type();
+}
+
 struct Prepared {
   at::Tensor q, k, v, mask;  // mask expanded to [..., L, S], or undefined
   AttentionLayout lay;
@@ -33,9 +39,9 @@ Prepared prepare(const at::Tensor& query, const at::Tensor& key, const at::Tenso
                  const std::optional<at::Tensor>& attn_mask, double dropout_p,
                  std::optional<double> scale, bool enable_gqa,
                  const std::optional<at::Tensor>& rng, const char* op) {
-  check_cpu_float(query, op, "query");
-  check_cpu_float(key, op, "key");
-  check_cpu_float(value, op, "value");
+  check_cpu_float_or_bf16(query, op, "query");
+  check_cpu_float_or_bf16(key, op, "key");
+  check_cpu_float_or_bf16(value, op, "value");
   check_same_dtype(key, query, op, "key", "query");
   check_same_dtype(value, query, op, "value", "query");
   if (attn_mask.has_value())
@@ -74,9 +80,9 @@ AttentionArgs<T> kernel_args(const Prepared& p, double dropout_p, bool is_causal
   a.S = lay.S;
   a.E = lay.E;
   a.Ev = lay.Ev;
-  a.q = p.q.data_ptr<T>();
-  a.k = p.k.data_ptr<T>();
-  a.v = p.v.data_ptr<T>();
+  a.q = kptr<T>(p.q);
+  a.k = kptr<T>(p.k);
+  a.v = kptr<T>(p.v);
   a.q_off = lay.q_off.data();
   a.k_off = lay.k_off.data();
   a.v_off = lay.v_off.data();
@@ -89,14 +95,14 @@ AttentionArgs<T> kernel_args(const Prepared& p, double dropout_p, bool is_causal
       a.mask_bool = reinterpret_cast<const uint8_t*>(p.mask.data_ptr<bool>());
     } else {
       a.mask = AttnMask::additive;
-      a.mask_add = p.mask.data_ptr<T>();
+      a.mask_add = kptr<T>(p.mask);
     }
     a.m_off = lay.m_off.data();
     a.m_rs = lay.m_rs;
     a.m_cs = lay.m_cs;
   }
   a.causal = is_causal;
-  a.scale = T(lay.scale);
+  a.scale = cpu::compute_t<T>(lay.scale);
   a.dropout_p = dropout_p;
   a.seed = p.seed;
   a.offset = p.offset;
@@ -119,12 +125,12 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cpu(const at::Tensor& query, const at::T
   Prepared p = prepare(query, key, value, attn_mask, dropout_p, scale, enable_gqa, rng, op);
   const AttentionLayout& lay = p.lay;
   at::Tensor out = at::empty(batch_with(lay, {lay.L, lay.Ev}), query.options());
-  at::Tensor lse = at::empty(batch_with(lay, {lay.L}), query.options());
-  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "fusedops.scaled_dot_product_attention", [&] {
-    AttentionArgs<scalar_t> a = kernel_args<scalar_t>(p, dropout_p, is_causal);
-    a.out = out.data_ptr<scalar_t>();
-    a.lse = lse.data_ptr<scalar_t>();
-    cpu::attention_kernels<scalar_t>().attention_forward(a);
+  at::Tensor lse = at::empty(batch_with(lay, {lay.L}), query.options().dtype(lse_dtype(query)));
+  FUSEDOPS_DISPATCH_CPU_FLOAT(query.scalar_type(), op, [&] {
+    AttentionArgs<kernel_t> a = kernel_args<kernel_t>(p, dropout_p, is_causal);
+    a.out = kptr<kernel_t>(out);
+    a.lse = kptr<cpu::compute_t<kernel_t>>(lse);
+    cpu::attention_kernels<kernel_t>().attention_forward(a);
   });
   return {out, lse};
 }
@@ -142,8 +148,13 @@ sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at:
   const auto lse_shape = batch_with(lay, {lay.L});
   for (const at::Tensor* t : {&grad_out, &out, &logsumexp}) {
     const char* name = t == &grad_out ? "grad_out" : t == &out ? "out" : "logsumexp";
-    check_cpu_float(*t, op, name);
-    check_same_dtype(*t, query, op, name, "query");
+    if (t == &logsumexp) {
+      TORCH_CHECK_TYPE(t->scalar_type() == lse_dtype(query), "fusedops.", op, ": logsumexp must be ",
+                       lse_dtype(query), " for a ", query.scalar_type(), " query, got ", t->scalar_type());
+    } else {
+      check_cpu_float_or_bf16(*t, op, name);
+      check_same_dtype(*t, query, op, name, "query");
+    }
     const auto& want = t == &logsumexp ? lse_shape : out_shape;
     FUSEDOPS_CHECK(t->sizes().vec() == want, op, name, " must have shape ", shape_str(want),
                    ", got ", shape_str(t->sizes()));
@@ -155,16 +166,15 @@ sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at:
   if (mask[1]) dk_all = at::empty(batch_with(lay, {lay.S, lay.E}), query.options());
   if (mask[2]) dv_all = at::empty(batch_with(lay, {lay.S, lay.Ev}), query.options());
   if (mask[0] || mask[1] || mask[2]) {
-    AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "fusedops.scaled_dot_product_attention_backward",
-                               [&] {
-      AttentionArgs<scalar_t> a = kernel_args<scalar_t>(p, dropout_p, is_causal);
-      a.out = const_cast<scalar_t*>(o.data_ptr<scalar_t>());
-      a.lse = const_cast<scalar_t*>(lse.data_ptr<scalar_t>());
-      a.dout = go.data_ptr<scalar_t>();
-      a.dq = mask[0] ? dq->data_ptr<scalar_t>() : nullptr;
-      a.dk = mask[1] ? dk_all.data_ptr<scalar_t>() : nullptr;
-      a.dv = mask[2] ? dv_all.data_ptr<scalar_t>() : nullptr;
-      cpu::attention_kernels<scalar_t>().attention_backward(a);
+    FUSEDOPS_DISPATCH_CPU_FLOAT(query.scalar_type(), op, [&] {
+      AttentionArgs<kernel_t> a = kernel_args<kernel_t>(p, dropout_p, is_causal);
+      a.out = kptr<kernel_t>(o);
+      a.lse = kptr<cpu::compute_t<kernel_t>>(lse);
+      a.dout = kptr<kernel_t>(go);
+      a.dq = mask[0] ? kptr<kernel_t>(*dq) : nullptr;
+      a.dk = mask[1] ? kptr<kernel_t>(dk_all) : nullptr;
+      a.dv = mask[2] ? kptr<kernel_t>(dv_all) : nullptr;
+      cpu::attention_kernels<kernel_t>().attention_backward(a);
     });
   }
   if (mask[1]) dk = lay.kv_shared ? reduce_kv_grad(dk_all, key, enable_gqa) : dk_all;

@@ -11,6 +11,7 @@
 #include "common/threads.h"
 #include "common/checks.h"
 #include "common/conv_args.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/conv.h"
 
 namespace fusedops {
@@ -18,6 +19,12 @@ namespace {
 
 void check_conv_tensors(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const char* op) {
+  if (input.scalar_type() == at::kBFloat16) {  // a bf16 input: bf16 or fp32 (master) parameters
+    check_cpu_float_or_bf16(input, op, "input");
+    check_bf16_or_master(weight, op, "weight", "input");
+    if (bias.has_value()) check_bf16_or_master(*bias, op, "bias", "input");
+    return;
+  }
   check_cpu_float(input, op, "input");
   check_cpu_float(weight, op, "weight");
   check_same_dtype(weight, input, op, "weight", "input");
@@ -35,6 +42,13 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const char* op = "conv2d";
   check_conv_tensors(input, weight, bias, op);
+  if (input.scalar_type() == at::kBFloat16) {
+    // bf16: widened to fp32 (exact) for the fp32 kernels, the output rounded once. Correct and
+    // bf16 in, bf16 out, but no faster than fp32: the conv kernels have no bf16 packing yet.
+    const std::optional<at::Tensor> b32 = bias.has_value() ? std::optional<at::Tensor>(bias->to(at::kFloat)) : std::nullopt;
+    return conv2d_cpu(input.to(at::kFloat), weight.to(at::kFloat), b32, stride, padding, dilation, groups)
+        .to(at::kBFloat16);
+  }
   const Conv2dShape s = conv2d_shape(input, weight, bias, stride, padding, dilation, groups, op);
   at::Tensor out = conv2d_output(input, weight, s);
   const bool cl = !out.is_contiguous();
@@ -56,6 +70,16 @@ conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, cons
                     int64_t groups, std::array<bool, 3> mask) {
   const char* op = "conv2d_backward";
   check_conv_tensors(input, weight, std::nullopt, op);
+  if (input.scalar_type() == at::kBFloat16) {  // widened, as the forward; the weight and bias
+    check_cpu_float_or_bf16(grad_output, op, "grad_output");  // gradients in the weight's dtype
+    check_same_dtype(grad_output, input, op, "grad_output", "input");
+    auto [gx, gw, gb] = conv2d_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+                                            weight.to(at::kFloat), stride, padding, dilation, groups, mask);
+    if (gx) gx = gx->to(at::kBFloat16);
+    if (gw) gw = gw->to(weight.scalar_type());
+    if (gb) gb = gb->to(weight.scalar_type());
+    return {gx, gw, gb};
+  }
   check_cpu_float(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   const Conv2dShape s =
@@ -91,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
     const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d";
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   const auto sizes = pool_output_sizes(input, s);
@@ -102,9 +126,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cpu(
   at::Tensor y = cl ? at::empty(sizes, input.options()) : out;
   at::Tensor i = cl ? at::empty(sizes, idx.options().memory_format(at::MemoryFormat::Contiguous)) : idx;
   const at::Tensor x = input.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d", [&] {
-    cpu::max_pool2d_forward<scalar_t>(s, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                      i.data_ptr<int64_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    cpu::max_pool2d_forward<kernel_t>(s, kptr<kernel_t>(x), kptr<kernel_t>(y), i.data_ptr<int64_t>());
   });
   if (cl) out.copy_(y), idx.copy_(i);
   return {out, idx};
@@ -115,8 +138,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
-  check_cpu_float(input, op, "input");
-  check_cpu_float(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(input, op, "input");
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   const Pool2dShape s =
       max_pool2d_shape(input, kernel_size, stride, padding, dilation, ceil_mode, op);
@@ -124,9 +147,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   check_pool_indices(indices, s, op);
   at::Tensor gx = at::empty(input.sizes(), input.options());
   const at::Tensor gy = grad_output.contiguous(), i = indices.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.max_pool2d_backward", [&] {
-    cpu::max_pool2d_backward<scalar_t>(s, gy.data_ptr<scalar_t>(), i.data_ptr<int64_t>(),
-                                       gx.data_ptr<scalar_t>());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    cpu::max_pool2d_backward<kernel_t>(s, kptr<kernel_t>(gy), i.data_ptr<int64_t>(), kptr<kernel_t>(gx));
   });
   return gx;
 }

@@ -18,6 +18,8 @@
 #include "common/linear_args.h"
 #include "common/loss_args.h"
 #include "cpu/kernels/gemm/gemm.h"
+#include "cpu/dtype.h"
+#include "cpu/kernels/gemm/gemm_bf16.h"
 #include "cpu/kernels/loss.h"
 
 namespace fusedops {
@@ -112,8 +114,9 @@ void check_class_target(const at::Tensor& target, int64_t N, const char* op) {
 void check_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input, int64_t C,
                   const char* op) {
   if (!weight.has_value()) return;
-  check_cpu_float(*weight, op, "weight");
-  check_same_dtype(*weight, input, op, "weight", "input");
+  check_cpu_float_or_bf16(*weight, op, "weight");
+  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(*weight, op, "weight", "input");
+  else check_same_dtype(*weight, input, op, "weight", "input");
   FUSEDOPS_CHECK(weight->dim() == 1 && weight->size(0) == C, op,
                  "weight must be 1-D [C] = [", C, "] (one weight per class), got shape ",
                  shape_str(weight->sizes()));
@@ -132,7 +135,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
                                                      int64_t ignore_index, c10::string_view reduction,
                                                      double label_smoothing, bool compute_grad) {
   const char* op = "cross_entropy";
-  check_cpu_float(input, op, "input");
+  check_cpu_float_or_bf16(input, op, "input");
   FUSEDOPS_CHECK(input.dim() == 2, op, "input must be 2-D [N, C] here, got shape ",
                  shape_str(input.sizes()));
   const Reduction red = reduction_arg(reduction, op);
@@ -140,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   const int64_t N = input.size(0), C = input.size(1);
   const bool probs = at::isFloatingType(target.scalar_type());
   if (probs) {
-    check_cpu_float(target, op, "target");
+    check_cpu_float_or_bf16(target, op, "target");
     check_same_dtype(target, input, op, "target", "input");
     FUSEDOPS_CHECK(target.sizes() == input.sizes(), op,
                    "probability target must have the input's shape ", shape_str(input.sizes()),
@@ -155,28 +158,32 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& input,
   check_weight(weight, input, C, op);
   const at::Tensor x = input.stride(1) == 1 ? input : input.contiguous();
   const at::Tensor tgt = target.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  at::Tensor loss_rows = red == Reduction::none ? at::empty({N}, input.options()) : at::Tensor();
+  // bf16 logits: class weights and row losses in fp32 (the loss comes back in bf16, as torch's)
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const auto arith = input.options().dtype(bf16 ? at::kFloat : input.scalar_type());
+  const at::Tensor w = weight.has_value() ? weight->to(arith.dtype()).contiguous() : at::Tensor();
+  at::Tensor loss_rows = red == Reduction::none ? at::empty({N}, arith) : at::Tensor();
   at::Tensor grad = compute_grad ? empty_grad({N, C}, input.options()) : at::empty({0}, input.options());
   double total = 0, denom = double(N);
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.cross_entropy", [&] {
-    const scalar_t* wp = w.defined() ? w.data_ptr<scalar_t>() : nullptr;
-    if (!probs) denom = check_targets<scalar_t>(tgt, C, wp, ignore_index, op);
-    cpu::CrossEntropyArgs<scalar_t> a;
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
+    using A = cpu::compute_t<kernel_t>;
+    const A* wp = w.defined() ? w.data_ptr<A>() : nullptr;
+    if (!probs) denom = check_targets<A>(tgt, C, wp, ignore_index, op);
+    cpu::CrossEntropyArgs<kernel_t> a;
     a.N = N, a.C = C;
-    a.x = x.data_ptr<scalar_t>(), a.ldx = x.stride(0);
-    if (probs) a.probs = tgt.data_ptr<scalar_t>(), a.ldp = C;
+    a.x = kptr<kernel_t>(x), a.ldx = x.stride(0);
+    if (probs) a.probs = kptr<kernel_t>(tgt), a.ldp = C;
     else a.target = tgt.data_ptr<int64_t>();
     a.weight = wp;
     a.ignore_index = ignore_index;
     a.label_smoothing = label_smoothing;
-    a.loss_rows = loss_rows.defined() ? loss_rows.data_ptr<scalar_t>() : nullptr;
+    a.loss_rows = loss_rows.defined() ? loss_rows.data_ptr<A>() : nullptr;
     a.loss_sum = &total;
-    if (compute_grad) a.grad = grad.data_ptr<scalar_t>(), a.ldg = C;
+    if (compute_grad) a.grad = kptr<kernel_t>(grad), a.ldg = C;
     a.scale = red == Reduction::mean ? 1.0 / denom : 1.0;
-    cpu::loss_kernels<scalar_t>().cross_entropy(a);
+    cpu::loss_kernels<kernel_t>().cross_entropy(a);
   });
-  if (red == Reduction::none) return {loss_rows, grad};
+  if (red == Reduction::none) return {loss_rows.to(input.scalar_type()), grad};
   return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), grad};
 }
 
@@ -189,22 +196,24 @@ at::Tensor grad_scales(const at::Tensor& grad_output, const at::Tensor& grad, co
                          grad_output.size(0) == grad.size(0)),
                  op, "grad_output must be 0-d or [N] = [", grad.dim() ? grad.size(0) : 0,
                  "] (one per row of the gradient), got shape ", shape_str(grad_output.sizes()));
-  return grad_output.to(grad.scalar_type()).contiguous();
+  // bf16 gradients are scaled by fp32 factors (rounded once)
+  const auto dt = grad.scalar_type() == at::kBFloat16 ? at::kFloat : grad.scalar_type();
+  return grad_output.to(dt).contiguous();
 }
 
 void scale_into(at::Tensor& grad, const at::Tensor& s) {
   if (grad.numel() == 0) return;
   const int64_t N = s.numel() == 1 ? 1 : grad.size(0);
   const int64_t C = grad.numel() / N;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "fusedops.loss_grad_scale", [&] {
-    cpu::loss_kernels<scalar_t>().scale_rows(N, C, grad.data_ptr<scalar_t>(), C, s.data_ptr<scalar_t>(),
-                              s.numel() == 1 ? 0 : 1);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(grad.scalar_type(), "loss_grad_scale", [&] {
+    cpu::loss_kernels<kernel_t>().scale_rows(N, C, kptr<kernel_t>(grad), C,
+                                             s.data_ptr<cpu::compute_t<kernel_t>>(), s.numel() == 1 ? 0 : 1);
   });
 }
 
 at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad) {
   const char* op = "cross_entropy_backward";
-  check_cpu_float(grad, op, "grad");
+  check_cpu_float_or_bf16(grad, op, "grad");
   const at::Tensor s = grad_scales(grad_output, grad, op);
   at::Tensor out = grad.clone(at::MemoryFormat::Contiguous);
   scale_into(out, s);
@@ -213,7 +222,7 @@ at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::T
 
 void loss_grad_scale_cpu(at::Tensor& grad, const at::Tensor& grad_output) {
   const char* op = "loss_grad_scale";
-  check_cpu_float(grad, op, "grad");
+  check_cpu_float_or_bf16(grad, op, "grad");
   FUSEDOPS_CHECK(grad.is_contiguous(), op, "grad must be contiguous");
   const at::Tensor s = grad_scales(grad_output, grad, op);
   scale_into(grad, s);
@@ -310,6 +319,80 @@ void lce_run(const LceArgs& L) {
   }
 }
 
+// bf16 hidden states (weight and bias bf16 or fp32 masters): the three products on the
+// mixed-precision GEMM (bf16 products, fp32 sums), the logits chunk, the loss arithmetic and
+// the weight / bias gradients in fp32; grad_input rounded to bf16 once. A bf16 weight's or
+// bias's gradient is summed over the chunks in fp32 and rounded at the end.
+cpu::DType mixed_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? cpu::DType::bf16 : cpu::DType::f32;
+}
+
+void lce_run_bf16(const LceArgs& L) {
+  const at::Tensor& x2 = *L.x2;
+  const at::Tensor& w = *L.w;
+  const int64_t N = x2.size(0), K = x2.size(1), V = w.size(0);
+  const bool grads = L.gx || L.gw || L.gb;
+  const auto f32 = x2.options().dtype(at::kFloat);
+  at::Tensor gw32 = L.gw ? (L.gw->scalar_type() == at::kFloat ? *L.gw : at::empty(w.sizes(), f32)) : at::Tensor();
+  at::Tensor gb32 = L.gb ? (L.gb->scalar_type() == at::kFloat ? *L.gb : at::empty({V}, f32)) : at::Tensor();
+  if (L.gw) gw32.zero_();
+  if (L.gb) gb32.zero_();
+  if (L.loss_sum) *L.loss_sum = 0;
+  if (N > 0) {
+    const int64_t rows = lce_chunk_rows(N, V, sizeof(float));
+    at::Tensor buf = at::empty({rows, V}, f32);
+    at::Tensor loss32 = L.loss_rows ? at::empty({N}, f32) : at::Tensor();
+    float* lg = buf.data_ptr<float>();
+    const auto* xp = static_cast<const uint16_t*>(x2.data_ptr());
+    for (int64_t r0 = 0; r0 < N; r0 += rows) {
+      const int64_t bm = std::min(rows, N - r0);
+      {  // logits = x @ w.T + b, fp32
+        cpu::GemmMixedArgs g;
+        g.M = bm, g.N = V, g.K = K;
+        g.A = xp + r0 * x2.stride(0), g.a_type = cpu::DType::bf16, g.rsa = x2.stride(0), g.csa = x2.stride(1);
+        g.B = w.data_ptr(), g.b_type = mixed_type(w), g.rsb = w.stride(1), g.csb = w.stride(0);
+        g.C = lg, g.c_type = cpu::DType::f32, g.ldc = V;
+        if (L.bias) g.bias = L.bias->data_ptr(), g.bias_type = mixed_type(*L.bias), g.bias_mode = BiasMode::per_col;
+        cpu::gemm_mixed(g);
+      }
+      double part = 0;
+      cpu::CrossEntropyArgs<float> a;
+      a.N = bm, a.C = V, a.x = lg, a.ldx = V;
+      a.target = L.target + r0;
+      a.ignore_index = L.ignore_index;
+      a.label_smoothing = L.label_smoothing;
+      a.loss_rows = L.loss_rows ? loss32.data_ptr<float>() + r0 : nullptr;
+      a.loss_sum = &part;
+      if (grads) a.grad = lg, a.ldg = V;
+      a.scale = L.scale;
+      if (L.row_scale) a.row_scale = L.row_scale->data_ptr<float>() + r0, a.row_scale_stride = 1;
+      cpu::loss_kernels<float>().cross_entropy(a);
+      if (L.loss_sum) *L.loss_sum += part;
+      if (L.gx) {  // dx = dlogits @ w
+        cpu::GemmMixedArgs g;
+        g.M = bm, g.N = K, g.K = V;
+        g.A = lg, g.a_type = cpu::DType::f32, g.rsa = V, g.csa = 1;
+        g.B = w.data_ptr(), g.b_type = mixed_type(w), g.rsb = w.stride(0), g.csb = w.stride(1);
+        g.C = static_cast<uint16_t*>(L.gx->data_ptr()) + r0 * K, g.c_type = cpu::DType::bf16, g.ldc = K;
+        cpu::gemm_mixed(g);
+      }
+      if (L.gw) {  // dW += dlogits.T @ x, fp32
+        cpu::GemmMixedArgs g;
+        g.M = V, g.N = K, g.K = bm;
+        g.A = lg, g.a_type = cpu::DType::f32, g.rsa = 1, g.csa = V;
+        g.B = xp + r0 * x2.stride(0), g.b_type = cpu::DType::bf16, g.rsb = x2.stride(0), g.csb = x2.stride(1);
+        g.C = gw32.data_ptr<float>(), g.c_type = cpu::DType::f32, g.ldc = K;
+        g.beta = 1.0f;
+        cpu::gemm_mixed(g);
+      }
+      if (L.gb) cpu::loss_kernels<float>().add_column_sums(bm, V, lg, V, gb32.data_ptr<float>());
+    }
+    if (L.loss_rows) L.loss_rows->copy_(loss32);
+  }
+  if (L.gw && !gw32.is_same(*L.gw)) L.gw->copy_(gw32);
+  if (L.gb && !gb32.is_same(*L.gb)) L.gb->copy_(gb32);
+}
+
 struct LceInputs {
   at::Tensor x2, w, bias, target;
   int64_t N, K, V;
@@ -317,12 +400,15 @@ struct LceInputs {
 
 LceInputs check_lce(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
                     const std::optional<at::Tensor>& bias, double ls, const char* op) {
-  check_cpu_float(input, op, "input");
-  check_cpu_float(weight, op, "weight");
-  check_same_dtype(weight, input, op, "weight", "input");
+  // bf16 hidden states take a bf16 or fp32 (master) weight and bias
+  check_cpu_float_or_bf16(input, op, "input");
+  check_cpu_float_or_bf16(weight, op, "weight");
+  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(weight, op, "weight", "input");
+  else check_same_dtype(weight, input, op, "weight", "input");
   if (bias.has_value()) {
-    check_cpu_float(*bias, op, "bias");
-    check_same_dtype(*bias, input, op, "bias", "input");
+    check_cpu_float_or_bf16(*bias, op, "bias");
+    if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(*bias, op, "bias", "input");
+    else check_same_dtype(*bias, input, op, "bias", "input");
   }
   check_linear_shapes(input, weight, bias, op);
   check_label_smoothing(ls, op);
@@ -349,23 +435,28 @@ linear_cross_entropy_cpu(const at::Tensor& input, const at::Tensor& weight, cons
   const char* op = "linear_cross_entropy";
   const Reduction red = reduction_arg(reduction, op);
   LceInputs in = check_lce(input, weight, target, bias, label_smoothing, op);
+  // the loss in the promoted dtype of input and weight: bf16 for bf16 tensors, fp32 for bf16
+  // hidden states over an fp32 master weight (autocast's case)
+  const auto loss_opt = input.options().dtype(at::promote_types(input.scalar_type(), weight.scalar_type()));
   std::optional<at::Tensor> gx, gw, gb;
   if (mask[0]) gx = at::empty(input.sizes(), input.options());
   if (mask[1]) gw = at::empty(weight.sizes(), weight.options());
-  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, input.options());
-  at::Tensor loss_rows = red == Reduction::none ? at::empty(target.sizes(), input.options()) : at::Tensor();
+  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, bias->options());
+  at::Tensor loss_rows = red == Reduction::none ? at::empty(target.sizes(), loss_opt) : at::Tensor();
   double total = 0, denom = 0;
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy", [&] {
-    denom = check_targets<scalar_t>(in.target, in.V, nullptr, ignore_index, op);
-    at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
-    LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
-              ignore_index, label_smoothing, red == Reduction::mean ? 1.0 / denom : 1.0, nullptr,
-              loss_rows.defined() ? &loss_rows : nullptr, &total, gx ? &gx2 : nullptr,
-              gw ? &*gw : nullptr, gb ? &*gb : nullptr};
-    lce_run<scalar_t>(L);
-  });
+  denom = check_targets<float>(in.target, in.V, nullptr, ignore_index, op);
+  at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
+  LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
+            ignore_index, label_smoothing, red == Reduction::mean ? 1.0 / denom : 1.0, nullptr,
+            loss_rows.defined() ? &loss_rows : nullptr, &total, gx ? &gx2 : nullptr,
+            gw ? &*gw : nullptr, gb ? &*gb : nullptr};
+  if (input.scalar_type() == at::kBFloat16) {
+    lce_run_bf16(L);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy", [&] { lce_run<scalar_t>(L); });
+  }
   if (red == Reduction::none) return {loss_rows, gx, gw, gb};
-  return {scalar_loss(red == Reduction::mean ? total / denom : total, input.options()), gx, gw, gb};
+  return {scalar_loss(red == Reduction::mean ? total / denom : total, loss_opt), gx, gw, gb};
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
@@ -377,7 +468,7 @@ linear_cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   const char* op = "linear_cross_entropy_backward";
   const Reduction red = reduction_arg(reduction, op);
   LceInputs in = check_lce(input, weight, target, bias, label_smoothing, op);
-  check_cpu_float(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
   if (red == Reduction::none) {
     FUSEDOPS_CHECK(grad_output.sizes() == target.sizes(), op, "grad_output must have shape ",
                    shape_str(target.sizes()), " for reduction \"none\", got ",
@@ -389,28 +480,45 @@ linear_cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   std::optional<at::Tensor> gx, gw, gb;
   if (mask[0]) gx = at::empty(input.sizes(), input.options());
   if (mask[1]) gw = at::empty(weight.sizes(), weight.options());
-  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, input.options());
+  if (mask[2] && bias.has_value()) gb = at::empty({in.V}, bias->options());
   if (!gx && !gw && !gb) return {gx, gw, gb};
-  const at::Tensor go = grad_output.to(input.scalar_type()).contiguous().view({-1});
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy_backward", [&] {
-    const double denom = check_targets<scalar_t>(in.target, in.V, nullptr, ignore_index, op);
-    double scale = 1.0;
-    if (red == Reduction::mean) scale = double(go.data_ptr<scalar_t>()[0]) / denom;
-    if (red == Reduction::sum) scale = double(go.data_ptr<scalar_t>()[0]);
-    at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
-    LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
-              ignore_index, label_smoothing, scale, red == Reduction::none ? &go : nullptr, nullptr,
-              nullptr, gx ? &gx2 : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr};
-    lce_run<scalar_t>(L);
-  });
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  // the per-row scales in the arithmetic type (fp32 for bf16 hidden states)
+  const at::Tensor go = grad_output.to(bf16 ? at::kFloat : input.scalar_type()).contiguous().view({-1});
+  const double denom = check_targets<float>(in.target, in.V, nullptr, ignore_index, op);
+  double scale = 1.0;
+  if (red != Reduction::none) {
+    const double g0 = go.to(at::kDouble).item<double>();
+    scale = red == Reduction::mean ? g0 / denom : g0;
+  }
+  at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
+  LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
+            ignore_index, label_smoothing, scale, red == Reduction::none ? &go : nullptr, nullptr,
+            nullptr, gx ? &gx2 : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr};
+  if (bf16) {
+    lce_run_bf16(L);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy_backward", [&] { lce_run<scalar_t>(L); });
+  }
   return {gx, gw, gb};
 }
 
 // ---- mse_loss, binary_cross_entropy_with_logits -------------------------------------------
+// bf16 tensors are widened to fp32 for these elementwise losses (exact) and the results rounded
+// once to bf16: bf16 in, bf16 out, no faster than fp32 (no bf16 kernels of their own).
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat); }
+std::optional<at::Tensor> f32(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
+}
+std::optional<at::Tensor> bf16(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kBFloat16)) : std::nullopt;
+}
 
 void check_pair(const at::Tensor& input, const at::Tensor& target, const char* op) {
-  check_cpu_float(input, op, "input");
-  check_cpu_float(target, op, "target");
+  check_cpu_float_or_bf16(input, op, "input");
+  check_cpu_float_or_bf16(target, op, "target");
   check_same_dtype(target, input, op, "target", "input");
   FUSEDOPS_CHECK(target.sizes() == input.sizes(), op, "target must have the input's shape ",
                  shape_str(input.sizes()), ", got ", shape_str(target.sizes()));
@@ -427,6 +535,7 @@ at::Tensor mse_loss_cpu(const at::Tensor& input, const at::Tensor& target, c10::
   const char* op = "mse_loss";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input)) return mse_loss_cpu(f32(input), f32(target), reduction).to(at::kBFloat16);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
   at::Tensor rows = red == Reduction::none ? at::empty(input.sizes(), input.options()) : at::Tensor();
   double total = 0;
@@ -457,6 +566,8 @@ at::Tensor mse_loss_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   const char* op = "mse_loss_backward";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input))
+    return mse_loss_backward_cpu(f32(grad_output), f32(input), f32(target), reduction).to(at::kBFloat16);
   int64_t gs = 0;
   const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
@@ -493,6 +604,8 @@ at::Tensor bce_with_logits_cpu(const at::Tensor& input, const at::Tensor& target
   const char* op = "binary_cross_entropy_with_logits";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input))
+    return bce_with_logits_cpu(f32(input), f32(target), f32(weight), f32(pos_weight), reduction).to(at::kBFloat16);
   const at::Tensor x = input.contiguous(), y = target.contiguous();
   const at::Tensor w = expanded(weight, input, op, "weight");
   const at::Tensor pw = expanded(pos_weight, input, op, "pos_weight");
@@ -513,6 +626,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits
   const char* op = "binary_cross_entropy_with_logits_backward";
   const Reduction red = reduction_arg(reduction, op);
   check_pair(input, target, op);
+  if (is_bf16(input)) {
+    auto [gx, gy] = bce_with_logits_backward_cpu(f32(grad_output), f32(input), f32(target), f32(weight),
+                                                 f32(pos_weight), reduction, mask);
+    return {bf16(gx), bf16(gy)};
+  }
   int64_t gs = 0;
   const at::Tensor g = grad_output_arg(grad_output, input, red, op, &gs);
   const at::Tensor x = input.contiguous(), y = target.contiguous();

@@ -14,6 +14,7 @@
 #include "common/checks.h"
 #include "common/fresh_output.h"
 #include "common/norm_args.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/norm.h"
 
 namespace fusedops {
@@ -25,29 +26,37 @@ at::Tensor contiguous_or_empty(const OptTensor& t) { return t.has_value() ? t->c
 
 template <typename T>
 const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
 }
 template <typename T>
 T* mut_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+// A bf16 input takes bf16 or fp32 (master) parameters, which the kernel reads in fp32; other
+// inputs take parameters of their own dtype.
+void check_param(const at::Tensor& p, const at::Tensor& input, const char* op, const char* arg) {
+  check_cpu_float_or_bf16(p, op, arg);
+  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(p, op, arg, "input");
+  else check_same_dtype(p, input, op, arg, "input");
 }
 
 void check_affine(const at::Tensor& input, const OptTensor& weight, const OptTensor& bias, const char* op) {
-  check_cpu_float(input, op, "input");
-  if (weight.has_value()) {
-    check_cpu_float(*weight, op, "weight");
-    check_same_dtype(*weight, input, op, "weight", "input");
-  }
-  if (bias.has_value()) {
-    check_cpu_float(*bias, op, "bias");
-    check_same_dtype(*bias, input, op, "bias", "input");
-  }
+  check_cpu_float_or_bf16(input, op, "input");
+  if (weight.has_value()) check_param(*weight, input, op, "weight");
+  if (bias.has_value()) check_param(*bias, input, op, "bias");
 }
 
 void check_like_input(const at::Tensor& t, const at::Tensor& input, const char* op, const char* arg) {
-  check_cpu_float(t, op, arg);
+  check_cpu_float_or_bf16(t, op, arg);
   check_same_dtype(t, input, op, arg, "input");
   check_shape_is(t, input.sizes(), op, arg, "the input's shape");
+}
+
+// A parameter as the kernel reads it: contiguous, in the arithmetic dtype (fp32 for bf16).
+at::Tensor param_for_kernel(const OptTensor& p, const at::Tensor& input) {
+  if (!p.has_value()) return at::Tensor();
+  return p->to(norm_stat_dtype(input)).contiguous();
 }
 
 // out, sum (residual given), mean and rstd (stats).
@@ -58,26 +67,29 @@ std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const
   if (residual) check_like_input(*residual, input, op, "residual");
   const NormRows r = norm_rows(input, normalized_shape, weight, bias, op);
   const at::Tensor x = input.contiguous(), res = residual ? residual->contiguous() : at::Tensor();
-  const at::Tensor w = contiguous_or_empty(weight), b = contiguous_or_empty(bias);
+  const at::Tensor w = param_for_kernel(weight, input), b = param_for_kernel(bias, input);
   at::Tensor out = empty_output(input.sizes(), input.options());
   at::Tensor sum = residual ? empty_output(input.sizes(), input.options()) : at::Tensor();
   at::Tensor mean, rstd;
   if (stats) {
-    mean = at::empty(r.stat_shape, input.options());
-    rstd = at::empty(r.stat_shape, input.options());
+    const auto so = input.options().dtype(norm_stat_dtype(input));
+    mean = at::empty(r.stat_shape, so);
+    rstd = at::empty(r.stat_shape, so);
     if (r.N == 0) mean.fill_(NAN), rstd.fill_(NAN);  // the mean of nothing
   }
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm", [&] {
-    cpu::norm_kernels<scalar_t>().layer_norm_forward(r.M, r.N, x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(res),
-                                      mut_or_null<scalar_t>(sum), ptr_or_null<scalar_t>(w),
-                                      ptr_or_null<scalar_t>(b), scalar_t(eps), out.data_ptr<scalar_t>(),
-                                      mut_or_null<scalar_t>(mean), mut_or_null<scalar_t>(rstd));
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "layer_norm", [&] {
+    using C = cpu::compute_t<kernel_t>;
+    cpu::norm_kernels<kernel_t>().layer_norm_forward(
+        r.M, r.N, kptr<kernel_t>(x), ptr_or_null<kernel_t>(res), mut_or_null<kernel_t>(sum),
+        ptr_or_null<C>(w), ptr_or_null<C>(b), C(eps), kptr<kernel_t>(out), mut_or_null<C>(mean),
+        mut_or_null<C>(rstd));
   });
   return {out, sum, mean, rstd};
 }
 
 using Grads = std::tuple<OptTensor, OptTensor, OptTensor>;
 
+// The weight and bias gradients come back in the weight's dtype (the input's without one).
 Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
                const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor& mean,
                const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
@@ -87,20 +99,24 @@ Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& g
   const NormRows r = norm_rows(input, normalized_shape, weight, std::nullopt, op);
   check_norm_stats(mean, rstd, input, r, op);
   const at::Tensor g = grad_output.contiguous(), x = input.contiguous();
-  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = contiguous_or_empty(weight);
+  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = param_for_kernel(weight, input);
   const at::Tensor ga = mask[0] ? contiguous_or_empty(grad_sum) : at::Tensor();
+  const auto po = input.options().dtype(norm_stat_dtype(input));
+  const at::ScalarType param_dtype = weight.has_value() ? weight->scalar_type() : input.scalar_type();
   OptTensor dx, dw, db;
   if (mask[0]) dx = empty_output(input.sizes(), input.options());
-  if (mask[1]) dw = at::empty(normalized_shape, input.options());
-  if (mask[2]) db = at::empty(normalized_shape, input.options());
+  if (mask[1]) dw = at::empty(normalized_shape, po);
+  if (mask[2]) db = at::empty(normalized_shape, po);
   if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.layer_norm_backward", [&] {
-    cpu::norm_kernels<scalar_t>().layer_norm_backward(
-        r.M, r.N, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(),
-        rs.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(ga),
-        dx ? dx->data_ptr<scalar_t>() : nullptr, dw ? dw->data_ptr<scalar_t>() : nullptr,
-        db ? db->data_ptr<scalar_t>() : nullptr);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "layer_norm_backward", [&] {
+    using C = cpu::compute_t<kernel_t>;
+    cpu::norm_kernels<kernel_t>().layer_norm_backward(
+        r.M, r.N, kptr<kernel_t>(g), kptr<kernel_t>(x), kptr<C>(mu), kptr<C>(rs), ptr_or_null<C>(w),
+        ptr_or_null<kernel_t>(ga), dx ? kptr<kernel_t>(*dx) : nullptr, dw ? kptr<C>(*dw) : nullptr,
+        db ? kptr<C>(*db) : nullptr);
   });
+  if (dw && dw->scalar_type() != param_dtype) dw = dw->to(param_dtype);
+  if (db && db->scalar_type() != param_dtype) db = db->to(param_dtype);
   return {dx, dw, db};
 }
 

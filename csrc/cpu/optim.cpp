@@ -9,26 +9,31 @@
 #include "common/threads.h"
 #include "common/checks.h"
 #include "common/optim_args.h"
+#include "cpu/dtype.h"
 #include "cpu/kernels/optim.h"
 
 namespace fusedops {
 namespace {
 
 void check_param(const at::Tensor& p, const at::Tensor& first, size_t k, const char* op) {
-  check_cpu_float(p, op, "params");
+  check_cpu_float_or_bf16(p, op, "params");
   TORCH_CHECK_TYPE(p.scalar_type() == first.scalar_type(), "fusedops.", op, ": params[", k,
                    "] must have the dtype of params[0] (", first.scalar_type(), "), got ",
                    p.scalar_type(), " (call once per dtype)");
 }
 
+// The optimizer state of a bf16 parameter is float32 (the update computed in fp32, the
+// parameter rounded once); other parameters' state has their dtype. Gradients: the param's.
 void check_state(const at::Tensor& t, const at::Tensor& p, size_t k, const char* op,
-                 const char* name) {
+                 const char* name, bool is_grad = false) {
   check_like_param(t, p, k, op, name);
   FUSEDOPS_CHECK(t.device().is_cpu(), op, name, "[", k, "] must be a CPU tensor, got device ",
                  t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == p.scalar_type(), "fusedops.", op, ": ", name, "[", k,
-                   "] must have the dtype of params[", k, "] (", p.scalar_type(), "), got ",
-                   t.scalar_type());
+  const bool bf16_state = !is_grad && p.scalar_type() == at::kBFloat16;
+  const at::ScalarType want = bf16_state ? at::kFloat : p.scalar_type();
+  TORCH_CHECK_TYPE(t.scalar_type() == want, "fusedops.", op, ": ", name, "[", k, "] must be ", want,
+                   bf16_state ? " for a bfloat16 param" : " (the dtype of the param)", " (params[", k,
+                   "] is ", p.scalar_type(), "), got ", t.scalar_type());
 }
 
 // ---- adam_step_ -------------------------------------------------------------------------------
@@ -44,7 +49,7 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
   if (n == 0) return;
   for (size_t k = 0; k < n; ++k) {
     check_param(params[k], params[0], k, op);
-    check_state(grads[k], params[k], k, op, "grads");
+    check_state(grads[k], params[k], k, op, "grads", true);
     check_state(exp_avgs[k], params[k], k, op, "exp_avgs");
     check_state(exp_avg_sqs[k], params[k], k, op, "exp_avg_sqs");
     if (amsgrad) check_state(max_exp_avg_sqs[k], params[k], k, op, "max_exp_avg_sqs");
@@ -53,21 +58,22 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
       adam_hyper(lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled_weight_decay);
   std::vector<LinedUp> lined =
       line_up_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad);
-  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.adam_step_", [&] {
-    std::vector<cpu::AdamTensor<scalar_t>> ts(n);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(params[0].scalar_type(), op, [&] {
+    using A = cpu::compute_t<kernel_t>;
+    std::vector<cpu::AdamTensor<kernel_t>> ts(n);
     for (size_t k = 0; k < n; ++k) {
       const auto& t = lined[k].tensors;
       const AdamScalars s = adam_scalars(advance_step(state_steps[k], k, op), lr, beta1, beta2);
-      ts[k].p = t[0].data_ptr<scalar_t>();
-      ts[k].g = t[1].data_ptr<scalar_t>();
-      ts[k].m = t[2].data_ptr<scalar_t>();
-      ts[k].v = t[3].data_ptr<scalar_t>();
-      ts[k].vmax = amsgrad ? t[4].data_ptr<scalar_t>() : nullptr;
+      ts[k].p = kptr<kernel_t>(t[0]);
+      ts[k].g = kptr<kernel_t>(t[1]);
+      ts[k].m = kptr<A>(t[2]);
+      ts[k].v = kptr<A>(t[3]);
+      ts[k].vmax = amsgrad ? kptr<A>(t[4]) : nullptr;
       ts[k].n = t[0].numel();
       ts[k].step_size = s.step_size;
       ts[k].bc2_sqrt = s.bc2_sqrt;
     }
-    cpu::optim_kernels<scalar_t>().adam_step(ts.data(), int64_t(n), h);
+    cpu::optim_kernels<kernel_t>().adam_step(ts.data(), int64_t(n), h);
   });
   for (LinedUp& l : lined) l.write_back();
 }
@@ -84,22 +90,22 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
   if (n == 0) return;
   for (size_t k = 0; k < n; ++k) {
     check_param(params[k], params[0], k, op);
-    check_state(grads[k], params[k], k, op, "grads");
+    check_state(grads[k], params[k], k, op, "grads", true);
     if (has_buf) check_state(momentum_buffers[k], params[k], k, op, "momentum_buffers");
   }
   const SgdHyper h = sgd_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize);
   std::vector<LinedUp> lined = line_up_sgd(params, grads, momentum_buffers, has_buf);
-  AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "fusedops.sgd_step_", [&] {
-    std::vector<cpu::SgdTensor<scalar_t>> ts(n);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(params[0].scalar_type(), op, [&] {
+    std::vector<cpu::SgdTensor<kernel_t>> ts(n);
     for (size_t k = 0; k < n; ++k) {
       const auto& t = lined[k].tensors;
-      ts[k].p = t[0].data_ptr<scalar_t>();
-      ts[k].g = t[1].data_ptr<scalar_t>();
-      ts[k].buf = has_buf ? t[2].data_ptr<scalar_t>() : nullptr;
+      ts[k].p = kptr<kernel_t>(t[0]);
+      ts[k].g = kptr<kernel_t>(t[1]);
+      ts[k].buf = has_buf ? kptr<cpu::compute_t<kernel_t>>(t[2]) : nullptr;
       ts[k].n = t[0].numel();
       ts[k].fresh = has_buf && fresh_buffers.get(k);
     }
-    cpu::optim_kernels<scalar_t>().sgd_step(ts.data(), int64_t(n), h);
+    cpu::optim_kernels<kernel_t>().sgd_step(ts.data(), int64_t(n), h);
   });
   for (LinedUp& l : lined) l.write_back();
 }
@@ -108,7 +114,7 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
 
 void check_norm_inputs(at::TensorList tensors, const char* op) {
   for (size_t k = 0; k < tensors.size(); ++k) {
-    check_cpu_float(tensors[k], op, "tensors");
+    check_cpu_float_or_bf16(tensors[k], op, "tensors");
     FUSEDOPS_CHECK(tensors[k].layout() == at::kStrided, op, "tensors[", k,
                    "] must be a dense (strided) tensor, got layout ", tensors[k].layout());
     TORCH_CHECK_TYPE(tensors[k].scalar_type() == tensors[0].scalar_type(), "fusedops.", op,
@@ -130,11 +136,11 @@ at::Tensor total_norm_cpu(at::TensorList tensors, double norm_type) {
     dense[k] = tensors[k].is_non_overlapping_and_dense() ? tensors[k] : tensors[k].contiguous();
     sizes[k] = dense[k].numel();
   }
-  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "fusedops.total_norm", [&] {
-    std::vector<const scalar_t*> ptrs(n);
-    for (size_t k = 0; k < n; ++k) ptrs[k] = dense[k].data_ptr<scalar_t>();
-    *out.data_ptr<scalar_t>() =
-        scalar_t(cpu::optim_kernels<scalar_t>().total_norm(ptrs.data(), sizes.data(), int64_t(n), norm_type));
+  FUSEDOPS_DISPATCH_CPU_FLOAT(tensors[0].scalar_type(), op, [&] {
+    std::vector<const kernel_t*> ptrs(n);
+    for (size_t k = 0; k < n; ++k) ptrs[k] = kptr<kernel_t>(dense[k]);
+    const double r = cpu::optim_kernels<kernel_t>().total_norm(ptrs.data(), sizes.data(), int64_t(n), norm_type);
+    out.fill_(double(cpu::compute_t<kernel_t>(r)));  // rounded as the tensors' dtype
   });
   return out;
 }
@@ -148,18 +154,20 @@ void clip_scale_cpu(at::TensorList tensors, const at::Tensor& total_norm, double
   const size_t n = tensors.size();
   std::vector<LinedUp> lined;
   for (size_t k = 0; k < n; ++k) lined.push_back(line_up({tensors[k]}));
-  AT_DISPATCH_FLOATING_TYPES(tensors[0].scalar_type(), "fusedops.clip_scale_", [&] {
-    // torch: max_norm / (total_norm + 1e-6) clamped at 1, in the gradients' dtype
-    const scalar_t norm = total_norm.to(at::kCPU).item<scalar_t>();
-    scalar_t coef = scalar_t(max_norm) / (norm + scalar_t(1e-6));
-    coef = coef > scalar_t(1) ? scalar_t(1) : coef;  // NaN stays NaN, as torch.clamp
-    std::vector<scalar_t*> ptrs(n);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(tensors[0].scalar_type(), op, [&] {
+    // torch: max_norm / (total_norm + 1e-6) clamped at 1, in the gradients' dtype (in fp32 for
+    // bf16 gradients, which are then scaled in fp32 and rounded once)
+    using A = cpu::compute_t<kernel_t>;
+    const A norm = total_norm.to(at::kCPU).to(at::kDouble).item<double>();
+    A coef = A(max_norm) / (norm + A(1e-6));
+    coef = coef > A(1) ? A(1) : coef;  // NaN stays NaN, as torch.clamp
+    std::vector<kernel_t*> ptrs(n);
     std::vector<int64_t> sizes(n);
     for (size_t k = 0; k < n; ++k) {
-      ptrs[k] = lined[k].tensors[0].data_ptr<scalar_t>();
+      ptrs[k] = kptr<kernel_t>(lined[k].tensors[0]);
       sizes[k] = lined[k].tensors[0].numel();
     }
-    cpu::optim_kernels<scalar_t>().scale_all(ptrs.data(), sizes.data(), int64_t(n), coef);
+    cpu::optim_kernels<kernel_t>().scale_all(ptrs.data(), sizes.data(), int64_t(n), coef);
   });
   for (LinedUp& l : lined) l.write_back();
 }

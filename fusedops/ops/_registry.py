@@ -61,3 +61,46 @@ def register_autocast_cpu_fp32(name):
             return op(*_to_float32(args))
 
     _LIB.impl(name, autocast_impl, "AutocastCPU")
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+def register_autocast_cpu_keep(name, activations=(0,), params=()):
+    """Under CPU autocast, compute `name` in its input's dtype and return that dtype, as torch
+    does for its norms, activations, softmax and pooling. `activations`: the positions of the
+    tensors the op streams; when their dtypes differ they are promoted to a common one (as
+    `x + r` would be). A bfloat16 input runs the bf16 kernels directly; its `params` (weights,
+    biases) go in as they are, since the kernels read float32 masters in place; otherwise the
+    params take the input's dtype. A float16 input (no float16 kernels) computes in float32 and
+    the results of the input's shape come back in float16."""
+    op = getattr(torch.ops.fusedops, name).default
+
+    def autocast_impl(*args):
+        acts = [args[i] for i in activations if isinstance(args[i], torch.Tensor)]
+        dtype = acts[0].dtype
+        for a in acts[1:]:
+            dtype = torch.promote_types(dtype, a.dtype)
+        if dtype not in _KERNEL_DTYPES:
+            with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+                out = op(*_to_float32(args))
+            shape = acts[0].shape
+            back = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.shape == shape else t  # noqa: E731
+            return tuple(back(t) for t in out) if isinstance(out, tuple) else back(out)
+
+        def fit(i, a):
+            if not isinstance(a, torch.Tensor) or not a.is_floating_point():
+                return a
+            if i in activations:
+                return a.to(dtype)
+            if i in params:
+                if dtype == torch.bfloat16:
+                    return a if a.dtype in (torch.float32, torch.bfloat16) else a.float()
+                return a.to(dtype)
+            return a
+
+        args = tuple(fit(i, a) for i, a in enumerate(args))
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            return op(*args)
+
+    _LIB.impl(name, autocast_impl, "AutocastCPU")

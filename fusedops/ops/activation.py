@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads
+from ._registry import register_autocast_cpu_keep
 
 
 _ops = torch.ops.fusedops
@@ -169,21 +170,8 @@ for _name, _with_dim in (("relu", False), ("sigmoid", False), ("tanh", False),
 
 
 # ---- autocast -------------------------------------------------------------------------------
-# Under CPU autocast the inputs may be bfloat16/float16 (a linear's output): the CPU kernels
-# compute in float32 and the output comes back in the input's dtype, as torch's own do.
-
-def _register_autocast(name):
-    from ._registry import _AUTOCAST_KEYS, _LIB, _to_float32
-
-    op = getattr(_ops, name).default
-
-    def autocast_impl(input, *rest):
-        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
-            out = op(*_to_float32((input, *rest)))
-        return out if input.dtype == torch.float64 else out.to(input.dtype)
-
-    _LIB.impl(name, autocast_impl, "AutocastCPU")
-
+# Under CPU autocast the input may be bfloat16 (a linear's output): the bf16 kernels compute in
+# fp32 and return bfloat16, as torch's own activations and softmax do.
 
 for _name in ("gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax"):
-    _register_autocast(_name)
+    register_autocast_cpu_keep(_name)

@@ -122,7 +122,7 @@ def _sdpa_fake(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
                enable_gqa=False, rng=None):
     _check_shapes(query, key, value, attn_mask, enable_gqa)
     out = query.new_empty((*query.shape[:-1], value.shape[-1]))
-    # the log-sum-exp is float32 for 16-bit inputs (CUDA), else query's dtype
+    # the log-sum-exp is float32 for 16-bit inputs, else query's dtype
     lse_dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
     return out, query.new_empty(query.shape[:-1], dtype=lse_dtype)
 
@@ -178,6 +178,7 @@ torch.library.register_autograd(
     "fusedops::scaled_dot_product_attention", _sdpa_backward, setup_context=_sdpa_setup
 )
 
-# Under CPU autocast (q, k, v from a bfloat16 linear) the kernel runs in float32 and the
-# output comes back in the autocast dtype: torch's policy for attention on the CPU.
-register_autocast_cpu_lowp("scaled_dot_product_attention")
+# Under CPU autocast q, k, v (and a float mask) go to bfloat16 and the bf16 kernel runs (fp32
+# arithmetic on operands widened while packed, the online softmax and log-sum-exp in fp32):
+# torch's policy for attention on the CPU, which returns the autocast dtype.
+register_autocast_cpu_lowp("scaled_dot_product_attention", bf16_args=(0, 1, 2, 3))

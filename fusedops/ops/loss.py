@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads, needs_grad
-from ._registry import register_autocast_cpu_fp32
+from ._registry import _LIB, register_autocast_cpu_fp32
 
 _ops = torch.ops.fusedops
 REDUCTIONS = ("mean", "sum", "none")
@@ -183,12 +183,15 @@ def _lce_shapes(input, weight, target, bias):
 def _lce_fake(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
               label_smoothing=0.0, grad_mask=(False, False, False)):
     _lce_shapes(input, weight, target, bias)
-    loss = input.new_empty(target.shape if reduction == "none" else ())
+    # the loss in the promoted dtype of input and weight (bf16 hidden states over an fp32
+    # master weight give an fp32 loss); each gradient in its tensor's dtype
+    loss_dtype = torch.promote_types(input.dtype, weight.dtype)
+    loss = input.new_empty(target.shape if reduction == "none" else (), dtype=loss_dtype)
     return (
         loss,
         input.new_empty(input.shape) if grad_mask[0] else None,
         weight.new_empty(weight.shape) if grad_mask[1] else None,
-        weight.new_empty(weight.shape[:1]) if grad_mask[2] and bias is not None else None,
+        bias.new_empty(weight.shape[:1]) if grad_mask[2] and bias is not None else None,
     )
 
 
@@ -199,7 +202,7 @@ def _lce_backward_fake(grad_output, input, weight, target, bias, ignore_index, r
     return (
         input.new_empty(input.shape) if output_mask[0] else None,
         weight.new_empty(weight.shape) if output_mask[1] else None,
-        weight.new_empty(weight.shape[:1]) if output_mask[2] and bias is not None else None,
+        bias.new_empty(weight.shape[:1]) if output_mask[2] and bias is not None else None,
     )
 
 
@@ -375,7 +378,24 @@ torch.library.register_autograd(
     "fusedops::binary_cross_entropy_with_logits", _bce_backward, setup_context=_bce_setup
 )
 
-# Under CPU autocast (bfloat16 logits or hidden states) the losses run in float32 and return
-# float32: torch's policy for cross_entropy.
-for _name in ("cross_entropy", "linear_cross_entropy"):
-    register_autocast_cpu_fp32(_name)
+# Under CPU autocast the losses return float32: torch's policy for cross_entropy. Logits are
+# widened to float32; linear_cross_entropy's hidden states go to bfloat16 instead, so its three
+# products run on the bf16 GEMM over the fp32 master weight read in place (the logits chunk,
+# the loss and the weight gradient stay fp32).
+register_autocast_cpu_fp32("cross_entropy")
+
+
+def _lce_autocast(input, weight, *rest):
+    from ._registry import _AUTOCAST_KEYS, _to_float32
+
+    op = _ops.linear_cross_entropy.default
+    bf16 = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.dtype != torch.float64
+            and weight.dtype != torch.float64)
+    with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+        if not bf16:
+            return op(*_to_float32((input, weight, *rest)))
+        out = op(input.to(torch.bfloat16), weight, *rest)
+    return (out[0].float(), *out[1:])
+
+
+_LIB.impl("linear_cross_entropy", _lce_autocast, "AutocastCPU")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autograd import composite_grads, needs_grad
+from ._registry import register_autocast_cpu_keep
 
 
 _ops = torch.ops.fusedops
@@ -98,18 +99,20 @@ def _layer_norm_stats_fake(input, normalized_shape, weight, bias, eps):
     return input.new_empty(input.shape), input.new_empty(lead, dtype=d), input.new_empty(lead, dtype=d)
 
 
-def _backward_fake(input, normalized_shape, output_mask):
+def _backward_fake(input, normalized_shape, output_mask, weight=None):
+    # the weight and bias gradients in the weight's dtype (the input's without one)
+    pd = weight.dtype if weight is not None else input.dtype
     return (
         input.new_empty(input.shape) if output_mask[0] else None,
-        input.new_empty(normalized_shape) if output_mask[1] else None,
-        input.new_empty(normalized_shape) if output_mask[2] else None,
+        input.new_empty(normalized_shape, dtype=pd) if output_mask[1] else None,
+        input.new_empty(normalized_shape, dtype=pd) if output_mask[2] else None,
     )
 
 
 @torch.library.register_fake("fusedops::layer_norm_backward")
 def _layer_norm_backward_fake(grad_output, input, normalized_shape, mean, rstd, weight, output_mask):
     _check(input, normalized_shape, weight, None, "layer_norm_backward")
-    return _backward_fake(input, normalized_shape, output_mask)
+    return _backward_fake(input, normalized_shape, output_mask, weight)
 
 
 @torch.library.register_fake("fusedops::add_layer_norm")
@@ -133,7 +136,7 @@ def _add_layer_norm_stats_fake(input, residual, normalized_shape, weight, bias, 
 def _add_layer_norm_backward_fake(grad_output, grad_sum, sum, normalized_shape, mean, rstd, weight,
                                   output_mask):
     _check(sum, normalized_shape, weight, None, "add_layer_norm_backward")
-    return _backward_fake(sum, normalized_shape, output_mask)
+    return _backward_fake(sum, normalized_shape, output_mask, weight)
 
 
 # ---- autograd -------------------------------------------------------------------------------
@@ -252,25 +255,12 @@ torch.library.register_autograd(
 
 
 # ---- autocast -------------------------------------------------------------------------------
-# Under CPU autocast the input may be bfloat16/float16 (a linear's output): the CPU kernels
-# compute in float32 and the outputs come back in the input's dtype, as torch's layer_norm
-# (mean and rstd stay float32).
+# Under CPU autocast the input may be bfloat16 (a linear's output): the bf16 kernels normalize
+# it in fp32 and return bfloat16, as torch's layer_norm does (mean and rstd stay float32); an
+# fp32 LayerNorm weight is read in place. An input and a residual of different dtypes are
+# promoted to a common one first, as `x + r` would be.
 
-def _register_autocast(name):
-    from ._registry import _AUTOCAST_KEYS, _LIB, _to_float32
-
-    op = getattr(_ops, name).default
-
-    def autocast_impl(input, *rest):
-        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
-            out = op(*_to_float32((input, *rest)))
-        if input.dtype == torch.float64:
-            return out
-        back = lambda t: t.to(input.dtype) if t.shape == input.shape else t  # noqa: E731
-        return tuple(back(t) for t in out) if isinstance(out, tuple) else back(out)
-
-    _LIB.impl(name, autocast_impl, "AutocastCPU")
-
-
-for _name in ("layer_norm", "layer_norm_stats", "add_layer_norm", "add_layer_norm_stats"):
-    _register_autocast(_name)
+register_autocast_cpu_keep("layer_norm", params=(2, 3))
+register_autocast_cpu_keep("layer_norm_stats", params=(2, 3))
+register_autocast_cpu_keep("add_layer_norm", activations=(0, 1), params=(3, 4))
+register_autocast_cpu_keep("add_layer_norm_stats", activations=(0, 1), params=(3, 4))

@@ -21,6 +21,21 @@ _MODES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _WORKSPACE = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 5, "gru": 4}
 
 
+def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
+                  batch_sizes=None, reverse=False):
+    """The rnn_layer op. A bfloat16 input (its state and weights bf16 or fp32) is widened to
+    float32 for the fp32 kernels and the results rounded back once: bf16 in, bf16 out, the
+    gradients in each tensor's own dtype (through the casts), but no faster than fp32 (the
+    recurrent kernels have no bf16 storage path yet)."""
+    if input.dtype != torch.bfloat16:
+        return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    up = lambda t: t.float() if t is not None and t.is_floating_point() else t  # noqa: E731
+    out, hy, cy, ws = _ops.rnn_layer(mode, up(input), up(hx), up(cx), up(w_ih), up(w_hh), up(b_ih),
+                                     up(b_hh), up(w_hr), batch_sizes, reverse)
+    down = lambda t: t.to(torch.bfloat16) if t is not None else t  # noqa: E731
+    return down(out), down(hy), down(cy), ws
+
+
 def rnn_layer(
     mode: str,
     input: torch.Tensor,
@@ -43,7 +58,7 @@ def rnn_layer(
     first (the second direction of a bidirectional layer). output: ``[T, B, P]`` or ``[N, P]``;
     c_n is None except for LSTM.
     """
-    out, hy, cy, _ = _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    out, hy, cy, _ = _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     return out, hy, (cy if mode == "lstm" else None)
 
 
@@ -71,7 +86,7 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "t
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"fusedops.rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "rnn_cell", w_hh.shape[0])
-    out, hy, _, _ = _ops.rnn_layer("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    out, hy, _, _ = _rnn_layer_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 
@@ -86,14 +101,14 @@ def lstm_cell(input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]], w_ih, w_hh
         h, c = hx
     x, h, batched = _cell_input(input, h, w_ih, w_hh, "lstm_cell", w_hh.shape[1])
     _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", H)
-    _, hy, cy, _ = _ops.rnn_layer("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
+    _, hy, cy, _ = _rnn_layer_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s step (torch's placement of b_hn inside ``r * (W_hn h + b_hn)``)."""
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "gru_cell", w_hh.shape[1])
-    _, hy, _, _ = _ops.rnn_layer("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    _, hy, _, _ = _rnn_layer_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 

@@ -37,3 +37,20 @@ def unsupported_differentiable(owner):
         f"fusedops.optim.{owner}: differentiable=True is not supported (the fused step runs "
         "outside autograd); use torch.optim for differentiable optimization"
     )
+
+
+def state_like(p):
+    """A new optimizer state tensor for p: zeros of p's shape and layout, in float32 for a
+    bfloat16 parameter (the update is computed in fp32 and the parameter rounded once; a bf16
+    state would lose most of a small update), else in p's dtype."""
+    dtype = torch.float32 if p.dtype == torch.bfloat16 else p.dtype
+    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+
+def fit_state(state, key, p):
+    """The state tensor `key` of p in the dtype state_like gives (a bfloat16 state loaded from
+    torch's optimizer, which keeps a bf16 parameter's state in bf16, is widened once)."""
+    t = state[key]
+    if p.dtype == torch.bfloat16 and t.dtype != torch.float32:
+        t = state[key] = t.float()
+    return t

@@ -8,7 +8,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..ops import optim as optim_ops
-from ._common import (as_float, check_dense_grad, real_view, scalar_dtype,
+from ._common import (as_float, check_dense_grad, fit_state, real_view, scalar_dtype, state_like,
                       unsupported_differentiable)
 
 
@@ -96,17 +96,17 @@ class Adam(Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 self._set_step(state, group, p)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg"] = state_like(p)
+                state["exp_avg_sq"] = state_like(p)
             if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["max_exp_avg_sq"] = state_like(p)
             lists = buckets.setdefault((p.device, p.dtype), ([], [], [], [], [], []))
             lists[0].append(real_view(p))
             lists[1].append(real_view(p.grad))
-            lists[2].append(real_view(state["exp_avg"]))
-            lists[3].append(real_view(state["exp_avg_sq"]))
+            lists[2].append(real_view(fit_state(state, "exp_avg", p)))
+            lists[3].append(real_view(fit_state(state, "exp_avg_sq", p)))
             if group["amsgrad"]:
-                lists[4].append(real_view(state["max_exp_avg_sq"]))
+                lists[4].append(real_view(fit_state(state, "max_exp_avg_sq", p)))
             lists[5].append(state["step"])
         return buckets.values()
 

@@ -5,7 +5,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..ops import optim as optim_ops
-from ._common import as_float, check_dense_grad, real_view, unsupported_differentiable
+from ._common import as_float, check_dense_grad, fit_state, real_view, state_like, unsupported_differentiable
 
 
 class SGD(Optimizer):
@@ -74,8 +74,10 @@ class SGD(Optimizer):
                     buf = state.get("momentum_buffer")
                     fresh = buf is None
                     if fresh:  # filled with the gradient by the step, as torch's clone
-                        buf = torch.empty_like(p, memory_format=torch.preserve_format)
+                        buf = state_like(p)  # (fp32 for a bf16 param)
                         state["momentum_buffer"] = buf
+                    else:
+                        buf = fit_state(state, "momentum_buffer", p)
                     lists[2].append(real_view(buf))
                     lists[3].append(fresh)
             for params, grads, bufs, fresh in buckets.values():

@@ -7,5 +7,6 @@ namespace fusedops::cpu {
 FUSEDOPS_KERNEL_TABLE(ActivationKernels, activation_table, activation_kernels)
 template const ActivationKernels<float>& activation_kernels<float>(Isa);
 template const ActivationKernels<double>& activation_kernels<double>(Isa);
+template const ActivationKernels<bf16_t>& activation_kernels<bf16_t>(Isa);
 
 }  // namespace fusedops::cpu

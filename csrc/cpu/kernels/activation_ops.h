@@ -7,11 +7,13 @@
 #include <cstdint>
 
 #include "../../contracts/activation.h"
+#include "bf16.h"
 #include "cpu_features.h"
 
 namespace fusedops::cpu {
 
-// Activation and softmax kernels, one table per instruction set (vec/dispatch.h).
+// Activation and softmax kernels, one table per instruction set (vec/dispatch.h) and storage
+// type: float, double, or bf16_t (bf16 tensors, fp32 arithmetic, each output rounded once).
 template <typename T>
 struct ActivationKernels {
   // y[i] = f(x[i]) over n contiguous elements.

@@ -107,41 +107,40 @@ inline T backward_scalar(Pointwise f, T g, T s) {
 
 }  // namespace act_detail
 
-template <class V>
-void pointwise_forward(Pointwise f, int64_t n, const typename V::T* x, typename V::T* y) {
+template <class V, class S>
+void pointwise_forward(Pointwise f, int64_t n, const S* x, S* y) {
   using T = typename V::T;
   constexpr int W = V::W;
   act_detail::parallel_chunks(n, [&](int64_t i0, int64_t i1) {
     if constexpr (V::fast_math) {
       int64_t i = i0;
-      for (; i + W <= i1; i += W) V::storeu(y + i, act_detail::forward_vec<V>(f, V::loadu(x + i)));
+      for (; i + W <= i1; i += W) st<V>(y + i, act_detail::forward_vec<V>(f, ld<V>(x + i)));
       if (i < i1) {
         const int r = int(i1 - i);
-        V::store_partial(y + i, act_detail::forward_vec<V>(f, V::load_partial(x + i, r)), r);
+        st_part<V>(y + i, act_detail::forward_vec<V>(f, ld_part<V>(x + i, r)), r);
       }
     } else {
-      for (int64_t i = i0; i < i1; ++i) y[i] = act_detail::forward_scalar<T>(f, x[i]);
+      for (int64_t i = i0; i < i1; ++i) y[i] = from_t<S>(act_detail::forward_scalar<T>(f, to_t<T>(x[i])));
     }
   });
 }
 
-template <class V>
-void pointwise_backward(Pointwise f, int64_t n, const typename V::T* g, const typename V::T* s,
-                        typename V::T* dx) {
+template <class V, class S>
+void pointwise_backward(Pointwise f, int64_t n, const S* g, const S* s, S* dx) {
   using T = typename V::T;
   constexpr int W = V::W;
   act_detail::parallel_chunks(n, [&](int64_t i0, int64_t i1) {
     if constexpr (V::fast_math) {
       int64_t i = i0;
       for (; i + W <= i1; i += W)
-        V::storeu(dx + i, act_detail::backward_vec<V>(f, V::loadu(g + i), V::loadu(s + i)));
+        st<V>(dx + i, act_detail::backward_vec<V>(f, ld<V>(g + i), ld<V>(s + i)));
       if (i < i1) {
         const int r = int(i1 - i);
-        V::store_partial(
-            dx + i, act_detail::backward_vec<V>(f, V::load_partial(g + i, r), V::load_partial(s + i, r)), r);
+        st_part<V>(dx + i, act_detail::backward_vec<V>(f, ld_part<V>(g + i, r), ld_part<V>(s + i, r)), r);
       }
     } else {
-      for (int64_t i = i0; i < i1; ++i) dx[i] = act_detail::backward_scalar<T>(f, g[i], s[i]);
+      for (int64_t i = i0; i < i1; ++i)
+        dx[i] = from_t<S>(act_detail::backward_scalar<T>(f, to_t<T>(g[i]), to_t<T>(s[i])));
     }
   });
 }
@@ -160,35 +159,31 @@ void parallel_units(int64_t units, int64_t work, F&& body) {
 }
 
 // Loads `lanes` (<= W) adjacent elements, the other lanes set to `fill`.
-template <class V>
-inline typename V::R load_fill(const typename V::T* p, int lanes, typename V::T fill) {
-  if (lanes == V::W) return V::loadu(p);
+template <class V, class S>
+inline typename V::R load_fill(const S* p, int lanes, typename V::T fill) {
+  if (lanes == V::W) return ld<V>(p);
   alignas(64) typename V::T buf[V::W];
-  for (int l = 0; l < V::W; ++l) buf[l] = l < lanes ? p[l] : fill;
+  for (int l = 0; l < V::W; ++l) buf[l] = l < lanes ? to_t<typename V::T>(p[l]) : fill;
   return V::load(buf);
-}
-
-template <class V>
-inline void store_lanes(typename V::T* p, typename V::R v, int lanes) {
-  if (lanes == V::W) V::storeu(p, v);
-  else V::store_partial(p, v, lanes);
 }
 
 // Softmax of W side-by-side vectors of length D at x[d * stride + lane] (lanes <= W valid;
 // stride 1 and lanes 1 for no vector across rows: then the row itself is vectorised by
-// softmax_row). Vector path for fp32 SIMD traits.
-template <class V>
-void softmax_cols(int64_t D, int64_t stride, int lanes, const typename V::T* x, typename V::T* y,
-                  bool log) {
+// softmax_row). Vector path for fp32 SIMD traits. With fp32/fp64 storage softmax keeps the
+// exponentials in y between passes; with bf16 storage it recomputes them in the last pass, so
+// that each output is rounded once.
+template <class V, class S>
+void softmax_cols(int64_t D, int64_t stride, int lanes, const S* x, S* y, bool log) {
   using T = typename V::T;
   using R = typename V::R;
+  constexpr bool keep = !is_bf16_storage<V, S>;
   const T ninf = -std::numeric_limits<T>::infinity();
   R m = V::set1(ninf);
   for (int64_t d = 0; d < D; ++d) m = V::max(m, load_fill<V>(x + d * stride, lanes, ninf));
   R s = V::zero();
   for (int64_t d = 0; d < D; ++d) {
     const R e = vexp<V>(V::sub(load_fill<V>(x + d * stride, lanes, ninf), m));
-    if (!log) store_lanes<V>(y + d * stride, e, lanes);
+    if (!log && keep) st_n<V>(y + d * stride, e, lanes);
     s = V::add(s, e);
   }
   if (log) {
@@ -197,38 +192,42 @@ void softmax_cols(int64_t D, int64_t stride, int lanes, const typename V::T* x, 
     for (int l = 0; l < V::W; ++l) sb[l] = std::log(sb[l]);
     const R ls = V::load(sb);
     for (int64_t d = 0; d < D; ++d)
-      store_lanes<V>(y + d * stride, V::sub(V::sub(load_fill<V>(x + d * stride, lanes, T(0)), m), ls), lanes);
+      st_n<V>(y + d * stride, V::sub(V::sub(load_fill<V>(x + d * stride, lanes, T(0)), m), ls), lanes);
   } else {
     const R inv = V::div(V::set1(T(1)), s);
-    for (int64_t d = 0; d < D; ++d)
-      store_lanes<V>(y + d * stride, V::mul(load_fill<V>(y + d * stride, lanes, T(0)), inv), lanes);
+    for (int64_t d = 0; d < D; ++d) {
+      const R e = keep ? load_fill<V>(y + d * stride, lanes, T(0))
+                       : vexp<V>(V::sub(load_fill<V>(x + d * stride, lanes, ninf), m));
+      st_n<V>(y + d * stride, V::mul(e, inv), lanes);
+    }
   }
 }
 
 // Softmax of one contiguous row, vectorised along it.
-template <class V>
-void softmax_row(int64_t D, const typename V::T* x, typename V::T* y, bool log) {
+template <class V, class S>
+void softmax_row(int64_t D, const S* x, S* y, bool log) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
+  constexpr bool keep = !is_bf16_storage<V, S>;
   const T ninf = -std::numeric_limits<T>::infinity();
   R mv = V::set1(ninf);
   int64_t j = 0;
-  for (; j + W <= D; j += W) mv = V::max(mv, V::loadu(x + j));
+  for (; j + W <= D; j += W) mv = V::max(mv, ld<V>(x + j));
   T m = V::hmax(mv);
-  for (; j < D; ++j) m = x[j] > m ? x[j] : m;
+  for (; j < D; ++j) m = to_t<T>(x[j]) > m ? to_t<T>(x[j]) : m;
   const R mb = V::set1(m);
   R s0 = V::zero(), s1 = V::zero();
   for (j = 0; j + 2 * W <= D; j += 2 * W) {
-    const R e0 = vexp<V>(V::sub(V::loadu(x + j), mb)), e1 = vexp<V>(V::sub(V::loadu(x + j + W), mb));
-    if (!log) V::storeu(y + j, e0), V::storeu(y + j + W, e1);
+    const R e0 = vexp<V>(V::sub(ld<V>(x + j), mb)), e1 = vexp<V>(V::sub(ld<V>(x + j + W), mb));
+    if (!log && keep) st<V>(y + j, e0), st<V>(y + j + W, e1);
     s0 = V::add(s0, e0);
     s1 = V::add(s1, e1);
   }
   for (; j < D; j += W) {
     const int lanes = int(std::min<int64_t>(W, D - j));
     const R e = vexp<V>(V::sub(load_fill<V>(x + j, lanes, ninf), mb));
-    if (!log) store_lanes<V>(y + j, e, lanes);
+    if (!log && keep) st_n<V>(y + j, e, lanes);
     s0 = V::add(s0, e);
   }
   const T s = V::hsum(V::add(s0, s1));
@@ -236,42 +235,40 @@ void softmax_row(int64_t D, const typename V::T* x, typename V::T* y, bool log) 
     const R ls = V::set1(std::log(s));
     for (j = 0; j < D; j += W) {
       const int lanes = int(std::min<int64_t>(W, D - j));
-      store_lanes<V>(y + j, V::sub(V::sub(load_fill<V>(x + j, lanes, T(0)), mb), ls), lanes);
+      st_n<V>(y + j, V::sub(V::sub(load_fill<V>(x + j, lanes, T(0)), mb), ls), lanes);
     }
   } else {
     const R inv = V::set1(T(1) / s);
     for (j = 0; j < D; j += W) {
       const int lanes = int(std::min<int64_t>(W, D - j));
-      store_lanes<V>(y + j, V::mul(load_fill<V>(y + j, lanes, T(0)), inv), lanes);
+      const R e = keep ? load_fill<V>(y + j, lanes, T(0)) : vexp<V>(V::sub(load_fill<V>(x + j, lanes, ninf), mb));
+      st_n<V>(y + j, V::mul(e, inv), lanes);
     }
   }
 }
 
 // Softmax of one vector of length D at x[d * stride], element by element (<cmath>).
-template <typename T>
-void softmax_scalar(int64_t D, int64_t stride, const T* x, T* y, bool log) {
+template <typename T, class S>
+void softmax_scalar(int64_t D, int64_t stride, const S* x, S* y, bool log) {
+  auto xv = [&](int64_t d) { return to_t<T>(x[d * stride]); };
   T m = -std::numeric_limits<T>::infinity();
-  for (int64_t d = 0; d < D; ++d) m = x[d * stride] > m ? x[d * stride] : m;
+  for (int64_t d = 0; d < D; ++d) m = xv(d) > m ? xv(d) : m;
   T s = T(0);  // NaN when the row holds NaN (which the comparisons above skip): exp(NaN) is NaN
-  for (int64_t d = 0; d < D; ++d) {
-    const T e = std::exp(x[d * stride] - m);
-    if (!log) y[d * stride] = e;
-    s += e;
-  }
+  for (int64_t d = 0; d < D; ++d) s += std::exp(xv(d) - m);
   if (log) {
     const T ls = std::log(s);
-    for (int64_t d = 0; d < D; ++d) y[d * stride] = (x[d * stride] - m) - ls;
+    for (int64_t d = 0; d < D; ++d) y[d * stride] = from_t<S>((xv(d) - m) - ls);
   } else {
     const T inv = T(1) / s;
-    for (int64_t d = 0; d < D; ++d) y[d * stride] *= inv;
+    for (int64_t d = 0; d < D; ++d) y[d * stride] = from_t<S>(std::exp(xv(d) - m) * inv);
   }
 }
 
 // Gradient of W side-by-side vectors (or one contiguous row with stride 1, lanes W: then
 // `row` walks it in steps of W).
-template <class V>
-void softmax_backward_vec(int64_t D, int64_t stride, int lanes, const typename V::T* g,
-                          const typename V::T* y, typename V::T* dx, bool log, bool row) {
+template <class V, class S>
+void softmax_backward_vec(int64_t D, int64_t stride, int lanes, const S* g, const S* y, S* dx,
+                          bool log, bool row) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
@@ -289,25 +286,24 @@ void softmax_backward_vec(int64_t D, int64_t stride, int lanes, const typename V
     const int l = lanes_at(k);
     const R gv = load_fill<V>(g + k * step, l, T(0)), yv = load_fill<V>(y + k * step, l, T(0));
     const R out = log ? V::sub(gv, V::mul(vexp<V>(yv), s)) : V::mul(yv, V::sub(gv, s));
-    store_lanes<V>(dx + k * step, out, l);
+    st_n<V>(dx + k * step, out, l);
   }
 }
 
-template <typename T>
-void softmax_backward_scalar(int64_t D, int64_t stride, const T* g, const T* y, T* dx, bool log) {
+template <typename T, class S>
+void softmax_backward_scalar(int64_t D, int64_t stride, const S* g, const S* y, S* dx, bool log) {
+  auto gv = [&](int64_t d) { return to_t<T>(g[d * stride]); };
+  auto yv = [&](int64_t d) { return to_t<T>(y[d * stride]); };
   T s = T(0);
-  for (int64_t d = 0; d < D; ++d) s += log ? g[d * stride] : g[d * stride] * y[d * stride];
-  for (int64_t d = 0; d < D; ++d) {
-    const int64_t i = d * stride;
-    dx[i] = log ? g[i] - std::exp(y[i]) * s : y[i] * (g[i] - s);
-  }
+  for (int64_t d = 0; d < D; ++d) s += log ? gv(d) : gv(d) * yv(d);
+  for (int64_t d = 0; d < D; ++d)
+    dx[d * stride] = from_t<S>(log ? gv(d) - std::exp(yv(d)) * s : yv(d) * (gv(d) - s));
 }
 
 }  // namespace act_detail
 
-template <class V>
-void softmax_forward(int64_t outer, int64_t D, int64_t inner, const typename V::T* x,
-                     typename V::T* y, bool log) {
+template <class V, class S>
+void softmax_forward(int64_t outer, int64_t D, int64_t inner, const S* x, S* y, bool log) {
   constexpr int W = V::W;
   if (outer <= 0 || D <= 0 || inner <= 0) return;
   const int64_t work = outer * D * inner;
@@ -325,14 +321,14 @@ void softmax_forward(int64_t outer, int64_t D, int64_t inner, const typename V::
   } else {
     act_detail::parallel_units(outer * inner, work, [&](int64_t u) {
       const int64_t off = (u / inner) * D * inner + u % inner;
-      act_detail::softmax_scalar(D, inner, x + off, y + off, log);
+      act_detail::softmax_scalar<typename V::T>(D, inner, x + off, y + off, log);
     });
   }
 }
 
-template <class V>
-void softmax_backward(int64_t outer, int64_t D, int64_t inner, const typename V::T* g,
-                      const typename V::T* y, typename V::T* dx, bool log) {
+template <class V, class S>
+void softmax_backward(int64_t outer, int64_t D, int64_t inner, const S* g, const S* y, S* dx,
+                      bool log) {
   constexpr int W = V::W;
   if (outer <= 0 || D <= 0 || inner <= 0) return;
   const int64_t work = outer * D * inner;
@@ -352,13 +348,15 @@ void softmax_backward(int64_t outer, int64_t D, int64_t inner, const typename V:
   } else {
     act_detail::parallel_units(outer * inner, work, [&](int64_t u) {
       const int64_t off = (u / inner) * D * inner + u % inner;
-      act_detail::softmax_backward_scalar(D, inner, g + off, y + off, dx + off, log);
+      act_detail::softmax_backward_scalar<typename V::T>(D, inner, g + off, y + off, dx + off, log);
     });
   }
 }
 
-// Entry points for activation_ops.cpp, one set per instruction set.
-#define FUSEDOPS_ACT_VEC(T) std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>
+// Entry points for activation_ops.cpp, one set per instruction set and storage type (bf16
+// tensors compute on the fp32 trait).
+#define FUSEDOPS_ACT_VEC(T) \
+  std::conditional_t<sizeof(compute_t<T>) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>
 
 template <typename T>
 void pointwise_forward_run(Pointwise f, int64_t n, const T* x, T* y) {
@@ -385,5 +383,6 @@ ActivationKernels<T> activation_table() {
 }
 template ActivationKernels<float> activation_table<float>();
 template ActivationKernels<double> activation_table<double>();
+template ActivationKernels<bf16_t> activation_table<bf16_t>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

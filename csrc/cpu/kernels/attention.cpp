@@ -7,5 +7,6 @@ namespace fusedops::cpu {
 FUSEDOPS_KERNEL_TABLE(AttentionKernels, attention_table, attention_kernels)
 template const AttentionKernels<float>& attention_kernels<float>(Isa);
 template const AttentionKernels<double>& attention_kernels<double>(Isa);
+template const AttentionKernels<bf16_t>& attention_kernels<bf16_t>(Isa);
 
 }  // namespace fusedops::cpu

@@ -12,12 +12,16 @@
 
 #include "../../contracts/attention.h"
 #include "../../contracts/attention_rng.h"
+#include "bf16.h"
 #include "cpu_features.h"
 
 namespace fusedops::cpu {
 
+// T: the storage type of the tensors (float, double, or bf16_t: bf16 tensors computed in fp32);
+// the scale and the log-sum-exp are in the arithmetic type C.
 template <typename T>
 struct AttentionArgs {
+  using C = compute_t<T>;
   int64_t batch = 0;           // query (batch, head) pairs
   int64_t L = 0, S = 0;        // query and key sequence lengths
   int64_t E = 0, Ev = 0;       // query/key and value head dims
@@ -34,13 +38,13 @@ struct AttentionArgs {
   const int64_t* m_off = nullptr;
   int64_t m_rs = 0, m_cs = 0;
   bool causal = false;  // key j visible to query i iff j <= i (top-left aligned)
-  T scale = T(1);
+  C scale = C(1);
   double dropout_p = 0.0;  // keep decision per (b, i, j): contracts/attention_rng.h
   uint64_t seed = 0, offset = 0;
   // forward: out [batch, L, Ev] and lse [batch, L] contiguous (outputs);
   // backward: inputs (the forward's results).
   T* out = nullptr;
-  T* lse = nullptr;
+  C* lse = nullptr;
   // backward only: dout [batch, L, Ev] contiguous; dq [batch, L, E] contiguous; dk, dv
   // [batch, S, E] / [batch, S, Ev] contiguous, one per query (batch, head) (the binding sums
   // them over the query heads that share a key head); any may be null (not needed).

@@ -20,11 +20,11 @@
 
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 
-template <class V, int MR, int NV, int BM, int BN, int FBN = BN>
+template <class V, int MR, int NV, int BM, int BN, int FBN = BN, class St = typename V::T>
 struct FlashAttention {
-  using T = typename V::T;
+  using T = typename V::T;  // arithmetic (and packed operands)
   using R = typename V::R;
-  using Args = AttentionArgs<T>;
+  using Args = AttentionArgs<St>;  // St: the tensors' storage type (bf16 widens while packing)
   static constexpr int W = V::W;
   static constexpr int NR = NV * W;
   static_assert(BM % MR == 0 && BN % NR == 0 && BN % MR == 0 && BN % W == 0 && FBN % NR == 0,
@@ -117,13 +117,13 @@ struct FlashAttention {
   static void mask_row(const Args& a, int64_t b, int64_t row, int64_t j0, int64_t n,
                        int64_t ncol, T* s) {
     if (a.mask == AttnMask::additive) {
-      const T* mk = a.mask_add + a.m_off[b] + row * a.m_rs + j0 * a.m_cs;
+      const St* mk = a.mask_add + a.m_off[b] + row * a.m_rs + j0 * a.m_cs;
       if (a.m_cs == 1) {
         int64_t c = 0;
-        for (; c + W <= ncol; c += W) V::storeu(s + c, V::add(V::loadu(s + c), V::loadu(mk + c)));
-        for (; c < ncol; ++c) s[c] += mk[c];
+        for (; c + W <= ncol; c += W) V::storeu(s + c, V::add(V::loadu(s + c), ld<V>(mk + c)));
+        for (; c < ncol; ++c) s[c] += to_t<T>(mk[c]);
       } else {
-        for (int64_t c = 0; c < ncol; ++c) s[c] += mk[c * a.m_cs];
+        for (int64_t c = 0; c < ncol; ++c) s[c] += to_t<T>(mk[c * a.m_cs]);
       }
     } else if (a.mask == AttnMask::boolean) {
       const uint8_t* mk = a.mask_bool + a.m_off[b] + row * a.m_rs + j0 * a.m_cs;
@@ -137,6 +137,16 @@ struct FlashAttention {
   static int64_t visible(const Args& a, int64_t row, int64_t j0, int64_t n) {
     if (!a.causal) return n;
     return std::clamp<int64_t>(row - j0 + 1, 0, n);
+  }
+
+  // A row of n elements between the tensors' storage and the packed arithmetic type.
+  static void copy_row(T* d, const St* s, int64_t n) {
+    if constexpr (std::is_same_v<St, T>) std::memcpy(d, s, sizeof(T) * size_t(n));
+    else for (int64_t c = 0; c < n; ++c) d[c] = to_t<T>(s[c]);
+  }
+  static void store_row(St* d, const T* s, int64_t n) {
+    if constexpr (std::is_same_v<St, T>) std::memcpy(d, s, sizeof(T) * size_t(n));
+    else for (int64_t c = 0; c < n; ++c) d[c] = from_t<St>(s[c]);
   }
 
   // ---- per-thread scratch --------------------------------------------------------------------
@@ -169,12 +179,12 @@ struct FlashAttention {
   static void pack_head_kv(const Args& a, int64_t b, FwdScratch& w) {
     const int64_t Evp = rup(a.Ev, NR), E = a.E;
     if (a.k_off[b] != w.k_cached) {
-      const T* k = a.k + a.k_off[b];
+      const St* k = a.k + a.k_off[b];
       const int64_t nkb = (a.S + FBN - 1) / FBN;
       for (int64_t j = 0; j < a.S; ++j) {
-        const T* kr = k + j * a.k_rs;
+        const St* kr = k + j * a.k_rs;
         T* d = w.kt + (j / FBN) * E * FBN + j % FBN;
-        for (int64_t e = 0; e < E; ++e) d[e * FBN] = kr[e];
+        for (int64_t e = 0; e < E; ++e) d[e * FBN] = to_t<T>(kr[e]);
       }
       for (int64_t j = a.S; j < nkb * FBN; ++j) {
         T* d = w.kt + (j / FBN) * E * FBN + j % FBN;
@@ -183,10 +193,10 @@ struct FlashAttention {
       w.k_cached = a.k_off[b];
     }
     if (a.v_off[b] != w.v_cached) {
-      const T* v = a.v + a.v_off[b];
+      const St* v = a.v + a.v_off[b];
       for (int64_t j = 0; j < a.S; ++j) {
         T* d = w.vp + j * Evp;
-        std::memcpy(d, v + j * a.v_rs, sizeof(T) * a.Ev);
+        copy_row(d, v + j * a.v_rs, a.Ev);
         for (int64_t c = a.Ev; c < Evp; ++c) d[c] = T(0);
       }
       w.v_cached = a.v_off[b];
@@ -197,9 +207,9 @@ struct FlashAttention {
     const int64_t L = a.L, S = a.S, E = a.E, Ev = a.Ev;
     const int64_t Evp = rup(Ev, NR);
     const int64_t m = std::min<int64_t>(BM, L - i0), mp = rup(m, MR);
-    const T* q = a.q + a.q_off[b] + i0 * a.q_rs;
+    const St* q = a.q + a.q_off[b] + i0 * a.q_rs;
     for (int64_t r = 0; r < m; ++r)
-      for (int64_t e = 0; e < E; ++e) w.qs[r * E + e] = a.scale * q[r * a.q_rs + e];
+      for (int64_t e = 0; e < E; ++e) w.qs[r * E + e] = a.scale * to_t<T>(q[r * a.q_rs + e]);
     std::fill(w.qs + m * E, w.qs + mp * E, T(0));
     std::fill(w.o, w.o + mp * Evp, T(0));
     for (int64_t r = 0; r < mp; ++r) {
@@ -237,11 +247,11 @@ struct FlashAttention {
       }
       block<2>(m, Ev, n, w.s, FBN, 1, w.vp + j0 * Evp, Evp, w.o, Evp, w.corr);
     }
-    T* out = a.out + (b * L + i0) * Ev;
+    St* out = a.out + (b * L + i0) * Ev;
     for (int64_t r = 0; r < m; ++r) {
       const T l = w.lrow[r];
       const T inv = l > T(0) ? T(1) / l : T(0);
-      for (int64_t c = 0; c < Ev; ++c) out[r * Ev + c] = w.o[r * Evp + c] * inv;
+      for (int64_t c = 0; c < Ev; ++c) out[r * Ev + c] = from_t<St>(w.o[r * Evp + c] * inv);
       a.lse[b * L + i0 + r] =
           l > T(0) ? w.mrow[r] + std::log(l) : std::numeric_limits<T>::infinity();
     }
@@ -299,18 +309,18 @@ struct FlashAttention {
   // Q scaled, dO, D = rowsum(dO * O) of head b.
   static void prepare_head(const Args& a, int64_t b, BwdScratch& w) {
     const int64_t L = a.L, E = a.E, Ev = a.Ev, Ep = rup(E, NR), Evp = rup(Ev, NR);
-    const T* q = a.q + a.q_off[b];
-    const T* dO = a.dout + b * L * Ev;
-    const T* O = a.out + b * L * Ev;
+    const St* q = a.q + a.q_off[b];
+    const St* dO = a.dout + b * L * Ev;
+    const St* O = a.out + b * L * Ev;
     for (int64_t r = 0; r < L; ++r) {
       T* qs = w.qs + r * Ep;
-      for (int64_t e = 0; e < E; ++e) qs[e] = a.scale * q[r * a.q_rs + e];
+      for (int64_t e = 0; e < E; ++e) qs[e] = a.scale * to_t<T>(q[r * a.q_rs + e]);
       std::fill(qs + E, qs + Ep, T(0));
       T* d = w.dO + r * Evp;
       T acc = 0;
       for (int64_t c = 0; c < Ev; ++c) {
-        d[c] = dO[r * Ev + c];
-        acc += d[c] * O[r * Ev + c];
+        d[c] = to_t<T>(dO[r * Ev + c]);
+        acc += d[c] * to_t<T>(O[r * Ev + c]);
       }
       std::fill(d + Ev, d + Evp, T(0));
       w.D[r] = acc;
@@ -322,19 +332,19 @@ struct FlashAttention {
   static void backward_key_block(const Args& a, int64_t b, int64_t j0, BwdScratch& w) {
     const int64_t L = a.L, S = a.S, E = a.E, Ev = a.Ev, Ep = rup(E, NR), Evp = rup(Ev, NR);
     const int64_t n = std::min<int64_t>(BN, S - j0), np = rup(n, W);
-    const T* k = a.k + a.k_off[b] + j0 * a.k_rs;
-    const T* v = a.v + a.v_off[b] + j0 * a.v_rs;
+    const St* k = a.k + a.k_off[b] + j0 * a.k_rs;
+    const St* v = a.v + a.v_off[b] + j0 * a.v_rs;
     for (int64_t j = 0; j < BN; ++j) {
       T* kp = w.kp + j * Ep;
       if (j < n) {
-        const T* kr = k + j * a.k_rs;
-        const T* vr = v + j * a.v_rs;
+        const St* kr = k + j * a.k_rs;
+        const St* vr = v + j * a.v_rs;
         for (int64_t e = 0; e < E; ++e) {
-          w.kt[e * BN + j] = kr[e];
-          kp[e] = kr[e];
+          kp[e] = to_t<T>(kr[e]);
+          w.kt[e * BN + j] = kp[e];
         }
         std::fill(kp + E, kp + Ep, T(0));
-        for (int64_t c = 0; c < Ev; ++c) w.vt[c * BN + j] = vr[c];
+        for (int64_t c = 0; c < Ev; ++c) w.vt[c * BN + j] = to_t<T>(vr[c]);
       } else {
         for (int64_t e = 0; e < E; ++e) w.kt[e * BN + j] = T(0);
         std::fill(kp, kp + Ep, T(0));
@@ -346,7 +356,7 @@ struct FlashAttention {
     const bool drop = a.dropout_p > 0.0;
     const uint64_t thr = attention_drop_threshold(a.dropout_p), key = attention_seed_key(a.seed);
     const T inv_keep = a.dropout_p < 1.0 ? T(1.0 / (1.0 - a.dropout_p)) : T(0);
-    const T* lse = a.lse + b * L;
+    const T* lse = a.lse + b * L;  // the arithmetic type for every storage type
     for (int64_t i0 = a.causal ? j0 : 0; i0 < L; i0 += BM) {
       const int64_t m = std::min<int64_t>(BM, L - i0);
       const T* qs = w.qs + i0 * Ep;
@@ -382,12 +392,12 @@ struct FlashAttention {
       if (a.dq) block<1>(m, E, n, w.dp, BN, 1, w.kp, Ep, w.dq + i0 * Ep, Ep);  // dQ += dS K
     }
     if (a.dk) {
-      T* dk = a.dk + (b * S + j0) * E;
-      for (int64_t j = 0; j < n; ++j) std::memcpy(dk + j * E, w.dk + j * Ep, sizeof(T) * E);
+      St* dk = a.dk + (b * S + j0) * E;
+      for (int64_t j = 0; j < n; ++j) store_row(dk + j * E, w.dk + j * Ep, E);
     }
     if (a.dv) {
-      T* dv = a.dv + (b * S + j0) * Ev;
-      for (int64_t j = 0; j < n; ++j) std::memcpy(dv + j * Ev, w.dv + j * Evp, sizeof(T) * Ev);
+      St* dv = a.dv + (b * S + j0) * Ev;
+      for (int64_t j = 0; j < n; ++j) store_row(dv + j * Ev, w.dv + j * Evp, Ev);
     }
   }
 
@@ -395,9 +405,10 @@ struct FlashAttention {
     if (a.batch <= 0) return;
     const int64_t L = a.L, S = a.S, E = a.E, Ep = rup(E, NR);
     if (L <= 0 || S <= 0) {  // no products: zero gradients
-      if (a.dq) std::fill(a.dq, a.dq + a.batch * L * E, T(0));
-      if (a.dk) std::fill(a.dk, a.dk + a.batch * S * E, T(0));
-      if (a.dv) std::fill(a.dv, a.dv + a.batch * S * a.Ev, T(0));
+      const St zero = from_t<St>(T(0));
+      if (a.dq) std::fill(a.dq, a.dq + a.batch * L * E, zero);
+      if (a.dk) std::fill(a.dk, a.dk + a.batch * S * E, zero);
+      if (a.dv) std::fill(a.dv, a.dv + a.batch * S * a.Ev, zero);
       return;
     }
     const int64_t nkb = (S + BN - 1) / BN;
@@ -425,9 +436,9 @@ struct FlashAttention {
         for (int64_t kb = grp * nkb / groups, k1 = (grp + 1) * nkb / groups; kb < k1; ++kb)
           backward_key_block(a, b, kb * BN, w);
         if (a.dq && groups == 1) {
-          T* dq = a.dq + b * L * E;
+          St* dq = a.dq + b * L * E;
           for (int64_t r = 0; r < L; ++r)
-            for (int64_t e = 0; e < E; ++e) dq[r * E + e] = a.scale * w.dq[r * Ep + e];
+            for (int64_t e = 0; e < E; ++e) dq[r * E + e] = from_t<St>(a.scale * w.dq[r * Ep + e]);
         }
         w.dq = own_dq;
       }
@@ -436,11 +447,11 @@ struct FlashAttention {
         for (int64_t row = 0; row < a.batch * L; ++row) {
           const int64_t b = row / L, r = row % L;
           const T* p = partial.data() + b * groups * Lr * Ep + r * Ep;
-          T* dq = a.dq + row * E;
+          St* dq = a.dq + row * E;
           for (int64_t e = 0; e < E; ++e) {
             T acc = p[e];
             for (int64_t g = 1; g < groups; ++g) acc += p[g * Lr * Ep + e];
-            dq[e] = a.scale * acc;
+            dq[e] = from_t<St>(a.scale * acc);
           }
         }
       }
@@ -459,16 +470,21 @@ using AttnF32 = FlashAttention<FUSEDOPS_VEC_F32, FUSEDOPS_ATTN_MR_F32, FUSEDOPS_
                                FUSEDOPS_ATTN_BM_F32, FUSEDOPS_ATTN_BN_F32, FUSEDOPS_ATTN_FBN_F32>;
 using AttnF64 = FlashAttention<FUSEDOPS_VEC_F64, FUSEDOPS_ATTN_MR_F64, FUSEDOPS_ATTN_NV_F64,
                                FUSEDOPS_ATTN_BM_F64, FUSEDOPS_ATTN_BN_F64>;
+// bf16 tensors: the fp32 kernel, widening while it packs and rounding what it stores.
+using AttnBf16 = FlashAttention<FUSEDOPS_VEC_F32, FUSEDOPS_ATTN_MR_F32, FUSEDOPS_ATTN_NV_F32,
+                                FUSEDOPS_ATTN_BM_F32, FUSEDOPS_ATTN_BN_F32, FUSEDOPS_ATTN_FBN_F32, bf16_t>;
+
+template <typename T>
+using AttnFor = std::conditional_t<std::is_same_v<T, float>, AttnF32,
+                                   std::conditional_t<std::is_same_v<T, double>, AttnF64, AttnBf16>>;
 
 template <typename T>
 void attention_forward_run(const AttentionArgs<T>& a) {
-  if constexpr (sizeof(T) == 4) AttnF32::forward(a);
-  else AttnF64::forward(a);
+  AttnFor<T>::forward(a);
 }
 template <typename T>
 void attention_backward_run(const AttentionArgs<T>& a) {
-  if constexpr (sizeof(T) == 4) AttnF32::backward(a);
-  else AttnF64::backward(a);
+  AttnFor<T>::backward(a);
 }
 template <typename T>
 AttentionKernels<T> attention_table() {
@@ -476,4 +492,5 @@ AttentionKernels<T> attention_table() {
 }
 template AttentionKernels<float> attention_table<float>();
 template AttentionKernels<double> attention_table<double>();
+template AttentionKernels<bf16_t> attention_table<bf16_t>();
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

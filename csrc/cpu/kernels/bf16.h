@@ -6,6 +6,15 @@
 
 namespace fusedops::cpu {
 
+// A bf16 tensor's elements as kernels see them: the raw bits.
+using bf16_t = uint16_t;
+
+// The arithmetic type of a storage type: a kernel on bf16 tensors computes in fp32, and takes
+// its parameters and statistics (LayerNorm's weight, mean, rstd, a loss) in fp32.
+template <typename S> struct ComputeOf { using type = S; };
+template <> struct ComputeOf<bf16_t> { using type = float; };
+template <typename S> using compute_t = typename ComputeOf<S>::type;
+
 // Element type of a mixed-precision operand.
 enum class DType : uint8_t { f32 = 0, bf16 = 1 };
 

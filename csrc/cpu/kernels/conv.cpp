@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "conv_direct.h"
@@ -743,8 +744,14 @@ void conv2d_backward_input(const Conv2dShape& s, const T* gy, const T* w, T* gx)
 
 // ---- max pooling ----------------------------------------------------------------------------
 
+// Elements as the pooling compares and sums them: bf16 widened to fp32 (exact).
+inline float pool_value(float v) { return v; }
+inline double pool_value(double v) { return v; }
+inline float pool_value(bf16_t v) { return bf16_to_float(v); }
+
 template <typename T>
 void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* idx) {
+  using A = compute_t<T>;
   const int64_t HW = s.H * s.W, P = s.OH * s.OW;
   if (s.planes == 0 || P == 0) return;
   const int nt = pool_threads();
@@ -763,32 +770,45 @@ void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y, int64_t* idx) {
         const int64_t w1 = std::min(w0 + (s.kw - 1) * s.dw + 1, s.W);
         while (w0 < 0) w0 += s.dw;
         int64_t best = h0 * s.W + w0;
-        T m = -std::numeric_limits<T>::infinity();
+        A m = -std::numeric_limits<A>::infinity();
         for (int64_t ih = h0; ih < h1; ih += s.dh)
           for (int64_t iw = w0; iw < w1; iw += s.dw) {
-            const T v = xp[ih * s.W + iw];
+            const A v = pool_value(xp[ih * s.W + iw]);
             if (v > m || std::isnan(v)) m = v, best = ih * s.W + iw;
           }
-        yp[oh * s.OW + ow] = m;
+        if constexpr (std::is_same_v<T, bf16_t>) yp[oh * s.OW + ow] = float_to_bf16(m);  // exact
+        else yp[oh * s.OW + ow] = m;
         ip[oh * s.OW + ow] = best;
       }
     }
   }
 }
 
+// Overlapping windows add into one input element: bf16 gradients are summed per plane in fp32
+// and rounded once.
 template <typename T>
 void max_pool2d_backward(const Pool2dShape& s, const T* gy, const int64_t* idx, T* gx) {
   const int64_t HW = s.H * s.W, P = s.OH * s.OW;
   if (s.planes == 0 || HW == 0) return;
   const int nt = pool_threads();
   const int use = double(s.planes) * double(HW + P) < 2e5 ? 1 : nt;
-#pragma omp parallel for num_threads(use) schedule(static) if (use > 1)
-  for (int64_t p = 0; p < s.planes; ++p) {
-    T* gp = gx + p * HW;
-    std::fill(gp, gp + HW, T(0));
-    const T* g = gy + p * P;
-    const int64_t* ip = idx + p * P;
-    for (int64_t o = 0; o < P; ++o) gp[ip[o]] += g[o];
+#pragma omp parallel num_threads(use) if (use > 1)
+  {
+    std::vector<float> acc(std::is_same_v<T, bf16_t> ? size_t(HW) : 0);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < s.planes; ++p) {
+      T* gp = gx + p * HW;
+      const T* g = gy + p * P;
+      const int64_t* ip = idx + p * P;
+      if constexpr (std::is_same_v<T, bf16_t>) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t o = 0; o < P; ++o) acc[size_t(ip[o])] += bf16_to_float(g[o]);
+        for (int64_t i = 0; i < HW; ++i) gp[i] = float_to_bf16(acc[size_t(i)]);
+      } else {
+        std::fill(gp, gp + HW, T(0));
+        for (int64_t o = 0; o < P; ++o) gp[ip[o]] += g[o];
+      }
+    }
   }
 }
 
@@ -802,5 +822,7 @@ void max_pool2d_backward(const Pool2dShape& s, const T* gy, const int64_t* idx, 
 FUSEDOPS_INSTANTIATE(float)
 FUSEDOPS_INSTANTIATE(double)
 #undef FUSEDOPS_INSTANTIATE
+template void max_pool2d_forward<bf16_t>(const Pool2dShape&, const bf16_t*, bf16_t*, int64_t*);
+template void max_pool2d_backward<bf16_t>(const Pool2dShape&, const bf16_t*, const int64_t*, bf16_t*);
 
 }  // namespace fusedops::cpu

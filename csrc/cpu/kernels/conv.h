@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "../../contracts/conv.h"
+#include "bf16.h"
 
 namespace fusedops::cpu {
 

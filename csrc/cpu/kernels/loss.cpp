@@ -9,6 +9,7 @@ namespace fusedops::cpu {
 FUSEDOPS_KERNEL_TABLE(LossKernels, loss_table, loss_kernels)
 template const LossKernels<float>& loss_kernels<float>(Isa);
 template const LossKernels<double>& loss_kernels<double>(Isa);
+template const LossKernels<bf16_t>& loss_kernels<bf16_t>(Isa);
 
 template <typename T>
 int64_t cross_entropy_targets(int64_t N, int64_t C, const int64_t* target, const T* weight,

@@ -8,27 +8,31 @@
 #pragma once
 #include <cstdint>
 
+#include "bf16.h"
 #include "cpu_features.h"
 
 namespace fusedops::cpu {
 
+// T: the storage type of logits, probabilities and gradient (float, double, bf16_t); class
+// weights, row losses and row scales are in the arithmetic type Arith (fp32 for bf16).
 template <typename T>
 struct CrossEntropyArgs {
+  using Arith = compute_t<T>;
   int64_t N = 0, C = 0;
   const T* x = nullptr;
   int64_t ldx = 0;                   // logits row stride
   const int64_t* target = nullptr;   // class indices [N], or nullptr when probs is given
   const T* probs = nullptr;          // class probabilities [N, C], row stride ldp
   int64_t ldp = 0;
-  const T* weight = nullptr;         // class weights [C], or nullptr
+  const Arith* weight = nullptr;         // class weights [C], or nullptr
   int64_t ignore_index = -100;       // class-index rows with this target give 0 loss and 0 grad
   double label_smoothing = 0.0;
-  T* loss_rows = nullptr;            // optional: loss of each row [N] (torch's reduction "none")
+  Arith* loss_rows = nullptr;            // optional: loss of each row [N] (torch's reduction "none")
   double* loss_sum = nullptr;        // optional: receives the sum of the row losses
   T* grad = nullptr;                 // optional: [N, C] row stride ldg; may equal x
   int64_t ldg = 0;
   double scale = 1.0;                // the gradient of row i is scaled by scale * row_scale[i]
-  const T* row_scale = nullptr;      // optional, stride row_scale_stride (0: one value)
+  const Arith* row_scale = nullptr;      // optional, stride row_scale_stride (0: one value)
   int64_t row_scale_stride = 1;
 };
 
@@ -39,12 +43,13 @@ template <typename T>
 int64_t cross_entropy_targets(int64_t N, int64_t C, const int64_t* target, const T* weight,
                               int64_t ignore_index, double* weight_sum);
 
-// Loss kernels, one table per instruction set (vec/dispatch.h).
+// Loss kernels, one table per instruction set (vec/dispatch.h) and storage type; the bf16
+// table has cross_entropy and scale_rows only (the others are null).
 template <typename T>
 struct LossKernels {
   void (*cross_entropy)(const CrossEntropyArgs<T>& args);
   // g[i, j] *= s[i * s_stride] for a [N, C] block with row stride ldg (s_stride 0: one scale).
-  void (*scale_rows)(int64_t N, int64_t C, T* g, int64_t ldg, const T* s, int64_t s_stride);
+  void (*scale_rows)(int64_t N, int64_t C, T* g, int64_t ldg, const compute_t<T>* s, int64_t s_stride);
   // out[j] += sum_i g[i, j] over a [N, C] block with row stride ldg.
   void (*add_column_sums)(int64_t N, int64_t C, const T* g, int64_t ldg, T* out);
   // Elementwise losses over n elements (same shapes; weight/pos_weight expanded to n or null).

@@ -46,83 +46,85 @@ double chunked_sum(int nt, int64_t rows, int64_t cols, F&& f) {
 }
 
 // One row of cross-entropy: loss, and the scaled gradient when g != nullptr.
-template <class V>
+// S: the storage type of the logits, probabilities and gradient (bf16 widens on load and rounds
+// the gradient once on store); class weights, row scales and losses are in T.
+template <class V, class S = typename V::T>
 struct CrossEntropyRow {
   using T = typename V::T;
   using R = typename V::R;
   static constexpr int64_t kBlock = 2048;  // elements per L1 block of the online log-sum-exp
 
-  const CrossEntropyArgs<T>& a;
+  const CrossEntropyArgs<S>& a;
   double wsum = 0;  // sum of the class weights (C without weights)
 
   // max of x[0, n) (NaN may be skipped: it reaches the loss through the sum of exps)
-  static T block_max(const T* x, int64_t n) {
+  static T block_max(const S* x, int64_t n) {
     const T ninf = -std::numeric_limits<T>::infinity();
     R m0 = V::set1(ninf), m1 = V::set1(ninf);
     int64_t j = 0;
     for (; j + 2 * V::W <= n; j += 2 * V::W) {
-      m0 = V::max(m0, V::loadu(x + j));
-      m1 = V::max(m1, V::loadu(x + j + V::W));
+      m0 = V::max(m0, ld<V>(x + j));
+      m1 = V::max(m1, ld<V>(x + j + V::W));
     }
-    for (; j + V::W <= n; j += V::W) m0 = V::max(m0, V::loadu(x + j));
+    for (; j + V::W <= n; j += V::W) m0 = V::max(m0, ld<V>(x + j));
     T m = V::hmax(V::max(m0, m1));
-    for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+    for (; j < n; ++j) m = to_t<T>(x[j]) > m ? to_t<T>(x[j]) : m;
     return m;
   }
 
   // sum exp(x - m) over [0, n)
-  static T block_sumexp(const T* x, int64_t n, T m) {
+  static T block_sumexp(const S* x, int64_t n, T m) {
     R s0 = V::zero(), s1 = V::zero();
     const R mv = V::set1(m);
     int64_t j = 0;
     for (; j + 2 * V::W <= n; j += 2 * V::W) {
-      s0 = V::add(s0, exp_vec<V>(V::sub(V::loadu(x + j), mv)));
-      s1 = V::add(s1, exp_vec<V>(V::sub(V::loadu(x + j + V::W), mv)));
+      s0 = V::add(s0, exp_vec<V>(V::sub(ld<V>(x + j), mv)));
+      s1 = V::add(s1, exp_vec<V>(V::sub(ld<V>(x + j + V::W), mv)));
     }
-    for (; j + V::W <= n; j += V::W) s0 = V::add(s0, exp_vec<V>(V::sub(V::loadu(x + j), mv)));
+    for (; j + V::W <= n; j += V::W) s0 = V::add(s0, exp_vec<V>(V::sub(ld<V>(x + j), mv)));
     T s = V::hsum(V::add(s0, s1));
-    for (; j < n; ++j) s += exp_scalar<T>(x[j] - m);
+    for (; j < n; ++j) s += exp_scalar<T>(to_t<T>(x[j]) - m);
     return s;
   }
 
   // sum w[j] (x[j] - r) over [0, n) (w == nullptr: weights 1)
-  static T block_wx(const T* x, const T* w, int64_t n, T r) {
+  static T block_wx(const S* x, const T* w, int64_t n, T r) {
     R s0 = V::zero(), s1 = V::zero();
     const R rv = V::set1(r);
     int64_t j = 0;
     if (w) {
-      for (; j + V::W <= n; j += V::W) s0 = V::fmadd(V::loadu(w + j), V::sub(V::loadu(x + j), rv), s0);
+      for (; j + V::W <= n; j += V::W) s0 = V::fmadd(V::loadu(w + j), V::sub(ld<V>(x + j), rv), s0);
     } else {
       for (; j + 2 * V::W <= n; j += 2 * V::W) {
-        s0 = V::add(s0, V::sub(V::loadu(x + j), rv));
-        s1 = V::add(s1, V::sub(V::loadu(x + j + V::W), rv));
+        s0 = V::add(s0, V::sub(ld<V>(x + j), rv));
+        s1 = V::add(s1, V::sub(ld<V>(x + j + V::W), rv));
       }
-      for (; j + V::W <= n; j += V::W) s0 = V::add(s0, V::sub(V::loadu(x + j), rv));
+      for (; j + V::W <= n; j += V::W) s0 = V::add(s0, V::sub(ld<V>(x + j), rv));
     }
     T s = V::hsum(V::add(s0, s1));
-    for (; j < n; ++j) s += (w ? w[j] : T(1)) * (x[j] - r);
+    for (; j < n; ++j) s += (w ? w[j] : T(1)) * (to_t<T>(x[j]) - r);
     return s;
   }
 
   // For probability targets q' = (1 - ls) q + ls / C:
   //   *sq += sum w q',   *sqx += sum w q' (x - r)
-  static void block_q(const T* x, const T* q, const T* w, int64_t n, T r, T keep, T add, T* sq,
+  static void block_q(const S* x, const S* q, const T* w, int64_t n, T r, T keep, T add, T* sq,
                       T* sqx) {
     R a0 = V::zero(), b0 = V::zero();
     const R rv = V::set1(r), kv = V::set1(keep), av = V::set1(add);
     int64_t j = 0;
     for (; j + V::W <= n; j += V::W) {
-      R qq = V::fmadd(V::loadu(q + j), kv, av);
+      R qq = V::fmadd(ld<V>(q + j), kv, av);
       if (w) qq = V::mul(qq, V::loadu(w + j));
       a0 = V::add(a0, qq);
-      b0 = V::fmadd(qq, V::sub(V::loadu(x + j), rv), b0);
+      b0 = V::fmadd(qq, V::sub(ld<V>(x + j), rv), b0);
     }
     T s = V::hsum(a0), t = V::hsum(b0);
     for (; j < n; ++j) {
-      T qq = q[j] * keep + add;
+      T qq = to_t<T>(q[j]) * keep + add;
       if (w) qq *= w[j];
       s += qq;
-      t += qq * (x[j] - r);
+      t += qq * (to_t<T>(x[j]) - r);
     }
     *sq += s;
     *sqx += t;
@@ -131,19 +133,19 @@ struct CrossEntropyRow {
   // Returns the loss of row i; writes the gradient row when a.grad is set.
   T run(int64_t i) const {
     const int64_t C = a.C;
-    const T* x = a.x + i * a.ldx;
-    T* g = a.grad ? a.grad + i * a.ldg : nullptr;
+    const S* x = a.x + i * a.ldx;
+    S* g = a.grad ? a.grad + i * a.ldg : nullptr;
     const T* w = a.weight;
     const double ls = a.label_smoothing;
     int64_t t = -1;
     if (a.target) {
       t = a.target[i];
       if (t == a.ignore_index) {
-        if (g) std::fill(g, g + C, T(0));
+        if (g) std::fill(g, g + C, from_t<S>(T(0)));
         return T(0);
       }
     }
-    const T* q = a.probs ? a.probs + i * a.ldp : nullptr;
+    const S* q = a.probs ? a.probs + i * a.ldp : nullptr;
     const T ninf = -std::numeric_limits<T>::infinity();
     const T keep = T(1.0 - ls), add = T(ls / double(C));
     const bool smooth = !q && ls > 0;
@@ -153,7 +155,7 @@ struct CrossEntropyRow {
     double swx = 0, sq = 0, sqx = 0;
     for (int64_t j0 = 0; j0 < C; j0 += kBlock) {
       const int64_t n = std::min(kBlock, C - j0);
-      const T* xb = x + j0;
+      const S* xb = x + j0;
       const T mb = block_max(xb, n);
       if (j0 == 0) r = std::isfinite(mb) ? mb : T(0);
       if (mb != ninf) {  // a block of -inf adds nothing (and would give NaN)
@@ -183,7 +185,7 @@ struct CrossEntropyRow {
       ga = sq;
     } else {
       const double wt = w ? double(w[t]) : 1.0;
-      const double nll = (m - double(x[t])) + log_s;
+      const double nll = (m - double(to_t<T>(x[t]))) + log_s;
       if (smooth) {
         loss = (1.0 - ls) * wt * nll + ls / double(C) * (wsum * ((m - double(r)) + log_s) - swx);
         ga = (1.0 - ls) * wt + ls / double(C) * wsum;
@@ -198,46 +200,47 @@ struct CrossEntropyRow {
       const T pa = T(sc * ga / s), mm = T(m);
       const T gt = t >= 0 ? T(sc * (1.0 - ls) * (w ? double(w[t]) : 1.0)) : T(0);
       const T gadd = T(sc * ls / double(C));  // class-index smoothing: - gadd * w_j
-      const T xt = t >= 0 ? x[t] : T(0);      // read before an in-place write
+      const T xt = t >= 0 ? to_t<T>(x[t]) : T(0);  // read before an in-place write
       const R pav = V::set1(pa), mv = V::set1(mm);
       int64_t j = 0;
       if (q) {  // g = sc (sq p - w q'), q' rounded as in pass 1 (exact 0 where p = q')
         const T pq = T(ga / s);
         const R kv = V::set1(keep), av = V::set1(add), pqv = V::set1(pq), scv = V::set1(T(sc));
         for (; j + V::W <= C; j += V::W) {
-          R p = V::mul(pqv, exp_vec<V>(V::sub(V::loadu(x + j), mv)));
-          R qq = V::fmadd(V::loadu(q + j), kv, av);
+          R p = V::mul(pqv, exp_vec<V>(V::sub(ld<V>(x + j), mv)));
+          R qq = V::fmadd(ld<V>(q + j), kv, av);
           if (w) qq = V::mul(qq, V::loadu(w + j));
-          V::storeu(g + j, V::mul(V::sub(p, qq), scv));
+          st<V>(g + j, V::mul(V::sub(p, qq), scv));
         }
         for (; j < C; ++j) {
-          T qq = q[j] * keep + add;
+          T qq = to_t<T>(q[j]) * keep + add;
           if (w) qq *= w[j];
-          g[j] = (pq * exp_scalar<T>(x[j] - mm) - qq) * T(sc);
+          g[j] = from_t<S>((pq * exp_scalar<T>(to_t<T>(x[j]) - mm) - qq) * T(sc));
         }
       } else {
         const R gav = V::set1(gadd);
         if (smooth && w) {
           for (; j + V::W <= C; j += V::W)
-            V::storeu(g + j, V::sub(V::mul(pav, exp_vec<V>(V::sub(V::loadu(x + j), mv))),
-                                    V::mul(gav, V::loadu(w + j))));
+            st<V>(g + j, V::sub(V::mul(pav, exp_vec<V>(V::sub(ld<V>(x + j), mv))),
+                                V::mul(gav, V::loadu(w + j))));
         } else {
           for (; j + V::W <= C; j += V::W)
-            V::storeu(g + j, V::sub(V::mul(pav, exp_vec<V>(V::sub(V::loadu(x + j), mv))), gav));
+            st<V>(g + j, V::sub(V::mul(pav, exp_vec<V>(V::sub(ld<V>(x + j), mv))), gav));
         }
-        for (; j < C; ++j) g[j] = pa * exp_scalar<T>(x[j] - mm) - gadd * (w && smooth ? w[j] : T(1));
+        for (; j < C; ++j)
+          g[j] = from_t<S>(pa * exp_scalar<T>(to_t<T>(x[j]) - mm) - gadd * (w && smooth ? w[j] : T(1)));
         // the target's own term; its softmax value from the saved logit (g may alias x)
-        g[t] = pa * exp_scalar<T>(xt - mm) - gadd * (w && smooth ? w[t] : T(1)) - gt;
+        g[t] = from_t<S>(pa * exp_scalar<T>(xt - mm) - gadd * (w && smooth ? w[t] : T(1)) - gt);
       }
     }
     return T(loss);
   }
 };
 
-template <class V>
-void cross_entropy_run(const CrossEntropyArgs<typename V::T>& a) {
+template <class V, class S = typename V::T>
+void cross_entropy_run(const CrossEntropyArgs<S>& a) {
   using T = typename V::T;
-  CrossEntropyRow<V> row{a};
+  CrossEntropyRow<V, S> row{a};
   if (a.weight && a.label_smoothing > 0) {
     double ws = 0;
     for (int64_t c = 0; c < a.C; ++c) ws += a.weight[c];
@@ -254,17 +257,17 @@ void cross_entropy_run(const CrossEntropyArgs<typename V::T>& a) {
   if (a.loss_sum) *a.loss_sum = total;
 }
 
-template <class V>
-void scale_rows_run(int64_t N, int64_t C, typename V::T* g, int64_t ldg, const typename V::T* s,
+template <class V, class S = typename V::T>
+void scale_rows_run(int64_t N, int64_t C, S* g, int64_t ldg, const typename V::T* s,
                     int64_t s_stride) {
   using T = typename V::T;
   if (N <= 0 || C <= 0) return;
   if (s_stride == 0 && s[0] == T(1)) return;  // loss.backward(): nothing to scale
-  auto scale = [](T* p, int64_t n, T f) {
+  auto scale = [](S* p, int64_t n, T f) {
     const typename V::R fv = V::set1(f);
     int64_t j = 0;
-    for (; j + V::W <= n; j += V::W) V::storeu(p + j, V::mul(V::loadu(p + j), fv));
-    for (; j < n; ++j) p[j] *= f;
+    for (; j + V::W <= n; j += V::W) st<V>(p + j, V::mul(ld<V>(p + j), fv));
+    for (; j < n; ++j) p[j] = from_t<S>(to_t<T>(p[j]) * f);
   };
   if (s_stride == 0 && ldg == C) {  // one flat range, split evenly (also one huge row)
     const int64_t n = N * C;
@@ -380,13 +383,13 @@ void bce_logits_backward_run(int64_t n, const typename V::T* g, int64_t gs, doub
 // ---- entry points of this instruction set -----------------------------------------------
 
 template <typename T>
-using VecOf = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
+using VecOf = std::conditional_t<sizeof(compute_t<T>) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
 
 template <typename T>
-void loss_cross_entropy(const CrossEntropyArgs<T>& a) { cross_entropy_run<VecOf<T>>(a); }
+void loss_cross_entropy(const CrossEntropyArgs<T>& a) { cross_entropy_run<VecOf<T>, T>(a); }
 template <typename T>
-void loss_scale_rows(int64_t N, int64_t C, T* g, int64_t ldg, const T* s, int64_t ss) {
-  scale_rows_run<VecOf<T>>(N, C, g, ldg, s, ss);
+void loss_scale_rows(int64_t N, int64_t C, T* g, int64_t ldg, const compute_t<T>* s, int64_t ss) {
+  scale_rows_run<VecOf<T>, T>(N, C, g, ldg, s, ss);
 }
 template <typename T>
 void loss_add_column_sums(int64_t N, int64_t C, const T* g, int64_t ldg, T* out) {
@@ -410,12 +413,22 @@ void loss_bce_backward(int64_t n, const T* g, int64_t gs, double sc, const T* x,
   bce_logits_backward_run<VecOf<T>>(n, g, gs, sc, x, y, w, pw, gx, gy);
 }
 
+// bf16 logits: cross-entropy and the scaling of its gradient; the other losses have no bf16
+// kernels (their entries are null).
 template <typename T>
 LossKernels<T> loss_table() {
-  return {&loss_cross_entropy<T>, &loss_scale_rows<T>,  &loss_add_column_sums<T>, &loss_mse_forward<T>,
-          &loss_mse_backward<T>,  &loss_bce_forward<T>, &loss_bce_backward<T>};
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    LossKernels<T> k{};
+    k.cross_entropy = &loss_cross_entropy<T>;
+    k.scale_rows = &loss_scale_rows<T>;
+    return k;
+  } else {
+    return {&loss_cross_entropy<T>, &loss_scale_rows<T>,  &loss_add_column_sums<T>, &loss_mse_forward<T>,
+            &loss_mse_backward<T>,  &loss_bce_forward<T>, &loss_bce_backward<T>};
+  }
 }
 template LossKernels<float> loss_table<float>();
 template LossKernels<double> loss_table<double>();
+template LossKernels<bf16_t> loss_table<bf16_t>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "../../contracts/optim.h"
+#include "bf16.h"
 #include "cpu_features.h"
 
 namespace fusedops::cpu {
@@ -28,13 +29,15 @@ namespace fusedops::cpu {
 // with step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step), per tensor (a
 // tensor's step counts the steps it took part in).
 
+// T: the parameter's and gradient's storage type; the state is in compute_t<T> (fp32 for
+// bf16 parameters: the update is computed in fp32 and the parameter rounded once to bf16).
 template <typename T>
 struct AdamTensor {
   T* p = nullptr;
   const T* g = nullptr;
-  T* m = nullptr;
-  T* v = nullptr;
-  T* vmax = nullptr;  // amsgrad only
+  compute_t<T>* m = nullptr;
+  compute_t<T>* v = nullptr;
+  compute_t<T>* vmax = nullptr;  // amsgrad only
   int64_t n = 0;
   double step_size = 0;  // lr / (1 - beta1^step)
   double bc2_sqrt = 1;   // (1 - beta2^step)^0.5
@@ -50,7 +53,7 @@ template <typename T>
 struct SgdTensor {
   T* p = nullptr;
   const T* g = nullptr;
-  T* buf = nullptr;  // momentum != 0 only
+  compute_t<T>* buf = nullptr;  // momentum != 0 only; fp32 for bf16 parameters
   int64_t n = 0;
   bool fresh = false;  // the buffer is new: it becomes a copy of g (torch's first step)
 };
@@ -68,7 +71,7 @@ struct OptimKernels {
   void (*sgd_step)(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h);
   double (*total_norm)(const T* const* data, const int64_t* sizes, int64_t count, double p);
   // x *= scale for every element of every tensor.
-  void (*scale_all)(T* const* data, const int64_t* sizes, int64_t count, T scale);
+  void (*scale_all)(T* const* data, const int64_t* sizes, int64_t count, compute_t<T> scale);
 };
 
 // The kernels of an instruction set (default: the one in force), filled once.

@@ -51,14 +51,16 @@ void parallel_spans(const int64_t* sizes, int64_t count, F&& f) {
 
 // ---- Adam ------------------------------------------------------------------------------------
 
-template <class V>
+// S: the storage type of the parameter and its gradient (bf16 widened on load, the parameter
+// rounded once on store); the state (m, v, vmax) is in T.
+template <class V, class S = typename V::T>
 struct AdamSpan {
   using T = typename V::T;
   using R = typename V::R;
   R lerp_coef, beta2, one_minus_beta2, decay, wd, bc2_sqrt, eps, neg_step_size;
   bool small_weight, amsgrad, maximize, decoupled, has_wd;
 
-  AdamSpan(const AdamTensor<T>& t, const AdamHyper& h) {
+  AdamSpan(const AdamTensor<S>& t, const AdamHyper& h) {
     // torch: exp_avg.lerp_(grad, 1 - beta1) with the weight rounded to T; lerp computes
     // m + w (g - m) for |w| < 0.5, else g + (w - 1) (g - m), each as one fused multiply-add.
     const T w = T(1.0 - h.beta1);
@@ -91,31 +93,31 @@ struct AdamSpan {
     p = V::add(p, V::div(V::mul(neg_step_size, m), denom));
   }
 
-  void run(const AdamTensor<T>& t, int64_t b, int64_t e) const {
+  void run(const AdamTensor<S>& t, int64_t b, int64_t e) const {
     constexpr int W = V::W;
-    T* p = t.p;
-    const T* g = t.g;
+    S* p = t.p;
+    const S* g = t.g;
     T* m = t.m;
     T* v = t.v;
     T* vm = t.vmax;
     int64_t i = b;
     R rvm = V::zero();
     for (; i + W <= e; i += W) {
-      R rp = V::loadu(p + i), rm = V::loadu(m + i), rv = V::loadu(v + i);
+      R rp = ld<V>(p + i), rm = V::loadu(m + i), rv = V::loadu(v + i);
       if (amsgrad) rvm = V::loadu(vm + i);
-      update(rp, V::loadu(g + i), rm, rv, rvm);
-      V::storeu(p + i, rp);
+      update(rp, ld<V>(g + i), rm, rv, rvm);
+      st<V>(p + i, rp);
       V::storeu(m + i, rm);
       V::storeu(v + i, rv);
       if (amsgrad) V::storeu(vm + i, rvm);
     }
     if (i < e) {
       const int n = int(e - i);
-      R rp = V::load_partial(p + i, n), rm = V::load_partial(m + i, n);
+      R rp = ld_part<V>(p + i, n), rm = V::load_partial(m + i, n);
       R rv = V::load_partial(v + i, n);
       if (amsgrad) rvm = V::load_partial(vm + i, n);
-      update(rp, V::load_partial(g + i, n), rm, rv, rvm);
-      V::store_partial(p + i, rp, n);
+      update(rp, ld_part<V>(g + i, n), rm, rv, rvm);
+      st_part<V>(p + i, rp, n);
       V::store_partial(m + i, rm, n);
       V::store_partial(v + i, rv, n);
       if (amsgrad) V::store_partial(vm + i, rvm, n);
@@ -125,7 +127,7 @@ struct AdamSpan {
 
 // ---- SGD -------------------------------------------------------------------------------------
 
-template <class V>
+template <class V, class S = typename V::T>
 struct SgdSpan {
   using T = typename V::T;
   using R = typename V::R;
@@ -154,24 +156,24 @@ struct SgdSpan {
     p = V::fmadd(g, neg_lr, p);
   }
 
-  void run(const SgdTensor<T>& t, int64_t b, int64_t e) const {
+  void run(const SgdTensor<S>& t, int64_t b, int64_t e) const {
     constexpr int W = V::W;
     const bool fresh = t.fresh, use_buf = has_momentum;
     int64_t i = b;
     R rb = V::zero();
     for (; i + W <= e; i += W) {
-      R rp = V::loadu(t.p + i);
+      R rp = ld<V>(t.p + i);
       if (use_buf && !fresh) rb = V::loadu(t.buf + i);
-      update(rp, V::loadu(t.g + i), rb, fresh);
-      V::storeu(t.p + i, rp);
+      update(rp, ld<V>(t.g + i), rb, fresh);
+      st<V>(t.p + i, rp);
       if (use_buf) V::storeu(t.buf + i, rb);
     }
     if (i < e) {
       const int n = int(e - i);
-      R rp = V::load_partial(t.p + i, n);
+      R rp = ld_part<V>(t.p + i, n);
       if (use_buf && !fresh) rb = V::load_partial(t.buf + i, n);
-      update(rp, V::load_partial(t.g + i, n), rb, fresh);
-      V::store_partial(t.p + i, rp, n);
+      update(rp, ld_part<V>(t.g + i, n), rb, fresh);
+      st_part<V>(t.p + i, rp, n);
       if (use_buf) V::store_partial(t.buf + i, rb, n);
     }
   }
@@ -190,8 +192,8 @@ typename V::R vabs(typename V::R x) {
 
 // Sum of |x| (one) or x^2 (two) of x[b, e), or max |x| (inf): SIMD in T over blocks of at
 // most kBlock elements, each block's result added to a double.
-template <class V>
-double span_reduce(const typename V::T* x, int64_t b, int64_t e, NormKind kind) {
+template <class V, class S>
+double span_reduce(const S* x, int64_t b, int64_t e, NormKind kind) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
@@ -203,25 +205,25 @@ double span_reduce(const typename V::T* x, int64_t b, int64_t e, NormKind kind) 
     R mx = V::zero(), nonfinite = V::zero();
     int64_t i = b;
     for (; i + W <= e; i += W) {
-      const R r = V::loadu(x + i);
+      const R r = ld<V>(x + i);
       mx = V::max(mx, vabs<V>(r));
       nonfinite = V::add(nonfinite, V::sub(r, r));
     }
     if (i < e) {
-      const R r = V::load_partial(x + i, int(e - i));
+      const R r = ld_part<V>(x + i, int(e - i));
       mx = V::max(mx, vabs<V>(r));
       nonfinite = V::add(nonfinite, V::sub(r, r));
     }
     const T check = V::hsum(nonfinite);
     if (check != check)
       for (int64_t j = b; j < e; ++j)
-        if (x[j] != x[j]) return std::numeric_limits<double>::quiet_NaN();
+        if (to_t<T>(x[j]) != to_t<T>(x[j])) return std::numeric_limits<double>::quiet_NaN();
     return double(V::hmax(mx));
   }
   double total = 0;
   if constexpr (W == 1) {  // scalar registers: straight into the double
     for (int64_t i = b; i < e; ++i) {
-      const double a = double(x[i]);
+      const double a = double(to_t<T>(x[i]));
       total += kind == NormKind::two ? a * a : std::abs(a);
     }
     return total;
@@ -232,13 +234,13 @@ double span_reduce(const typename V::T* x, int64_t b, int64_t e, NormKind kind) 
     R a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
     int64_t i = blk;
     for (; i + 4 * W <= end; i += 4 * W) {
-      a0 = V::add(a0, term(V::loadu(x + i)));
-      a1 = V::add(a1, term(V::loadu(x + i + W)));
-      a2 = V::add(a2, term(V::loadu(x + i + 2 * W)));
-      a3 = V::add(a3, term(V::loadu(x + i + 3 * W)));
+      a0 = V::add(a0, term(ld<V>(x + i)));
+      a1 = V::add(a1, term(ld<V>(x + i + W)));
+      a2 = V::add(a2, term(ld<V>(x + i + 2 * W)));
+      a3 = V::add(a3, term(ld<V>(x + i + 3 * W)));
     }
-    for (; i + W <= end; i += W) a0 = V::add(a0, term(V::loadu(x + i)));
-    if (i < end) a1 = V::add(a1, term(V::load_partial(x + i, int(end - i))));
+    for (; i + W <= end; i += W) a0 = V::add(a0, term(ld<V>(x + i)));
+    if (i < end) a1 = V::add(a1, term(ld_part<V>(x + i, int(end - i))));
     total += double(V::hsum(V::add(V::add(a0, a1), V::add(a2, a3))));
   }
   return total;
@@ -249,7 +251,7 @@ template <typename T>
 double span_reduce_scalar(const T* x, int64_t b, int64_t e, NormKind kind, double p,
                           double acc) {
   for (int64_t i = b; i < e; ++i) {
-    const double a = std::abs(double(x[i]));
+    const double a = std::abs(double(to_t<compute_t<T>>(x[i])));
     if (kind == NormKind::neg_inf) acc = a < acc || a != a ? a : acc;
     else if (kind == NormKind::zero) acc += a != 0;
     else acc += std::pow(a, p);
@@ -261,21 +263,25 @@ double span_reduce_scalar(const T* x, int64_t b, int64_t e, NormKind kind, doubl
 
 // ---- entry points ---------------------------------------------------------------------------
 
+// V: the trait of the arithmetic type (fp32 for bf16 storage).
+template <typename T>
+using OptimVec = std::conditional_t<sizeof(compute_t<T>) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
+
 template <typename T>
 void adam_step_run(const AdamTensor<T>* tensors, int64_t count, const AdamHyper& h) {
-  using V = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
+  using V = OptimVec<T>;
   std::vector<int64_t> sizes(static_cast<size_t>(count));
   for (int64_t k = 0; k < count; ++k) sizes[k] = tensors[k].n;
   optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
-    const optim_detail::AdamSpan<V> span(tensors[k], h);  // registers of constants, on the stack
+    const optim_detail::AdamSpan<V, T> span(tensors[k], h);  // registers of constants, on the stack
     span.run(tensors[k], b, e);
   });
 }
 
 template <typename T>
 void sgd_step_run(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h) {
-  using V = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
-  const optim_detail::SgdSpan<V> span(h);
+  using V = OptimVec<T>;
+  const optim_detail::SgdSpan<V, T> span(h);
   std::vector<int64_t> sizes(static_cast<size_t>(count));
   for (int64_t k = 0; k < count; ++k) sizes[k] = tensors[k].n;
   optim_detail::parallel_spans(sizes.data(), count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
@@ -285,7 +291,7 @@ void sgd_step_run(const SgdTensor<T>* tensors, int64_t count, const SgdHyper& h)
 
 template <typename T>
 double total_norm_run(const T* const* data, const int64_t* sizes, int64_t count, double p) {
-  using V = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
+  using V = OptimVec<T>;
   using namespace optim_detail;
   const NormKind kind = norm_kind(p);
   const double init = kind == NormKind::neg_inf ? std::numeric_limits<double>::infinity() : 0.0;
@@ -318,16 +324,16 @@ double total_norm_run(const T* const* data, const int64_t* sizes, int64_t count,
 }
 
 template <typename T>
-void scale_all_run(T* const* data, const int64_t* sizes, int64_t count, T scale) {
-  using V = std::conditional_t<sizeof(T) == 4, FUSEDOPS_VEC_F32, FUSEDOPS_VEC_F64>;
+void scale_all_run(T* const* data, const int64_t* sizes, int64_t count, compute_t<T> scale) {
+  using V = OptimVec<T>;
   using R = typename V::R;
   constexpr int W = V::W;
   const R s = V::set1(scale);
   optim_detail::parallel_spans(sizes, count, [&](int64_t k, int64_t b, int64_t e, int64_t) {
     T* x = data[k];
     int64_t i = b;
-    for (; i + W <= e; i += W) V::storeu(x + i, V::mul(V::loadu(x + i), s));
-    if (i < e) V::store_partial(x + i, V::mul(V::load_partial(x + i, int(e - i)), s), int(e - i));
+    for (; i + W <= e; i += W) st<V>(x + i, V::mul(ld<V>(x + i), s));
+    if (i < e) st_part<V>(x + i, V::mul(ld_part<V>(x + i, int(e - i)), s), int(e - i));
   });
 }
 
@@ -337,5 +343,6 @@ OptimKernels<T> optim_table() {
 }
 template OptimKernels<float> optim_table<float>();
 template OptimKernels<double> optim_table<double>();
+template OptimKernels<bf16_t> optim_table<bf16_t>();
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS

@@ -10,11 +10,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <memory>
 #include <vector>
 
 #include <omp.h>
 
+#include "../bf16.h"
 #include "../parallel.h"
 #include "../scratch.h"
 #if defined(__x86_64__)

@@ -44,6 +44,11 @@ struct VecScalar {
   // The first n (< W) elements; the rest of the register is zero / memory is left alone.
   static R load_partial(const T* p, int n) { return n > 0 ? *p : T(0); }
   static void store_partial(T* p, R r, int n) { if (n > 0) *p = r; }
+  // bf16 storage (fp32 traits only; see vec/storage.h)
+  static R load_bf16(const uint16_t* p) { return bf16_to_float(*p); }
+  static R load_bf16_partial(const uint16_t* p, int n) { return n > 0 ? bf16_to_float(*p) : T(0); }
+  static void store_bf16(uint16_t* p, R r) { *p = float_to_bf16(r); }
+  static void store_bf16_partial(uint16_t* p, R r, int n) { if (n > 0) *p = float_to_bf16(r); }
 };
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS
@@ -102,6 +107,35 @@ struct VecF32Avx2 {
   static R copysign(R mag, R sgn) {
     const R s = _mm256_set1_ps(-0.0f);
     return _mm256_or_ps(_mm256_andnot_ps(s, mag), _mm256_and_ps(s, sgn));
+  }
+  // bf16 storage: widening is exact (a shift); narrowing rounds to nearest even in integer
+  // arithmetic (a NaN stays a quiet NaN), as bf16.h's scalar float_to_bf16.
+  static R load_bf16(const uint16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static R load_bf16_partial(const uint16_t* p, int n) {
+    alignas(16) uint16_t b[8] = {};
+    std::memcpy(b, p, sizeof(uint16_t) * size_t(n));
+    return load_bf16(b);
+  }
+  static __m128i to_bf16(R r) {
+    const __m256i u = _mm256_castps_si256(r);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i v = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(r, r, _CMP_UNORD_Q));
+    v = _mm256_blendv_epi8(v, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
+    v = _mm256_srli_epi32(v, 16);
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08);
+    return _mm256_castsi256_si128(packed);
+  }
+  static void store_bf16(uint16_t* p, R r) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16(r));
+  }
+  static void store_bf16_partial(uint16_t* p, R r, int n) {
+    alignas(16) uint16_t b[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(b), to_bf16(r));
+    std::memcpy(p, b, sizeof(uint16_t) * size_t(n));
   }
 };
 
@@ -188,6 +222,30 @@ struct VecF32Avx512 {
     __m512i m = _mm512_andnot_si512(s, _mm512_castps_si512(mag));
     return _mm512_castsi512_ps(_mm512_or_si512(m, _mm512_and_si512(s, _mm512_castps_si512(sgn))));
   }
+  // bf16 storage, as VecF32Avx2's (AVX-512BW masked 16-bit moves for the tails).
+  static R widen_bf16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static R load_bf16(const uint16_t* p) {
+    return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static R load_bf16_partial(const uint16_t* p, int n) {
+    return widen_bf16(_mm256_maskz_loadu_epi16(tail_mask(n), p));
+  }
+  static __m256i to_bf16(R r) {
+    const __m512i u = _mm512_castps_si512(r);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i v = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
+    v = _mm512_mask_or_epi32(v, nan, u, _mm512_set1_epi32(0x400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16));
+  }
+  static void store_bf16(uint16_t* p, R r) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(r));
+  }
+  static void store_bf16_partial(uint16_t* p, R r, int n) {
+    _mm256_mask_storeu_epi16(p, tail_mask(n), to_bf16(r));
+  }
 };
 
 struct VecF64Avx512 {
@@ -228,3 +286,5 @@ struct VecF64Avx512 {
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS
 #endif  // AVX2
+
+#include "storage.h"

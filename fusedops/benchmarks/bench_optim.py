@@ -21,6 +21,8 @@ from .harness import Case
 
 PEERS = ("fusedops", "torch", "torch-fused")
 LR = 1e-5
+_ADAMW = "AdamW step 124.4M params (GPT-2 124M)"
+GOALS = {(_ADAMW, "step", "torch"): 1.5, (_ADAMW, "step", "torch-fused"): 1.0}
 
 
 def gpt2_shapes(n_layer=12, n_embd=768, vocab=50257, ctx=1024):

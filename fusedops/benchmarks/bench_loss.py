@@ -7,10 +7,11 @@ fusedops.ops.linear_cross_entropy against F.cross_entropy(F.linear(...)).
   the least any implementation moves.
 - "linear+ce N x C x V": 4096 tokens, 768 features, vocabulary 50304; forward + backward
   (gradients of input and weight); FLOPs = 3 GEMMs of 2 N C V.
-- Peak extra memory of one linear+ce forward + backward is measured in a fresh process per
-  peer: the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs once the
-  inputs exist, and the peak after the call minus the resident size before it is printed
-  before the table (ru_maxrss alone would keep the peak of importing torch).
+- `python -m fusedops.benchmarks.bench_loss --memory` prints the peak extra memory of one
+  linear+ce forward + backward in a fresh process per peer (the first call, cold; the table's
+  memory column is a warm call's): the kernel's peak-RSS counter (VmHWM) is reset through
+  /proc/self/clear_refs once the inputs exist, and the peak after the call minus the resident
+  size before it is printed (ru_maxrss alone would keep the peak of importing torch).
 """
 import json
 import subprocess
@@ -26,11 +27,12 @@ from .harness import Case
 PEERS = ("fusedops", "torch")
 TOKENS, VOCAB, FEATURES = 4096, 50304, 768
 QUICK_TOKENS, QUICK_VOCAB = 512, 8192
+GOALS = {(f"ce {TOKENS}x{VOCAB}", "fwd", "torch"): 5.0, (f"ce {TOKENS}x{VOCAB}", "fwd+bwd", "torch"): 3.0,
+         (f"linear+ce {TOKENS}x{FEATURES}x{VOCAB}", "fwd+bwd", "torch"): 1.0}
 
 
 def cases(quick: bool):
     n, v = (QUICK_TOKENS, QUICK_VOCAB) if quick else (TOKENS, VOCAB)
-    print_memory(n, FEATURES, v)
     return [ce_case(n, v, False), ce_case(n, v, True), lce_case(n, FEATURES, v)]
 
 
@@ -111,3 +113,17 @@ def print_memory(n: int, c: int, v: int) -> None:
     print(f"linear+ce {n}x{c}x{v} fwd+bwd peak extra memory (VmHWM, fresh process): "
           f"fusedops {ours:.0f} MiB, torch {theirs:.0f} MiB, ratio {ours / theirs:.3f} "
           f"(both include the {grads:.0f} MiB of gradients they return)")
+
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fusedops.benchmarks.bench_loss",
+        description="--memory prints the peak extra memory of one linear + cross-entropy forward + backward (4096x768x50304) for each peer, each in a fresh process. The timed cases run with "
+        "`python -m fusedops.benchmarks loss`.")
+    parser.add_argument("--memory", action="store_true", help="print the peak memory (required)")
+    if not parser.parse_args().memory:
+        parser.error("nothing to do without --memory")
+    print_memory(TOKENS, FEATURES, VOCAB)

@@ -20,6 +20,8 @@ from .harness import Case
 PEERS = ("fusedops", "torch")
 TOKENS, WIDTH, HIDDEN = 8192, 768, 3072
 QUICK_TOKENS = 1024  # --quick: an eighth of the tokens
+GOALS = {(f"layer_norm {TOKENS}x{WIDTH}", "fwd+bwd", "torch"): 1.3,
+         (f"gelu_tanh {TOKENS}x{HIDDEN}", "fwd+bwd", "torch"): 3.0}
 
 
 def cases(quick: bool):

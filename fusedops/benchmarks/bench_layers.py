@@ -22,6 +22,8 @@ BN_SHAPE = (32, 64, 56, 56)
 QUICK_BN_SHAPE = (8, 64, 56, 56)
 VOCAB, EMBD, TOKENS = 50304, 768, 8192
 QUICK_VOCAB = 8192
+GOALS = {(f"batch_norm2d {'x'.join(map(str, BN_SHAPE))}", "fwd+bwd", "torch"): 1.5,
+         (f"embedding_backward {VOCAB}x{EMBD} {TOKENS} tokens", "bwd", "torch"): 2.0}
 
 
 def cases(quick: bool):

@@ -1,22 +1,25 @@
-"""The benchmark harness: this machine's limits, timing of peers in alternating blocks, the
-printed table, and the CSV / JSON / PNG results.
+"""The benchmark harness: this machine's limits and provenance, timing of peers in alternating
+blocks, the peak memory of a call, the printed table, and the rows appended to the results.
 
-A family is one module, benchmarks/bench_<family>.py, that defines
+A family is one module, fusedops/benchmarks/bench_<family>.py, that defines
 
     PEERS = ("fusedops", "torch", ...)      # the table's time columns, fusedops first
     def cases(quick: bool) -> list[Case]
+    GOALS = {("case name", "mode"): 1.2}    # optional: the ratio against torch each case aims at
 
 Each Case's setup() builds the inputs and returns {peer: zero-argument callable}. A callable
 returns its result (a tensor, a numpy array, or a tuple of them), which is compared with the
 torch peer's result; timing discards it.
 """
 import contextlib
-import csv
-import json
+import ctypes
+import ctypes.util
+import gc
 import math
 import os
 import platform
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +29,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import fusedops
+
+from . import results
 
 REFERENCE = "torch"  # every case has it; errors are measured against it
 ERR_TOLERANCE = 1e-3  # relative error above which a result is flagged as wrong
@@ -100,6 +105,109 @@ def use_threads(n: int):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+# ---- where the numbers come from ---------------------------------------------------------------
+
+
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+# AMD family 0x19 models by microarchitecture (the others of family 0x19 are Zen4)
+_ZEN3_MODELS = set(range(0x00, 0x10)) | set(range(0x20, 0x60))
+
+
+def machine(info: dict) -> dict:
+    """CPU model, identity and kind: the kind names the microarchitecture where the CPU's
+    family and model tell it (AMD Zen2-Zen5, Intel with AMX) and the instruction set in force,
+    e.g. 'AMD Zen5 (avx512)'; otherwise the model name and the instruction set."""
+    cpu = _cpuinfo()
+    name = cpu.get("model name") or info.get("model") or platform.processor() or "unknown CPU"
+    vendor, family, model = cpu.get("vendor_id", ""), cpu.get("cpu family"), cpu.get("model")
+    cpu_id = (f"{vendor} family {family} model {model} stepping {cpu.get('stepping', '?')}"
+              if family and model else "")
+    flags = set(cpu.get("flags", "").split())
+    kind = " ".join(name.replace("(R)", "").replace("(TM)", "").split())
+    if vendor == "AuthenticAMD" and family and model:
+        fam, mod = int(family), int(model)
+        zen = {0x17: "Zen2" if mod >= 0x30 else "Zen", 0x1A: "Zen5",
+               0x19: "Zen3" if mod in _ZEN3_MODELS else "Zen4"}.get(fam)
+        kind = f"AMD {zen}" if zen else kind
+    elif vendor == "GenuineIntel" and "amx_bf16" in flags:
+        kind += " with AMX"
+    return {"cpu": name, "cpu_id": cpu_id, "machine_kind": f"{kind} ({info['isa']})"}
+
+
+def fusedops_commit() -> Optional[str]:
+    """The git commit of the fusedops being measured ('-dirty' when tracked files changed), or
+    None when it was not imported from a git checkout."""
+    package = Path(fusedops.__file__).resolve().parent
+    def git(*args):
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+    try:
+        if Path(git("rev-parse", "--show-toplevel") or "/nonexistent").resolve() != package.parent:
+            return None
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None
+
+
+def provenance(info: dict, limits: dict) -> dict:
+    """The fields every row of this run shares (the per-thread-count peaks are added per row)."""
+    blas = numpy_blas()
+    return {**machine(info), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "isa": info["isa"], "best_isa": info["best_isa"], "bf16_path": info.get("bf16"),
+            "load": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+            "fusedops": fusedops.__version__, "commit": fusedops_commit(),
+            "numpy_blas": (f"{blas['internal_api']} {blas['version']} "
+                           f"({blas.get('architecture', '?')})") if blas else None,
+            "limits": limits}
+
+
+# ---- peak memory of a call ----------------------------------------------------------------------
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def call_memory_mib(fn: Callable) -> Optional[float]:
+    """How far one call raises the process's resident set (MiB), its outputs included: the
+    allocator's free memory handed back first (torch's CPU tensors, numpy arrays and our
+    scratch all come from malloc; fusedops.empty_cache() drops our idle scratch, malloc_trim
+    the allocator's), then the peak resident set (VmHWM) reset to the current one and read
+    after the call. Linux only (None elsewhere). Memory the call reuses from blocks the
+    allocator kept despite the trim is not counted; pages it touches for the first time are."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    gc.collect()
+    fusedops.empty_cache()
+    if hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        base = _status_kib("VmRSS")
+        out = fn()
+        grown = _status_kib("VmHWM") - base
+    except OSError:
+        return None
+    del out
+    return max(grown, 0) / 1024
+
+
 # ---- machine limits ---------------------------------------------------------------------------
 
 
@@ -145,28 +253,34 @@ def tolerance(case) -> float:
     return BF16_ERR_TOLERANCE if case.bf16 else ERR_TOLERANCE
 
 
-def print_header(info: dict, limits: dict, s: Settings, removed_env: str) -> None:
-    print(f"machine   {info['model']} · {os.cpu_count()} cores · ISA {info['isa']} "
-          f"(best {info['best_isa']}) · L1d {_size(info['l1d'])}, L2 {_size(info['l2'])}, "
-          f"L3 {_size(info['l3'])} · GEMM tiles fp32 {info['gemm_f32']}, fp64 {info['gemm_f64']}")
+NUMPY_MISSING = ("numpy/OpenBLAS peer NOT MEASURED: threadpoolctl is missing, so numpy's threads "
+                 "cannot follow --threads (pip install threadpoolctl, or fusedops[bench])")
+
+
+def print_header(run: dict, info: dict, limits: dict, s: Settings, removed_env: str) -> None:
+    print(f"machine   {run['machine_kind']} · {run['cpu']} ({run['cpu_id'] or 'no cpuinfo'}) · "
+          f"{run['cores']} cores · ISA {info['isa']} (best {info['best_isa']}) · "
+          f"L1d {_size(info['l1d'])}, L2 {_size(info['l2'])}, L3 {_size(info['l3'])} · "
+          f"GEMM tiles fp32 {info['gemm_f32']}, fp64 {info['gemm_f64']}")
     blas = numpy_blas()
     if blas:
         import numpy
         np_text = (f"numpy {numpy.__version__} on {blas['internal_api']} {blas['version']} "
                    f"({blas.get('architecture', '?')} kernels, {blas.get('threading_layer', '?')})")
     else:
-        np_text = "numpy peer skipped (needs numpy and threadpoolctl: pip install threadpoolctl)"
+        np_text = "no numpy peer"
     print(f"software  python {platform.python_version()} · torch {torch.__version__} · "
-          f"fusedops {fusedops.__version__} · {np_text}")
+          f"fusedops {fusedops.__version__} ({run['commit'] or 'no git commit'}) · {np_text}")
+    if not blas:
+        print(f"WARNING   {NUMPY_MISSING}")
     if removed_env:
         print(f"          removed from the environment before numpy loaded: {removed_env} "
               "(they slow numpy's OpenBLAS)")
-    load = os.getloadavg()[0]
-    busy = " (other processes are using the CPU: timings will be noisy)" if load > 0.5 else ""
-    print(f"load      1-minute load average {load:.2f} at start{busy}")
-    print(f"timing    median per peer over >= {s.min_rounds} rounds of alternating blocks "
-          f"(~{s.block_s * 1e3:.0f} ms of calls to one peer, {s.pause_s * 1e3:.0f} ms pause "
-          "before each block)")
+    busy = " (other processes are using the CPU: timings will be noisy)" if run["load"] > 0.5 else ""
+    print(f"load      1-minute load average {run['load']:.2f} at start{busy}")
+    print(f"timing    median and p20-p80 per peer over >= {s.min_rounds} rounds of alternating "
+          f"blocks (~{s.block_s * 1e3:.0f} ms of calls to one peer, {s.pause_s * 1e3:.0f} ms "
+          "pause before each block); memory: resident-set growth over one call")
     print(f"bf16      {info.get('bf16', '?')}")
     print("limits    threads  fp32 FMA peak     bf16 peak         copy        triad")
     for t in limits["fma_gflops"]:
@@ -239,27 +353,35 @@ def rel_err(out, ref) -> float:
 # ---- a family ---------------------------------------------------------------------------------
 
 
-def run_family(family: str, module, thread_counts: List[int], info: dict, limits: dict,
-               s: Settings, quick: bool, case_filter: str = "") -> List[dict]:
-    """Times every case of a family at every thread count, printing the table row by row.
-    Returns one row per (case, threads, peer)."""
-    cases = [c for c in module.cases(quick) if case_filter in f"{c.name} {c.mode}"]
+def select(module, quick: bool, case_filter: str = "") -> List[Case]:
+    """The family's cases whose 'name mode' contains case_filter."""
+    return [c for c in module.cases(quick) if case_filter in f"{c.name} {c.mode}"]
+
+
+def run_family(family: str, module, thread_counts: List[int], run: dict, s: Settings,
+               quick: bool, case_filter: str = "") -> List[dict]:
+    """Times every selected case of a family at every thread count, then measures the peak
+    memory of one call of each peer, printing the table row by row. Returns the results rows:
+    one per case, thread count and peer other than fusedops."""
+    cases = select(module, quick, case_filter)
     if not cases:
         return []
     table = _Table(module.PEERS, "/".join(sorted({c.unit for c in cases})),
                    max(len(c.name) for c in cases))
     start = time.perf_counter()
-    print(f"== {family} · {info['model']} · {info['isa']} ==")
+    print(f"== {family} · {run['machine_kind']} ==")
+    if "numpy" in module.PEERS and numpy_blas() is None:
+        print(f"WARNING: {NUMPY_MISSING}")
     print(table.header())
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = []
     for case in cases:
         fns = case.setup()
         for t in thread_counts:
             with use_threads(t):
-                samples, outputs, calls = time_peers(fns, s)
-            new = _rows(family, case, t, samples, outputs, calls, info, limits, stamp)
-            print(table.row(case, t, new))
+                samples, outputs, _ = time_peers(fns, s)
+                memory = {name: call_memory_mib(fn) for name, fn in fns.items()}
+            new = _rows(family, case, t, samples, outputs, memory, run)
+            print(table.row(case, t, samples, new))
             rows += new
         del fns
     print(table.footer(rows))
@@ -268,35 +390,47 @@ def run_family(family: str, module, thread_counts: List[int], info: dict, limits
     return rows
 
 
-def _rows(family, case, threads, samples, outputs, calls, info, limits, stamp) -> List[dict]:
-    median = {name: statistics.median(v) for name, v in samples.items()}
-    fastest_peer = min(t for name, t in median.items() if name != "fusedops")
+def _rows(family, case, threads, samples, outputs, memory, run) -> List[dict]:
+    limits = run["limits"]
+    top = peak(limits, case.unit, threads, case.bf16)
+    ours = statistics.median(samples["fusedops"])
+    shared = {k: v for k, v in run.items() if k in results.FIELDS}
+    shared.update(
+        fp32_peak_gflops=results.rnd(limits["fma_gflops"][threads]),
+        bf16_peak_gflops=results.rnd(limits["bf16_gflops"][threads]),
+        triad_gbs=results.rnd(limits["triad_gbs"][threads]),
+        family=family, case=case.name, mode=case.mode, threads=threads, unit=case.unit,
+        fusedops_rate=results.rnd(case.rate(ours)),
+        fusedops_pct_peak=results.rnd(100 * case.rate(ours) / top),
+        fusedops_mem_mib=_mib(memory["fusedops"]),
+        rel_err=results.rnd(rel_err(outputs["fusedops"], outputs[REFERENCE])),
+        tolerance=tolerance(case), rounds=len(samples["fusedops"]))
     rows = []
     for name, v in samples.items():
-        rate = case.rate(median[name])
-        rows.append({
-            "timestamp": stamp, "machine": info["model"], "isa": info["isa"],
-            "best_isa": info["best_isa"], "family": family, "case": case.name,
-            "mode": case.mode, "threads": threads, "peer": name,
-            "ms": _round(median[name] * 1e3), "rate": _round(rate), "unit": case.unit,
-            "pct_peak": _round(100 * rate / peak(limits, case.unit, threads, case.bf16)),
-            "vs_fusedops": _round(median[name] / median["fusedops"]),
-            "vs_best": _round(fastest_peer / median["fusedops"]) if name == "fusedops" else None,
-            "rel_err": _round(rel_err(outputs[name], outputs[REFERENCE])), "tolerance": tolerance(case),
-            "rounds": len(v), "calls_per_block": calls[name],
-            "samples_ms": [_round(x * 1e3) for x in v],
-        })
+        if name == "fusedops":
+            continue
+        theirs = statistics.median(v)
+        rows.append({**shared, "peer": name, **results.comparison(samples["fusedops"], v),
+                     "peer_rate": results.rnd(case.rate(theirs)),
+                     "peer_pct_peak": results.rnd(100 * case.rate(theirs) / top),
+                     "peer_mem_mib": _mib(memory[name]),
+                     "numpy_blas": shared.get("numpy_blas") if name == "numpy" else None})
     return rows
 
 
+def _mib(x: Optional[float]) -> Optional[float]:
+    return None if x is None else round(x, 1)
+
+
 class _Table:
-    """The printed table: peer times, then fusedops' rate, % of peak, ratios and error."""
+    """The printed table: peer times, then fusedops' rate, % of peak, ratios, error, memory."""
 
     def __init__(self, peers, unit: str, name_width: int):
         self.peers = list(peers)
         self.cols = ([("case", max(4, name_width)), ("mode", 7), ("thr", 3)]
                      + [(f"{p} ms", max(9, len(p) + 3)) for p in self.peers]
-                     + [(unit, 8), ("%peak", 5), ("vs best", 7), ("vs torch", 8), ("err", 7)])
+                     + [(unit, 8), ("%peak", 5), ("vs best", 7), ("vs torch (p20-p80)", 18),
+                        ("err", 7), ("MiB ours/torch", 14)])
 
     def _line(self, values) -> str:
         return "  ".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}"
@@ -305,34 +439,37 @@ class _Table:
     def header(self) -> str:
         return self._line([name for name, _ in self.cols])
 
-    def row(self, case: Case, threads: int, rows: List[dict]) -> str:
-        by_peer = {r["peer"]: r for r in rows}
-        ours = by_peer["fusedops"]
-        err = ours["rel_err"]
-        times = [_ms(by_peer[p]["ms"]) if p in by_peer else "-" for p in self.peers]
-        return self._line([case.name, case.mode, threads, *times, f"{ours['rate']:.1f}",
-                           f"{ours['pct_peak']:.0f}%", f"{ours['vs_best']:.2f}x",
-                           f"{by_peer[REFERENCE]['vs_fusedops']:.2f}x",
-                           f"{err:.0e}" + (" !" if err > tolerance(case) else "")])
+    def row(self, case: Case, threads: int, samples: dict, rows: List[dict]) -> str:
+        ref = next(r for r in rows if r["peer"] == REFERENCE)
+        times = [_ms(statistics.median(samples[p]) * 1e3) if p in samples else "-"
+                 for p in self.peers]
+        best = min(r["ratio"] for r in rows)
+        err = ref["rel_err"]
+        mem = "/".join("-" if x is None else f"{x:.0f}"
+                       for x in (ref["fusedops_mem_mib"], ref["peer_mem_mib"]))
+        return self._line([case.name, case.mode, threads, *times, f"{ref['fusedops_rate']:.1f}",
+                           f"{ref['fusedops_pct_peak']:.0f}%", f"{best:.2f}x",
+                           f"{ref['ratio']:.2f}x ({ref['ratio_p20']:.2f}-{ref['ratio_p80']:.2f})",
+                           f"{err:.0e}" + (" !" if err > tolerance(case) else ""), mem])
 
     def footer(self, rows: List[dict]) -> str:
         lines = ["vs X = X's time / fusedops' time (> 1: fusedops is faster); best = the fastest "
-                 "peer; rate and %peak are fusedops'; err = max|fusedops - torch| / max|torch|"]
+                 "peer; rate and %peak are fusedops'; err = max|fusedops - torch| / max|torch|; "
+                 "MiB = resident-set growth over one call"]
         for t in sorted({r["threads"] for r in rows}):
-            best = [r["vs_best"] for r in rows if r["threads"] == t and r["peer"] == "fusedops"]
-            ref = [r["vs_fusedops"] for r in rows if r["threads"] == t and r["peer"] == REFERENCE]
-            lines.append(f"geometric mean at {t} thread(s): vs best {_geomean(best):.2f}x, "
-                         f"vs torch {_geomean(ref):.2f}x")
-        wrong = sorted({f"{r['case']} {r['mode']}" for r in rows
-                        if r["peer"] == "fusedops" and r["rel_err"] > r["tolerance"]})
+            at = [r for r in rows if r["threads"] == t]
+            cases = {(r["case"], r["mode"]) for r in at}
+            best = [min(r["ratio"] for r in at if (r["case"], r["mode"]) == c) for c in cases]
+            ref = [r["ratio"] for r in at if r["peer"] == REFERENCE]
+            pct = [r["fusedops_pct_peak"] for r in at if r["peer"] == REFERENCE]
+            lines.append(f"at {t} thread(s): geometric mean vs best {_geomean(best):.2f}x, "
+                         f"vs torch {_geomean(ref):.2f}x; fusedops at {statistics.median(pct):.0f}% "
+                         f"of peak (median over cases, {min(pct):.0f}-{max(pct):.0f}%)")
+        wrong = sorted({f"{r['case']} {r['mode']}" for r in rows if r["rel_err"] > r["tolerance"]})
         if wrong:
             lines.append(f"WRONG RESULTS (err > {ERR_TOLERANCE:g}, bf16 {BF16_ERR_TOLERANCE:g}): "
                          + ", ".join(wrong))
         return "\n".join(lines)
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.5g}")
 
 
 def _ms(ms: float) -> str:
@@ -341,69 +478,3 @@ def _ms(ms: float) -> str:
 
 def _geomean(xs) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
-
-
-# ---- results files ----------------------------------------------------------------------------
-
-CSV_FIELDS = ["timestamp", "machine", "isa", "best_isa", "family", "case", "mode", "threads",
-              "peer", "ms", "rate", "unit", "pct_peak", "vs_fusedops", "vs_best", "rel_err",
-              "rounds", "calls_per_block"]
-
-
-def write_results(out_dir: Path, stem: str, rows: List[dict], info: dict, limits: dict,
-                  s: Settings) -> None:
-    """<stem>.csv (one row per case, threads and peer), <stem>.json (the same rows with every
-    sample, plus the machine, its limits and the timing settings) and <stem>.png."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    blas = numpy_blas()
-    doc = {"machine": {**info, "cores": os.cpu_count(), **limits},
-           "software": {"python": platform.python_version(), "torch": torch.__version__,
-                        "fusedops": fusedops.__version__, "numpy_blas": blas},
-           "settings": s.__dict__, "rows": rows}
-    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    written = [f"{stem}.csv", f"{stem}.json"]
-    if _plot(out_dir / f"{stem}.png", stem, rows, info, limits):
-        written.append(f"{stem}.png")
-    print(f"wrote {', '.join(str(out_dir / w) for w in written)}\n")
-
-
-def _plot(path: Path, title: str, rows: List[dict], info: dict, limits: dict) -> bool:
-    """Horizontal bars of each peer's rate per case, one panel per thread count, with the
-    measured peak as a dashed line."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)")
-        return False
-    labels = list(dict.fromkeys(f"{r['case']} {r['mode']}" for r in rows))
-    peers = list(dict.fromkeys(r["peer"] for r in rows))
-    counts = sorted({r["threads"] for r in rows})
-    units = sorted({r["unit"] for r in rows})
-    fig, axes = plt.subplots(1, len(counts), squeeze=False, sharey=True,
-                             figsize=(5.5 * len(counts), 1.5 + 0.45 * len(labels)))
-    height = 0.8 / len(peers)
-    for ax, t in zip(axes[0], counts):
-        for i, p in enumerate(peers):
-            rate = {f"{r['case']} {r['mode']}": r["rate"] for r in rows
-                    if r["threads"] == t and r["peer"] == p}
-            ax.barh([j - 0.4 + (i + 0.5) * height for j in range(len(labels))],
-                    [rate.get(label, 0.0) for label in labels], height=height, label=p)
-        if len(units) == 1:
-            ax.axvline(peak(limits, units[0], t), color="k", ls="--", lw=1, label="peak")
-        ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
-        ax.set_xlabel("/".join(units))
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels)
-    axes[0][0].invert_yaxis()
-    axes[0][-1].legend(loc="lower right", fontsize="small")
-    fig.suptitle(f"{title}: {info['model']} ({info['isa']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
