@@ -196,6 +196,36 @@ void define_schemas(torch::Library& m) {
       "Tensor? w_hr, Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace, "
       "bool[8] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, Tensor?, "
       "Tensor?)");
+
+  // ---- layers: dropout, embedding, batch norm (fusedops/ops/dropout.py, embedding.py,
+  // batch_norm.py) ----
+  // input * keep / (1 - p), keep from the counter-based hash of contracts/attention_rng.h at
+  // counter offset + (flat index); rng: CPU int64 (seed, offset). The mask is never stored.
+  m.def("dropout(Tensor input, float p, Tensor rng) -> Tensor");
+  // grad_output * keep / (1 - p): the forward's mask regenerated from rng.
+  m.def("dropout_backward(Tensor grad_output, float p, Tensor rng) -> Tensor");
+  // weight[input]: rows of weight [V, D] gathered for indices of any shape (int64 or int32);
+  // max_norm and sparse=True are refused (not supported).
+  m.def(
+      "embedding(Tensor input, Tensor weight, int? padding_idx=None, float? max_norm=None, "
+      "float norm_type=2.0, bool scale_grad_by_freq=False, bool sparse=False) -> Tensor");
+  // d weight [num_weights, D]: grad_output rows summed per index, row-parallel in token order
+  // (no atomics); the padding_idx row gets none; scale_grad_by_freq divides by the counts.
+  m.def(
+      "embedding_backward(Tensor grad_output, Tensor input, int num_weights, int? padding_idx, "
+      "bool scale_grad_by_freq) -> Tensor");
+  // Batch norm over [N, C, *] per channel: training uses the batch's mean and biased variance,
+  // else running_mean/running_var. Returns (output, mean, rstd, var) with the statistics used
+  // ([C]; float32, float64 for float64 input); var is the biased batch variance (training) for
+  // the running update, which the caller makes.
+  m.def(
+      "batch_norm(Tensor input, Tensor? running_mean, Tensor? running_var, Tensor? weight=None, "
+      "Tensor? bias=None, bool training=False, float eps=1e-05) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of batch_norm w.r.t. (input, weight, bias) from the saved mean and rstd
+  // (training: through the batch statistics); outputs not in output_mask are None.
+  m.def(
+      "batch_norm_backward(Tensor grad_output, Tensor input, Tensor mean, Tensor rstd, "
+      "Tensor? weight, bool training, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
 }
 
 }  // namespace fusedops

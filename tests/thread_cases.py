@@ -245,11 +245,33 @@ def optimizers():
     return out
 
 
+def dropout():
+    (x,) = _inputs(23, (1001, 517))
+    rng = torch.tensor([4321, 99], dtype=torch.int64)  # (seed, offset): no global generator
+    return _grads(torch.ops.fusedops.dropout(x, 0.3, rng), [x])
+
+
+def embedding():  # repeated rows, a padding row: the row-parallel backward
+    w = _inputs(24, (5003, 96))[0]
+    idx = torch.randint(0, 700, (37, 113), generator=torch.Generator().manual_seed(25))
+    return _grads(ops.embedding(idx, w, padding_idx=3), [w])
+
+
+def batch_norm():  # planar (NCHW), channels-last and [N, C] (interleaved)
+    x, w, b = _inputs(26, (16, 24, 19, 21), (24,), (24,))
+    (x2,) = _inputs(27, (2047, 96))
+    w2, b2 = _inputs(28, (96,), (96,))
+    xc = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    return (_grads(ops.batch_norm(x, None, None, w, b, True), [x, w, b])
+            + _grads(ops.batch_norm(xc, None, None, w, b, True), [xc, w, b])
+            + _grads(ops.batch_norm(x2, None, None, w2, b2, True), [x2, w2, b2]))
+
+
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
     activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, optimizers_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
-    optimizers)}
+    optimizers, dropout, embedding, batch_norm)}
 
 
 def run(names=None):

@@ -6,7 +6,8 @@ What runs in fusedops kernels with the default backend: every Linear (the MLP's 
 with its GELU fused into the GEMM epilogue), LayerNorm (the residual add fused into the
 second one of each block), causal flash attention reading q, k, v as strided views of the qkv
 projection, and the LM head fused with the cross-entropy loss (the [tokens, vocab] logits
-never exist in full). The token/position embeddings are torch glue (a gather).
+never exist in full), and the token and position embeddings (a gather forward, a deterministic
+row-parallel backward).
 
 Generation keeps a KV cache (`KVCache`): the prompt runs once as ordinary causal attention,
 storing every layer's keys and values; each new token then runs alone, attending to the cached
@@ -92,6 +93,7 @@ class _TorchKernels:
     name = "torch"
     Linear = nn.Linear
     LayerNorm = nn.LayerNorm
+    Embedding = nn.Embedding
 
     @staticmethod
     def linear(x, fc):
@@ -128,6 +130,7 @@ class _FusedKernels:
         self.ops = fusedops.ops
         self.Linear = fusedops.nn.Linear
         self.LayerNorm = fusedops.nn.LayerNorm
+        self.Embedding = fusedops.nn.Embedding
 
     @staticmethod
     def linear(x, fc):
@@ -231,8 +234,8 @@ class GPT(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.kn = kernels(backend)
-        self.wte = nn.Embedding(cfg.rows, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wte = self.kn.Embedding(cfg.rows, cfg.n_embd)
+        self.wpe = self.kn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, self.kn) for _ in range(cfg.n_layer))
         self.ln_f = self.kn.LayerNorm(cfg.n_embd, bias=cfg.bias)

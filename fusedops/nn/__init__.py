@@ -2,7 +2,10 @@
 torch.nn counterparts, with the forward pass in fusedops kernels."""
 from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .attention import MultiheadAttention
+from .batch_norm import BatchNorm1d, BatchNorm2d
 from .conv import Conv2d, MaxPool2d
+from .dropout import Dropout
+from .embedding import Embedding
 from .linear import Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .norm import LayerNorm
@@ -13,6 +16,7 @@ __all__ = [
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "Dropout", "Embedding", "BatchNorm1d", "BatchNorm2d",
 ]
 from .transformer import (  # noqa: E402
     Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,

@@ -3,7 +3,10 @@ operator of the same name in torch.ops.fusedops (autograd and fake registrations
 each family)."""
 from .activation import gelu, log_softmax, relu, sigmoid, softmax, tanh
 from .attention import scaled_dot_product_attention
+from .batch_norm import batch_norm
 from .conv import conv2d, max_pool2d
+from .dropout import dropout
+from .embedding import embedding
 from .linear import linear, matmul
 from .loss import binary_cross_entropy_with_logits, cross_entropy, linear_cross_entropy, mse_loss
 from .norm import add_layer_norm, layer_norm
@@ -17,4 +20,5 @@ __all__ = [
     "layer_norm", "add_layer_norm",
     "gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
     "cross_entropy", "linear_cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
+    "dropout", "embedding", "batch_norm",
 ]

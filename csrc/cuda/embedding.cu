@@ -1,0 +1,11 @@
+// CUDA bindings of embedding and embedding_backward (the logic, shared with the simulator, is in
+// embedding_impl.h).
+#include <torch/library.h>
+
+#include "cuda/embedding_impl.h"
+
+namespace fusedops::FUSEDOPS_CUDA_NS::bind {
+
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_EMBEDDING_IMPLS(m); }
+
+}  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

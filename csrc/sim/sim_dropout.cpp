@@ -1,0 +1,13 @@
+// fusedops_sim: dropout / dropout_backward on the simulated CUDA kernel (see sim_ops.cpp).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "sim/cuda_sim.h"
+#define FUSEDOPS_CUDA_NS cuda_sim
+#include "cuda/dropout_impl.h"
+
+namespace fusedops::FUSEDOPS_CUDA_NS::bind {
+
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_DROPOUT_IMPLS(m); }
+
+}  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
