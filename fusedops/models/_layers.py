@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from .. import nn as fnn
 from .. import ops
 
-# Transitional: Dropout, Embedding, BatchNorm1d and BatchNorm2d become fusedops kernels
-# (fusedops.nn.*, with torch's constructors); until this build has them, torch.nn's stand in.
-# This is the one place that falls back, and the fallback goes once they land.
-Dropout = getattr(fnn, "Dropout", torch.nn.Dropout)
-Embedding = getattr(fnn, "Embedding", torch.nn.Embedding)
-BatchNorm1d = getattr(fnn, "BatchNorm1d", torch.nn.BatchNorm1d)
-BatchNorm2d = getattr(fnn, "BatchNorm2d", torch.nn.BatchNorm2d)
+Dropout, Embedding, BatchNorm1d, BatchNorm2d = fnn.Dropout, fnn.Embedding, fnn.BatchNorm1d, fnn.BatchNorm2d
 
 BACKENDS = ("fusedops", "torch")
 ACTIVATIONS = ("relu", "gelu")

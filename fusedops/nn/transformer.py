@@ -15,7 +15,7 @@ Differences from torch: ``TransformerEncoder`` never converts to nested tensors 
 ``enable_nested_tensor`` is accepted and ignored), so with a key-padding mask in eval mode the
 padded positions hold computed values where torch's fast path gives zeros; the other
 positions agree. A query whose keys are all masked gives zeros where torch gives NaN.
-The dropout modules are the ones torch's constructor makes.
+The dropout modules are fusedops.nn.Dropout (a counter-hash mask, regenerated in the backward).
 """
 import copy
 from typing import Optional
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from .attention import MultiheadAttention
+from .dropout import Dropout
 from .linear import Linear
 from .norm import LayerNorm
 
@@ -110,6 +111,10 @@ class _FusedLayer:
                 setattr(self, name, _fused_linear(m))
             elif isinstance(m, torch.nn.LayerNorm):
                 setattr(self, name, _fused_norm(m))
+        # torch's dropout modules (no parameters) become ours: the mask from the counter hash
+        for name, m in list(self.named_children()):
+            if type(m) is torch.nn.Dropout:
+                setattr(self, name, Dropout(m.p, m.inplace))
 
 
 class TransformerEncoderLayer(_FusedLayer, torch.nn.TransformerEncoderLayer):
