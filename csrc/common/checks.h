@@ -64,4 +64,12 @@ inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const c
                    t.scalar_type());
 }
 
+// A parameter (weight, bias) of `input` on the CPU: bf16 or an fp32 master copy for a bf16
+// input, the input's dtype otherwise.
+inline void check_param_dtype(const at::Tensor& p, const at::Tensor& input, const char* op, const char* arg) {
+  check_cpu_float_or_bf16(p, op, arg);
+  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(p, op, arg, "input");
+  else check_same_dtype(p, input, op, arg, "input");
+}
+
 }  // namespace fusedops

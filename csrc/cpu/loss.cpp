@@ -114,9 +114,7 @@ void check_class_target(const at::Tensor& target, int64_t N, const char* op) {
 void check_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input, int64_t C,
                   const char* op) {
   if (!weight.has_value()) return;
-  check_cpu_float_or_bf16(*weight, op, "weight");
-  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(*weight, op, "weight", "input");
-  else check_same_dtype(*weight, input, op, "weight", "input");
+  check_param_dtype(*weight, input, op, "weight");
   FUSEDOPS_CHECK(weight->dim() == 1 && weight->size(0) == C, op,
                  "weight must be 1-D [C] = [", C, "] (one weight per class), got shape ",
                  shape_str(weight->sizes()));
@@ -402,14 +400,8 @@ LceInputs check_lce(const at::Tensor& input, const at::Tensor& weight, const at:
                     const std::optional<at::Tensor>& bias, double ls, const char* op) {
   // bf16 hidden states take a bf16 or fp32 (master) weight and bias
   check_cpu_float_or_bf16(input, op, "input");
-  check_cpu_float_or_bf16(weight, op, "weight");
-  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(weight, op, "weight", "input");
-  else check_same_dtype(weight, input, op, "weight", "input");
-  if (bias.has_value()) {
-    check_cpu_float_or_bf16(*bias, op, "bias");
-    if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(*bias, op, "bias", "input");
-    else check_same_dtype(*bias, input, op, "bias", "input");
-  }
+  check_param_dtype(weight, input, op, "weight");
+  if (bias.has_value()) check_param_dtype(*bias, input, op, "bias");
   check_linear_shapes(input, weight, bias, op);
   check_label_smoothing(ls, op);
   LceInputs r;

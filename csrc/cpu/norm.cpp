@@ -33,18 +33,10 @@ T* mut_or_null(const at::Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-// A bf16 input takes bf16 or fp32 (master) parameters, which the kernel reads in fp32; other
-// inputs take parameters of their own dtype.
-void check_param(const at::Tensor& p, const at::Tensor& input, const char* op, const char* arg) {
-  check_cpu_float_or_bf16(p, op, arg);
-  if (input.scalar_type() == at::kBFloat16) check_bf16_or_master(p, op, arg, "input");
-  else check_same_dtype(p, input, op, arg, "input");
-}
-
 void check_affine(const at::Tensor& input, const OptTensor& weight, const OptTensor& bias, const char* op) {
   check_cpu_float_or_bf16(input, op, "input");
-  if (weight.has_value()) check_param(*weight, input, op, "weight");
-  if (bias.has_value()) check_param(*bias, input, op, "bias");
+  if (weight.has_value()) check_param_dtype(*weight, input, op, "weight");
+  if (bias.has_value()) check_param_dtype(*bias, input, op, "bias");
 }
 
 void check_like_input(const at::Tensor& t, const at::Tensor& input, const char* op, const char* arg) {
