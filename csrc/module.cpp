@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/caches.h"
+#include "common/tuning.h"
 #include "cpu/kernels/cpu_features.h"
 #include "cpu/kernels/gemm/gemm.h"
 #include "cpu/kernels/gemm/gemm_bf16.h"
@@ -81,6 +82,18 @@ PyObject* set_isa(PyObject*, PyObject* arg) {
   return PyUnicode_FromString(fusedops::isa_name(fusedops::set_isa(isa)));
 }
 
+// _set_lce_chunk_rows(rows) -> int: rows per chunk of linear_cross_entropy on every backend
+// (0: each backend's own rule); returns the previous setting.
+PyObject* set_lce_chunk_rows(PyObject*, PyObject* arg) {
+  const long long rows = PyLong_AsLongLong(arg);
+  if (rows == -1 && PyErr_Occurred()) return nullptr;
+  if (rows < 0) {
+    PyErr_SetString(PyExc_ValueError, "fusedops._set_lce_chunk_rows: expected rows >= 0");
+    return nullptr;
+  }
+  return PyLong_FromLongLong((long long)fusedops::lce_chunk_rows_setting().exchange(rows));
+}
+
 // _fma_peak_gflops(threads, seconds) -> float: sustained fp32 FMA rate with the widest
 // vectors in force.
 PyObject* fma_peak(PyObject*, PyObject* args) {
@@ -122,6 +135,7 @@ PyObject* cache_bytes(PyObject*, PyObject*) {
 PyMethodDef methods[] = {
     {"_cpu_info", cpu_info, METH_NOARGS, "CPU model, instruction sets, caches, GEMM tiles."},
     {"_set_isa", set_isa, METH_O, "Cap the instruction set the kernels use."},
+    {"_set_lce_chunk_rows", set_lce_chunk_rows, METH_O, "Rows per chunk of linear_cross_entropy (0: automatic)."},
     {"_set_bf16", set_bf16, METH_O, "How bf16 products run: 'auto', 'native' or 'widen'."},
     {"_empty_cache", empty_cache, METH_NOARGS, "Free the kernels' caches; returns the bytes freed."},
     {"_cache_bytes", cache_bytes, METH_NOARGS, "Idle bytes held by each cache."},

@@ -167,6 +167,23 @@ def assert_within_budget(ours, theirs, truth, what, floor_ulps=16, scale=0.0):
     )
 
 
+@pytest.fixture
+def lce_chunk_rows():
+    """Sets linear_cross_entropy's rows per chunk (every backend; 0: each backend's rule) for one
+    test, and restores the setting after it."""
+    from fusedops import _C
+    before = []
+
+    def set_rows(rows):
+        previous = _C._set_lce_chunk_rows(int(rows))
+        if not before:
+            before.append(previous)
+
+    yield set_rows
+    if before:
+        _C._set_lce_chunk_rows(before[0])
+
+
 @pytest.fixture(scope="session")
 def check():
     """The comparison helpers, as one namespace for the test modules."""

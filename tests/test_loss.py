@@ -388,8 +388,8 @@ def _lce_check(x, w, t, b, dtype, **kw):
 
 @pytest.mark.parametrize("chunk", ["1", "7", "0"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_lce_values_and_grads(isa, chunk, reduction, monkeypatch):
-    monkeypatch.setenv("FUSEDOPS_LCE_CHUNK_ROWS", chunk)  # 0: the default (one chunk here)
+def test_lce_values_and_grads(isa, chunk, reduction, lce_chunk_rows):
+    lce_chunk_rows(chunk)  # 0: the default (one chunk here)
     x, w, b = torch.randn(2, 13, 24), torch.randn(97, 24) / 5, torch.randn(97)
     t = torch.randint(0, 97, (2, 13))
     t[0, 3] = -100
@@ -720,8 +720,8 @@ def test_cuda_cross_entropy_edges(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_cuda_linear_cross_entropy(backend, dtype, reduction, monkeypatch):
-    monkeypatch.setenv("FUSEDOPS_LCE_CHUNK_ROWS", "7")  # three chunks, the last partial
+def test_cuda_linear_cross_entropy(backend, dtype, reduction, lce_chunk_rows):
+    lce_chunk_rows(7)  # three chunks, the last partial
     torch.manual_seed(3)
     N, K, V = 17, 24, 45
     x, w, b = torch.randn(N, K), torch.randn(V, K) / 5, torch.randn(V)

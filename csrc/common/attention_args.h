@@ -149,4 +149,43 @@ inline at::Tensor reduce_kv_grad(const at::Tensor& per_query, const at::Tensor& 
   return g.contiguous();
 }
 
+// The operands as both backends' kernels read them: q, k and v with a contiguous last dimension
+// (copied only where it is strided; other strides are the layout's offsets), the mask expanded
+// to [..., L, S] (stride 0 where it broadcasts), their layout, and the dropout stream (seed,
+// offset) read from the rng tensor. Call after check_attention_shapes.
+struct AttentionOperands {
+  at::Tensor q, k, v, mask;  // mask undefined when there is none
+  AttentionLayout lay;
+  uint64_t seed = 0, offset = 0;
+};
+
+inline AttentionOperands attention_operands(const at::Tensor& query, const at::Tensor& key,
+                                            const at::Tensor& value, const std::optional<at::Tensor>& attn_mask,
+                                            double dropout_p, std::optional<double> scale, bool enable_gqa,
+                                            const std::optional<at::Tensor>& rng, const char* op) {
+  const auto rows_contiguous = [](const at::Tensor& t) {
+    return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+  };
+  AttentionOperands p;
+  p.q = rows_contiguous(query);
+  p.k = rows_contiguous(key);
+  p.v = rows_contiguous(value);
+  if (attn_mask.has_value()) {
+    std::vector<int64_t> target(query.sizes().begin(), query.sizes().end());
+    target.back() = key.size(-2);
+    p.mask = attn_mask->expand(target);
+  }
+  p.lay = attention_layout(p.q, p.k, p.v, p.mask.defined() ? &p.mask : nullptr, enable_gqa, scale);
+  if (dropout_p > 0.0) {
+    FUSEDOPS_CHECK(rng.has_value(), op, "dropout_p > 0 needs the rng tensor (seed, offset)");
+    FUSEDOPS_CHECK(rng->scalar_type() == at::kLong && rng->numel() == 2 && rng->device().is_cpu(),
+                   op, "rng must be a CPU int64 tensor of 2 elements (seed, offset), got ",
+                   rng->scalar_type(), " of shape ", shape_str(rng->sizes()), " on ", rng->device());
+    const at::Tensor r = rng->contiguous();
+    p.seed = uint64_t(r.data_ptr<int64_t>()[0]);
+    p.offset = uint64_t(r.data_ptr<int64_t>()[1]);
+  }
+  return p;
+}
+
 }  // namespace fusedops

@@ -3,10 +3,12 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 
 #include "common/checks.h"
+#include "common/fresh_output.h"
 
 namespace fusedops {
 
@@ -95,6 +97,43 @@ inline void check_channel_vector(const std::optional<at::Tensor>& t, int64_t C, 
   if (!t.has_value()) return;
   FUSEDOPS_CHECK(t->dim() == 1 && t->size(0) == C, op, arg, " must have shape [", C,
                  "] (the input's channels), got ", shape_str(t->sizes()));
+}
+
+// The input (or a gradient of its shape) in the layout the kernels read: channels-last as it
+// is, anything else contiguous; and a new tensor in that layout.
+inline at::Tensor batch_norm_layout(const at::Tensor& t, bool channels_last) {
+  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
+}
+
+inline at::Tensor batch_norm_empty(const at::Tensor& like, bool channels_last) {
+  if (channels_last) return at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::ChannelsLast));
+  return empty_output(like.sizes(), like.options());
+}
+
+// batch_norm_backward past its backend's dtype and device checks: grad_output's shape, the
+// gradients the mask asks for (grad_input in the input's layout), and the operands as the
+// kernels read them. `any` is false when the mask asks for nothing.
+struct BatchNormBackwardIo {
+  std::optional<at::Tensor> dx, dw, db;
+  at::Tensor x, g, mean, rstd, weight;  // weight undefined when there is none
+  bool any = false;
+};
+
+inline BatchNormBackwardIo batch_norm_backward_io(const at::Tensor& grad_output, const at::Tensor& input,
+                                                  const at::Tensor& mean, const at::Tensor& rstd,
+                                                  const std::optional<at::Tensor>& weight,
+                                                  const BatchNormShape& s, std::array<bool, 3> mask) {
+  BatchNormBackwardIo io;
+  if (mask[0]) io.dx = batch_norm_empty(input, s.channels_last);
+  if (mask[1]) io.dw = at::empty({s.C}, input.options());
+  if (mask[2]) io.db = at::empty({s.C}, input.options());
+  io.any = mask[0] || mask[1] || mask[2];
+  if (!io.any) return io;
+  io.x = batch_norm_layout(input, s.channels_last);
+  io.g = batch_norm_layout(grad_output, s.channels_last);
+  io.mean = mean.contiguous(), io.rstd = rstd.contiguous();
+  if (weight.has_value()) io.weight = weight->contiguous();
+  return io;
 }
 
 }  // namespace fusedops

@@ -13,19 +13,6 @@
 
 namespace fusedops {
 
-struct RnnDims {
-  RnnMode mode = RnnMode::lstm;
-  int64_t G = 4;         // gates
-  int64_t T = 0, B = 0;  // steps, batch (rows of the first step)
-  int64_t N = 0;         // rows in all: T * B, or the packed total
-  int64_t I = 0, H = 0, P = 0;  // input, hidden and output (projected) sizes
-  int64_t W = 0;         // workspace columns
-  bool packed = false;
-  std::vector<int64_t> bs, off;  // rows of step t: off[t] .. off[t] + bs[t]
-  // The step processed k-th (reverse layers run T-1 .. 0).
-  int64_t step(int64_t k, bool reverse) const { return reverse ? T - 1 - k : k; }
-};
-
 inline RnnMode parse_rnn_mode(c10::string_view mode, const char* op) {
   if (mode == "rnn_tanh") return RnnMode::rnn_tanh;
   if (mode == "rnn_relu") return RnnMode::rnn_relu;

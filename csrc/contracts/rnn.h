@@ -12,6 +12,7 @@
 // Every row pointer below is the first of `rows` rows with the given leading dimension.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "hd.h"
 
@@ -65,6 +66,20 @@ struct RnnStepBackward {
   int64_t ldgi = 0;
   T* dgh = nullptr;  // gru: d / d (h_prev W_hh^T), [rows, 3H] (others: equal to dgi)
   int64_t ldgh = 0;
+};
+
+// The sizes of one layer call (host code: the bindings fill it from the tensors, common/rnn_args.h).
+struct RnnDims {
+  RnnMode mode = RnnMode::lstm;
+  int64_t G = 4;         // gates
+  int64_t T = 0, B = 0;  // steps, batch (rows of the first step)
+  int64_t N = 0;         // rows in all: T * B, or the packed total
+  int64_t I = 0, H = 0, P = 0;  // input, hidden and output (projected) sizes
+  int64_t W = 0;         // workspace columns
+  bool packed = false;
+  std::vector<int64_t> bs, off;  // rows of step t: off[t] .. off[t] + bs[t]
+  // The step processed k-th (reverse layers run T-1 .. 0).
+  int64_t step(int64_t k, bool reverse) const { return reverse ? T - 1 - k : k; }
 };
 
 }  // namespace fusedops

@@ -13,6 +13,7 @@
 #include "common/norm_args.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/activation_ops.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -109,19 +110,6 @@ at::Tensor log_softmax_backward_cpu(const at::Tensor& grad_output, const at::Ten
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("gelu", FUSEDOPS_CPU(gelu_cpu));
-  m.impl("gelu_backward", FUSEDOPS_CPU(gelu_backward_cpu));
-  m.impl("relu", FUSEDOPS_CPU(relu_cpu));
-  m.impl("relu_backward", FUSEDOPS_CPU(relu_backward_cpu));
-  m.impl("sigmoid", FUSEDOPS_CPU(sigmoid_cpu));
-  m.impl("sigmoid_backward", FUSEDOPS_CPU(sigmoid_backward_cpu));
-  m.impl("tanh", FUSEDOPS_CPU(tanh_cpu));
-  m.impl("tanh_backward", FUSEDOPS_CPU(tanh_backward_cpu));
-  m.impl("softmax", FUSEDOPS_CPU(softmax_cpu));
-  m.impl("softmax_backward", FUSEDOPS_CPU(softmax_backward_cpu));
-  m.impl("log_softmax", FUSEDOPS_CPU(log_softmax_cpu));
-  m.impl("log_softmax_backward", FUSEDOPS_CPU(log_softmax_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_ACTIVATION_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

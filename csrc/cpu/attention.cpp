@@ -13,27 +13,19 @@
 #include "common/checks.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/attention.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
 
 using cpu::AttentionArgs;
 
-// The last dimension contiguous (any other strides are handled by offsets).
-at::Tensor rows_contiguous(const at::Tensor& t) {
-  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
-}
-
 // The log-sum-exp is float32 for a bf16 query (the kernels' arithmetic type).
 at::ScalarType lse_dtype(const at::Tensor& query) {
   return query.scalar_type() == at::kBFloat16 ? at::kFloat : query.scalar_type();
 }
 
-struct Prepared {
-  at::Tensor q, k, v, mask;  // mask expanded to [..., L, S], or undefined
-  AttentionLayout lay;
-  uint64_t seed = 0, offset = 0;
-};
+using Prepared = AttentionOperands;
 
 Prepared prepare(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                  const std::optional<at::Tensor>& attn_mask, double dropout_p,
@@ -48,27 +40,7 @@ Prepared prepare(const at::Tensor& query, const at::Tensor& key, const at::Tenso
     FUSEDOPS_CHECK(attn_mask->device().is_cpu(), op, "attn_mask must be a CPU tensor, got device ",
                    attn_mask->device());
   check_attention_shapes(query, key, value, attn_mask, enable_gqa, dropout_p, op);
-  Prepared p;
-  p.q = rows_contiguous(query);
-  p.k = rows_contiguous(key);
-  p.v = rows_contiguous(value);
-  if (attn_mask.has_value()) {
-    std::vector<int64_t> target(query.sizes().begin(), query.sizes().end());
-    target.back() = key.size(-2);
-    p.mask = attn_mask->expand(target);
-  }
-  p.lay = attention_layout(p.q, p.k, p.v, p.mask.defined() ? &p.mask : nullptr, enable_gqa, scale);
-  if (dropout_p > 0.0) {
-    FUSEDOPS_CHECK(rng.has_value(), op, "dropout_p > 0 needs the rng tensor (seed, offset)");
-    FUSEDOPS_CHECK(rng->scalar_type() == at::kLong && rng->numel() == 2 && rng->device().is_cpu(),
-                   op, "rng must be a CPU int64 tensor of 2 elements (seed, offset), got ",
-                   rng->scalar_type(), " of shape ", shape_str(rng->sizes()), " on ",
-                   rng->device());
-    const at::Tensor r = rng->contiguous();
-    p.seed = uint64_t(r.data_ptr<int64_t>()[0]);
-    p.offset = uint64_t(r.data_ptr<int64_t>()[1]);
-  }
-  return p;
+  return attention_operands(query, key, value, attn_mask, dropout_p, scale, enable_gqa, rng, op);
 }
 
 template <typename T>
@@ -115,7 +87,7 @@ std::vector<int64_t> batch_with(const AttentionLayout& lay, std::initializer_lis
   return s;
 }
 
-std::tuple<at::Tensor, at::Tensor> sdpa_cpu(const at::Tensor& query, const at::Tensor& key,
+std::tuple<at::Tensor, at::Tensor> scaled_dot_product_attention_cpu(const at::Tensor& query, const at::Tensor& key,
                                             const at::Tensor& value,
                                             const std::optional<at::Tensor>& attn_mask,
                                             double dropout_p, bool is_causal,
@@ -136,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cpu(const at::Tensor& query, const at::T
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
-sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+scaled_dot_product_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
                   const at::Tensor& value, const at::Tensor& out, const at::Tensor& logsumexp,
                   const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
                   std::optional<double> scale, bool enable_gqa,
@@ -184,9 +156,6 @@ sdpa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& query, const at:
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("scaled_dot_product_attention", FUSEDOPS_CPU(sdpa_cpu));
-  m.impl("scaled_dot_product_attention_backward", FUSEDOPS_CPU(sdpa_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_ATTENTION_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

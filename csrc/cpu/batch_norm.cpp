@@ -13,6 +13,7 @@
 #include "common/layers_args.h"
 #include "common/threads.h"
 #include "cpu/kernels/batch_norm.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -24,17 +25,6 @@ void check_param(const OptTensor& t, const at::Tensor& input, int64_t C, const c
   check_cpu_float(*t, op, arg);
   check_same_dtype(*t, input, op, arg, "input");
   check_channel_vector(t, C, op, arg);
-}
-
-// The input (or a gradient of its shape) in the layout the kernels read: channels-last as it
-// is, anything else contiguous.
-at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
-  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
-}
-
-at::Tensor empty_in_layout(const at::Tensor& like, bool channels_last) {
-  if (channels_last) return at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::ChannelsLast));
-  return empty_output(like.sizes(), like.options());
 }
 
 at::Tensor stat(const OptTensor& t, const at::Tensor& input) {
@@ -57,8 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
   FUSEDOPS_CHECK(training || (running_mean.has_value() && running_var.has_value()), op,
                  "running_mean and running_var are needed when training=False");
   FUSEDOPS_CHECK(eps >= 0, op, "eps must be >= 0, got ", eps);
-  const at::Tensor x = in_layout(input, s.channels_last);
-  at::Tensor y = empty_in_layout(input, s.channels_last);
+  const at::Tensor x = batch_norm_layout(input, s.channels_last);
+  at::Tensor y = batch_norm_empty(input, s.channels_last);
   at::Tensor mean, rstd, var;
   if (training) {
     mean = at::empty({s.C}, input.options());
@@ -97,14 +87,10 @@ std::tuple<OptTensor, OptTensor, OptTensor> batch_norm_backward_cpu(
     check_same_dtype(*t, input, op, arg, "input");
     check_channel_vector(*t, s.C, op, arg);
   }
-  OptTensor dx, dw, db;
-  if (mask[0]) dx = empty_in_layout(input, s.channels_last);
-  if (mask[1]) dw = at::empty({s.C}, input.options());
-  if (mask[2]) db = at::empty({s.C}, input.options());
-  if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
-  const at::Tensor x = in_layout(input, s.channels_last), g = in_layout(grad_output, s.channels_last);
-  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
+  const BatchNormBackwardIo io = batch_norm_backward_io(grad_output, input, mean, rstd, weight, s, mask);
+  if (!io.any) return {io.dx, io.dw, io.db};
+  const at::Tensor &x = io.x, &g = io.g, &mu = io.mean, &rs = io.rstd, &w = io.weight;
+  const OptTensor &dx = io.dx, &dw = io.dw, &db = io.db;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.batch_norm_backward", [&] {
     cpu::batch_norm_kernels<scalar_t>().backward(
         s.N, s.C, s.S, s.channels_last, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(),
@@ -112,14 +98,11 @@ std::tuple<OptTensor, OptTensor, OptTensor> batch_norm_backward_cpu(
         dx ? dx->data_ptr<scalar_t>() : nullptr, dw ? dw->data_ptr<scalar_t>() : nullptr,
         db ? db->data_ptr<scalar_t>() : nullptr);
   });
-  return {dx, dw, db};
+  return {io.dx, io.dw, io.db};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("batch_norm", FUSEDOPS_CPU(batch_norm_cpu));
-  m.impl("batch_norm_backward", FUSEDOPS_CPU(batch_norm_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_BATCH_NORM_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

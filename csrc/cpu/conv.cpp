@@ -13,6 +13,7 @@
 #include "common/conv_args.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/conv.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -155,11 +156,6 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("conv2d", FUSEDOPS_CPU(conv2d_cpu));
-  m.impl("conv2d_backward", FUSEDOPS_CPU(conv2d_backward_cpu));
-  m.impl("max_pool2d_with_indices", FUSEDOPS_CPU(max_pool2d_with_indices_cpu));
-  m.impl("max_pool2d_backward", FUSEDOPS_CPU(max_pool2d_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_CONV_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

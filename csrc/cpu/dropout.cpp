@@ -9,6 +9,7 @@
 #include "common/layers_args.h"
 #include "common/threads.h"
 #include "cpu/kernels/dropout.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -42,9 +43,6 @@ at::Tensor dropout_backward_cpu(const at::Tensor& grad_output, double p, const a
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("dropout", FUSEDOPS_CPU(dropout_cpu));
-  m.impl("dropout_backward", FUSEDOPS_CPU(dropout_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_DROPOUT_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

@@ -11,6 +11,7 @@
 #include "common/layers_args.h"
 #include "common/threads.h"
 #include "cpu/kernels/embedding.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -77,9 +78,6 @@ at::Tensor embedding_backward_cpu(const at::Tensor& grad_output, const at::Tenso
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("embedding", FUSEDOPS_CPU(embedding_cpu));
-  m.impl("embedding_backward", FUSEDOPS_CPU(embedding_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_EMBEDDING_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

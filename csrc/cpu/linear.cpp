@@ -13,6 +13,7 @@
 #include "common/linear_args.h"
 #include "cpu/kernels/gemm/gemm.h"
 #include "cpu/kernels/gemm/gemm_bf16.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -373,12 +374,6 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> matmul_backward
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("linear", FUSEDOPS_CPU(linear_cpu));
-  m.impl("linear_act", FUSEDOPS_CPU(linear_act_cpu));
-  m.impl("linear_backward", FUSEDOPS_CPU(linear_backward_cpu));
-  m.impl("matmul", FUSEDOPS_CPU(matmul_cpu));
-  m.impl("matmul_backward", FUSEDOPS_CPU(matmul_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_LINEAR_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

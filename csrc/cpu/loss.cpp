@@ -17,10 +17,13 @@
 #include "common/checks.h"
 #include "common/linear_args.h"
 #include "common/loss_args.h"
+#include "common/tuning.h"
 #include "cpu/kernels/gemm/gemm.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/gemm/gemm_bf16.h"
+#include "cpu/kernels/lce.h"
 #include "cpu/kernels/loss.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -228,168 +231,20 @@ void loss_grad_scale_cpu(at::Tensor& grad, const at::Tensor& grad_output) {
 
 // ---- linear_cross_entropy ---------------------------------------------------------------------
 
-// Rows of logits per chunk (env FUSEDOPS_LCE_CHUNK_ROWS overrides). Every chunk re-reads the
-// weight twice and dW once (3 x V x K), so chunks must be tall for the GEMMs to stay
-// compute-bound: measured for V = 50304, K = 768 (2 threads), 256-row chunks ran at 0.82x the
-// speed of one 1024-row chunk. So: a quarter of the rows (the buffer is then at most 1/8 of the
-// [N, V] logits and log-probabilities unfused code keeps), at least 256 rows, at most 256 MB.
-int64_t lce_chunk_rows(int64_t N, int64_t V, int64_t elem) {
-  int64_t rows = 0;
-  if (const char* e = std::getenv("FUSEDOPS_LCE_CHUNK_ROWS")) rows = std::atoll(e);
-  if (rows <= 0) {
-    const int64_t cap = std::max<int64_t>(256, (int64_t(256) << 20) / std::max<int64_t>(1, V * elem));
-    rows = std::min(cap, std::max<int64_t>(256, (N + 3) / 4));
-  }
-  return std::max<int64_t>(1, std::min(rows, N));
-}
-
-struct LceArgs {
-  const at::Tensor* x2;  // [N, K]
-  const at::Tensor* w;   // [V, K]
-  const at::Tensor* bias;
-  const int64_t* target;
-  int64_t ignore_index;
-  double label_smoothing;
-  double scale;                 // gradient scale (1/denominator for the mean, x grad_output)
-  const at::Tensor* row_scale;  // [N] or nullptr
-  at::Tensor* loss_rows;        // [N] or nullptr
-  double* loss_sum;
-  at::Tensor *gx, *gw, *gb;     // each may be nullptr
-};
-
-template <typename T>
-void lce_run(const LceArgs& L) {
-  const at::Tensor& x2 = *L.x2;
-  const at::Tensor& w = *L.w;
-  const int64_t N = x2.size(0), K = x2.size(1), V = w.size(0);
-  const bool grads = L.gx || L.gw || L.gb;
-  if (L.gw) L.gw->zero_();
-  if (L.gb) L.gb->zero_();
-  if (L.loss_sum) *L.loss_sum = 0;
-  if (N == 0) return;
-  const int64_t rows = lce_chunk_rows(N, V, sizeof(T));
-  at::Tensor buf = at::empty({rows, V}, x2.options());
-  T* lg = buf.data_ptr<T>();
-  const T* xp = x2.data_ptr<T>();
-  const T* wp = w.data_ptr<T>();
-  for (int64_t r0 = 0; r0 < N; r0 += rows) {
-    const int64_t bm = std::min(rows, N - r0);
-    {  // logits = x @ w.T + b
-      cpu::GemmArgs<T> g;
-      g.M = bm, g.N = V, g.K = K;
-      g.A = xp + r0 * x2.stride(0), g.rsa = x2.stride(0), g.csa = x2.stride(1);
-      g.B = wp, g.rsb = w.stride(1), g.csb = w.stride(0);
-      g.C = lg, g.ldc = V;
-      if (L.bias) g.bias = L.bias->data_ptr<T>(), g.bias_mode = BiasMode::per_col;
-      cpu::gemm<T>(g);
-    }
-    double part = 0;
-    cpu::CrossEntropyArgs<T> a;
-    a.N = bm, a.C = V, a.x = lg, a.ldx = V;
-    a.target = L.target + r0;
-    a.ignore_index = L.ignore_index;
-    a.label_smoothing = L.label_smoothing;
-    a.loss_rows = L.loss_rows ? L.loss_rows->data_ptr<T>() + r0 : nullptr;
-    a.loss_sum = &part;
-    if (grads) a.grad = lg, a.ldg = V;  // dlogits overwrite the logits
-    a.scale = L.scale;
-    if (L.row_scale) a.row_scale = L.row_scale->data_ptr<T>() + r0, a.row_scale_stride = 1;
-    cpu::loss_kernels<T>().cross_entropy(a);
-    if (L.loss_sum) *L.loss_sum += part;
-    if (L.gx) {  // dx = dlogits @ w
-      cpu::GemmArgs<T> g;
-      g.M = bm, g.N = K, g.K = V;
-      g.A = lg, g.rsa = V, g.csa = 1;
-      g.B = wp, g.rsb = w.stride(0), g.csb = w.stride(1);
-      g.C = L.gx->data_ptr<T>() + r0 * K, g.ldc = K;
-      cpu::gemm<T>(g);
-    }
-    if (L.gw) {  // dW += dlogits.T @ x
-      cpu::GemmArgs<T> g;
-      g.M = V, g.N = K, g.K = bm;
-      g.A = lg, g.rsa = 1, g.csa = V;
-      g.B = xp + r0 * x2.stride(0), g.rsb = x2.stride(0), g.csb = x2.stride(1);
-      g.C = L.gw->data_ptr<T>(), g.ldc = K;
-      g.beta = T(1);
-      cpu::gemm<T>(g);
-    }
-    if (L.gb) cpu::loss_kernels<T>().add_column_sums(bm, V, lg, V, L.gb->data_ptr<T>());
-  }
-}
-
-// bf16 hidden states (weight and bias bf16 or fp32 masters): the three products on the
-// mixed-precision GEMM (bf16 products, fp32 sums), the logits chunk, the loss arithmetic and
-// the weight / bias gradients in fp32; grad_input rounded to bf16 once. A bf16 weight's or
-// bias's gradient is summed over the chunks in fp32 and rounded at the end.
+// The tensors of linear_cross_entropy into the chunk loop (cpu/kernels/lce.h). bf16 hidden
+// states (weight and bias bf16 or fp32 masters) run with fp32 arithmetic: the row losses and
+// the gradient of a bf16 weight or bias are computed in fp32 and rounded once at the end.
 cpu::DType mixed_type(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 ? cpu::DType::bf16 : cpu::DType::f32;
 }
 
-void lce_run_bf16(const LceArgs& L) {
-  const at::Tensor& x2 = *L.x2;
-  const at::Tensor& w = *L.w;
-  const int64_t N = x2.size(0), K = x2.size(1), V = w.size(0);
-  const bool grads = L.gx || L.gw || L.gb;
-  const auto f32 = x2.options().dtype(at::kFloat);
-  at::Tensor gw32 = L.gw ? (L.gw->scalar_type() == at::kFloat ? *L.gw : at::empty(w.sizes(), f32)) : at::Tensor();
-  at::Tensor gb32 = L.gb ? (L.gb->scalar_type() == at::kFloat ? *L.gb : at::empty({V}, f32)) : at::Tensor();
-  if (L.gw) gw32.zero_();
-  if (L.gb) gb32.zero_();
-  if (L.loss_sum) *L.loss_sum = 0;
-  if (N > 0) {
-    const int64_t rows = lce_chunk_rows(N, V, sizeof(float));
-    at::Tensor buf = at::empty({rows, V}, f32);
-    at::Tensor loss32 = L.loss_rows ? at::empty({N}, f32) : at::Tensor();
-    float* lg = buf.data_ptr<float>();
-    const auto* xp = static_cast<const uint16_t*>(x2.data_ptr());
-    for (int64_t r0 = 0; r0 < N; r0 += rows) {
-      const int64_t bm = std::min(rows, N - r0);
-      {  // logits = x @ w.T + b, fp32
-        cpu::GemmMixedArgs g;
-        g.M = bm, g.N = V, g.K = K;
-        g.A = xp + r0 * x2.stride(0), g.a_type = cpu::DType::bf16, g.rsa = x2.stride(0), g.csa = x2.stride(1);
-        g.B = w.data_ptr(), g.b_type = mixed_type(w), g.rsb = w.stride(1), g.csb = w.stride(0);
-        g.C = lg, g.c_type = cpu::DType::f32, g.ldc = V;
-        if (L.bias) g.bias = L.bias->data_ptr(), g.bias_type = mixed_type(*L.bias), g.bias_mode = BiasMode::per_col;
-        cpu::gemm_mixed(g);
-      }
-      double part = 0;
-      cpu::CrossEntropyArgs<float> a;
-      a.N = bm, a.C = V, a.x = lg, a.ldx = V;
-      a.target = L.target + r0;
-      a.ignore_index = L.ignore_index;
-      a.label_smoothing = L.label_smoothing;
-      a.loss_rows = L.loss_rows ? loss32.data_ptr<float>() + r0 : nullptr;
-      a.loss_sum = &part;
-      if (grads) a.grad = lg, a.ldg = V;
-      a.scale = L.scale;
-      if (L.row_scale) a.row_scale = L.row_scale->data_ptr<float>() + r0, a.row_scale_stride = 1;
-      cpu::loss_kernels<float>().cross_entropy(a);
-      if (L.loss_sum) *L.loss_sum += part;
-      if (L.gx) {  // dx = dlogits @ w
-        cpu::GemmMixedArgs g;
-        g.M = bm, g.N = K, g.K = V;
-        g.A = lg, g.a_type = cpu::DType::f32, g.rsa = V, g.csa = 1;
-        g.B = w.data_ptr(), g.b_type = mixed_type(w), g.rsb = w.stride(0), g.csb = w.stride(1);
-        g.C = static_cast<uint16_t*>(L.gx->data_ptr()) + r0 * K, g.c_type = cpu::DType::bf16, g.ldc = K;
-        cpu::gemm_mixed(g);
-      }
-      if (L.gw) {  // dW += dlogits.T @ x, fp32
-        cpu::GemmMixedArgs g;
-        g.M = V, g.N = K, g.K = bm;
-        g.A = lg, g.a_type = cpu::DType::f32, g.rsa = 1, g.csa = V;
-        g.B = xp + r0 * x2.stride(0), g.b_type = cpu::DType::bf16, g.rsb = x2.stride(0), g.csb = x2.stride(1);
-        g.C = gw32.data_ptr<float>(), g.c_type = cpu::DType::f32, g.ldc = K;
-        g.beta = 1.0f;
-        cpu::gemm_mixed(g);
-      }
-      if (L.gb) cpu::loss_kernels<float>().add_column_sums(bm, V, lg, V, gb32.data_ptr<float>());
-    }
-    if (L.loss_rows) L.loss_rows->copy_(loss32);
-  }
-  if (L.gw && !gw32.is_same(*L.gw)) L.gw->copy_(gw32);
-  if (L.gb && !gb32.is_same(*L.gb)) L.gb->copy_(gb32);
-}
+struct LceOutputs {
+  double scale;                  // gradient scale (1/denominator for the mean, x grad_output)
+  const at::Tensor* row_scale;   // [N] of the arithmetic type, or nullptr
+  at::Tensor* loss_rows;         // [N] or nullptr
+  double* loss_sum;              // or nullptr
+  at::Tensor *gx2, *gw, *gb;     // each may be nullptr
+};
 
 struct LceInputs {
   at::Tensor x2, w, bias, target;
@@ -419,6 +274,45 @@ LceInputs check_lce(const at::Tensor& input, const at::Tensor& weight, const at:
   return r;
 }
 
+template <typename Acc>
+void lce_run(const LceInputs& in, int64_t ignore_index, double label_smoothing, const LceOutputs& o) {
+  constexpr auto acc = c10::CppTypeToScalarType<Acc>::value;
+  // an output of another dtype (bf16) is computed in Acc, then rounded
+  const auto in_acc = [&](const at::Tensor* t) {
+    if (!t) return at::Tensor();
+    return t->scalar_type() == acc ? *t : at::empty(t->sizes(), t->options().dtype(acc));
+  };
+  at::Tensor loss = in_acc(o.loss_rows), gw = in_acc(o.gw), gb = in_acc(o.gb);
+  cpu::LceArgs<Acc> a;
+  a.N = in.N, a.K = in.K, a.V = in.V;
+  a.x = in.x2.data_ptr(), a.x_type = mixed_type(in.x2), a.rsx = in.x2.stride(0), a.csx = in.x2.stride(1);
+  a.w = in.w.data_ptr(), a.w_type = mixed_type(in.w), a.rsw = in.w.stride(0), a.csw = in.w.stride(1);
+  if (in.bias.defined()) a.bias = in.bias.data_ptr(), a.bias_type = mixed_type(in.bias);
+  a.target = in.target.data_ptr<int64_t>();
+  a.ignore_index = ignore_index;
+  a.label_smoothing = label_smoothing;
+  a.scale = o.scale;
+  if (o.row_scale) a.row_scale = o.row_scale->data_ptr<Acc>();
+  if (loss.defined()) a.loss_rows = loss.data_ptr<Acc>();
+  a.loss_sum = o.loss_sum;
+  if (o.gx2) a.gx = o.gx2->data_ptr();
+  if (gw.defined()) a.gw = gw.data_ptr<Acc>();
+  if (gb.defined()) a.gb = gb.data_ptr<Acc>();
+  a.chunk_rows = lce_chunk_rows_setting().load();
+  cpu::linear_cross_entropy(a);
+  if (o.loss_rows && !loss.is_same(*o.loss_rows)) o.loss_rows->copy_(loss);
+  if (o.gw && !gw.is_same(*o.gw)) o.gw->copy_(gw);
+  if (o.gb && !gb.is_same(*o.gb)) o.gb->copy_(gb);
+}
+
+// fp64 tensors in double; fp32 and bf16 ones with fp32 arithmetic
+void lce_dispatch(const LceInputs& in, int64_t ignore_index, double label_smoothing, const LceOutputs& o) {
+  if (in.x2.scalar_type() == at::kDouble)
+    lce_run<double>(in, ignore_index, label_smoothing, o);
+  else
+    lce_run<float>(in, ignore_index, label_smoothing, o);
+}
+
 std::tuple<at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_cross_entropy_cpu(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& target,
                          const std::optional<at::Tensor>& bias, int64_t ignore_index,
@@ -438,15 +332,9 @@ linear_cross_entropy_cpu(const at::Tensor& input, const at::Tensor& weight, cons
   double total = 0, denom = 0;
   denom = check_targets<float>(in.target, in.V, nullptr, ignore_index, op);
   at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
-  LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
-            ignore_index, label_smoothing, red == Reduction::mean ? 1.0 / denom : 1.0, nullptr,
-            loss_rows.defined() ? &loss_rows : nullptr, &total, gx ? &gx2 : nullptr,
-            gw ? &*gw : nullptr, gb ? &*gb : nullptr};
-  if (input.scalar_type() == at::kBFloat16) {
-    lce_run_bf16(L);
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy", [&] { lce_run<scalar_t>(L); });
-  }
+  lce_dispatch(in, ignore_index, label_smoothing,
+               {red == Reduction::mean ? 1.0 / denom : 1.0, nullptr, loss_rows.defined() ? &loss_rows : nullptr,
+                &total, gx ? &gx2 : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr});
   if (red == Reduction::none) return {loss_rows, gx, gw, gb};
   return {scalar_loss(red == Reduction::mean ? total / denom : total, loss_opt), gx, gw, gb};
 }
@@ -484,14 +372,9 @@ linear_cross_entropy_backward_cpu(const at::Tensor& grad_output, const at::Tenso
     scale = red == Reduction::mean ? g0 / denom : g0;
   }
   at::Tensor gx2 = gx ? gx->view({in.N, in.K}) : at::Tensor();
-  LceArgs L{&in.x2, &in.w, in.bias.defined() ? &in.bias : nullptr, in.target.data_ptr<int64_t>(),
-            ignore_index, label_smoothing, scale, red == Reduction::none ? &go : nullptr, nullptr,
-            nullptr, gx ? &gx2 : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr};
-  if (bf16) {
-    lce_run_bf16(L);
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.linear_cross_entropy_backward", [&] { lce_run<scalar_t>(L); });
-  }
+  lce_dispatch(in, ignore_index, label_smoothing,
+               {scale, red == Reduction::none ? &go : nullptr, nullptr, nullptr, gx ? &gx2 : nullptr,
+                gw ? &*gw : nullptr, gb ? &*gb : nullptr});
   return {gx, gw, gb};
 }
 
@@ -644,16 +527,6 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with_logits
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("cross_entropy", FUSEDOPS_CPU(cross_entropy_cpu));
-  m.impl("cross_entropy_backward", FUSEDOPS_CPU(cross_entropy_backward_cpu));
-  m.impl("loss_grad_scale", FUSEDOPS_CPU(loss_grad_scale_cpu));
-  m.impl("linear_cross_entropy", FUSEDOPS_CPU(linear_cross_entropy_cpu));
-  m.impl("linear_cross_entropy_backward", FUSEDOPS_CPU(linear_cross_entropy_backward_cpu));
-  m.impl("mse_loss", FUSEDOPS_CPU(mse_loss_cpu));
-  m.impl("mse_loss_backward", FUSEDOPS_CPU(mse_loss_backward_cpu));
-  m.impl("binary_cross_entropy_with_logits", FUSEDOPS_CPU(bce_with_logits_cpu));
-  m.impl("binary_cross_entropy_with_logits_backward", FUSEDOPS_CPU(bce_with_logits_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_LOSS_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

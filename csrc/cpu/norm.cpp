@@ -16,6 +16,7 @@
 #include "common/norm_args.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/norm.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -158,13 +159,6 @@ Grads add_layer_norm_backward_cpu(const at::Tensor& grad_output, const OptTensor
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("layer_norm", FUSEDOPS_CPU(layer_norm_cpu));
-  m.impl("layer_norm_stats", FUSEDOPS_CPU(layer_norm_stats_cpu));
-  m.impl("layer_norm_backward", FUSEDOPS_CPU(layer_norm_backward_cpu));
-  m.impl("add_layer_norm", FUSEDOPS_CPU(add_layer_norm_cpu));
-  m.impl("add_layer_norm_stats", FUSEDOPS_CPU(add_layer_norm_stats_cpu));
-  m.impl("add_layer_norm_backward", FUSEDOPS_CPU(add_layer_norm_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_NORM_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

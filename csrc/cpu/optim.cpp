@@ -11,6 +11,7 @@
 #include "common/optim_args.h"
 #include "cpu/dtype.h"
 #include "cpu/kernels/optim.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
@@ -174,11 +175,6 @@ void clip_scale_cpu(at::TensorList tensors, const at::Tensor& total_norm, double
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("adam_step_", FUSEDOPS_CPU(adam_step_cpu));
-  m.impl("sgd_step_", FUSEDOPS_CPU(sgd_step_cpu));
-  m.impl("total_norm", FUSEDOPS_CPU(total_norm_cpu));
-  m.impl("clip_scale_", FUSEDOPS_CPU(clip_scale_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_OPTIM_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

@@ -1,13 +1,5 @@
-// CPU bindings of rnn_layer and rnn_layer_backward: checks, allocation and the sequence of
-// GEMMs and gate kernels (the algorithm of common/rnn_args.h's callers, see DESIGN.md):
-//   forward:  Gi = X W_ih^T + bias for every row in one GEMM, straight into the workspace;
-//             per step one recurrent GEMM (accumulated into the step's workspace rows; gru into
-//             a scratch Gh) and one fused gate kernel; with a projection h = m W_hr^T.
-//   backward: per step (last first) the gate kernel turns d h (and d c) into the gate
-//             gradients, and one GEMM carries them back to the previous state; then the input
-//             gradient and the weight gradients are single GEMMs over all steps.
-// The state buffers hy / cy (dhx / dcx) hold the running state: step t updates their rows
-// [0, batch_sizes[t]), which gives each packed sequence's own final state.
+// CPU bindings of rnn_layer and rnn_layer_backward: checks and allocation; the layer's steps
+// (GEMMs and gate kernels in sequence) run in cpu/kernels/rnn_layer.h.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -20,71 +12,17 @@
 #include "common/threads.h"
 #include "common/fresh_output.h"
 #include "common/rnn_args.h"
-#include "cpu/kernels/gemm/gemm.h"
-#include "cpu/kernels/rnn.h"
+#include "cpu/kernels/rnn_layer.h"
+#include "common/register.h"
 
 namespace fusedops {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
-using cpu::GemmArgs;
 
 template <typename T>
 const T* cptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-// C[M, N] (ldc) = alpha * A @ B + beta * C with A(i, k) = A[i * rsa + k * csa],
-// B(k, j) = B[k * rsb + j * csb].
-template <typename T>
-void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
-          int64_t rsb, int64_t csb, T beta, T* C, int64_t ldc, const T* bias = nullptr) {
-  GemmArgs<T> g;
-  g.M = M, g.N = N, g.K = K;
-  g.A = A, g.rsa = rsa, g.csa = csa;
-  g.B = B, g.rsb = rsb, g.csb = csb;
-  g.beta = beta, g.C = C, g.ldc = ldc;
-  if (bias) g.bias = bias, g.bias_mode = BiasMode::per_col;
-  cpu::gemm<T>(g);
-}
-
-// A GEMM operand B(k, j) = B[k * rsb + j * csb] of N columns and K rows, packed once and
-// reused by the product of every time step when there are several (`uses`), of at most M rows
-// each (the batch); a single product (a cell) reads it in place, which the GEMM's small-M path
-// does without packing.
-template <typename T>
-struct PackedWeight {
-  std::vector<T> storage;
-  const T* B;
-  int64_t rsb, csb, N, K, M;
-  const T* data = nullptr;
-  Isa isa = Isa::generic;  // the instruction set `data` was packed for
-  PackedWeight(const T* B_, int64_t rsb_, int64_t csb_, int64_t N_, int64_t K_, int64_t M_, int64_t uses)
-      : B(B_), rsb(rsb_), csb(csb_), N(N_), K(K_), M(M_) {
-    if (uses < 2) return;
-    GemmArgs<T> g;
-    g.M = M, g.N = N, g.K = K, g.B = B, g.rsb = rsb, g.csb = csb;
-    data = cpu::gemm_pack_b<T>(g, storage, &isa);
-  }
-  // C[M, N] (ldc) = A[M, K] (row stride rsa) @ B + beta * C.
-  void times(int64_t M, const T* A, int64_t rsa, T beta, T* C, int64_t ldc, const T* bias = nullptr) const {
-    GemmArgs<T> g;
-    if (bias) g.bias = bias, g.bias_mode = BiasMode::per_col;
-    g.M = M, g.N = N, g.K = K;
-    g.A = A, g.rsa = rsa, g.csa = 1;
-    if (data) g.packed_b = data, g.packed_m = this->M, g.packed_isa = isa;
-    else g.B = B, g.rsb = rsb, g.csb = csb;
-    g.beta = beta, g.C = C, g.ldc = ldc;
-    cpu::gemm<T>(g);
-  }
-};
-
-// Uninitialized scratch of n elements (large ones from the block pool: see fresh_output.h); the
-// tensor owns the memory.
-template <typename T>
-T* scratch(at::Tensor& holder, int64_t n) {
-  holder = pooled_empty({std::max<int64_t>(n, 0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  return holder.data_ptr<T>();
 }
 
 void check_cpu(std::initializer_list<std::pair<const char*, const at::Tensor*>> ts, const char* op) {
@@ -102,57 +40,6 @@ void check_args(const RnnDims&, const at::Tensor& input, const at::Tensor& hx, c
              {"b_ih", &b_ih_}, {"b_hh", &b_hh_}, {"w_hr", &w_hr_}}, op);
   check_rnn_dtypes({{"hx", &hx}, {"cx", &cx_}, {"w_ih", &w_ih}, {"w_hh", &w_hh}, {"b_ih", &b_ih_},
                     {"b_hh", &b_hh_}, {"w_hr", &w_hr_}}, input, op);
-}
-
-// dst[N, D]: for each row, the state its step started from: the previous step's row of `seq`
-// (ld_seq) where that sequence had one, else its row of `init` (ld_init).
-template <typename T>
-void gather_prev(const RnnDims& d, bool reverse, const T* seq, int64_t ld_seq, const T* init,
-                 int64_t ld_init, int64_t D, T* dst) {
-  for (int64_t t = 0; t < d.T; ++t) {
-    const int64_t tp = reverse ? t + 1 : t - 1;
-    const int64_t n_seq = (tp >= 0 && tp < d.T) ? std::min(d.bs[t], d.bs[tp]) : 0;
-    for (int64_t b = 0; b < d.bs[t]; ++b) {
-      const T* src = b < n_seq ? seq + (d.off[tp] + b) * ld_seq : init + b * ld_init;
-      std::memcpy(dst + (d.off[t] + b) * D, src, size_t(D) * sizeof(T));
-    }
-  }
-}
-
-// ---- forward --------------------------------------------------------------------------------
-
-template <typename T>
-void forward(const RnnDims& d, bool reverse, const T* x, const T* w_ih, const T* w_hh,
-             const T* bias, const T* b_hh, const T* w_hr, T* out, T* hy, T* cy, T* ws) {
-  const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W;
-  const bool gru = d.mode == RnnMode::gru, proj = w_hr != nullptr;
-  std::vector<T> scratch(size_t(d.B) * (proj ? H : 0)), hgates(size_t(d.B) * GH);
-  const PackedWeight<T> whh(w_hh, 1, P, GH, P, d.B, d.T);  // B(k, j) = w_hh[j, k]
-  const PackedWeight<T> whr(w_hr, 1, H, proj ? P : 0, proj ? H : 0, d.B, d.T);
-  // The input projections of all steps: Gi = X W_ih^T + bias, one GEMM. (Chunks of ~4 MB just
-  // ahead of the recurrence, to find them in cache, measured no faster here.)
-  gemm<T>(d.N, GH, d.I, x, d.I, 1, w_ih, 1, d.I, T(0), ws, W, bias);
-  for (int64_t k = 0; k < d.T; ++k) {
-    const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
-    T* wsr = ws + r0 * W;
-    RnnStepForward<T> a;
-    a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W;
-    // The recurrent product into a small buffer that stays in cache; the gate kernel adds it.
-    whh.times(rows, hy, P, T(0), hgates.data(), GH);
-    a.gh = hgates.data(), a.ldgh = GH;
-    if (gru) a.b_hh = b_hh, a.h_prev = hy, a.ldhp = P;
-    a.c = cy;
-    if (proj) {
-      a.out = scratch.data(), a.ldo = H;
-    } else {
-      a.out = out + r0 * P, a.ldo = P, a.out2 = hy, a.ldo2 = P;
-    }
-    cpu::rnn_kernels<T>().rnn_step_forward(a);
-    if (proj) {
-      whr.times(rows, scratch.data(), H, T(0), out + r0 * P, P);
-      std::memcpy(hy, out + r0 * P, size_t(rows * P) * sizeof(T));
-    }
-  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
@@ -174,86 +61,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   at::Tensor cy = d.mode == RnnMode::lstm ? cx->contiguous().clone() : at::empty({0}, input.options());
   at::Tensor ws = pooled_empty({d.N, d.W}, input.options());  // saved for the backward only
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.rnn_layer", [&] {
-    forward<scalar_t>(d, reverse, x.data_ptr<scalar_t>(), wi.data_ptr<scalar_t>(),
-                      wh.data_ptr<scalar_t>(), cptr<scalar_t>(bias), gru ? cptr<scalar_t>(bh) : nullptr,
-                      cptr<scalar_t>(wr), out.data_ptr<scalar_t>(), hy.data_ptr<scalar_t>(),
-                      cy.numel() ? cy.data_ptr<scalar_t>() : nullptr, ws.data_ptr<scalar_t>());
+    using T = scalar_t;
+    cpu::rnn_layer_forward<T>(d, reverse,
+                              {x.data_ptr<T>(), wi.data_ptr<T>(), wh.data_ptr<T>(), cptr<T>(bias),
+                               gru ? cptr<T>(bh) : nullptr, cptr<T>(wr), out.data_ptr<T>(), hy.data_ptr<T>(),
+                               cy.numel() ? cy.data_ptr<T>() : nullptr, ws.data_ptr<T>()});
   });
   return {out, hy, cy, ws};
 }
 
 // ---- backward -------------------------------------------------------------------------------
-
-template <typename T>
-struct BackwardIn {
-  const T *x, *h0, *c0, *w_ih, *w_hh, *w_hr, *out, *ws, *gout;
-};
-
-template <typename T>
-struct BackwardOut {
-  T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
-};
-
-template <typename T>
-void backward(const RnnDims& d, bool reverse, const BackwardIn<T>& in, const BackwardOut<T>& o) {
-  const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W, N = d.N;
-  const bool gru = d.mode == RnnMode::gru, lstm = d.mode == RnnMode::lstm, proj = in.w_hr != nullptr;
-  // dh0 / dc0 are the running state gradients (seeded by the caller with grad_hy / grad_cy).
-  T* dh = o.dh0;
-  T* dc = o.dc0;
-  at::Tensor t_dgi, t_dgh, t_hprev, t_cprev, t_dH, t_dm;
-  T* const dGi = scratch<T>(t_dgi, N * GH);
-  T* const dGh = gru ? scratch<T>(t_dgh, N * GH) : dGi;
-  T* const hprev = (o.dw_hh || gru) ? scratch<T>(t_hprev, N * P) : nullptr;
-  T* const cprev = lstm ? scratch<T>(t_cprev, N * H) : nullptr;
-  if (hprev) gather_prev<T>(d, reverse, in.out, P, in.h0, P, P, hprev);
-  if (lstm) gather_prev<T>(d, reverse, in.ws + 4 * H, W, in.c0, H, H, cprev);
-  T* const dH = proj ? scratch<T>(t_dH, N * P) : nullptr;
-  T* const dm = proj ? scratch<T>(t_dm, d.B * H) : nullptr;
-  const PackedWeight<T> whh(in.w_hh, P, 1, P, GH, d.B, d.T);  // B(k, j) = w_hh[k, j]
-  const PackedWeight<T> whr(in.w_hr, H, 1, proj ? H : 0, proj ? P : 0, d.B, d.T);
-
-  for (int64_t k = d.T - 1; k >= 0; --k) {
-    const int64_t t = d.step(k, reverse), rows = d.bs[t], r0 = d.off[t];
-    if (in.gout) {
-      const T* g = in.gout + r0 * P;
-      for (int64_t i = 0; i < rows * P; ++i) dh[i] += g[i];
-    }
-    T* dgate_in = dh;
-    int64_t ld_in = P;
-    if (proj) {
-      std::memcpy(dH + r0 * P, dh, size_t(rows * P) * sizeof(T));
-      whr.times(rows, dh, P, T(0), dm, H);
-      dgate_in = dm, ld_in = H;
-    }
-    RnnStepBackward<T> a;
-    a.mode = d.mode, a.rows = rows, a.H = H, a.ws = in.ws + r0 * W, a.ldw = W;
-    a.dh = dgate_in, a.lddh = ld_in, a.h = in.out + r0 * P, a.ldh = P, a.dc = dc;
-    if (lstm) a.prev = cprev + r0 * H, a.ldp = H;
-    if (gru) a.prev = hprev + r0 * P, a.ldp = P;
-    a.dgi = dGi + r0 * GH, a.ldgi = GH, a.dgh = dGh + r0 * GH, a.ldgh = GH;
-    cpu::rnn_kernels<T>().rnn_step_backward(a);
-    // d h_prev = dGh W_hh (gru: plus the dh * z the kernel left in dh).
-    whh.times(rows, dGh + r0 * GH, GH, gru ? T(1) : T(0), dh, P);
-  }
-
-  if (o.dx) gemm<T>(N, d.I, GH, dGi, GH, 1, in.w_ih, d.I, 1, T(0), o.dx, d.I);
-  if (o.dw_ih) gemm<T>(GH, d.I, N, dGi, 1, GH, in.x, d.I, 1, T(0), o.dw_ih, d.I);
-  if (o.dw_hh) gemm<T>(GH, P, N, dGh, 1, GH, hprev, P, 1, T(0), o.dw_hh, P);
-  if (o.db_ih) cpu::bias_act_backward<T>(N, GH, dGi, GH, 1, nullptr, 0, nullptr, Activation::none, o.db_ih);
-  if (o.db_hh) {
-    if (gru || !o.db_ih)
-      cpu::bias_act_backward<T>(N, GH, dGh, GH, 1, nullptr, 0, nullptr, Activation::none, o.db_hh);
-    else
-      std::memcpy(o.db_hh, o.db_ih, size_t(GH) * sizeof(T));
-  }
-  if (o.dw_hr) {
-    at::Tensor t_m;
-    T* const m = scratch<T>(t_m, N * H);
-    cpu::rnn_kernels<T>().lstm_cell_output(N, H, in.ws, W, m, H);
-    gemm<T>(P, H, N, dH, 1, P, m, H, 1, T(0), o.dw_hr, H);
-  }
-}
 
 using Grads = std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>;
 
@@ -295,10 +112,10 @@ Grads rnn_layer_backward_cpu(c10::string_view mode, const OptTensor& grad_output
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fusedops.rnn_layer_backward", [&] {
     using T = scalar_t;
     auto mp = [](at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-    BackwardIn<T> in{x.data_ptr<T>(), h0.data_ptr<T>(), cptr<T>(c0), wi.data_ptr<T>(), wh.data_ptr<T>(),
-                     cptr<T>(wr), out.data_ptr<T>(), ws.data_ptr<T>(), cptr<T>(go)};
-    BackwardOut<T> ot{mp(dx), mp(dh0), mp(dc0), mp(dwi), mp(dwh), mp(dbi), mp(dbh), mp(dwr)};
-    backward<T>(d, reverse, in, ot);
+    cpu::rnn_layer_backward<T>(d, reverse,
+                               {x.data_ptr<T>(), h0.data_ptr<T>(), cptr<T>(c0), wi.data_ptr<T>(), wh.data_ptr<T>(),
+                                cptr<T>(wr), out.data_ptr<T>(), ws.data_ptr<T>(), cptr<T>(go)},
+                               {mp(dx), mp(dh0), mp(dc0), mp(dwi), mp(dwh), mp(dbi), mp(dbh), mp(dwr)});
   });
   auto ret = [](bool want, const at::Tensor& t) { return want ? OptTensor(t) : OptTensor(); };
   return {ret(mask[0], dx), ret(mask[1], dh0), ret(mask[2], dc0), ret(mask[3], dwi),
@@ -307,9 +124,6 @@ Grads rnn_layer_backward_cpu(c10::string_view mode, const OptTensor& grad_output
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedops, CPU, m) {
-  m.impl("rnn_layer", FUSEDOPS_CPU(rnn_layer_cpu));
-  m.impl("rnn_layer_backward", FUSEDOPS_CPU(rnn_layer_backward_cpu));
-}
+TORCH_LIBRARY_IMPL(fusedops, CPU, m) { FUSEDOPS_RNN_OPS(FUSEDOPS_IMPL_CPU) }
 
 }  // namespace fusedops

@@ -134,16 +134,3 @@ inline at::Tensor log_softmax_backward(const at::Tensor& grad_output, const at::
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
 
-#define FUSEDOPS_ACTIVATION_IMPLS(m)                        \
-  m.impl("gelu", &gelu);                                    \
-  m.impl("gelu_backward", &gelu_backward);                  \
-  m.impl("relu", &relu);                                    \
-  m.impl("relu_backward", &relu_backward);                  \
-  m.impl("sigmoid", &sigmoid);                              \
-  m.impl("sigmoid_backward", &sigmoid_backward);            \
-  m.impl("tanh", &tanh);                                    \
-  m.impl("tanh_backward", &tanh_backward);                  \
-  m.impl("softmax", &softmax);                              \
-  m.impl("softmax_backward", &softmax_backward);            \
-  m.impl("log_softmax", &log_softmax);                      \
-  m.impl("log_softmax_backward", &log_softmax_backward)

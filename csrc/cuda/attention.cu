@@ -3,12 +3,10 @@
 #include <torch/library.h>
 
 #include "cuda/attention_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
-  m.impl("scaled_dot_product_attention", &scaled_dot_product_attention);
-  m.impl("scaled_dot_product_attention_backward", &scaled_dot_product_attention_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_ATTENTION_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

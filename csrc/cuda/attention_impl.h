@@ -17,10 +17,8 @@
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-struct AttnPrepared {
-  at::Tensor q, k, v, mask, offsets;  // offsets: int64 [4, batch] on the device
-  AttentionLayout lay;
-  uint64_t seed = 0, offset = 0;
+struct AttnPrepared : AttentionOperands {
+  at::Tensor offsets;  // int64 [4, batch] on the device
 };
 
 inline AttnPrepared attn_prepare(const at::Tensor& query, const at::Tensor& key,
@@ -38,19 +36,9 @@ inline AttnPrepared attn_prepare(const at::Tensor& query, const at::Tensor& key,
   FUSEDOPS_CHECK(query.size(-1) <= 256 && value.size(-1) <= 256, op,
                  "head dims up to 256 are supported on this backend, got E = ", query.size(-1),
                  ", Ev = ", value.size(-1));
-  auto rows_contiguous = [](const at::Tensor& t) {
-    return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
-  };
   AttnPrepared p;
-  p.q = rows_contiguous(query);
-  p.k = rows_contiguous(key);
-  p.v = rows_contiguous(value);
-  if (attn_mask.has_value()) {
-    std::vector<int64_t> target(query.sizes().begin(), query.sizes().end());
-    target.back() = key.size(-2);
-    p.mask = attn_mask->expand(target);
-  }
-  p.lay = attention_layout(p.q, p.k, p.v, p.mask.defined() ? &p.mask : nullptr, enable_gqa, scale);
+  static_cast<AttentionOperands&>(p) =
+      attention_operands(query, key, value, attn_mask, dropout_p, scale, enable_gqa, rng, op);
   FUSEDOPS_CHECK(p.lay.batch <= k::kMaxGridYZ * k::kMaxGridYZ, op, "at most 65535^2 (batch, head) "
                  "pairs (grid.y x grid.z) are supported on this backend, got ", p.lay.batch);
   std::vector<int64_t> off;
@@ -59,15 +47,6 @@ inline AttnPrepared attn_prepare(const at::Tensor& query, const at::Tensor& key,
   if (p.mask.defined()) off.insert(off.end(), p.lay.m_off.begin(), p.lay.m_off.end());
   else off.resize(size_t(4 * p.lay.batch), 0);
   p.offsets = at::tensor(off, at::TensorOptions().dtype(at::kLong)).to(query.device());
-  if (dropout_p > 0.0) {
-    FUSEDOPS_CHECK(rng.has_value(), op, "dropout_p > 0 needs the rng tensor (seed, offset)");
-    FUSEDOPS_CHECK(rng->scalar_type() == at::kLong && rng->numel() == 2 && rng->device().is_cpu(),
-                   op, "rng must be a CPU int64 tensor of 2 elements (seed, offset), got ",
-                   rng->scalar_type(), " of shape ", shape_str(rng->sizes()), " on ", rng->device());
-    const at::Tensor r = rng->contiguous();
-    p.seed = uint64_t(r.data_ptr<int64_t>()[0]);
-    p.offset = uint64_t(r.data_ptr<int64_t>()[1]);
-  }
   return p;
 }
 

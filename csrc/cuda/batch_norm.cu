@@ -3,9 +3,10 @@
 #include <torch/library.h>
 
 #include "cuda/batch_norm_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_BATCH_NORM_IMPLS(m); }
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_BATCH_NORM_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

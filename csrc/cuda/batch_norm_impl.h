@@ -30,15 +30,6 @@ inline void check_param(const OptTensor& t, const at::Tensor& input, int64_t C, 
   check_channel_vector(t, C, op, arg);
 }
 
-inline at::Tensor in_layout(const at::Tensor& t, bool cl) {
-  return cl ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
-}
-
-inline at::Tensor empty_in_layout(const at::Tensor& like, bool cl) {
-  return at::empty(like.sizes(), like.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
-                                                                 : at::MemoryFormat::Contiguous));
-}
-
 template <typename T>
 T* opt_ptr(const at::Tensor& t) {
   return t.defined() ? ptr<T>(t) : nullptr;
@@ -69,8 +60,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm(
   FUSEDOPS_CHECK(s.C <= k::kMaxGridX, op, "too many channels for the kernel: ", s.C);
   DeviceGuard guard(input);
   const auto so = input.options().dtype(stat_dtype(input));
-  const at::Tensor x = in_layout(input, s.channels_last);
-  at::Tensor y = empty_in_layout(input, s.channels_last);
+  const at::Tensor x = batch_norm_layout(input, s.channels_last);
+  at::Tensor y = batch_norm_empty(input, s.channels_last);
   at::Tensor mean, rstd, var;
   if (training) {
     mean = at::empty({s.C}, so);
@@ -117,14 +108,10 @@ batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& input, cons
     check_channel_vector(*t, s.C, op, arg);
   }
   DeviceGuard guard(input);
-  OptTensor dx, dw, db;
-  if (mask[0]) dx = empty_in_layout(input, s.channels_last);
-  if (mask[1]) dw = at::empty({s.C}, input.options());
-  if (mask[2]) db = at::empty({s.C}, input.options());
-  if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
-  const at::Tensor x = in_layout(input, s.channels_last), g = in_layout(grad_output, s.channels_last);
-  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
+  const BatchNormBackwardIo io = batch_norm_backward_io(grad_output, input, mean, rstd, weight, s, mask);
+  if (!io.any) return {io.dx, io.dw, io.db};
+  const at::Tensor &x = io.x, &g = io.g, &mu = io.mean, &rs = io.rstd, &w = io.weight;
+  const OptTensor &dx = io.dx, &dw = io.dw, &db = io.db;
   dispatch(input.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
     using Acc = k::gemm_acc_t<T>;
@@ -135,11 +122,8 @@ batch_norm_backward(const at::Tensor& grad_output, const at::Tensor& input, cons
                                        dw ? ptr<T>(*dw) : nullptr, db ? ptr<T>(*db) : nullptr, stream_for(x));
     });
   });
-  return {dx, dw, db};
+  return {io.dx, io.dw, io.db};
 }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
 
-#define FUSEDOPS_BATCH_NORM_IMPLS(m)    \
-  m.impl("batch_norm", &batch_norm);    \
-  m.impl("batch_norm_backward", &batch_norm_backward)

@@ -38,6 +38,3 @@ inline at::Tensor dropout_backward(const at::Tensor& grad_output, double p, cons
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
 
-#define FUSEDOPS_DROPOUT_IMPLS(m)   \
-  m.impl("dropout", &dropout);      \
-  m.impl("dropout_backward", &dropout_backward)

@@ -88,6 +88,3 @@ inline at::Tensor embedding_backward(const at::Tensor& grad_output, const at::Te
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
 
-#define FUSEDOPS_EMBEDDING_IMPLS(m)  \
-  m.impl("embedding", &embedding);   \
-  m.impl("embedding_backward", &embedding_backward)

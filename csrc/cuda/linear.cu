@@ -3,15 +3,10 @@
 #include <torch/library.h>
 
 #include "cuda/linear_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
-  m.impl("linear", &linear);
-  m.impl("linear_act", &linear_act);
-  m.impl("linear_backward", &linear_backward);
-  m.impl("matmul", &matmul);
-  m.impl("matmul_backward", &matmul_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_LINEAR_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -14,8 +14,9 @@
 #include "common/checks.h"
 #include "common/linear_args.h"
 #include "common/loss_args.h"
+#include "common/tuning.h"
 #include "cuda/kernels/loss.cuh"
-#include "cuda/linear_impl.h"
+#include "cuda/gemm_launch.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
@@ -163,13 +164,12 @@ inline LceRun lce_inputs(const at::Tensor& input, const at::Tensor& weight, cons
   return r;
 }
 
-// Rows per chunk: about 64 MB of logits, at least 128 rows (env FUSEDOPS_LCE_CHUNK_ROWS
-// overrides, for tests).
+// Rows per chunk: about 64 MB of logits, at least 128 rows (common/tuning.h's setting, when
+// set, overrides).
 inline int64_t lce_rows(int64_t N, int64_t V, int64_t elem) {
   int64_t rows = (int64_t(64) << 20) / (V * elem > 0 ? V * elem : 1);
   rows = rows < 128 ? 128 : rows;
-  if (const char* e = std::getenv("FUSEDOPS_LCE_CHUNK_ROWS"))
-    if (std::atoll(e) > 0) rows = std::atoll(e);
+  if (const int64_t forced = lce_chunk_rows_setting().load(); forced > 0) rows = forced;
   return rows < N ? rows : (N > 0 ? N : 1);
 }
 
@@ -437,15 +437,5 @@ inline std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> bce_with
                                  input, target, weight, pos_weight, reduction, mask);
 }
 
-#define FUSEDOPS_LOSS_IMPLS(m)                                                   \
-  m.impl("cross_entropy", &cross_entropy);                                       \
-  m.impl("cross_entropy_backward", &cross_entropy_backward);                     \
-  m.impl("loss_grad_scale", &loss_grad_scale);                                   \
-  m.impl("linear_cross_entropy", &linear_cross_entropy);                         \
-  m.impl("linear_cross_entropy_backward", &linear_cross_entropy_backward);       \
-  m.impl("mse_loss", &mse_loss);                                                 \
-  m.impl("mse_loss_backward", &mse_loss_backward);                               \
-  m.impl("binary_cross_entropy_with_logits", &bce_with_logits);                  \
-  m.impl("binary_cross_entropy_with_logits_backward", &bce_with_logits_backward)
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

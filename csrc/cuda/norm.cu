@@ -4,16 +4,10 @@
 #include <torch/library.h>
 
 #include "cuda/norm_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
-  m.impl("layer_norm", &layer_norm);
-  m.impl("layer_norm_stats", &layer_norm_stats);
-  m.impl("layer_norm_backward", &layer_norm_backward);
-  m.impl("add_layer_norm", &add_layer_norm);
-  m.impl("add_layer_norm_stats", &add_layer_norm_stats);
-  m.impl("add_layer_norm_backward", &add_layer_norm_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_NORM_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -3,14 +3,10 @@
 #include <torch/library.h>
 
 #include "cuda/optim_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
-  m.impl("adam_step_", &adam_step);
-  m.impl("sgd_step_", &sgd_step);
-  m.impl("total_norm", &total_norm);
-  m.impl("clip_scale_", &clip_scale);
-}
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_OPTIM_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

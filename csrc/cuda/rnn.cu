@@ -3,12 +3,10 @@
 #include <torch/library.h>
 
 #include "cuda/rnn_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops, CUDA, m) {
-  m.impl("rnn_layer", &rnn_layer);
-  m.impl("rnn_layer_backward", &rnn_layer_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_RNN_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -15,7 +15,8 @@
 #include "common/checks.h"
 #include "common/rnn_args.h"
 #include "cuda/kernels/rnn.cuh"
-#include "cuda/linear_impl.h"
+#include "cuda/gemm_launch.h"
+#include "cuda/kernels/pointwise.cuh"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 

@@ -7,12 +7,10 @@
 // CUDA build's when both live in one library.
 #define FUSEDOPS_CUDA_NS cuda_sim
 #include "cuda/attention_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) {
-  m.impl("scaled_dot_product_attention", &scaled_dot_product_attention);
-  m.impl("scaled_dot_product_attention_backward", &scaled_dot_product_attention_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_ATTENTION_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -5,9 +5,10 @@
 #include "sim/cuda_sim.h"
 #define FUSEDOPS_CUDA_NS cuda_sim
 #include "cuda/dropout_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_DROPOUT_IMPLS(m); }
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_DROPOUT_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -7,15 +7,10 @@
 // CUDA build's when both live in one library.
 #define FUSEDOPS_CUDA_NS cuda_sim
 #include "cuda/linear_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) {
-  m.impl("linear", &linear);
-  m.impl("linear_act", &linear_act);
-  m.impl("linear_backward", &linear_backward);
-  m.impl("matmul", &matmul);
-  m.impl("matmul_backward", &matmul_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_LINEAR_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

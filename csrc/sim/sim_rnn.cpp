@@ -5,12 +5,10 @@
 #include "sim/cuda_sim.h"
 #define FUSEDOPS_CUDA_NS cuda_sim
 #include "cuda/rnn_impl.h"
+#include "common/register.h"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
-TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) {
-  m.impl("rnn_layer", &rnn_layer);
-  m.impl("rnn_layer_backward", &rnn_layer_backward);
-}
+TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) { FUSEDOPS_RNN_OPS(FUSEDOPS_IMPL_BIND) }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind

@@ -1,6 +1,8 @@
-"""scaled_dot_product_attention (fp32): fusedops.ops.scaled_dot_product_attention against
-torch.nn.functional.scaled_dot_product_attention (torch's own CPU flash kernel), forward and
-forward + backward (the gradients of q, k and v for a fixed random output gradient).
+"""scaled_dot_product_attention (fp32, and bf16): fusedops.ops.scaled_dot_product_attention
+against torch.nn.functional.scaled_dot_product_attention (torch's own CPU flash kernel), forward
+and forward + backward (the gradients of q, k and v for a fixed random output gradient). The
+bf16 cases ("causal bf16 ...") give both peers bf16 q, k, v and output gradient; their %peak is
+of the bf16 peak of the path in force.
 
 Cases are named B x H x T x D (q, k, v [B, H, T, D], self-attention, L = S = T), causal or not.
 FLOPs are torch's flop-counter formulas (torch.utils.flop_counter): forward 2 products
@@ -29,7 +31,10 @@ PEERS = ("fusedops", "torch")
 # forward + backward against torch's flash kernel (the report marks each met or missed)
 GOALS = {("causal 4x12x256x64", "fwd+bwd", "torch"): 1.5, ("full 4x12x256x64", "fwd+bwd", "torch"): 1.2,
          ("causal 2x12x1024x64", "fwd+bwd", "torch"): 1.5, ("full 2x12x1024x64", "fwd+bwd", "torch"): 1.2,
-         ("causal 1x8x2048x128", "fwd+bwd", "torch"): 1.3}
+         ("causal 1x8x2048x128", "fwd+bwd", "torch"): 1.3,
+         ("causal bf16 4x12x256x64", "fwd+bwd", "torch"): 1.5,
+         ("causal bf16 2x12x1024x64", "fwd+bwd", "torch"): 1.5}
+BF16_SHAPES = [(4, 12, 256, 64), (2, 12, 1024, 64)]
 SHAPES = [(4, 12, 256, 64), (2, 12, 1024, 64), (1, 8, 2048, 128)]
 QUICK_SHAPES = [(4, 12, 256, 64), (1, 4, 512, 64)]
 
@@ -41,6 +46,8 @@ def cases(quick: bool):
             if shape == (1, 8, 2048, 128) and not causal and not quick:
                 continue  # the issue's goal is causal; the non-causal run is long
             out += [case(shape, causal, False), case(shape, causal, True)]
+    for shape in QUICK_SHAPES[:1] if quick else BF16_SHAPES:
+        out += [case(shape, True, False, torch.bfloat16), case(shape, True, True, torch.bfloat16)]
     return out
 
 
@@ -50,12 +57,12 @@ def flops(shape, causal, backward):
     return f * (T + 1) / (2 * T) if causal else f
 
 
-def case(shape, causal, backward) -> Case:
+def case(shape, causal, backward, dtype=torch.float32) -> Case:
     B, H, T, D = shape
 
     def setup():
         torch.manual_seed(0)
-        q, k, v = (torch.randn(B, H, T, D).requires_grad_(backward) for _ in range(3))
+        q, k, v = (torch.randn(B, H, T, D, dtype=dtype).requires_grad_(backward) for _ in range(3))
 
         def ours():
             return fusedops.ops.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -65,7 +72,7 @@ def case(shape, causal, backward) -> Case:
 
         if not backward:
             return {"fusedops": ours, "torch": theirs}
-        grad = torch.randn(B, H, T, D)
+        grad = torch.randn(B, H, T, D, dtype=dtype)
 
         def step(fn):
             out = fn()
@@ -73,8 +80,9 @@ def case(shape, causal, backward) -> Case:
 
         return {"fusedops": lambda: step(ours), "torch": lambda: step(theirs)}
 
-    name = f"{'causal' if causal else 'full'} {B}x{H}x{T}x{D}"
-    return Case(name, "fwd+bwd" if backward else "fwd", setup, flops(shape, causal, backward))
+    bf16 = dtype == torch.bfloat16
+    name = f"{'causal' if causal else 'full'}{' bf16' if bf16 else ''} {B}x{H}x{T}x{D}"
+    return Case(name, "fwd+bwd" if backward else "fwd", setup, flops(shape, causal, backward), bf16=bf16)
 
 
 _MEMORY_SNIPPET = """

@@ -20,8 +20,7 @@ namespace act_detail {
 constexpr int64_t kMinPerThread = 32768;  // elements per thread below which one thread runs
 
 inline int threads_for(int64_t work) {
-  if (omp_in_parallel()) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), work / kMinPerThread)));
+  return threads_for_work(double(work), double(kMinPerThread));
 }
 
 // Runs body(i0, i1) over [0, n) split into one chunk per thread, chunk edges on 64 elements.

@@ -162,8 +162,7 @@ struct FlashAttention {
   };
 
   static int threads_for(double flops) {
-    if (omp_in_parallel()) return 1;
-    return std::max(1, std::min<int>(omp_get_max_threads(), int(flops / 1e6)));
+    return threads_for_work(flops, 1e6);  // a thread per MFLOP
   }
 
   // ---- forward -------------------------------------------------------------------------------

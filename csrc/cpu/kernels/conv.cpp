@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "conv_direct.h"
+#include "cpu_features.h"
+#include "parallel.h"
 #include "gemm/gemm.h"
 #include "scratch.h"
 
@@ -169,8 +171,6 @@ bool direct(const Conv2dShape& s) {
   return thin(s) || (d.CRS < 32 && !padded_width(s));
 }
 
-int pool_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
-
 // Images in parallel (a single-threaded GEMM each) when they split evenly between threads;
 // otherwise one image after another, each GEMM parallel inside.
 bool images_in_parallel(int64_t N, int nt) { return nt > 1 && (N >= 4 * nt || (N >= nt && N % nt == 0)); }
@@ -198,10 +198,15 @@ inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
 // ---- forward --------------------------------------------------------------------------------
 
 // Pixel columns per GEMM call: the packed im2col panel (Cg*R*S x chunk) stays in L2 instead
-// of streaming a whole image's worth through L3.
+// of streaming a whole image's worth through L3. The panel takes kPanelL2Share of the core's
+// L2 (cpu_info(), as the GEMM's blocks do; 192 KB of a 512 KB L2), the rest left to the
+// GEMM's packed A block and the output rows.
+constexpr double kPanelL2Share = 0.375;
+
 int64_t pixel_chunk(int64_t CRS, int64_t P, int64_t elem) {
   const int64_t kc = std::min<int64_t>(CRS, 512);
-  const int64_t c = (int64_t(192) << 10) / (kc * elem) / 48 * 48;
+  const int64_t budget = int64_t(double(cpu_info().l2) * kPanelL2Share);
+  const int64_t c = budget / (kc * elem) / 48 * 48;
   return std::clamp<int64_t>(c, 96, std::max<int64_t>(P, 96));
 }
 

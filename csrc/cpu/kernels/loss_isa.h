@@ -24,9 +24,7 @@ inline T exp_scalar(T x) {
 
 // Threads for `work` elements of streaming work; one when already inside a parallel region.
 inline int loss_threads(int64_t rows, double work) {
-  if (omp_in_parallel() || rows < 2) return 1;
-  const int64_t by_work = int64_t(work / 32768.0);
-  return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(omp_get_max_threads()), rows, by_work})));
+  return threads_for_work(work, 32768.0, rows);
 }
 
 // sum of f(i) over [0, rows), in double: per chunk fixed by the sizes (parallel.h), the

@@ -17,9 +17,7 @@ constexpr int64_t kBlockRows = 64;      // rows summed into a block partial befo
 constexpr int64_t kMinPerThread = 16384;  // elements per thread below which one thread runs
 
 inline int threads_for(int64_t M, int64_t N) {
-  if (omp_in_parallel()) return 1;
-  const int64_t by_work = std::max<int64_t>(1, M * N / kMinPerThread);
-  return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(omp_get_max_threads()), by_work, M})));
+  return threads_for_work(double(M) * double(N), double(kMinPerThread), M);
 }
 
 // The mean of one row (s = x + r stored to s_out when r is given). The sum is taken of s - s[0]

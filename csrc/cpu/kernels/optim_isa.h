@@ -40,7 +40,7 @@ void parallel_spans(const int64_t* sizes, int64_t count, F&& f) {
       if (e > b) f(k, b, e, c);
     }
   };
-  const int64_t nt = omp_in_parallel() ? 1 : std::min<int64_t>(omp_get_max_threads(), chunks);
+  const int64_t nt = std::min<int64_t>(pool_threads(), chunks);
   if (nt <= 1) {
     for (int64_t c = 0; c < chunks; ++c) run(c);
     return;

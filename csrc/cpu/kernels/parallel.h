@@ -16,11 +16,20 @@
 
 namespace fusedops::cpu {
 
-// Threads to ask for: one per `per_thread` units of work (at least one, at most the pool);
-// one inside a parallel region (ours or the caller's).
-inline int threads_for_work(double work, double per_thread) {
+// The one thread-count rule of the CPU kernels. Every parallel region asks for
+// threads_for_work(...) or pool_threads(), never omp_get_max_threads() itself, so the
+// per-family cut-offs are named constants passed in here (kMinPerThread, ...).
+//
+// The whole pool (torch's thread setting, applied per calling thread: common/threads.h), or one
+// inside a parallel region (ours or the caller's).
+inline int pool_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+// Threads to ask for: one per `per_thread` units of work, at most `max_items` (the count of
+// independent items: rows, panels, chunks) and at most the pool; at least one, and one inside a
+// parallel region.
+inline int threads_for_work(double work, double per_thread, int64_t max_items = INT64_MAX) {
   if (omp_in_parallel()) return 1;
-  const double want = work / per_thread;
+  const double want = std::min(work / per_thread, double(max_items));
   return want < 2 ? 1 : int(std::min<double>(omp_get_max_threads(), want));
 }
 

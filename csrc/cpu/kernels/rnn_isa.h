@@ -50,8 +50,7 @@ inline void st(typename L::T* p, typename L::R r, int n) {
 template <class F>
 void rows_parallel(int64_t rows, int64_t work_per_row, F&& row) {
   const int64_t work = rows * work_per_row;
-  const int nt = omp_in_parallel() ? 1
-                 : int(std::max<int64_t>(1, std::min<int64_t>({omp_get_max_threads(), rows, work / 32768})));
+  const int nt = threads_for_work(double(work), 32768.0, rows);
   if (nt <= 1) {
     for (int64_t r = 0; r < rows; ++r) row(r);
     return;

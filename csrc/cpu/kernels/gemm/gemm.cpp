@@ -1,5 +1,6 @@
 // GEMM entry points: dispatch on the instruction set in force, and the reference oracle.
 #include "gemm.h"
+#include "../parallel.h"
 #include "../vec/dispatch.h"
 
 #include <omp.h>
@@ -74,7 +75,7 @@ void gemm_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a, int6
     return;
   }
   const double flops = 2.0 * double(args.M) * double(args.N) * double(args.K);
-  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int nt = pool_threads();
   if (batch >= nt && flops < 4e6) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < batch; ++b) gemm<T>(at(b));  // nested: each runs single-threaded

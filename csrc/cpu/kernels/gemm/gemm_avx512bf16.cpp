@@ -510,7 +510,7 @@ void run_via_f32(const GemmMixedArgs& g) {
     h.preact = nullptr;
     run_blocked<AMX>(h);
     const int nt = std::min(threads_for_work(double(h.M) * double(g.N), 65536),
-                            g.max_threads > 0 ? g.max_threads : omp_get_max_threads());
+                            g.max_threads > 0 ? g.max_threads : pool_threads());
     parallel_items(nt, h.M, [&](int64_t i) { finish(g, tmp + i * g.N, 0, r0 + i, 0, 1, g.N, true, true); });
   }
 }

@@ -9,6 +9,7 @@
 // the packed B panel (KC x NC) in L3.
 #pragma once
 
+#include "../parallel.h"
 #include "../vec/activation_impl.h"
 #include "gemm.h"
 
@@ -239,7 +240,7 @@ struct Gemm {
 
   static int choose_threads(const GemmArgs<T>& g) {
     if (omp_in_parallel()) return 1;
-    int nt = g.max_threads > 0 ? g.max_threads : omp_get_max_threads();
+    int nt = g.max_threads > 0 ? g.max_threads : pool_threads();
     // Below ~2 MFLOP per thread the fork/join costs more than it saves.
     const double flops = 2.0 * double(g.M) * double(g.N) * double(g.K);
     return std::max(1, std::min<int>(nt, int(flops / 2e6)));
@@ -269,7 +270,7 @@ struct Gemm {
     int64_t kc_max, nc_max;
     plan(g.N, g.K, kc_max, nc_max);
     const int64_t panels = (g.N + NR - 1) / NR;
-    const int nt = omp_in_parallel() ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), int(panels * g.K / 65536)));
+    const int nt = threads_for_work(double(panels) * double(g.K), 65536.0);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t q = 0; q < panels; ++q) {
       const int64_t j0 = q * NR, jc = j0 / nc_max * nc_max, nc = std::min(nc_max, g.N - jc);

@@ -1,0 +1,45 @@
+// A recurrent layer over its time steps, torch-free: the sequence of GEMMs and step kernels
+// that cpu/rnn.cpp (checks, allocation) calls, reachable from the standalone C++ tests.
+//   forward:  Gi = X W_ih^T + bias for every row in one GEMM, straight into the workspace;
+//             per step one recurrent GEMM (into a small buffer that stays in cache; gru keeps it
+//             apart for r * (.)) and one fused gate kernel; with a projection h = m W_hr^T.
+//   backward: per step (last first) the gate kernel turns d h (and d c) into the gate
+//             gradients, and one GEMM carries them back to the previous state; then the input
+//             gradient and the weight gradients are single GEMMs over all steps.
+// The state buffers hy / cy (dh0 / dc0) hold the running state: step t updates their rows
+// [0, batch_sizes[t]), which gives each packed sequence's own final state. Sizes, modes and
+// the workspace layout: contracts/rnn.h.
+#pragma once
+#include "../../contracts/rnn.h"
+
+namespace fusedops::cpu {
+
+template <typename T>
+struct RnnLayerForward {
+  const T *x, *w_ih, *w_hh;  // x [N, I], w_ih [G*H, I], w_hh [G*H, P], contiguous
+  const T* bias;             // [G*H] added to Gi (rnn / lstm: b_ih + b_hh; gru: b_ih), or nullptr
+  const T* b_hh;             // gru only: [G*H], inside r * (.), else nullptr
+  const T* w_hr;             // [P, H] projection, or nullptr
+  T *out, *hy, *cy, *ws;     // out [N, P]; hy [B, P], cy [B, H] (lstm) seeded with the initial
+                             // state; ws [N, W] the workspace the backward reads
+};
+
+template <typename T>
+void rnn_layer_forward(const RnnDims& d, bool reverse, const RnnLayerForward<T>& p);
+
+template <typename T>
+struct RnnLayerBackwardIn {
+  const T *x, *h0, *c0, *w_ih, *w_hh, *w_hr, *out, *ws, *gout;  // c0, w_hr, gout may be nullptr
+};
+
+template <typename T>
+struct RnnLayerBackwardOut {
+  // dh0 / dc0 are required (seeded with grad_hy / grad_cy, or zeros); the rest may be nullptr
+  T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
+};
+
+template <typename T>
+void rnn_layer_backward(const RnnDims& d, bool reverse, const RnnLayerBackwardIn<T>& in,
+                        const RnnLayerBackwardOut<T>& o);
+
+}  // namespace fusedops::cpu
