@@ -1,4 +1,4 @@
-// fusedops_sim: layer_norm / add_layer_norm on the simulated CUDA kernels (see sim_ops.cpp).
+// fusedops_sim: layer_norm / add_layer_norm / rms_norm / add_rms_norm on the simulated CUDA kernels (see sim_ops.cpp).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -15,6 +15,7 @@ TORCH_LIBRARY_IMPL(fusedops_sim, CPU, m) {
   m.impl("add_layer_norm", &add_layer_norm);
   m.impl("add_layer_norm_stats", &add_layer_norm_stats);
   m.impl("add_layer_norm_backward", &add_layer_norm_backward);
+  FUSEDOPS_RMS_NORM_IMPLS(m);
 }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
