@@ -1,0 +1,11 @@
+// CUDA bindings of rotary_embedding, rotary_embedding_ and rotary_embedding_backward (the logic,
+// shared with the simulator, is in rotary_impl.h).
+#include <torch/library.h>
+
+#include "cuda/rotary_impl.h"
+
+namespace fusedops::FUSEDOPS_CUDA_NS::bind {
+
+TORCH_LIBRARY_IMPL(fusedops, CUDA, m) { FUSEDOPS_ROTARY_IMPLS(m); }
+
+}  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
