@@ -54,6 +54,48 @@ void define_schemas(torch::Library& m) {
       "int[] normalized_shape, Tensor mean, Tensor rstd, Tensor? weight, bool[3] output_mask) "
       "-> (Tensor?, Tensor?, Tensor?)");
 
+  // RMSNorm over the trailing dimensions normalized_shape (None: the weight's shape, else the
+  // last dimension): input * rsqrt(mean(input^2) + eps) * weight; eps None: the machine epsilon
+  // of the arithmetic type (float32's for a bfloat16 input), as torch.nn.functional.rms_norm.
+  m.def(
+      "rms_norm(Tensor input, Tensor? weight=None, float? eps=None, int[]? normalized_shape=None) "
+      "-> Tensor");
+  // rms_norm that also returns the per-row rstd (input's leading shape; float32, or float64).
+  m.def(
+      "rms_norm_stats(Tensor input, Tensor? weight, float? eps, int[]? normalized_shape) "
+      "-> (Tensor, Tensor)");
+  // Gradients of rms_norm w.r.t. (input, weight) from the saved rstd.
+  m.def(
+      "rms_norm_backward(Tensor grad_output, Tensor input, Tensor rstd, Tensor? weight, "
+      "int[]? normalized_shape, bool[2] output_mask) -> (Tensor?, Tensor?)");
+  // (rms_norm(input + residual), input + residual): the residual stream fused with the norm.
+  m.def(
+      "add_rms_norm(Tensor input, Tensor residual, Tensor? weight=None, float? eps=None, "
+      "int[]? normalized_shape=None) -> (Tensor, Tensor)");
+  // add_rms_norm that also returns the rstd of the sum.
+  m.def(
+      "add_rms_norm_stats(Tensor input, Tensor residual, Tensor? weight, float? eps, "
+      "int[]? normalized_shape) -> (Tensor, Tensor, Tensor)");
+  // Gradients of add_rms_norm w.r.t. (input and residual alike, weight); grad_sum: the gradient
+  // reaching the sum output (None: zero), added to the first.
+  m.def(
+      "add_rms_norm_backward(Tensor grad_output, Tensor? grad_sum, Tensor sum, Tensor rstd, "
+      "Tensor? weight, int[]? normalized_shape, bool[2] output_mask) -> (Tensor?, Tensor?)");
+
+  // ---- Llama-family ops: rotary embedding (fusedops/ops/rotary.py) ----
+  // Rotary position embedding, rotate-half convention: x * cos + rotate_half(x) * sin for
+  // q [B, Hq, T, D] and k [B, Hk, T, D] (any strides with a contiguous last dimension); cos and
+  // sin [T, R], [B, T, R] or [B, 1, T, R] with R <= D even (R < D: partial rotary, the last
+  // D - R features pass through). Outputs contiguous.
+  m.def("rotary_embedding(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)");
+  // rotary_embedding written over q and k in place (no autograd: inference and no-grad use).
+  m.def("rotary_embedding_(Tensor(a!) q, Tensor(b!) k, Tensor cos, Tensor sin) -> ()");
+  // Gradients of rotary_embedding w.r.t. (q, k): the transposed rotation (by -theta),
+  // g * cos + rotate_half^T(g * sin); a None gradient gives None.
+  m.def(
+      "rotary_embedding_backward(Tensor? grad_q, Tensor? grad_k, Tensor cos, Tensor sin) "
+      "-> (Tensor?, Tensor?)");
+
   // ---- activations and softmax (fusedops/ops/activation.py) ----
   // GELU: x * Phi(x) (approximate="none") or its tanh approximation (approximate="tanh").
   m.def("gelu(Tensor input, str approximate='none') -> Tensor");
@@ -71,6 +113,11 @@ void define_schemas(torch::Library& m) {
   m.def("tanh(Tensor input) -> Tensor");
   // grad_output * (1 - output^2).
   m.def("tanh_backward(Tensor grad_output, Tensor output) -> Tensor");
+  // SwiGLU: silu(a) * b, a and b of one shape (two halves of one projection or two tensors;
+  // rows read in place when their last dimension is contiguous).
+  m.def("swiglu(Tensor a, Tensor b) -> Tensor");
+  // Gradients of swiglu w.r.t. (a, b), recomputed from a and b in one pass.
+  m.def("swiglu_backward(Tensor grad_output, Tensor a, Tensor b, bool[2] output_mask) -> (Tensor?, Tensor?)");
   // exp(x - max) / sum(exp(x - max)) along dim.
   m.def("softmax(Tensor input, int dim) -> Tensor");
   // output * (grad_output - sum(grad_output * output)) along dim.

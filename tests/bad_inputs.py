@@ -237,11 +237,69 @@ raises("gru_cell-hidden-rank", ValueError, "gru_cell", ["hidden"], lambda: ops.g
 gives("gru_cell-nan", lambda t: all_nan(t[0]) and bool(torch.isfinite(t[1]).all()),
       lambda: ops.gru_cell(torch.tensor([[NAN, 1.0], [1.0, 2.0]]), r(2, 3), r(9, 2), r(9, 3)))
 
+# ---- Llama-family ops: rms_norm, add_rms_norm, rotary_embedding, swiglu ---------------------------
+
+raises("rms_norm-shape", RuntimeError, "rms_norm", ["normalized_shape"], lambda: ops.rms_norm(r(2, 3), r(4)))
+raises("rms_norm-given-shape", RuntimeError, "rms_norm", ["normalized_shape", "[4]"],
+       lambda: ops.rms_norm(r(2, 3), None, None, [4]))
+raises("rms_norm-weight-vs-shape", RuntimeError, "rms_norm", ["weight"], lambda: ops.rms_norm(r(2, 3), r(2), None, [3]))
+raises("rms_norm-dtype", TypeError, "rms_norm", ["weight"], lambda: ops.rms_norm(r(2, 3), r(3, dtype=torch.float64)))
+raises("rms_norm-int", TypeError, "rms_norm", ["input"], lambda: ops.rms_norm(torch.ones(2, 3, dtype=torch.int64)))
+raises("rms_norm-0d", RuntimeError, "rms_norm", ["input", "0-d"], lambda: ops.rms_norm(torch.tensor(1.0)))
+raises("rms_norm-meta", RuntimeError, "rms_norm", ["device", "weight"], lambda: ops.rms_norm(r(2, 3), meta(3)))
+raises("rms_norm-huge", RuntimeError, None, ["allocate"], lambda: ops.rms_norm(huge(2**20, 2**20)))
+gives("rms_norm-nan-row", lambda t: all_nan(t[0]) and bool(torch.isfinite(t[1]).all()),
+      lambda: ops.rms_norm(torch.tensor([[NAN, 1.0, 2.0], [1.0, 2.0, 4.0]])))
+gives("rms_norm-zero-row", lambda t: bool((t == 0).all()), lambda: ops.rms_norm(torch.zeros(2, 5)))
+raises("add_rms_norm-residual", RuntimeError, "add_rms_norm", ["residual"], lambda: ops.add_rms_norm(r(2, 3), r(3, 3)))
+raises("add_rms_norm-dtype", TypeError, "add_rms_norm", ["residual"],
+       lambda: ops.add_rms_norm(r(2, 3), r(2, 3, dtype=torch.float64)))
+raises("add_rms_norm-meta", RuntimeError, "add_rms_norm", ["device", "residual"], lambda: ops.add_rms_norm(r(2, 3), meta(2, 3)))
+raises("rotary-q-rank", RuntimeError, "rotary_embedding", ["q", "4-D"],
+       lambda: ops.rotary_embedding(r(2, 4, 8), r(2, 1, 4, 8), r(4, 8), r(4, 8)))
+raises("rotary-k-shape", RuntimeError, "rotary_embedding", ["k", "head_dim"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 5, 8), r(4, 8), r(4, 8)))
+raises("rotary-cos-odd", RuntimeError, "rotary_embedding", ["cos", "even"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 4, 8), r(4, 7), r(4, 7)))
+raises("rotary-cos-wide", RuntimeError, "rotary_embedding", ["cos", "head dimension"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 4, 8), r(4, 10), r(4, 10)))
+raises("rotary-cos-positions", RuntimeError, "rotary_embedding", ["cos", "positions"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 4, 8), r(5, 8), r(5, 8)))
+raises("rotary-sin-shape", RuntimeError, "rotary_embedding", ["sin"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 4, 8), r(4, 8), r(2, 4, 8)))
+raises("rotary-dtype", TypeError, "rotary_embedding", ["cos"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), r(2, 1, 4, 8), r(4, 8, dtype=torch.float64), r(4, 8)))
+raises("rotary-int", TypeError, "rotary_embedding", ["q"],
+       lambda: ops.rotary_embedding(torch.ones(2, 3, 4, 8, dtype=torch.int64), r(2, 1, 4, 8), r(4, 8), r(4, 8)))
+raises("rotary-meta", RuntimeError, "rotary_embedding", ["device"],
+       lambda: ops.rotary_embedding(r(2, 3, 4, 8), meta(2, 1, 4, 8), r(4, 8), r(4, 8)))
+raises("rotary-grad-cos", RuntimeError, "rotary_embedding", ["cos"],
+       lambda: ops.rotary_embedding(r(1, 1, 2, 4), r(1, 1, 2, 4), r(2, 4).requires_grad_(), r(2, 4)))
+raises("rotary_-requires-grad", RuntimeError, "rotary_embedding_", ["require grad"],
+       lambda: ops.rotary_embedding_(r(1, 1, 2, 4).requires_grad_(), r(1, 1, 2, 4), r(2, 4), r(2, 4)))
+raises("rotary_-expanded", RuntimeError, "rotary_embedding_", ["q", "in place"],
+       lambda: ops.rotary_embedding_(r(1, 1, 1, 4).expand(1, 3, 2, 4), r(1, 1, 2, 4), r(2, 4), r(2, 4)))
+raises("rotary_-same", RuntimeError, "rotary_embedding_", ["q and k"],
+       lambda: (lambda x: ops.rotary_embedding_(x, x, r(2, 4), r(2, 4)))(r(1, 1, 2, 4)))
+gives("rotary-nan", lambda t: all_nan(t[0][0, 0, 0, ::2]) and bool(torch.isfinite(t[0][0, 0, 1]).all()),
+      lambda: ops.rotary_embedding(torch.tensor([[[[NAN, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]]]]), r(1, 1, 2, 4),
+                                   torch.ones(2, 4), torch.ones(2, 4)))
+raises("swiglu-shape", RuntimeError, "swiglu", ["b", "[2, 3]"], lambda: ops.swiglu(r(2, 3), r(2, 4)))
+raises("swiglu-dtype", TypeError, "swiglu", ["b"], lambda: ops.swiglu(r(2, 3), r(2, 3, dtype=torch.float64)))
+raises("swiglu-int", TypeError, "swiglu", ["a"], lambda: ops.swiglu(torch.ones(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64)))
+raises("swiglu-0d", RuntimeError, "swiglu", ["a", "0-d"], lambda: ops.swiglu(torch.tensor(1.0), torch.tensor(2.0)))
+raises("swiglu-meta", RuntimeError, "swiglu", ["device", "b"], lambda: ops.swiglu(r(2, 3), meta(2, 3)))
+raises("swiglu-huge", RuntimeError, None, ["allocate"], lambda: ops.swiglu(huge(BIG), huge(BIG)))
+gives("swiglu-nan", lambda t: bool(torch.isnan(t[0])) and bool(torch.isfinite(t[1:]).all()),
+      lambda: ops.swiglu(torch.tensor([NAN, 1.0, -2.0]), torch.tensor([1.0, 2.0, 3.0])))
+gives("swiglu-meta-out", lambda t: t.device.type == "meta" and t.shape == (BIG,), lambda: ops.swiglu(meta(BIG), meta(BIG)))
+
 # ---- modules -------------------------------------------------------------------------------------
 
 raises("nn.Linear-in-features", RuntimeError, "linear", ["in_features"], lambda: fnn.Linear(3, 4)(r(2, 5)))
 raises("nn.Conv2d-padding-mode", ValueError, "nn.Conv2d", ["padding_mode"], lambda: fnn.Conv2d(1, 1, 3, padding_mode="reflect"))
 raises("nn.LayerNorm-shape", RuntimeError, "layer_norm", ["normalized_shape"], lambda: fnn.LayerNorm(4)(r(2, 3)))
+raises("nn.RMSNorm-shape", RuntimeError, "rms_norm", ["normalized_shape"], lambda: fnn.RMSNorm(4)(r(2, 3)))
 raises("nn.CrossEntropyLoss-target", IndexError, "cross_entropy", ["target"], lambda: fnn.CrossEntropyLoss()(r(2, 3), i64(0, 3)))
 raises("nn.MultiheadAttention-rank", ValueError, "nn.MultiheadAttention", ["query"], lambda: fnn.MultiheadAttention(4, 2)(r(4), r(4), r(4)))
 raises("nn.MultiheadAttention-embed", ValueError, "nn.MultiheadAttention", ["embedding dim"], lambda: fnn.MultiheadAttention(4, 2)(r(2, 1, 6), r(2, 1, 6), r(2, 1, 6)))

@@ -11,6 +11,7 @@ on 2 cores) or FUSEDOPS_FUZZ=long (`make fuzz`: random examples, 40x as many, fa
 saved in .hypothesis/fuzz, a folder git ignores, and replayed first on the next run).
 Bugs found this way are replayed as explicit tests at the end of this file.
 """
+import math
 import os
 import warnings
 
@@ -334,6 +335,131 @@ def test_fuzz_layer_norm(lead, norm, affine, eps, residual, dtype, seed, data):
     check_op(ours, theirs, specs, seed, dtype,
              f"{'add_' if residual else ''}layer_norm {norm} {affine} eps={eps} {specs}",
              scale_fn=scale_fn, floor_ulps=32)
+
+
+def _rms_scale(specs, bases, k, residual):
+    # as _ln_scale with the root mean square in place of the standard deviation
+    views = [s.view(b) for s, b in zip(specs, bases)]
+    x = views[0] + views[1] if residual else views[0]
+    rest = views[2:] if residual else views[1:]
+    dims = list(range(x.dim() - k, x.dim()))
+    rms = x.pow(2).mean(dims).add(1e-5).sqrt() if x.numel() else torch.ones(1)
+    wmax = max([v.abs().max().item() for v in rest if v.numel()] + [1.0])
+    n = max(int(torch.tensor(x.shape[x.dim() - k:]).prod()), 1)
+    xmax = x.abs().max().item() if x.numel() else 1.0
+    inv = 1.0 / rms.min().clamp_min(1e-6).item()
+    return 4.0 * wmax * xmax * inv, 8.0 * wmax * inv * n ** 0.5
+
+
+@fuzz(2)
+@given(lead=st.lists(SIZES, max_size=1), norm=st.lists(SIZES.filter(bool), min_size=1, max_size=2),
+       affine=st.booleans(), eps=st.sampled_from([None, 1e-5, 1e-2]), residual=st.booleans(),
+       dtype=dtypes(bf16=True), seed=seeds, data=st.data())
+def test_fuzz_rms_norm(lead, norm, affine, eps, residual, dtype, seed, data):
+    shape = lead + norm
+    specs = [data.draw(spec(shape, scale=data.draw(st.sampled_from([1e-2, 1.0, 50.0]))))]
+    if residual:
+        specs.append(data.draw(spec(shape)))
+    nin = len(specs)
+    if affine:
+        specs.append(data.draw(spec(norm)))
+
+    def weight(a):
+        return a[nin] if len(a) > nin else None
+
+    # eps None is the float32 machine epsilon for float32 and bfloat16 inputs (as torch): the
+    # float64 truth uses it too
+    e64 = torch.finfo(torch.float32).eps if eps is None and dtype != torch.float64 else eps
+
+    def make(fn_eps):
+        if residual:
+            def theirs(*a):
+                s = a[0] + a[1]
+                return F.rms_norm(s, norm, weight(a), fn_eps(a[0])), s
+        else:
+            def theirs(*a):
+                return F.rms_norm(a[0], norm, weight(a), fn_eps(a[0]))
+        return theirs
+
+    if residual:
+        def ours(*a):
+            return fops.add_rms_norm(a[0], a[1], weight(a), eps, norm)
+    else:
+        def ours(*a):
+            return fops.rms_norm(a[0], weight(a), eps, norm)
+
+    check_op(ours, make(lambda x: eps), specs, seed, dtype,
+             f"{'add_' if residual else ''}rms_norm {norm} affine={affine} eps={eps} {specs}",
+             ref_fn=make(lambda x: e64), scale_fn=lambda sp, b: _rms_scale(sp, b, len(norm), residual),
+             floor_ulps=32)
+
+
+# ---- Llama-family ops: rotary embedding, SwiGLU ----------------------------------------------------
+
+
+def _rope_ref(q, k, cos, sin):
+    c, s = cos[:, None] if cos.dim() == 3 else cos, sin[:, None] if sin.dim() == 3 else sin
+    r = c.shape[-1]
+
+    def one(x):
+        xr = x[..., :r]
+        h = r // 2
+        rot = torch.cat((-xr[..., h:], xr[..., :h]), -1)
+        return torch.cat((xr * c + rot * s, x[..., r:]), -1)
+
+    return one(q), one(k)
+
+
+def _rope_scale(specs, bases):
+    # an output sums two products of |x| and |cos| or |sin|; a leaf's gradient (an expanded q)
+    # sums as many such terms as view elements share it
+    views = [s.view(b) for s, b in zip(specs, bases)]
+    amax = [v.abs().max().item() if v.numel() else 0.0 for v in views]
+    cs = amax[2] + amax[3]
+    share = max(max(math.prod(s.shape), 1) // max(math.prod(s.leaf_shape()), 1) for s in specs[:2])
+    return max(amax[0], amax[1]) * cs, 4.0 * cs * max(share, 1)
+
+
+@fuzz(2)
+@given(b=st.integers(0, 2), hq=st.integers(1, 3), hk=st.integers(1, 2), t=SIZES, half=st.integers(1, 9),
+       extra=st.sampled_from([0, 0, 2, 5]), batched=st.booleans(), dtype=dtypes(bf16=True), seed=seeds,
+       data=st.data())
+def test_fuzz_rotary(b, hq, hk, t, half, extra, batched, dtype, seed, data):
+    r = 2 * half
+    d = r + extra
+    # drawn layouts of [B, H, T, D] (transposed: a strided last dimension, read through a copy)
+    specs = [data.draw(spec((b, hq, t, d), layouts=("contiguous", "transposed", "strided", "expanded"))),
+             data.draw(spec((b, hk, t, d), layouts=("contiguous", "transposed", "strided"))),
+             Spec((b, t, r) if batched else (t, r), grad=False),
+             Spec((b, t, r) if batched else (t, r), grad=False)]
+
+    check_op(lambda q, k, c, s: fops.rotary_embedding(q, k, c, s), _rope_ref, specs, seed, dtype,
+             f"rotary_embedding b={b} hq={hq} hk={hk} t={t} r={r} d={d} {specs}", scale_fn=_rope_scale)
+
+
+def _swiglu_scale(specs, bases):
+    # |silu(a) b| <= |a| |b|; a gradient term is at most 1.1 |g| |b| or |g| |a|, and a leaf's
+    # gradient (an expanded input) sums as many terms as view elements share it
+    views = [s.view(b) for s, b in zip(specs, bases)]
+    amax = max([v.abs().max().item() for v in views if v.numel()] + [0.0])
+    share = max(max(math.prod(s.shape), 1) // max(math.prod(s.leaf_shape()), 1) for s in specs)
+    return amax * amax, 4.4 * amax * max(share, 1)
+
+
+@fuzz(2)
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), chunked=st.booleans(), scale=st.sampled_from([1.0, 8.0]),
+       dtype=dtypes(bf16=True), seed=seeds, data=st.data())
+def test_fuzz_swiglu(shape, chunked, scale, dtype, seed, data):
+    if chunked:  # the halves of one projection
+        wide = shape[:-1] + [2 * shape[-1]]
+        specs = [data.draw(spec(wide, scale=scale))]
+        n = shape[-1]
+        check_op(lambda x: fops.swiglu(x[..., :n], x[..., n:]), lambda x: F.silu(x[..., :n]) * x[..., n:], specs,
+                 seed, dtype, f"swiglu chunked {shape} {specs}", scale_fn=_swiglu_scale)
+    else:
+        specs = [data.draw(spec(shape, scale=scale)), data.draw(spec(shape))]
+        check_op(fops.swiglu, lambda a, b: F.silu(a) * b, specs, seed, dtype, f"swiglu {shape} {specs}",
+                 scale_fn=_swiglu_scale)
 
 
 # ---- convolution and pooling ---------------------------------------------------------------------

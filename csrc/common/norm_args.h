@@ -1,8 +1,9 @@
-// Shape rules of layer_norm / add_layer_norm and of the activations and softmax, shared by the
+// Shape rules of layer_norm / add_layer_norm, rms_norm / add_rms_norm and of the activations and softmax, shared by the
 // CPU, CUDA and simulator bindings (dtype and device checks are each backend's).
 #pragma once
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,15 +46,37 @@ inline NormRows norm_rows(const at::Tensor& input, at::IntArrayRef normalized_sh
   return r;
 }
 
+// RMSNorm's normalized shape: normalized_shape when given, else the weight's shape, else the
+// input's last dimension (torch.nn.functional.rms_norm takes it from the module's weight).
+inline std::vector<int64_t> rms_normalized_shape(const at::Tensor& input,
+                                                 const std::optional<at::Tensor>& weight,
+                                                 at::OptionalIntArrayRef normalized_shape,
+                                                 const char* op) {
+  if (normalized_shape.has_value()) return normalized_shape->vec();
+  if (weight.has_value()) return weight->sizes().vec();
+  FUSEDOPS_CHECK(input.dim() >= 1, op, "input must have at least 1 dimension, got a 0-d tensor");
+  return {input.size(-1)};
+}
+
+// RMSNorm's eps: the given one, else the machine epsilon of the arithmetic type (fp32's for
+// bf16 and fp16 inputs), as torch.nn.functional.rms_norm.
+inline double rms_eps(const at::Tensor& input, std::optional<double> eps) {
+  if (eps.has_value()) return *eps;
+  return input.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                            : double(std::numeric_limits<float>::epsilon());
+}
+
 // Statistics (mean, rstd) are float32 for every input dtype but float64.
 inline at::ScalarType norm_stat_dtype(const at::Tensor& input) {
   return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-inline void check_norm_stats(const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& input,
+// mean: nullptr for RMSNorm (rstd only).
+inline void check_norm_stats(const at::Tensor* mean, const at::Tensor& rstd, const at::Tensor& input,
                              const NormRows& r, const char* op) {
-  for (const at::Tensor* t : {&mean, &rstd}) {
-    const char* arg = t == &mean ? "mean" : "rstd";
+  for (const at::Tensor* t : {mean, &rstd}) {
+    if (!t) continue;
+    const char* arg = t == mean ? "mean" : "rstd";
     TORCH_CHECK_TYPE(t->scalar_type() == norm_stat_dtype(input), "fusedops.", op, ": ", arg,
                      " must be ", norm_stat_dtype(input), " for a ", input.scalar_type(),
                      " input, got ", t->scalar_type());

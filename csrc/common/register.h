@@ -15,7 +15,8 @@
   X(sigmoid, sigmoid) X(sigmoid_backward, sigmoid_backward) \
   X(tanh, tanh) X(tanh_backward, tanh_backward)             \
   X(softmax, softmax) X(softmax_backward, softmax_backward) \
-  X(log_softmax, log_softmax) X(log_softmax_backward, log_softmax_backward)
+  X(log_softmax, log_softmax) X(log_softmax_backward, log_softmax_backward) \
+  X(swiglu, swiglu) X(swiglu_backward, swiglu_backward)
 
 #define FUSEDOPS_ATTENTION_OPS(X)                                 \
   X(scaled_dot_product_attention, scaled_dot_product_attention)   \
@@ -49,10 +50,18 @@
   X(layer_norm, layer_norm) X(layer_norm_stats, layer_norm_stats)                    \
   X(layer_norm_backward, layer_norm_backward)                                        \
   X(add_layer_norm, add_layer_norm) X(add_layer_norm_stats, add_layer_norm_stats)    \
-  X(add_layer_norm_backward, add_layer_norm_backward)
+  X(add_layer_norm_backward, add_layer_norm_backward)                                \
+  X(rms_norm, rms_norm) X(rms_norm_stats, rms_norm_stats)                            \
+  X(rms_norm_backward, rms_norm_backward)                                            \
+  X(add_rms_norm, add_rms_norm) X(add_rms_norm_stats, add_rms_norm_stats)            \
+  X(add_rms_norm_backward, add_rms_norm_backward)
 
 #define FUSEDOPS_OPTIM_OPS(X) \
   X(adam_step_, adam_step) X(sgd_step_, sgd_step) X(total_norm, total_norm) X(clip_scale_, clip_scale)
+
+#define FUSEDOPS_ROTARY_OPS(X)                                                 \
+  X(rotary_embedding, rotary_embedding) X(rotary_embedding_, rotary_embedding_inplace) \
+  X(rotary_embedding_backward, rotary_embedding_backward)
 
 #define FUSEDOPS_RNN_OPS(X) X(rnn_layer, rnn_layer) X(rnn_layer_backward, rnn_layer_backward)
 

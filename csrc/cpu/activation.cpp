@@ -1,10 +1,13 @@
-// CPU bindings of gelu, relu, sigmoid, tanh, softmax, log_softmax and their backward ops:
-// argument checks, output allocation (contiguous outputs; non-contiguous operands are copied
-// once), dispatch on dtype. The math is in kernels/activation_ops.
+// CPU bindings of gelu, relu, sigmoid, tanh, softmax, log_softmax, swiglu and their backward
+// ops: argument checks, output allocation (contiguous outputs; non-contiguous operands are
+// copied once, except swiglu's, read in place when each row is contiguous), dispatch on dtype. The math is in kernels/activation_ops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <array>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "common/threads.h"
 #include "common/activation_args.h"
@@ -106,6 +109,46 @@ at::Tensor log_softmax_cpu(const at::Tensor& input, int64_t dim) {
 }
 at::Tensor log_softmax_backward_cpu(const at::Tensor& grad_output, const at::Tensor& output, int64_t dim) {
   return softmax_backward("log_softmax_backward", grad_output, output, dim, true);
+}
+
+// ---- SwiGLU -----------------------------------------------------------------------------------
+
+at::Tensor swiglu_cpu(const at::Tensor& a, const at::Tensor& b) {
+  const char* op = "swiglu";
+  check_cpu_float_or_bf16(a, op, "a");
+  check_cpu_float_or_bf16(b, op, "b");
+  check_same_dtype(b, a, op, "b", "a");
+  check_swiglu_pair(a, b, op);
+  const RowView av = row_view(a), bv = row_view(b);
+  at::Tensor y = empty_output(a.sizes(), a.options());
+  FUSEDOPS_DISPATCH_CPU_FLOAT(a.scalar_type(), op, [&] {
+    cpu::activation_kernels<kernel_t>().swiglu_forward(av.M, av.N, kptr<kernel_t>(av.t), av.ld, kptr<kernel_t>(bv.t),
+                                                       bv.ld, kptr<kernel_t>(y), av.N);
+  });
+  return y;
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> swiglu_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& a, const at::Tensor& b, std::array<bool, 2> mask) {
+  const char* op = "swiglu_backward";
+  check_cpu_float_or_bf16(grad_output, op, "grad_output");
+  check_cpu_float_or_bf16(a, op, "a");
+  check_cpu_float_or_bf16(b, op, "b");
+  check_same_dtype(b, a, op, "b", "a");
+  check_same_dtype(grad_output, a, op, "grad_output", "a");
+  check_swiglu_pair(a, b, op);
+  check_swiglu_pair(a, grad_output, op, "grad_output");
+  std::optional<at::Tensor> da, db;
+  if (mask[0]) da = empty_output(a.sizes(), a.options());
+  if (mask[1]) db = empty_output(a.sizes(), a.options());
+  if (!mask[0] && !mask[1]) return {da, db};
+  const RowView gv = row_view(grad_output), av = row_view(a), bv = row_view(b);
+  FUSEDOPS_DISPATCH_CPU_FLOAT(a.scalar_type(), op, [&] {
+    cpu::activation_kernels<kernel_t>().swiglu_backward(
+        av.M, av.N, kptr<kernel_t>(gv.t), gv.ld, kptr<kernel_t>(av.t), av.ld, kptr<kernel_t>(bv.t), bv.ld,
+        da ? kptr<kernel_t>(*da) : nullptr, db ? kptr<kernel_t>(*db) : nullptr);
+  });
+  return {da, db};
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // CPU bindings of layer_norm, layer_norm_stats, layer_norm_backward, add_layer_norm,
-// add_layer_norm_stats, add_layer_norm_backward: argument checks, output allocation (outputs
+// add_layer_norm_stats, add_layer_norm_backward and their RMSNorm counterparts (rms_norm, ...,
+// add_rms_norm_backward: the same paths with rms set, no bias, no mean): argument checks, output allocation (outputs
 // contiguous; non-contiguous operands are copied once), dispatch on dtype. The math is in
 // kernels/norm.
 #include <ATen/ATen.h>
@@ -52,10 +53,10 @@ at::Tensor param_for_kernel(const OptTensor& p, const at::Tensor& input) {
   return p->to(norm_stat_dtype(input)).contiguous();
 }
 
-// out, sum (residual given), mean and rstd (stats).
+// out, sum (residual given), mean (stats, not rms) and rstd (stats).
 std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const at::Tensor* residual,
                                   at::IntArrayRef normalized_shape, const OptTensor& weight,
-                                  const OptTensor& bias, double eps, bool stats) {
+                                  const OptTensor& bias, double eps, bool stats, bool rms = false) {
   check_affine(input, weight, bias, op);
   if (residual) check_like_input(*residual, input, op, "residual");
   const NormRows r = norm_rows(input, normalized_shape, weight, bias, op);
@@ -66,12 +67,21 @@ std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const
   at::Tensor mean, rstd;
   if (stats) {
     const auto so = input.options().dtype(norm_stat_dtype(input));
-    mean = at::empty(r.stat_shape, so);
+    if (!rms) mean = at::empty(r.stat_shape, so);
     rstd = at::empty(r.stat_shape, so);
-    if (r.N == 0) mean.fill_(NAN), rstd.fill_(NAN);  // the mean of nothing
+    if (r.N == 0) {  // the mean of nothing
+      if (!rms) mean.fill_(NAN);
+      rstd.fill_(NAN);
+    }
   }
-  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "layer_norm", [&] {
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
     using C = cpu::compute_t<kernel_t>;
+    if (rms) {
+      cpu::norm_kernels<kernel_t>().rms_norm_forward(
+          r.M, r.N, kptr<kernel_t>(x), ptr_or_null<kernel_t>(res), mut_or_null<kernel_t>(sum),
+          ptr_or_null<C>(w), C(eps), kptr<kernel_t>(out), mut_or_null<C>(rstd));
+      return;
+    }
     cpu::norm_kernels<kernel_t>().layer_norm_forward(
         r.M, r.N, kptr<kernel_t>(x), ptr_or_null<kernel_t>(res), mut_or_null<kernel_t>(sum),
         ptr_or_null<C>(w), ptr_or_null<C>(b), C(eps), kptr<kernel_t>(out), mut_or_null<C>(mean),
@@ -83,8 +93,9 @@ std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const
 using Grads = std::tuple<OptTensor, OptTensor, OptTensor>;
 
 // The weight and bias gradients come back in the weight's dtype (the input's without one).
+// mean nullptr: RMSNorm (mask[2], the bias gradient, is false).
 Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
-               const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor& mean,
+               const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor* mean,
                const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
   check_affine(input, weight, std::nullopt, op);
   check_like_input(grad_output, input, op, "grad_output");
@@ -92,7 +103,8 @@ Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& g
   const NormRows r = norm_rows(input, normalized_shape, weight, std::nullopt, op);
   check_norm_stats(mean, rstd, input, r, op);
   const at::Tensor g = grad_output.contiguous(), x = input.contiguous();
-  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = param_for_kernel(weight, input);
+  const at::Tensor mu = mean ? mean->contiguous() : at::Tensor(), rs = rstd.contiguous();
+  const at::Tensor w = param_for_kernel(weight, input);
   const at::Tensor ga = mask[0] ? contiguous_or_empty(grad_sum) : at::Tensor();
   const auto po = input.options().dtype(norm_stat_dtype(input));
   const at::ScalarType param_dtype = weight.has_value() ? weight->scalar_type() : input.scalar_type();
@@ -101,8 +113,14 @@ Grads backward(const char* op, const at::Tensor& grad_output, const OptTensor& g
   if (mask[1]) dw = at::empty(normalized_shape, po);
   if (mask[2]) db = at::empty(normalized_shape, po);
   if (!(mask[0] || mask[1] || mask[2])) return {dx, dw, db};
-  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), "layer_norm_backward", [&] {
+  FUSEDOPS_DISPATCH_CPU_FLOAT(input.scalar_type(), op, [&] {
     using C = cpu::compute_t<kernel_t>;
+    if (!mean) {
+      cpu::norm_kernels<kernel_t>().rms_norm_backward(
+          r.M, r.N, kptr<kernel_t>(g), kptr<kernel_t>(x), kptr<C>(rs), ptr_or_null<C>(w),
+          ptr_or_null<kernel_t>(ga), dx ? kptr<kernel_t>(*dx) : nullptr, dw ? kptr<C>(*dw) : nullptr);
+      return;
+    }
     cpu::norm_kernels<kernel_t>().layer_norm_backward(
         r.M, r.N, kptr<kernel_t>(g), kptr<kernel_t>(x), kptr<C>(mu), kptr<C>(rs), ptr_or_null<C>(w),
         ptr_or_null<kernel_t>(ga), dx ? kptr<kernel_t>(*dx) : nullptr, dw ? kptr<C>(*dw) : nullptr,
@@ -130,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_stats_cpu(
 Grads layer_norm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                               at::IntArrayRef normalized_shape, const at::Tensor& mean,
                               const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
-  return backward("layer_norm_backward", grad_output, std::nullopt, input, normalized_shape, mean,
+  return backward("layer_norm_backward", grad_output, std::nullopt, input, normalized_shape, &mean,
                   rstd, weight, mask);
 }
 
@@ -153,8 +171,65 @@ Grads add_layer_norm_backward_cpu(const at::Tensor& grad_output, const OptTensor
                                   const at::Tensor& sum, at::IntArrayRef normalized_shape,
                                   const at::Tensor& mean, const at::Tensor& rstd,
                                   const OptTensor& weight, std::array<bool, 3> mask) {
-  return backward("add_layer_norm_backward", grad_output, grad_sum, sum, normalized_shape, mean,
+  return backward("add_layer_norm_backward", grad_output, grad_sum, sum, normalized_shape, &mean,
                   rstd, weight, mask);
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+using OptShape = at::OptionalIntArrayRef;
+using RmsGrads = std::tuple<OptTensor, OptTensor>;
+
+std::array<at::Tensor, 4> rms_forward(const char* op, const at::Tensor& input, const at::Tensor* residual,
+                                      const OptTensor& weight, std::optional<double> eps,
+                                      OptShape normalized_shape, bool stats) {
+  const std::vector<int64_t> shape = rms_normalized_shape(input, weight, normalized_shape, op);
+  return forward(op, input, residual, shape, weight, std::nullopt, rms_eps(input, eps), stats, true);
+}
+
+RmsGrads rms_backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
+                      const at::Tensor& input, const at::Tensor& rstd, const OptTensor& weight,
+                      OptShape normalized_shape, std::array<bool, 2> mask) {
+  const std::vector<int64_t> shape = rms_normalized_shape(input, weight, normalized_shape, op);
+  auto [dx, dw, db] = backward(op, grad_output, grad_sum, input, shape, nullptr, rstd, weight,
+                               {mask[0], mask[1], false});
+  return {dx, dw};
+}
+
+at::Tensor rms_norm_cpu(const at::Tensor& input, const OptTensor& weight, std::optional<double> eps,
+                        OptShape normalized_shape) {
+  return rms_forward("rms_norm", input, nullptr, weight, eps, normalized_shape, false)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_stats_cpu(const at::Tensor& input, const OptTensor& weight,
+                                                      std::optional<double> eps, OptShape normalized_shape) {
+  auto o = rms_forward("rms_norm_stats", input, nullptr, weight, eps, normalized_shape, true);
+  return {o[0], o[3]};
+}
+
+RmsGrads rms_norm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& rstd,
+                               const OptTensor& weight, OptShape normalized_shape, std::array<bool, 2> mask) {
+  return rms_backward("rms_norm_backward", grad_output, std::nullopt, input, rstd, weight, normalized_shape, mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& input, const at::Tensor& residual,
+                                                    const OptTensor& weight, std::optional<double> eps,
+                                                    OptShape normalized_shape) {
+  auto o = rms_forward("add_rms_norm", input, &residual, weight, eps, normalized_shape, false);
+  return {o[0], o[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_stats_cpu(
+    const at::Tensor& input, const at::Tensor& residual, const OptTensor& weight, std::optional<double> eps,
+    OptShape normalized_shape) {
+  auto o = rms_forward("add_rms_norm_stats", input, &residual, weight, eps, normalized_shape, true);
+  return {o[0], o[1], o[3]};
+}
+
+RmsGrads add_rms_norm_backward_cpu(const at::Tensor& grad_output, const OptTensor& grad_sum,
+                                   const at::Tensor& sum, const at::Tensor& rstd, const OptTensor& weight,
+                                   OptShape normalized_shape, std::array<bool, 2> mask) {
+  return rms_backward("add_rms_norm_backward", grad_output, grad_sum, sum, rstd, weight, normalized_shape, mask);
 }
 
 }  // namespace

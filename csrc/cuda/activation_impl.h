@@ -1,11 +1,14 @@
-// gelu / relu / sigmoid / tanh / softmax / log_softmax bindings on the CUDA kernels, shared by
+// gelu / relu / sigmoid / tanh / softmax / log_softmax / swiglu bindings on the CUDA kernels, shared by
 // the CUDA build (activation.cu) and the simulator build (sim/sim_activation.cpp): same checks,
 // plans and launches. Softmax over a dimension other than the last runs on a transposed
 // contiguous copy. Include after the kernel headers.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "common/activation_args.h"
 #include "common/checks.h"
@@ -96,7 +99,53 @@ inline at::Tensor softmax_backward(const char* op, const at::Tensor& grad_output
   return restore(dx, output, dim);
 }
 
+inline at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b) {
+  const char* op = "swiglu";
+  check_tensor(a, a, op, "a", "a");
+  check_tensor(b, a, op, "b", "a");
+  check_swiglu_pair(a, b, op);
+  DeviceGuard guard(a);
+  const RowView av = row_view(a), bv = row_view(b);
+  at::Tensor y = at::empty(a.sizes(), a.options());
+  dispatch(a.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const k::LaunchPlan plan = k::swiglu_plan<T>(av.M);
+    launch(op, [&] {
+      k::swiglu_forward_launch<T>(plan, av.M, av.N, ptr<T>(av.t), av.ld, ptr<T>(bv.t), bv.ld, ptr<T>(y), stream_for(a));
+    });
+  });
+  return y;
+}
+
+inline std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> swiglu_backward(
+    const at::Tensor& grad_output, const at::Tensor& a, const at::Tensor& b, std::array<bool, 2> mask) {
+  const char* op = "swiglu_backward";
+  check_tensor(a, a, op, "a", "a");
+  check_tensor(b, a, op, "b", "a");
+  check_tensor(grad_output, a, op, "grad_output", "a");
+  check_swiglu_pair(a, b, op);
+  check_swiglu_pair(a, grad_output, op, "grad_output");
+  DeviceGuard guard(a);
+  std::optional<at::Tensor> da, db;
+  if (mask[0]) da = at::empty(a.sizes(), a.options());
+  if (mask[1]) db = at::empty(a.sizes(), a.options());
+  if (!mask[0] && !mask[1]) return {da, db};
+  const RowView gv = row_view(grad_output), av = row_view(a), bv = row_view(b);
+  dispatch(a.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    const k::LaunchPlan plan = k::swiglu_plan<T>(av.M);
+    launch(op, [&] {
+      k::swiglu_backward_launch<T>(plan, av.M, av.N, ptr<T>(gv.t), gv.ld, ptr<T>(av.t), av.ld, ptr<T>(bv.t), bv.ld,
+                                   da ? ptr<T>(*da) : nullptr, db ? ptr<T>(*db) : nullptr, stream_for(a));
+    });
+  });
+  return {da, db};
+}
+
 }  // namespace activation_bind
+
+using activation_bind::swiglu;
+using activation_bind::swiglu_backward;
 
 inline at::Tensor gelu(const at::Tensor& input, c10::string_view approximate) {
   return activation_bind::forward("gelu", gelu_kind(approximate, "gelu"), input);

@@ -1,5 +1,5 @@
 // CUDA bindings of layer_norm, layer_norm_stats, layer_norm_backward, add_layer_norm,
-// add_layer_norm_stats, add_layer_norm_backward (the logic, shared with the simulator, is in
+// add_layer_norm_stats, add_layer_norm_backward and the rms_norm counterparts (the logic, shared with the simulator, is in
 // norm_impl.h).
 #include <torch/library.h>
 

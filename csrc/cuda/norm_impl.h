@@ -1,4 +1,4 @@
-// layer_norm / add_layer_norm bindings on the CUDA kernels, shared by the CUDA build (norm.cu,
+// layer_norm / add_layer_norm and rms_norm / add_rms_norm bindings on the CUDA kernels, shared by the CUDA build (norm.cu,
 // CUDA tensors, the current stream) and the simulator build (sim/sim_norm.cpp, CPU tensors):
 // same checks, plans and launches. Include after the kernel headers.
 #pragma once
@@ -39,10 +39,10 @@ inline void check_like_input(const at::Tensor& t, const at::Tensor& input, const
   check_shape_is(t, input.sizes(), op, arg, "the input's shape");
 }
 
-// out, sum (residual given), mean and rstd (stats).
+// out, sum (residual given), mean (stats, not rms) and rstd (stats).
 inline std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input, const at::Tensor* residual,
                                          at::IntArrayRef normalized_shape, const OptTensor& weight,
-                                         const OptTensor& bias, double eps, bool stats) {
+                                         const OptTensor& bias, double eps, bool stats, bool rms = false) {
   check_tensor(input, input, op, "input", "input");
   if (weight.has_value()) check_tensor(*weight, input, op, "weight", "input");
   if (bias.has_value()) check_tensor(*bias, input, op, "bias", "input");
@@ -56,15 +56,22 @@ inline std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input
   at::Tensor mean, rstd;
   if (stats) {
     const auto opts = input.options().dtype(norm_stat_dtype(input));
-    mean = at::empty(r.stat_shape, opts);
+    if (!rms) mean = at::empty(r.stat_shape, opts);
     rstd = at::empty(r.stat_shape, opts);
-    if (r.N == 0) mean.fill_(NAN), rstd.fill_(NAN);  // the mean of nothing
+    if (r.N == 0) {  // the mean of nothing
+      if (!rms) mean.fill_(NAN);
+      rstd.fill_(NAN);
+    }
   }
   dispatch(input.scalar_type(), [&](auto zero) {
     using T = decltype(zero);
     using Acc = k::gemm_acc_t<T>;
     const k::LaunchPlan plan = k::layer_norm_forward_plan<T>(r.M, r.N, aligned({&x, &res, &sum, &w, &b, &out}));
     launch(op, [&] {
+      if (rms)
+        return k::rms_norm_forward_launch<T>(plan, r.M, r.N, ptr<T>(x), ptr_or_null<T>(res), ptr_or_null<T>(sum),
+                                             ptr_or_null<T>(w), eps, ptr<T>(out), ptr_or_null<Acc>(rstd),
+                                             stream_for(input));
       k::layer_norm_forward_launch<T>(plan, r.M, r.N, ptr<T>(x), ptr_or_null<T>(res), ptr_or_null<T>(sum),
                                       ptr_or_null<T>(w), ptr_or_null<T>(b), eps, ptr<T>(out),
                                       ptr_or_null<Acc>(mean), ptr_or_null<Acc>(rstd), stream_for(input));
@@ -73,8 +80,9 @@ inline std::array<at::Tensor, 4> forward(const char* op, const at::Tensor& input
   return {out, sum, mean, rstd};
 }
 
+// mean nullptr: RMSNorm (mask[2] false).
 inline NormGrads backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
-                          const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor& mean,
+                          const at::Tensor& input, at::IntArrayRef normalized_shape, const at::Tensor* mean,
                           const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
   check_tensor(input, input, op, "input", "input");
   if (weight.has_value()) check_tensor(*weight, input, op, "weight", "input");
@@ -84,7 +92,8 @@ inline NormGrads backward(const char* op, const at::Tensor& grad_output, const O
   check_norm_stats(mean, rstd, input, r, op);
   DeviceGuard guard(input);
   const at::Tensor g = grad_output.contiguous(), x = input.contiguous();
-  const at::Tensor mu = mean.contiguous(), rs = rstd.contiguous(), w = contiguous_or_empty(weight);
+  const at::Tensor mu = mean ? mean->contiguous() : at::Tensor(), rs = rstd.contiguous();
+  const at::Tensor w = contiguous_or_empty(weight);
   const at::Tensor ga = mask[0] ? contiguous_or_empty(grad_sum) : at::Tensor();
   OptTensor dx, dw, db;
   if (mask[0]) dx = at::empty(input.sizes(), input.options());
@@ -100,7 +109,7 @@ inline NormGrads backward(const char* op, const at::Tensor& grad_output, const O
     if (plan.launch.workspace_bytes > 0)
       ws = at::empty({int64_t(plan.launch.workspace_bytes / sizeof(Acc))}, input.options().dtype(norm_stat_dtype(input)));
     launch(op, [&] {
-      k::layer_norm_backward_launch<T>(plan, r.M, r.N, ptr<T>(g), ptr<T>(x), ptr<Acc>(mu), ptr<Acc>(rs),
+      k::layer_norm_backward_launch<T>(plan, r.M, r.N, ptr<T>(g), ptr<T>(x), ptr_or_null<Acc>(mu), ptr<Acc>(rs),
                                        ptr_or_null<T>(w), ptr_or_null<T>(ga), dx ? ptr<T>(*dx) : nullptr,
                                        dw ? ptr<T>(*dw) : nullptr, db ? ptr<T>(*db) : nullptr,
                                        ptr_or_null<Acc>(ws), stream_for(input));
@@ -129,7 +138,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_stats(const at:
 inline NormGrads layer_norm_backward(const at::Tensor& grad_output, const at::Tensor& input,
                                      at::IntArrayRef normalized_shape, const at::Tensor& mean,
                                      const at::Tensor& rstd, const OptTensor& weight, std::array<bool, 3> mask) {
-  return norm_bind::backward("layer_norm_backward", grad_output, std::nullopt, input, normalized_shape, mean,
+  return norm_bind::backward("layer_norm_backward", grad_output, std::nullopt, input, normalized_shape, &mean,
                              rstd, weight, mask);
 }
 
@@ -152,8 +161,73 @@ inline NormGrads add_layer_norm_backward(const at::Tensor& grad_output, const Op
                                          const at::Tensor& sum, at::IntArrayRef normalized_shape,
                                          const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight,
                                          std::array<bool, 3> mask) {
-  return norm_bind::backward("add_layer_norm_backward", grad_output, grad_sum, sum, normalized_shape, mean, rstd,
+  return norm_bind::backward("add_layer_norm_backward", grad_output, grad_sum, sum, normalized_shape, &mean, rstd,
                              weight, mask);
 }
 
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+using OptShape = at::OptionalIntArrayRef;
+using RmsGrads = std::tuple<OptTensor, OptTensor>;
+
+namespace norm_bind {
+
+inline std::array<at::Tensor, 4> rms_forward(const char* op, const at::Tensor& input, const at::Tensor* residual,
+                                             const OptTensor& weight, std::optional<double> eps,
+                                             OptShape normalized_shape, bool stats) {
+  const std::vector<int64_t> shape = rms_normalized_shape(input, weight, normalized_shape, op);
+  return forward(op, input, residual, shape, weight, std::nullopt, rms_eps(input, eps), stats, true);
+}
+
+inline RmsGrads rms_backward(const char* op, const at::Tensor& grad_output, const OptTensor& grad_sum,
+                             const at::Tensor& input, const at::Tensor& rstd, const OptTensor& weight,
+                             OptShape normalized_shape, std::array<bool, 2> mask) {
+  const std::vector<int64_t> shape = rms_normalized_shape(input, weight, normalized_shape, op);
+  auto [dx, dw, db] = backward(op, grad_output, grad_sum, input, shape, nullptr, rstd, weight, {mask[0], mask[1], false});
+  return {dx, dw};
+}
+
+}  // namespace norm_bind
+
+inline at::Tensor rms_norm(const at::Tensor& input, const OptTensor& weight, std::optional<double> eps,
+                           OptShape normalized_shape) {
+  return norm_bind::rms_forward("rms_norm", input, nullptr, weight, eps, normalized_shape, false)[0];
+}
+
+inline std::tuple<at::Tensor, at::Tensor> rms_norm_stats(const at::Tensor& input, const OptTensor& weight,
+                                                         std::optional<double> eps, OptShape normalized_shape) {
+  auto o = norm_bind::rms_forward("rms_norm_stats", input, nullptr, weight, eps, normalized_shape, true);
+  return {o[0], o[3]};
+}
+
+inline RmsGrads rms_norm_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& rstd,
+                                  const OptTensor& weight, OptShape normalized_shape, std::array<bool, 2> mask) {
+  return norm_bind::rms_backward("rms_norm_backward", grad_output, std::nullopt, input, rstd, weight,
+                                 normalized_shape, mask);
+}
+
+inline std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
+                                                       const OptTensor& weight, std::optional<double> eps,
+                                                       OptShape normalized_shape) {
+  auto o = norm_bind::rms_forward("add_rms_norm", input, &residual, weight, eps, normalized_shape, false);
+  return {o[0], o[1]};
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_stats(const at::Tensor& input,
+                                                                         const at::Tensor& residual,
+                                                                         const OptTensor& weight,
+                                                                         std::optional<double> eps,
+                                                                         OptShape normalized_shape) {
+  auto o = norm_bind::rms_forward("add_rms_norm_stats", input, &residual, weight, eps, normalized_shape, true);
+  return {o[0], o[1], o[3]};
+}
+
+inline RmsGrads add_rms_norm_backward(const at::Tensor& grad_output, const OptTensor& grad_sum, const at::Tensor& sum,
+                                      const at::Tensor& rstd, const OptTensor& weight, OptShape normalized_shape,
+                                      std::array<bool, 2> mask) {
+  return norm_bind::rms_backward("add_rms_norm_backward", grad_output, grad_sum, sum, rstd, weight,
+                                 normalized_shape, mask);
+}
+
 }  // namespace fusedops::FUSEDOPS_CUDA_NS::bind
+

@@ -1,4 +1,4 @@
-// fusedops_sim: layer_norm / add_layer_norm on the simulated CUDA kernels (see sim_ops.cpp).
+// fusedops_sim: layer_norm / add_layer_norm / rms_norm / add_rms_norm on the simulated CUDA kernels (see sim_ops.cpp).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

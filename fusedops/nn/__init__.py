@@ -8,11 +8,11 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from .norm import LayerNorm
+from .norm import LayerNorm, RMSNorm
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
-    "Linear", "Conv2d", "MaxPool2d", "MultiheadAttention", "LayerNorm",
+    "Linear", "Conv2d", "MaxPool2d", "MultiheadAttention", "LayerNorm", "RMSNorm",
     "GELU", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",

@@ -1,4 +1,4 @@
-"""gelu, relu, sigmoid, tanh, softmax, log_softmax: the functions, their autograd formulas and
+"""gelu, relu, sigmoid, tanh, softmax, log_softmax, swiglu: the functions, their autograd formulas and
 fake (meta) shapes.
 
 Backward passes run in our kernels (`<op>_backward`): GELU's recomputes the derivative from
@@ -42,6 +42,14 @@ def sigmoid(input: torch.Tensor) -> torch.Tensor:
 def tanh(input: torch.Tensor) -> torch.Tensor:
     """``torch.tanh``."""
     return _ops.tanh(input)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SwiGLU, ``F.silu(a) * b``, in one pass: the gated MLP of Llama-family models
+    (``act(gate_proj(x)) * up_proj(x)``). ``a`` and ``b`` have one shape; they may be two
+    tensors or two views of one (``x.chunk(2, -1)``), read in place when each row (the last
+    dimension) is contiguous. The backward gives the gradients of both in one pass."""
+    return _ops.swiglu(a, b)
 
 
 def _softmax_dim(ndim: int, name: str) -> int:
@@ -115,6 +123,26 @@ for _name in ("softmax", "log_softmax"):
     register_fake(f"fusedops::{_name}_backward")(_bwd)
 
 
+def _swiglu_check(a, b, op, b_name="b"):
+    torch._check(a.dim() >= 1, lambda: f"fusedops.{op}: a must have at least 1 dimension, got a 0-d tensor")
+    torch._check(b.shape == a.shape,
+                 lambda: f"fusedops.{op}: {b_name} must have the shape of a {list(a.shape)}, got {list(b.shape)}")
+    torch._check(b.dtype == a.dtype, lambda: f"fusedops.{op}: {b_name} must have the dtype of a ({a.dtype}), got {b.dtype}")
+
+
+@register_fake("fusedops::swiglu")
+def _swiglu_fake(a, b):
+    _swiglu_check(a, b, "swiglu")
+    return a.new_empty(a.shape)
+
+
+@register_fake("fusedops::swiglu_backward")
+def _swiglu_backward_fake(grad_output, a, b, output_mask):
+    _swiglu_check(a, b, "swiglu_backward")
+    _swiglu_check(a, grad_output, "swiglu_backward", "grad_output")
+    return (a.new_empty(a.shape) if output_mask[0] else None, a.new_empty(a.shape) if output_mask[1] else None)
+
+
 # ---- autograd -------------------------------------------------------------------------------
 # Each backward: our kernel, or under create_graph a differentiable formula of the saved tensor.
 
@@ -169,9 +197,26 @@ for _name, _with_dim in (("relu", False), ("sigmoid", False), ("tanh", False),
                                     setup_context=_save_output)
 
 
+def _swiglu_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _swiglu_backward(ctx, grad):
+    a, b = ctx.saved_tensors
+    nig = [bool(n) for n in ctx.needs_input_grad[:2]]
+    if torch.is_grad_enabled():
+        return tuple(composite_grads(lambda a, b: F.silu(a) * b, (a, b), nig, grad))
+    return _ops.swiglu_backward(grad, a, b, nig)
+
+
+torch.library.register_autograd("fusedops::swiglu", _swiglu_backward, setup_context=_swiglu_setup)
+
+
 # ---- autocast -------------------------------------------------------------------------------
 # Under CPU autocast the input may be bfloat16 (a linear's output): the bf16 kernels compute in
 # fp32 and return bfloat16, as torch's own activations and softmax do.
 
 for _name in ("gelu", "relu", "sigmoid", "tanh", "softmax", "log_softmax"):
     register_autocast_cpu_keep(_name)
+# swiglu: a and b of different dtypes are promoted to a common one first, as F.silu(a) * b would
+register_autocast_cpu_keep("swiglu", activations=(0, 1))

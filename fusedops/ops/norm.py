@@ -1,8 +1,10 @@
-"""layer_norm and add_layer_norm: the functions, their autograd formulas and fake (meta) shapes.
+"""layer_norm and add_layer_norm, rms_norm and add_rms_norm: the functions, their autograd
+formulas and fake (meta) shapes.
 
 Training runs the `*_stats` variants, which also return the per-row mean and rstd (marked
 non-differentiable) for the backward ops `layer_norm_backward` / `add_layer_norm_backward`;
-called directly, `torch.ops.fusedops.layer_norm` recomputes them in its backward.
+called directly, `torch.ops.fusedops.layer_norm` recomputes them in its backward. RMSNorm
+follows the same scheme with the rstd alone (`rms_norm_stats`, `rms_norm_backward`, ...).
 Higher-order gradients (`create_graph=True`) differentiate torch's own composite formulas, so
 they are correct to any order but do not run in our kernels.
 """
@@ -60,6 +62,38 @@ def add_layer_norm(
         out, s, _, _ = _ops.add_layer_norm_stats(input, residual, shape, weight, bias, eps)
         return out, s
     return _ops.add_layer_norm(input, residual, shape, weight, bias, eps)
+
+
+def rms_norm(
+    input: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    eps: Optional[float] = None,
+    normalized_shape: Optional[_Shape] = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.rms_norm``: ``input * rsqrt(mean(input^2) + eps) * weight`` over the
+    trailing dimensions ``normalized_shape`` (default: ``weight``'s shape, else the last
+    dimension). ``eps=None`` uses the machine epsilon of the arithmetic type (float32's for a
+    bfloat16 input), as torch. Statistics are computed in float32 (float64 for float64)."""
+    shape = None if normalized_shape is None else _shape(normalized_shape)
+    if _wants_grad(input, weight):
+        return _ops.rms_norm_stats(input, weight, eps, shape)[0]
+    return _ops.rms_norm(input, weight, eps, shape)
+
+
+def add_rms_norm(
+    input: torch.Tensor,
+    residual: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    eps: Optional[float] = None,
+    normalized_shape: Optional[_Shape] = None,
+):
+    """``(rms_norm(input + residual, ...), input + residual)`` in one pass: the residual stream
+    of a pre-norm transformer block fused into the RMSNorm that reads it."""
+    shape = None if normalized_shape is None else _shape(normalized_shape)
+    if _wants_grad(input, residual, weight):
+        out, s, _ = _ops.add_rms_norm_stats(input, residual, weight, eps, shape)
+        return out, s
+    return _ops.add_rms_norm(input, residual, weight, eps, shape)
 
 
 # ---- fake (meta) implementations -------------------------------------------------------------
@@ -137,6 +171,56 @@ def _add_layer_norm_backward_fake(grad_output, grad_sum, sum, normalized_shape, 
                                   output_mask):
     _check(sum, normalized_shape, weight, None, "add_layer_norm_backward")
     return _backward_fake(sum, normalized_shape, output_mask, weight)
+
+
+def _rms_shape(input, weight, normalized_shape, op):
+    if normalized_shape is not None:
+        shape = list(normalized_shape)
+    elif weight is not None:
+        shape = list(weight.shape)
+    else:
+        torch._check(input.dim() >= 1, lambda: f"fusedops.{op}: input must have at least 1 dimension")
+        shape = [input.shape[-1]]
+    return shape, _check(input, shape, weight, None, op)
+
+
+@register_fake("fusedops::rms_norm")
+def _rms_norm_fake(input, weight=None, eps=None, normalized_shape=None):
+    _rms_shape(input, weight, normalized_shape, "rms_norm")
+    return input.new_empty(input.shape)
+
+
+@register_fake("fusedops::rms_norm_stats")
+def _rms_norm_stats_fake(input, weight, eps, normalized_shape):
+    _, lead = _rms_shape(input, weight, normalized_shape, "rms_norm_stats")
+    return input.new_empty(input.shape), input.new_empty(lead, dtype=_stat_dtype(input))
+
+
+@register_fake("fusedops::rms_norm_backward")
+def _rms_norm_backward_fake(grad_output, input, rstd, weight, normalized_shape, output_mask):
+    shape, _ = _rms_shape(input, weight, normalized_shape, "rms_norm_backward")
+    return _backward_fake(input, shape, list(output_mask) + [False], weight)[:2]
+
+
+@register_fake("fusedops::add_rms_norm")
+def _add_rms_norm_fake(input, residual, weight=None, eps=None, normalized_shape=None):
+    _rms_shape(input, weight, normalized_shape, "add_rms_norm")
+    torch._check(residual.shape == input.shape, lambda: "fusedops.add_rms_norm: residual must have the input's shape")
+    return input.new_empty(input.shape), input.new_empty(input.shape)
+
+
+@register_fake("fusedops::add_rms_norm_stats")
+def _add_rms_norm_stats_fake(input, residual, weight, eps, normalized_shape):
+    _, lead = _rms_shape(input, weight, normalized_shape, "add_rms_norm_stats")
+    torch._check(residual.shape == input.shape,
+                 lambda: "fusedops.add_rms_norm_stats: residual must have the input's shape")
+    return input.new_empty(input.shape), input.new_empty(input.shape), input.new_empty(lead, dtype=_stat_dtype(input))
+
+
+@register_fake("fusedops::add_rms_norm_backward")
+def _add_rms_norm_backward_fake(grad_output, grad_sum, sum, rstd, weight, normalized_shape, output_mask):
+    shape, _ = _rms_shape(sum, weight, normalized_shape, "add_rms_norm_backward")
+    return _backward_fake(sum, shape, list(output_mask) + [False], weight)[:2]
 
 
 # ---- autograd -------------------------------------------------------------------------------
@@ -254,6 +338,117 @@ torch.library.register_autograd(
 )
 
 
+# RMSNorm: as LayerNorm, with no bias and the rstd alone saved.
+
+
+def _torch_rms_norm(shape, eps):
+    return lambda x, w: F.rms_norm(x, shape, w, eps)
+
+
+def _rms_setup(ctx, input, weight, eps, normalized_shape):
+    ctx.shape = list(normalized_shape) if normalized_shape is not None else (
+        list(weight.shape) if weight is not None else [input.shape[-1]])
+    ctx.eps, ctx.given_shape = eps, normalized_shape
+
+
+def _rms_norm_setup(ctx, inputs, output):
+    input, weight, eps, normalized_shape = inputs
+    _rms_setup(ctx, input, weight, eps, normalized_shape)
+    ctx.save_for_backward(input, weight)
+
+
+def _rms_norm_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    nig = needs_grad(ctx, 4)
+    if torch.is_grad_enabled():
+        gx, gw = composite_grads(_torch_rms_norm(ctx.shape, ctx.eps), (input, weight), nig[:2], grad)
+    else:  # recompute the rstd the plain op did not keep
+        _, rstd = _ops.rms_norm_stats(input, weight, ctx.eps, ctx.given_shape)
+        gx, gw = _ops.rms_norm_backward(grad, input, rstd, weight, ctx.given_shape, nig[:2])
+    return gx, gw, None, None
+
+
+torch.library.register_autograd("fusedops::rms_norm", _rms_norm_backward, setup_context=_rms_norm_setup)
+
+
+def _rms_norm_stats_setup(ctx, inputs, output):
+    input, weight, eps, normalized_shape = inputs
+    _rms_setup(ctx, input, weight, eps, normalized_shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(input, weight, output[1])
+
+
+def _rms_norm_stats_backward(ctx, grad, _grad_rstd):
+    input, weight, rstd = ctx.saved_tensors
+    nig = needs_grad(ctx, 4)
+    if torch.is_grad_enabled():
+        gx, gw = composite_grads(_torch_rms_norm(ctx.shape, ctx.eps), (input, weight), nig[:2], grad)
+    else:
+        gx, gw = _ops.rms_norm_backward(grad, input, rstd, weight, ctx.given_shape, nig[:2])
+    return gx, gw, None, None
+
+
+torch.library.register_autograd(
+    "fusedops::rms_norm_stats", _rms_norm_stats_backward, setup_context=_rms_norm_stats_setup
+)
+
+
+def _add_rms_norm_setup(ctx, inputs, output):
+    input, residual, weight, eps, normalized_shape = inputs
+    _rms_setup(ctx, input, weight, eps, normalized_shape)
+    ctx.save_for_backward(input, residual, weight)
+
+
+def _add_rms_norm_backward(ctx, grad, grad_sum):
+    input, residual, weight = ctx.saved_tensors
+    nig = needs_grad(ctx, 3)
+    if torch.is_grad_enabled():
+        def fn(x, r, w):
+            s = x + r
+            return F.rms_norm(s, ctx.shape, w, ctx.eps), s
+
+        with torch.enable_grad():
+            ins = [t if not n or t.requires_grad else t.detach().requires_grad_()
+                   for t, n in zip((input, residual, weight), nig)]
+            out, s = fn(*ins)
+            wrt = [t for t, n in zip(ins, nig) if n]
+            got = iter(torch.autograd.grad((out, s), wrt, (grad, grad_sum), create_graph=True, allow_unused=True))
+        gx, gr, gw = [next(got) if n else None for n in nig]
+        return gx, gr, gw, None, None
+    _, s, rstd = _ops.add_rms_norm_stats(input, residual, weight, ctx.eps, ctx.given_shape)
+    gs, gw = _ops.add_rms_norm_backward(grad, grad_sum, s, rstd, weight, ctx.given_shape, [nig[0] or nig[1], nig[2]])
+    return gs if nig[0] else None, gs if nig[1] else None, gw, None, None
+
+
+torch.library.register_autograd("fusedops::add_rms_norm", _add_rms_norm_backward, setup_context=_add_rms_norm_setup)
+
+
+def _add_rms_norm_stats_setup(ctx, inputs, output):
+    input, residual, weight, eps, normalized_shape = inputs
+    _rms_setup(ctx, input, weight, eps, normalized_shape)
+    ctx.mark_non_differentiable(output[2])
+    # the sum is saved (it is an output): input and residual need not stay alive
+    ctx.save_for_backward(output[1], weight, output[2])
+
+
+def _add_rms_norm_stats_backward(ctx, grad, grad_sum, _grad_rstd):
+    s, weight, rstd = ctx.saved_tensors
+    nig = needs_grad(ctx, 3)
+    mask = [nig[0] or nig[1], nig[2]]
+    if torch.is_grad_enabled():
+        gs, gw = composite_grads(_torch_rms_norm(ctx.shape, ctx.eps), (s, weight), mask, grad)
+        if gs is not None and grad_sum is not None:
+            gs = gs + grad_sum
+    else:
+        gs, gw = _ops.add_rms_norm_backward(grad, grad_sum, s, rstd, weight, ctx.given_shape, mask)
+    return gs if nig[0] else None, gs if nig[1] else None, gw, None, None
+
+
+torch.library.register_autograd(
+    "fusedops::add_rms_norm_stats", _add_rms_norm_stats_backward, setup_context=_add_rms_norm_stats_setup
+)
+
+
 # ---- autocast -------------------------------------------------------------------------------
 # Under CPU autocast the input may be bfloat16 (a linear's output): the bf16 kernels normalize
 # it in fp32 and return bfloat16, as torch's layer_norm does (mean and rstd stay float32); an
@@ -264,3 +459,7 @@ register_autocast_cpu_keep("layer_norm", params=(2, 3))
 register_autocast_cpu_keep("layer_norm_stats", params=(2, 3))
 register_autocast_cpu_keep("add_layer_norm", activations=(0, 1), params=(3, 4))
 register_autocast_cpu_keep("add_layer_norm_stats", activations=(0, 1), params=(3, 4))
+register_autocast_cpu_keep("rms_norm", params=(1,))
+register_autocast_cpu_keep("rms_norm_stats", params=(1,))
+register_autocast_cpu_keep("add_rms_norm", activations=(0, 1), params=(2,))
+register_autocast_cpu_keep("add_rms_norm_stats", activations=(0, 1), params=(2,))

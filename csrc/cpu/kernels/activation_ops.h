@@ -1,4 +1,4 @@
-// Activation and softmax ops, torch-free: the API of the activation_ops kernels
+// Activation, SwiGLU and softmax ops, torch-free: the API of the activation_ops kernels
 // (activation_ops_isa.h holds the math, instantiated per instruction set by
 // activation_ops_<isa>.cpp; activation_ops.cpp dispatches on active_isa()). Not to be confused
 // with activation.h, the activations that GEMM epilogues fuse. Pointwise, the
@@ -31,6 +31,14 @@ struct ActivationKernels {
   // dx = g - exp(y) sum_d(g).
   void (*softmax_backward)(int64_t outer, int64_t D, int64_t inner, const T* g, const T* y, T* dx,
                            bool log);
+  // SwiGLU y = silu(a) * b over M rows of N elements, row i of a at a + i * lda (likewise b, y):
+  // the two halves of one projection are read in place.
+  void (*swiglu_forward)(int64_t M, int64_t N, const T* a, int64_t lda, const T* b, int64_t ldb, T* y,
+                         int64_t ldy);
+  // da = g * b * silu'(a), silu'(a) = sig(a) (1 + a (1 - sig(a))), and db = g * silu(a), recomputed
+  // from a and b in one pass; da and db ([M, N], leading dimension N) may each be nullptr.
+  void (*swiglu_backward)(int64_t M, int64_t N, const T* g, int64_t ldg, const T* a, int64_t lda,
+                          const T* b, int64_t ldb, T* da, T* db);
 };
 
 // The kernels of an instruction set (default: the one in force), filled once.

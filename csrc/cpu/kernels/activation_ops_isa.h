@@ -352,6 +352,83 @@ void softmax_backward(int64_t outer, int64_t D, int64_t inner, const S* g, const
   }
 }
 
+// ---- SwiGLU ---------------------------------------------------------------------------------
+// Rows split over threads in contiguous ranges; each element is independent, so the result is
+// the same for any thread count. fp32 SIMD traits use vexp; others <cmath>.
+
+namespace act_detail {
+
+template <class V>
+inline typename V::R sigmoid_vec(typename V::R a) {
+  const typename V::R one = V::set1(1.0f);
+  return V::div(one, V::add(one, vexp<V>(V::sub(V::zero(), a))));
+}
+
+template <class V, class S>
+inline void swiglu_row(int64_t N, const S* a, const S* b, S* y) {
+  using T = typename V::T;
+  constexpr int W = V::W;
+  if constexpr (V::fast_math) {
+    for (int64_t j = 0; j < N; j += W) {
+      const int64_t n = std::min<int64_t>(W, N - j);
+      const typename V::R av = ld_n<V>(a + j, n);
+      st_n<V>(y + j, V::mul(V::mul(av, sigmoid_vec<V>(av)), ld_n<V>(b + j, n)), n);
+    }
+  } else {
+    for (int64_t j = 0; j < N; ++j) {
+      const T av = to_t<T>(a[j]);
+      y[j] = from_t<S>(av / (T(1) + std::exp(-av)) * to_t<T>(b[j]));
+    }
+  }
+}
+
+template <class V, class S>
+inline void swiglu_backward_row(int64_t N, const S* g, const S* a, const S* b, S* da, S* db) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  if constexpr (V::fast_math) {
+    const R one = V::set1(1.0f);
+    for (int64_t j = 0; j < N; j += W) {
+      const int64_t n = std::min<int64_t>(W, N - j);
+      const R gv = ld_n<V>(g + j, n), av = ld_n<V>(a + j, n), sg = sigmoid_vec<V>(av);
+      if (db) st_n<V>(db + j, V::mul(gv, V::mul(av, sg)), n);
+      if (da) {
+        // g b sig (1 + a (1 - sig))
+        const R d = V::mul(sg, V::fmadd(av, V::sub(one, sg), one));
+        st_n<V>(da + j, V::mul(V::mul(gv, ld_n<V>(b + j, n)), d), n);
+      }
+    }
+  } else {
+    for (int64_t j = 0; j < N; ++j) {
+      const T gv = to_t<T>(g[j]), av = to_t<T>(a[j]), sg = T(1) / (T(1) + std::exp(-av));
+      if (db) db[j] = from_t<S>(gv * (av * sg));
+      if (da) da[j] = from_t<S>(gv * to_t<T>(b[j]) * (sg * (av * (T(1) - sg) + T(1))));
+    }
+  }
+}
+
+}  // namespace act_detail
+
+template <class V, class S>
+void swiglu_forward(int64_t M, int64_t N, const S* a, int64_t lda, const S* b, int64_t ldb, S* y,
+                    int64_t ldy) {
+  if (M <= 0 || N <= 0) return;
+  act_detail::parallel_units(M, M * N, [&](int64_t i) {
+    act_detail::swiglu_row<V>(N, a + i * lda, b + i * ldb, y + i * ldy);
+  });
+}
+
+template <class V, class S>
+void swiglu_backward(int64_t M, int64_t N, const S* g, int64_t ldg, const S* a, int64_t lda,
+                     const S* b, int64_t ldb, S* da, S* db) {
+  if (M <= 0 || N <= 0 || (!da && !db)) return;
+  act_detail::parallel_units(M, M * N, [&](int64_t i) {
+    act_detail::swiglu_backward_row<V>(N, g + i * ldg, a + i * lda, b + i * ldb,
+                                       da ? da + i * N : nullptr, db ? db + i * N : nullptr);
+  });
+}
+
 // Entry points for activation_ops.cpp, one set per instruction set and storage type (bf16
 // tensors compute on the fp32 trait).
 #define FUSEDOPS_ACT_VEC(T) \
@@ -374,11 +451,22 @@ void softmax_backward_run(int64_t outer, int64_t D, int64_t inner, const T* g, c
                           bool log) {
   softmax_backward<FUSEDOPS_ACT_VEC(T)>(outer, D, inner, g, y, dx, log);
 }
+template <typename T>
+void swiglu_forward_run(int64_t M, int64_t N, const T* a, int64_t lda, const T* b, int64_t ldb, T* y,
+                        int64_t ldy) {
+  swiglu_forward<FUSEDOPS_ACT_VEC(T)>(M, N, a, lda, b, ldb, y, ldy);
+}
+template <typename T>
+void swiglu_backward_run(int64_t M, int64_t N, const T* g, int64_t ldg, const T* a, int64_t lda,
+                         const T* b, int64_t ldb, T* da, T* db) {
+  swiglu_backward<FUSEDOPS_ACT_VEC(T)>(M, N, g, ldg, a, lda, b, ldb, da, db);
+}
 #undef FUSEDOPS_ACT_VEC
 
 template <typename T>
 ActivationKernels<T> activation_table() {
-  return {&pointwise_forward_run<T>, &pointwise_backward_run<T>, &softmax_forward_run<T>, &softmax_backward_run<T>};
+  return {&pointwise_forward_run<T>, &pointwise_backward_run<T>, &softmax_forward_run<T>,
+          &softmax_backward_run<T>,  &swiglu_forward_run<T>,    &swiglu_backward_run<T>};
 }
 template ActivationKernels<float> activation_table<float>();
 template ActivationKernels<double> activation_table<double>();

@@ -1,8 +1,9 @@
-// LayerNorm over rows, torch-free: the API of the norm kernels (norm_isa.h holds the math,
+// LayerNorm and RMSNorm over rows, torch-free: the API of the norm kernels (norm_isa.h holds the math,
 // instantiated per instruction set by norm_<isa>.cpp; norm.cpp dispatches on active_isa()).
 //
 // Shapes: M rows of N contiguous elements (row-major, leading dimension N). mean/rstd are
-// per-row [M] in the arithmetic type (float for fp32 and bf16, double for fp64).
+// per-row [M] in the arithmetic type (float for fp32 and bf16, double for fp64). RMSNorm is
+// LayerNorm with the mean fixed at zero and no bias: the same passes and the same backward.
 #pragma once
 #include <cstdint>
 
@@ -34,6 +35,17 @@ struct NormKernels {
   // same bits for any thread count.
   void (*layer_norm_backward)(int64_t M, int64_t N, const T* g, const T* x, const C* mean,
                               const C* rstd, const C* w, const T* grad_add, T* dx, C* dw, C* db);
+  // y = s * rstd * w per row, rstd = 1 / sqrt(mean_row(s^2) + eps), s = x + residual when
+  // `residual` is given (written to `sum_out`), else s = x. Two passes over a row: the sum of
+  // squares (adding and storing the residual), then y. w: [N] or nullptr (1); rstd: [M] or
+  // nullptr (not stored).
+  void (*rms_norm_forward)(int64_t M, int64_t N, const T* x, const T* residual, T* sum_out,
+                           const C* w, C eps, T* y, C* rstd);
+  // Gradients of rms_norm: layer_norm_backward with the mean at zero,
+  //   xhat = x * rstd,  dx = rstd * (g w - xhat * mean_row(g w xhat)) (+ grad_add),
+  //   dw = sum_rows(g * xhat), with the same deterministic partial sums.
+  void (*rms_norm_backward)(int64_t M, int64_t N, const T* g, const T* x, const C* rstd, const C* w,
+                            const T* grad_add, T* dx, C* dw);
 };
 
 // The kernels of an instruction set (default: the one in force), filled once.

@@ -1,5 +1,5 @@
-// LayerNorm kernels written once over a register trait V (vec.h), instantiated per instruction
-// set by norm_<isa>.cpp (see vec/isa_generic.h for the scheme).
+// LayerNorm and RMSNorm kernels written once over a register trait V (vec.h), instantiated per
+// instruction set by norm_<isa>.cpp (see vec/isa_generic.h for the scheme).
 //
 // Forward, per row of N elements: one pass reading x (and the residual, writing their sum)
 // that sums the row, a second pass over the row (now in L1/L2) for the centred variance, a
@@ -7,6 +7,8 @@
 // (and adding g * xhat, g into the weight/bias partials), a second writing dx. Rows are split
 // into one contiguous range per thread; the weight/bias partials are summed per thread in
 // blocks of kBlockRows rows (keeping float sums short), then across threads in thread order.
+// RMSNorm runs the same row loops with the mean fixed at zero (template flag Rms in the forward,
+// a null mean in the backward): its forward is two passes (the sum of squares, then y).
 #pragma once
 // (standard headers come from vec/isa_std.h, before the instruction set is selected)
 
@@ -91,7 +93,42 @@ inline typename V::T row_sq_dev(int64_t N, const S* s, typename V::T mu) {
   return acc;
 }
 
+// sum_j s_j^2 over a row with s = x + r stored to s_out (the squares of the stored, rounded
+// sum with bf16 storage, as the backward reads it back).
 template <class V, class S>
+inline typename V::T row_sq_store(int64_t N, const S* x, const S* r, S* s_out) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int W = V::W;
+  constexpr bool round_sum = is_bf16_storage<V, S>;
+  auto add_store = [&](int64_t k) {
+    R v = V::add(ld<V>(x + k), ld<V>(r + k));
+    st<V>(s_out + k, v);
+    if constexpr (round_sum) v = ld<V>(s_out + k);
+    return v;
+  };
+  R a0 = V::zero(), a1 = V::zero();
+  int64_t j = 0;
+  for (; j + 2 * W <= N; j += 2 * W) {
+    const R v0 = add_store(j), v1 = add_store(j + W);
+    a0 = V::fmadd(v0, v0, a0);
+    a1 = V::fmadd(v1, v1, a1);
+  }
+  for (; j + W <= N; j += W) {
+    const R v = add_store(j);
+    a0 = V::fmadd(v, v, a0);
+  }
+  T acc = V::hsum(V::add(a0, a1));
+  for (; j < N; ++j) {
+    const S v = from_t<S>(to_t<T>(x[j]) + to_t<T>(r[j]));
+    s_out[j] = v;
+    acc += to_t<T>(v) * to_t<T>(v);
+  }
+  return acc;
+}
+
+// Rms: RMSNorm (mean fixed at zero, b unused, mean not stored).
+template <class V, bool Rms, class S>
 void forward_rows(int64_t r0, int64_t r1, int64_t N, const S* x, const S* res, S* sum_out,
                   const typename V::T* w, const typename V::T* b, typename V::T eps, S* y,
                   typename V::T* mean, typename V::T* rstd) {
@@ -101,9 +138,14 @@ void forward_rows(int64_t r0, int64_t r1, int64_t N, const S* x, const S* res, S
   for (int64_t i = r0; i < r1; ++i) {
     const S* xr = x + i * N;
     S* s = res ? sum_out + i * N : nullptr;
-    const T mu = row_mean<V>(N, xr, res ? res + i * N : nullptr, s);
     const S* src = res ? s : xr;
-    const T var = row_sq_dev<V>(N, src, mu) / T(N);
+    T mu = T(0), var;
+    if constexpr (Rms) {
+      var = (res ? row_sq_store<V>(N, xr, res + i * N, s) : row_sq_dev<V>(N, xr, T(0))) / T(N);
+    } else {
+      mu = row_mean<V>(N, xr, res ? res + i * N : nullptr, s);
+      var = row_sq_dev<V>(N, src, mu) / T(N);
+    }
     const T rs = T(1) / std::sqrt(var + eps);
     if (mean) mean[i] = mu;
     if (rstd) rstd[i] = rs;
@@ -119,11 +161,12 @@ void forward_rows(int64_t r0, int64_t r1, int64_t N, const S* x, const S* res, S
   }
 }
 
-// One row of the backward (see norm.h). acc_w/acc_b: the block partials (or nullptr).
+// One row of the backward (see norm.h). acc_w/acc_b: the block partials (or nullptr). rms:
+// RMSNorm (mu is zero and the mean term of dx drops out).
 template <class V, class S>
 inline void backward_row(int64_t N, const S* g, const S* x, typename V::T mu, typename V::T rs,
                          const typename V::T* w, const S* ga, S* dx, typename V::T* acc_w,
-                         typename V::T* acc_b) {
+                         typename V::T* acc_b, bool rms) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int W = V::W;
@@ -137,13 +180,11 @@ inline void backward_row(int64_t N, const S* g, const S* x, typename V::T mu, ty
     const R gw = V::mul(gv, wv);  // zero in tail lanes (g is)
     s1 = V::add(s1, gw);
     s2 = V::fmadd(gw, xh, s2);
-    if (acc_w) {
-      st_n<V>(acc_w + j, V::fmadd(gv, xh, ld_n<V>(acc_w + j, n)), n);
-      st_n<V>(acc_b + j, V::add(gv, ld_n<V>(acc_b + j, n)), n);
-    }
+    if (acc_w) st_n<V>(acc_w + j, V::fmadd(gv, xh, ld_n<V>(acc_w + j, n)), n);
+    if (acc_b) st_n<V>(acc_b + j, V::add(gv, ld_n<V>(acc_b + j, n)), n);
   }
   if (!dx) return;
-  const R c2 = V::set1(V::hsum(s1) / T(N)), c1 = V::set1(V::hsum(s2) / T(N));
+  const R c2 = V::set1(rms ? T(0) : V::hsum(s1) / T(N)), c1 = V::set1(V::hsum(s2) / T(N));
   for (int64_t j = 0; j < N; j += W) {  // pass 2: dx
     const int64_t n = std::min<int64_t>(W, N - j);
     const R gv = ld_n<V>(g + j, n);
@@ -167,11 +208,25 @@ void layer_norm_forward(int64_t M, int64_t N, const S* x, const S* res, S* sum_o
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    norm_detail::forward_rows<V>(t * M / n, (t + 1) * M / n, N, x, res, sum_out, w, b, eps, y,
-                                 mean, rstd);
+    norm_detail::forward_rows<V, false>(t * M / n, (t + 1) * M / n, N, x, res, sum_out, w, b,
+                                        eps, y, mean, rstd);
   }
 }
 
+template <class V, class S>
+void rms_norm_forward(int64_t M, int64_t N, const S* x, const S* res, S* sum_out,
+                      const typename V::T* w, typename V::T eps, S* y, typename V::T* rstd) {
+  if (M <= 0 || N <= 0) return;
+  const int nt = norm_detail::threads_for(M, N);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    norm_detail::forward_rows<V, true>(t * M / n, (t + 1) * M / n, N, x, res, sum_out, w, nullptr,
+                                       eps, y, nullptr, rstd);
+  }
+}
+
+// mean nullptr: the RMSNorm backward (mean zero; db must be nullptr).
 template <class V, class S>
 void layer_norm_backward(int64_t M, int64_t N, const S* g, const S* x, const typename V::T* mean,
                          const typename V::T* rstd, const typename V::T* w, const S* ga, S* dx,
@@ -199,8 +254,9 @@ void layer_norm_backward(int64_t M, int64_t N, const S* g, const S* x, const typ
     for (int64_t i0 = r0; i0 < r1; i0 += norm_detail::kBlockRows) {
       const int64_t i1 = std::min(r1, i0 + norm_detail::kBlockRows);
       for (int64_t i = i0; i < i1; ++i)
-        norm_detail::backward_row<V>(N, g + i * N, x + i * N, mean[i], rstd[i], w,
-                                     ga ? ga + i * N : nullptr, dx ? dx + i * N : nullptr, bw, bb);
+        norm_detail::backward_row<V>(N, g + i * N, x + i * N, mean ? mean[i] : T(0), rstd[i], w,
+                                     ga ? ga + i * N : nullptr, dx ? dx + i * N : nullptr, bw,
+                                     mean ? bb : nullptr, !mean);
       if (!wb) continue;
       int64_t j = 0;
       for (; j + W <= N; j += W) {
@@ -236,9 +292,22 @@ void layer_norm_backward_run(int64_t M, int64_t N, const T* g, const T* x, const
   layer_norm_backward<NormVec<T>>(M, N, g, x, mean, rstd, w, ga, dx, dw, db);
 }
 
+template <typename T, typename C = compute_t<T>>
+void rms_norm_forward_run(int64_t M, int64_t N, const T* x, const T* res, T* sum_out, const C* w,
+                          C eps, T* y, C* rstd) {
+  rms_norm_forward<NormVec<T>>(M, N, x, res, sum_out, w, eps, y, rstd);
+}
+
+template <typename T, typename C = compute_t<T>>
+void rms_norm_backward_run(int64_t M, int64_t N, const T* g, const T* x, const C* rstd, const C* w,
+                           const T* ga, T* dx, C* dw) {
+  layer_norm_backward<NormVec<T>>(M, N, g, x, nullptr, rstd, w, ga, dx, dw, nullptr);
+}
+
 template <typename T>
 NormKernels<T> norm_table() {
-  return {&layer_norm_forward_run<T>, &layer_norm_backward_run<T>};
+  return {&layer_norm_forward_run<T>, &layer_norm_backward_run<T>, &rms_norm_forward_run<T>,
+          &rms_norm_backward_run<T>};
 }
 template NormKernels<float> norm_table<float>();
 template NormKernels<double> norm_table<double>();

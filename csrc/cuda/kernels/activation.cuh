@@ -7,7 +7,10 @@
               L1/L2): the maximum, the sum of exp(x - max), the output (exponentials recomputed,
               so 16-bit outputs are rounded once). A NaN in the row, or an infinite maximum,
               gives NaN through the sum, as torch. Backward: one pass for the row sum
-              (sum g y, or sum g for log_softmax), one for dx. */
+              (sum g y, or sum g for log_softmax), one for dx.
+   swiglu     silu(a) * b over M rows of N (each operand at its own row stride, so the halves of
+              one projection are read in place): blocks take rows in a grid-stride loop, the
+              threads of a block stride over the row. Backward recomputes silu from a. */
 #pragma once
 #include "gemm.cuh"
 #include "norm.cuh"
@@ -19,6 +22,8 @@ namespace activation_detail {
 using gemm_detail::act_grad;
 using gemm_detail::apply_act;
 using gemm_detail::exp_;
+using gemm_detail::from_acc;
+using gemm_detail::to_acc;
 using gemm_detail::tanh_;
 using norm_detail::kVec;
 using norm_detail::load_pack;
@@ -141,6 +146,34 @@ __global__ void __launch_bounds__(32 * kSoftmaxWarps)
   }
 }
 
+// grid-stride over rows; y: [M, N] contiguous.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_forward_kernel(int64_t M, int64_t N, const T* a, int64_t lda, const T* b, int64_t ldb, T* y) {
+  using Acc = gemm_acc_t<T>;
+  for (int64_t i = blockIdx.x; i < M; i += gridDim.x)
+    for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+      const Acc av = to_acc(a[i * lda + j]);
+      const Acc sg = Acc(1) / (Acc(1) + exp_(-av));
+      y[i * N + j] = from_acc<T>(av * sg * to_acc(b[i * ldb + j]));
+    }
+}
+
+// da = g b sig (1 + a (1 - sig)), db = g a sig; da, db: [M, N] contiguous or nullptr.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_backward_kernel(int64_t M, int64_t N, const T* g, int64_t ldg, const T* a, int64_t lda, const T* b,
+                           int64_t ldb, T* da, T* db) {
+  using Acc = gemm_acc_t<T>;
+  for (int64_t i = blockIdx.x; i < M; i += gridDim.x)
+    for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+      const Acc gv = to_acc(g[i * ldg + j]), av = to_acc(a[i * lda + j]);
+      const Acc sg = Acc(1) / (Acc(1) + exp_(-av));
+      if (db) db[i * N + j] = from_acc<T>(gv * (av * sg));
+      if (da) da[i * N + j] = from_acc<T>(gv * to_acc(b[i * ldb + j]) * (sg * (av * (Acc(1) - sg) + Acc(1))));
+    }
+}
+
 }  // namespace activation_detail
 
 // variant: the vector width (elements per 16-byte load, or 1).
@@ -203,7 +236,41 @@ void softmax_backward_launch(const LaunchPlan& plan, int64_t M, int64_t D, const
     LAUNCH((softmax_backward_kernel<T, 1>), plan.grid, plan.block, 0, stream, M, D, g, y, dx, log);
 }
 
+template <typename T>
+LaunchPlan swiglu_plan(int64_t M) {
+  using namespace activation_detail;
+  LaunchPlan plan;
+  plan.grid = dim3(unsigned(M < 1 ? 1 : (M > kMaxGrid ? kMaxGrid : M)), 1, 1);
+  plan.block = dim3(kThreads, 1, 1);
+  plan.name = "swiglu";
+  return plan;
+}
+
+template <typename T>
+void swiglu_forward_launch(const LaunchPlan& plan, int64_t M, int64_t N, const T* a, int64_t lda, const T* b,
+                           int64_t ldb, T* y, cudaStream_t stream) {
+  using namespace activation_detail;
+  if (M <= 0 || N <= 0) return;
+  LAUNCH(swiglu_forward_kernel<T>, plan.grid, plan.block, 0, stream, M, N, a, lda, b, ldb, y);
+}
+
+template <typename T>
+void swiglu_backward_launch(const LaunchPlan& plan, int64_t M, int64_t N, const T* g, int64_t ldg, const T* a,
+                            int64_t lda, const T* b, int64_t ldb, T* da, T* db, cudaStream_t stream) {
+  using namespace activation_detail;
+  if (M <= 0 || N <= 0 || (!da && !db)) return;
+  LAUNCH(swiglu_backward_kernel<T>, plan.grid, plan.block, 0, stream, M, N, g, ldg, a, lda, b, ldb, da, db);
+}
+
 inline void activation_instantiate_all_() {
+  (void)&swiglu_forward_launch<__half>;
+  (void)&swiglu_forward_launch<__nv_bfloat16>;
+  (void)&swiglu_forward_launch<float>;
+  (void)&swiglu_forward_launch<double>;
+  (void)&swiglu_backward_launch<__half>;
+  (void)&swiglu_backward_launch<__nv_bfloat16>;
+  (void)&swiglu_backward_launch<float>;
+  (void)&swiglu_backward_launch<double>;
   (void)&pointwise_launch<__half>;
   (void)&pointwise_launch<__nv_bfloat16>;
   (void)&pointwise_launch<float>;

@@ -1,4 +1,4 @@
-/* LayerNorm forward and backward, torch-free. Rows of N contiguous elements; fp32 math (fp64
+/* LayerNorm and RMSNorm forward and backward, torch-free. Rows of N contiguous elements; fp32 math (fp64
    for double); per-row mean/rstd in the accumulator type (float, or double).
 
    forward   one warp per row, 4 rows per block. Three passes over the row (the second and
@@ -11,7 +11,10 @@
              (shared memory when 2 N accumulators fit, else the block's row of the global
              workspace): no atomics. A second kernel sums the per-block partials column by
              column in block order. The result depends only on (M, N): deterministic run to
-             run and between the simulator and a GPU. */
+             run and between the simulator and a GPU.
+   RMSNorm   the same kernels with the mean fixed at zero: the forward (template flag Rms) sums
+             squares in its first pass and skips the variance pass; the backward takes a null
+             mean (the mean term of dx drops out) and no bias gradient. */
 #pragma once
 #include "gemm.cuh"
 
@@ -59,7 +62,8 @@ __device__ __forceinline__ A sqrt_(A x) {
 }
 
 // grid: ceil(M / kFwdWarps) blocks of 32 * kFwdWarps threads. sum_out: [M, N] when res.
-template <typename T, int V>
+// Rms: RMSNorm (b and mean unused).
+template <typename T, int V, bool Rms>
 __global__ void __launch_bounds__(32 * kFwdWarps)
     layer_norm_forward_kernel(int64_t M, int64_t N, const T* x, const T* res, T* sum_out, const T* w, const T* b,
                               gemm_acc_t<T> eps, T* y, gemm_acc_t<T>* mean, gemm_acc_t<T>* rstd) {
@@ -71,7 +75,7 @@ __global__ void __launch_bounds__(32 * kFwdWarps)
   const T* rr = res ? res + row * N : nullptr;
   T* sr = res ? sum_out + row * N : nullptr;
   // the shift: s[0] as it is stored (rounded to T)
-  const Acc c = rr ? to_acc(from_acc<T>(to_acc(xr[0]) + to_acc(rr[0]))) : to_acc(xr[0]);
+  const Acc c = Rms ? Acc(0) : (rr ? to_acc(from_acc<T>(to_acc(xr[0]) + to_acc(rr[0]))) : to_acc(xr[0]));
   Acc v[V];
   Acc s1 = 0;
   for (int64_t j = int64_t(lane) * V; j < N; j += 32 * V) {
@@ -82,14 +86,21 @@ __global__ void __launch_bounds__(32 * kFwdWarps)
       for (int k = 0; k < V; ++k) v[k] = to_acc(from_acc<T>(v[k] + r[k]));  // the stored sum
       store_pack<T, V>(sr + j, v);
     }
-    for (int k = 0; k < V; ++k) s1 += v[k] - c;
+    if constexpr (Rms)
+      for (int k = 0; k < V; ++k) s1 += v[k] * v[k];
+    else
+      for (int k = 0; k < V; ++k) s1 += v[k] - c;
   }
-  const Acc mu = c + warp_sum(s1) / Acc(N);
   const T* src = rr ? sr : xr;  // this lane reads back only what it wrote
-  Acc s2 = 0;
-  for (int64_t j = int64_t(lane) * V; j < N; j += 32 * V) {
-    load_pack<T, V>(src + j, v);
-    for (int k = 0; k < V; ++k) s2 += (v[k] - mu) * (v[k] - mu);
+  Acc mu = 0, s2 = 0;
+  if constexpr (Rms) {
+    s2 = s1;
+  } else {
+    mu = c + warp_sum(s1) / Acc(N);
+    for (int64_t j = int64_t(lane) * V; j < N; j += 32 * V) {
+      load_pack<T, V>(src + j, v);
+      for (int k = 0; k < V; ++k) s2 += (v[k] - mu) * (v[k] - mu);
+    }
   }
   const Acc rs = Acc(1) / sqrt_(warp_sum(s2) / Acc(N) + eps);
   if (lane == 0 && mean) mean[row] = mu;
@@ -107,7 +118,7 @@ __global__ void __launch_bounds__(32 * kFwdWarps)
 
 // grid: ceil(M / rows_per_block) blocks; dynamic shared memory: 2 N accumulators when the
 // plan found room (smem_acc), else the partials live in the workspace. partial: [grid, 2, N]
-// (nullptr when neither dw nor db is wanted).
+// (nullptr when neither dw nor db is wanted). mean nullptr: RMSNorm.
 template <typename T, int V>
 __global__ void __launch_bounds__(kBwdMaxThreads)
     layer_norm_backward_kernel(int64_t M, int64_t N, const T* g, const T* x, const gemm_acc_t<T>* mean,
@@ -127,7 +138,7 @@ __global__ void __launch_bounds__(kBwdMaxThreads)
   for (int64_t row = r0; row < r1; ++row) {
     const T* gr = g + row * N;
     const T* xr = x + row * N;
-    const Acc mu = mean[row], rs = rstd[row];
+    const Acc mu = mean ? mean[row] : Acc(0), rs = rstd[row];
     Acc s1 = 0, s2 = 0;
     for (int64_t j = int64_t(tid) * V; j < N; j += int64_t(nthreads) * V) {
       Acc gv[V], xv[V], wv[V];
@@ -149,7 +160,7 @@ __global__ void __launch_bounds__(kBwdMaxThreads)
     for (int i = 0; i < warps; ++i) s1 += red[0][i], s2 += red[1][i];
     __syncthreads();  // red is rewritten by the next row
     if (!dx) continue;
-    const Acc c2 = s1 / Acc(N), c1 = s2 / Acc(N);
+    const Acc c2 = mean ? s1 / Acc(N) : Acc(0), c1 = s2 / Acc(N);
     for (int64_t j = int64_t(tid) * V; j < N; j += int64_t(nthreads) * V) {
       Acc gv[V], xv[V], wv[V], av[V];
       load_pack<T, V>(gr + j, gv);
@@ -207,11 +218,26 @@ void layer_norm_forward_launch(const LaunchPlan& plan, int64_t M, int64_t N, con
   using Acc = gemm_acc_t<T>;
   if (M <= 0 || N <= 0) return;
   if (plan.variant > 1)
-    LAUNCH((layer_norm_forward_kernel<T, kVec<T>>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out, w, b,
-           Acc(eps), y, mean, rstd);
+    LAUNCH((layer_norm_forward_kernel<T, kVec<T>, false>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out,
+           w, b, Acc(eps), y, mean, rstd);
   else
-    LAUNCH((layer_norm_forward_kernel<T, 1>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out, w, b,
+    LAUNCH((layer_norm_forward_kernel<T, 1, false>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out, w, b,
            Acc(eps), y, mean, rstd);
+}
+
+// RMSNorm forward on layer_norm_forward_plan's plan; rstd: [M] or nullptr.
+template <typename T>
+void rms_norm_forward_launch(const LaunchPlan& plan, int64_t M, int64_t N, const T* x, const T* res, T* sum_out,
+                             const T* w, double eps, T* y, gemm_acc_t<T>* rstd, cudaStream_t stream) {
+  using namespace norm_detail;
+  using Acc = gemm_acc_t<T>;
+  if (M <= 0 || N <= 0) return;
+  if (plan.variant > 1)
+    LAUNCH((layer_norm_forward_kernel<T, kVec<T>, true>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out,
+           w, static_cast<const T*>(nullptr), Acc(eps), y, static_cast<Acc*>(nullptr), rstd);
+  else
+    LAUNCH((layer_norm_forward_kernel<T, 1, true>), plan.grid, plan.block, 0, stream, M, N, x, res, sum_out, w,
+           static_cast<const T*>(nullptr), Acc(eps), y, static_cast<Acc*>(nullptr), rstd);
 }
 
 // launch.grid.x blocks of launch.block.x threads (one per 16-byte vector of a row, 32..256),
@@ -246,7 +272,8 @@ LayerNormBackwardPlan layer_norm_backward_plan(int64_t M, int64_t N, bool aligne
   return p;
 }
 
-// workspace: plan.launch.workspace_bytes (needed when dw or db is wanted and M > 0).
+// workspace: plan.launch.workspace_bytes (needed when dw or db is wanted and M > 0). mean
+// nullptr: the RMSNorm backward (db must be nullptr).
 template <typename T>
 void layer_norm_backward_launch(const LayerNormBackwardPlan& p, int64_t M, int64_t N, const T* g, const T* x,
                                 const gemm_acc_t<T>* mean, const gemm_acc_t<T>* rstd, const T* w, const T* ga,
@@ -281,6 +308,10 @@ inline void layer_norm_instantiate_all_() {
   (void)&layer_norm_backward_launch<__nv_bfloat16>;
   (void)&layer_norm_backward_launch<float>;
   (void)&layer_norm_backward_launch<double>;
+  (void)&rms_norm_forward_launch<__half>;
+  (void)&rms_norm_forward_launch<__nv_bfloat16>;
+  (void)&rms_norm_forward_launch<float>;
+  (void)&rms_norm_forward_launch<double>;
 }
 
 }  // namespace fusedops::FUSEDOPS_CUDA_NS
