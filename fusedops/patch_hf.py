@@ -8,7 +8,8 @@ another model whose method has the very same bytecode, e.g. Mistral's copies of 
   ``config._attn_implementation`` set to it. The library's attention modules then call
   ``fusedops.ops.scaled_dot_product_attention`` (causal, masks, grouped-query heads) without any
   of their code copied here; unpatch sets the previous implementation back.
-- GPT-2: ``Conv1D`` runs ``fusedops.ops.linear`` on ``weight.t()``, a strided view read in place
+- GPT-2: ``GPT2Block`` fuses the residual add after attention into ``ln_2``
+  (``fusedops.ops.add_layer_norm``); ``Conv1D`` runs ``fusedops.ops.linear`` on ``weight.t()``, a strided view read in place
   by the GEMM packing (no copy of the weight; its gradient arrives as [out, in] and autograd
   transposes it into the [in, out] ``.grad``); ``GPT2MLP`` runs c_fc with the tanh-GELU in the
   GEMM epilogue; ``NewGELUActivation``/``GELUTanh``/``GELUActivation`` run ``fusedops.ops.gelu``.
@@ -146,6 +147,31 @@ class _GPT2MLP:
         fc = self.c_fc
         h = ops.linear(hidden_states, fc.weight.t(), fc.bias, activation="gelu_tanh")
         return self.dropout(self.c_proj(h))
+
+
+class _GPT2Block:
+    describe = "residual add fused into ln_2 (fusedops.ops.add_layer_norm)"
+
+    def forward(self, hidden_states, cache=None, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, use_cache=False, **kwargs):
+        if encoder_hidden_states is not None:  # cross-attention sits between: the block's own
+            return original_class(self).forward(
+                self, hidden_states, cache, attention_mask, encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask, use_cache=use_cache, **kwargs)
+        attn, _ = self.attn(self.ln_1(hidden_states), cache=cache,
+                            attention_mask=attention_mask, use_cache=use_cache, **kwargs)
+        ln = self.ln_2
+        h, hidden_states = ops.add_layer_norm(attn, hidden_states, ln.normalized_shape,
+                                              ln.weight, ln.bias, ln.eps)
+        return hidden_states + self.mlp(h)
+
+
+def _gpt2_block_check(block) -> Optional[str]:
+    if original_class(block.ln_2) is not nn.LayerNorm:
+        return "ln_2 is not a torch LayerNorm"
+    if _has_hooks(block.ln_2):
+        return "hooks on ln_2 (the fused forward does not call it)"
+    return None
 
 
 def _tanh_gelu(act) -> bool:
@@ -406,6 +432,7 @@ def _gpt2_rules(cls):
         (A.GELUTanh, "activation", _GELUTanh, None),
         (A.GELUActivation, "activation", _GELUErf, _gelu_check),
         (G.GPT2MLP, ("linear", "activation"), _GPT2MLP, _gpt2_mlp_check),
+        (G.GPT2Block, "norm", _GPT2Block, _gpt2_block_check),
     ]
     return [(c, f, m, k) for c, f, m, k in table if cls is c]
 

@@ -86,7 +86,7 @@ def test_logits_loss_and_grads_within_budget_unpatch_exact(name):
     assert report["lm_head"].swapped
     if name == "gpt2":
         for path in ("transformer.h.0.attn.c_attn", "transformer.h.1.mlp", "transformer.ln_f",
-                     "transformer.h.0.mlp.act", "transformer.wte"):
+                     "transformer.h.0.mlp.act", "transformer.wte", "transformer.h.1"):
             assert report[path].swapped, (path, report[path].reason)
         assert "no copy" in report["transformer.h.0.attn.c_attn"].became
     else:
