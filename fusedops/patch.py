@@ -162,8 +162,7 @@ class _PatchedEncoderLayer(fnn.TransformerEncoderLayer):
 
 def _no_inplace(m):
     if getattr(m, "inplace", False):
-        return ("inplace=True: code may read the input it modifies; the kernel computes out of "
-                "place (fused into a preceding Linear inside nn.Sequential it would be swapped)")
+        return "inplace=True (the kernel computes out of place; code may read the input it modifies)"
     return None
 
 
