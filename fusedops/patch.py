@@ -194,6 +194,7 @@ def _rules() -> List[Rule]:
         Rule(nn.BatchNorm1d, "norm", fnn.BatchNorm1d),
         Rule(nn.BatchNorm2d, "norm", fnn.BatchNorm2d),
         Rule(nn.LayerNorm, "norm", fnn.LayerNorm),
+        *([Rule(nn.RMSNorm, "norm", fnn.RMSNorm)] if hasattr(fnn, "RMSNorm") else []),
         Rule(nn.ReLU, "activation", fnn.ReLU, _no_inplace),
         Rule(nn.GELU, "activation", fnn.GELU),
         Rule(nn.Sigmoid, "activation", fnn.Sigmoid),

@@ -205,7 +205,7 @@ def _gpt2_mlp_check(mlp) -> Optional[str]:
 
 
 class _RMSNorm:
-    describe = "fusedops.nn.RMSNorm (fusedops.ops.rms_norm)"
+    describe = "fusedops.ops.rms_norm"
 
     def forward(self, hidden_states):
         return ops.rms_norm(hidden_states, self.weight, self.variance_epsilon)

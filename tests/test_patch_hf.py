@@ -174,3 +174,40 @@ def test_unsupported_dtype_left_with_reason():
     assert "bfloat16" in report["transformer.h.0.attn.c_attn"].reason
     assert any("left as" in n for n in report.notes)
     assert model.config._attn_implementation != "fusedops"
+
+
+def test_llama_wiring_with_reference_ops(monkeypatch):
+    """The Llama pieces call the ops with the documented contract (rms_norm(x, w, eps),
+    add_rms_norm(x, residual, w, eps) -> (y, x + residual), rotary_embedding(q, k, cos, sin)
+    in the rotate-half convention, swiglu(a, b) = silu(a) * b): with torch stand-ins of that
+    contract the patched model reproduces the library's logits, loss and tokens closely,
+    whichever of the ops this build has."""
+    def rms_norm(x, w, eps):
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+    def rotate(x):
+        h = x.shape[-1] // 2
+        return torch.cat((-x[..., h:], x[..., :h]), -1)
+
+    stand_ins = {
+        "rms_norm": rms_norm,
+        "add_rms_norm": lambda x, r, w, eps: (rms_norm(x + r, w, eps), x + r),
+        "rotary_embedding": lambda q, k, cos, sin: (
+            q * cos[:, None] + rotate(q) * sin[:, None], k * cos[:, None] + rotate(k) * sin[:, None]),
+        "swiglu": lambda a, b: torch.nn.functional.silu(a) * b,
+    }
+    for name, fn in stand_ins.items():
+        monkeypatch.setattr(ops, name, fn, raising=False)
+    model, ids = _build("llama")
+    model.eval()
+    ref = model(input_ids=ids, labels=ids)
+    tokens = model.generate(ids[:2, :5], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    report = fusedops.patch(model)
+    for path in ("model.norm", "model.layers.0", "model.layers.0.mlp",
+                 "model.layers.1.self_attn"):
+        assert report[path].swapped, (path, report[path].reason)
+    out = model(input_ids=ids, labels=ids)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.generate(ids[:2, :5], max_new_tokens=8, do_sample=False,
+                                      pad_token_id=0), tokens)
