@@ -244,6 +244,7 @@ def _generated(original: type, mixin: type) -> type:
     if cls is None:
         cls = type(original.__name__, (mixin, original), {
             _ORIGINAL: original,
+            "__reduce_ex__": _reduce_ex,
             # the original's module and name: name- and source-based checks (Hugging Face's
             # among them) see the class they know
             "__module__": original.__module__,
@@ -252,6 +253,20 @@ def _generated(original: type, mixin: type) -> type:
         })
         _GENERATED[key] = cls
     return cls
+
+
+def _reduce_ex(self, protocol):
+    """Pickling and deepcopy: the instance is rebuilt through the generated class of the
+    same (original, mixin) pair, which is not importable by its name."""
+    cls = type(self)
+    mixin = cls.__bases__[0]
+    rv = super(cls, self).__reduce_ex__(protocol)
+    return (_new_patched, (cls.__dict__[_ORIGINAL], mixin)) + tuple(rv[2:])
+
+
+def _new_patched(original: type, mixin: type):
+    cls = _generated(original, mixin)
+    return cls.__new__(cls)
 
 
 def _describe(mixin: type) -> str:
@@ -334,6 +349,8 @@ def _decide(m: nn.Module, rules: List[Rule], options: dict) -> Tuple[Optional[Ru
     rule = next((r for r in rules if issubclass(cls, r.base)), None)
     if rule is None:
         return None, None
+    if cls.__module__.startswith("fusedops."):
+        return None, "already a fusedops layer"
     if not options[rule.flag]:
         return None, f"{rule.flag}=False"
     if cls is not rule.base:

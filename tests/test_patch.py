@@ -354,3 +354,24 @@ def test_loss_modules_and_flags():
     assert report["0"].reason == "linear=False" and report["1"].swapped
     with pytest.raises(TypeError, match="fusedops.patch: model must be a torch.nn.Module"):
         fusedops.patch(lambda x: x)
+
+
+def test_deepcopy_and_pickle_keep_the_patch():
+    import io
+
+    model, inputs = _build("lstm_tagger")
+    fusedops.patch(model)
+    ref = model(*inputs)
+    twin = copy.deepcopy(model)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for other in (twin, loaded):
+        assert type(other.lstm) is type(model.lstm) and is_patched(other.lstm)
+        assert torch.equal(other(*inputs), ref)
+        fusedops.unpatch(other)
+        assert type(other.lstm) is nn.LSTM
+    assert is_patched(model.lstm)
+    already = fusedops.patch(nn.Sequential(fusedops.nn.Linear(3, 3)))
+    assert already["0"].reason == "already a fusedops layer"
