@@ -481,7 +481,7 @@ def _hf_module(model: nn.Module):
         return None
     from transformers import PreTrainedModel
 
-    if not isinstance(model, PreTrainedModel):
+    if not any(isinstance(m, PreTrainedModel) for m in model.modules()):
         return None
     from . import patch_hf
 

@@ -456,19 +456,35 @@ def _lm_rules(cls, options):
     return [(cls, "loss", mixin, lambda m: _causal_lm_check(m, options))]
 
 
+def _roots(model) -> list:
+    """The library's models in ``model`` (itself, or inside a model of the user's) that no
+    other of them contains."""
+    from transformers import PreTrainedModel
+
+    roots, inner = [], set()
+    for m in model.modules():
+        if isinstance(m, PreTrainedModel) and id(m) not in inner:
+            roots.append(m)
+            inner.update(id(s) for s in m.modules())
+    return roots
+
+
 def rules(model, options, report: PatchReport) -> List[Rule]:
-    """The rules for the library's classes found in ``model``; switches its attention."""
-    _switch_attention(model, options, report)
+    """The rules for the library's classes found in ``model``; switches the attention of each
+    of the library's models in it."""
+    for root in _roots(model):
+        _switch_attention(root, options, report)
     found, out = set(), []
     for m in model.modules():
         cls = original_class(m)
+        lm = _lm_rules(cls, options)
+        if lm and options["fused_head_loss"]:
+            m.__dict__[_FUSED_HEAD] = True
         if cls in found:
             continue
         found.add(cls)
-        for c, flag, mixin, check in _gpt2_rules(cls) + _llama_rules(cls) + _lm_rules(cls, options):
+        for c, flag, mixin, check in _gpt2_rules(cls) + _llama_rules(cls) + lm:
             out.append(_rule(c, flag, mixin, check, options))
-    if options["fused_head_loss"]:
-        model.__dict__[_FUSED_HEAD] = True
     return out
 
 
@@ -485,9 +501,10 @@ def _rule(cls, flag, mixin, check, options) -> Rule:
 
 
 def unpatch(model, report: PatchReport) -> None:
-    saved = model.__dict__.pop(_SAVED_IMPL, None)
-    if saved:
-        for config, impl in saved:
-            config._attn_implementation = impl
-        report.notes.append(f"attention: config._attn_implementation -> {saved[0][1]!r}")
-    model.__dict__.pop(_FUSED_HEAD, None)
+    for m in model.modules():
+        saved = m.__dict__.pop(_SAVED_IMPL, None)
+        if saved:
+            for config, impl in saved:
+                config._attn_implementation = impl
+            report.notes.append(f"attention: config._attn_implementation -> {saved[0][1]!r}")
+        m.__dict__.pop(_FUSED_HEAD, None)

@@ -211,3 +211,28 @@ def test_llama_wiring_with_reference_ops(monkeypatch):
     torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
     assert torch.equal(model.generate(ids[:2, :5], max_new_tokens=8, do_sample=False,
                                       pad_token_id=0), tokens)
+
+
+def test_library_model_inside_a_user_model():
+    model, ids = _build("gpt2")
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+            self.head = torch.nn.Linear(VOCAB, 2)
+
+        def forward(self, ids):
+            return self.head(self.lm(input_ids=ids).logits[:, -1])
+
+    wrapper = Classifier(model)
+    ref = wrapper(ids)
+    report = fusedops.patch(wrapper, fused_head_loss=True)
+    assert model.config._attn_implementation == "fusedops"
+    assert report["lm"].swapped and report["head"].swapped
+    torch.testing.assert_close(wrapper(ids), ref, rtol=1e-5, atol=1e-5)
+    assert model(input_ids=ids, labels=ids).logits is None
+    fusedops.unpatch(wrapper)
+    assert model.config._attn_implementation == "sdpa"
+    assert model(input_ids=ids, labels=ids).logits is not None
+    assert torch.equal(wrapper(ids), ref)
