@@ -30,7 +30,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import nn as fnn
 from . import ops
@@ -162,7 +161,8 @@ class _PatchedEncoderLayer(fnn.TransformerEncoderLayer):
 
 def _no_inplace(m):
     if getattr(m, "inplace", False):
-        return "inplace=True (the kernel computes out of place; code may read the input it modifies)"
+        return ("inplace=True (the kernel computes out of place; code may read the input it "
+                "modifies)")
     return None
 
 
@@ -389,7 +389,7 @@ def _fuse_sequentials(model: nn.Module, report: PatchReport) -> None:
                 continue
             if counts[id(lin)] != 1 or counts[id(act)] != 1 or _has_hooks(lin) or _has_hooks(act):
                 continue
-            if lin.__dict__.get(_EPILOGUE) is not None or is_patched(act) and isinstance(act, _Epilogue):
+            if lin.__dict__.get(_EPILOGUE) is not None or isinstance(act, _Epilogue):
                 continue
             if tensor_reason(lin) is not None:
                 continue
@@ -432,7 +432,8 @@ def patch(model: nn.Module, *, linear: bool = True, conv: bool = True, pool: boo
     with p > 0 the masks differ from torch's (same distribution); in eval mode nothing changes.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"fusedops.patch: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError("fusedops.patch: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")
     options = dict(linear=linear, conv=conv, pool=pool, attention=attention, rnn=rnn, norm=norm,
                    activation=activation, loss=loss, embedding=embedding, dropout=dropout,
                    fused_head_loss=fused_head_loss)

@@ -9,10 +9,11 @@ another model whose method has the very same bytecode, e.g. Mistral's copies of 
   ``fusedops.ops.scaled_dot_product_attention`` (causal, masks, grouped-query heads) without any
   of their code copied here; unpatch sets the previous implementation back.
 - GPT-2: ``GPT2Block`` fuses the residual add after attention into ``ln_2``
-  (``fusedops.ops.add_layer_norm``); ``Conv1D`` runs ``fusedops.ops.linear`` on ``weight.t()``, a strided view read in place
-  by the GEMM packing (no copy of the weight; its gradient arrives as [out, in] and autograd
-  transposes it into the [in, out] ``.grad``); ``GPT2MLP`` runs c_fc with the tanh-GELU in the
-  GEMM epilogue; ``NewGELUActivation``/``GELUTanh``/``GELUActivation`` run ``fusedops.ops.gelu``.
+  (``fusedops.ops.add_layer_norm``); ``Conv1D`` runs ``fusedops.ops.linear`` on ``weight.t()``,
+  a strided view read in place by the GEMM packing (no copy of the weight; its gradient
+  arrives as [out, in] and autograd transposes it into the [in, out] ``.grad``); ``GPT2MLP``
+  runs c_fc with the tanh-GELU in the GEMM epilogue; ``NewGELUActivation``/``GELUTanh``/
+  ``GELUActivation`` run ``fusedops.ops.gelu``.
 - Llama: ``LlamaRMSNorm`` runs ``fusedops.ops.rms_norm``; ``LlamaMLP`` ``fusedops.ops.swiglu``;
   ``LlamaAttention`` the rotary embedding with ``fusedops.ops.rotary_embedding``;
   ``LlamaDecoderLayer`` fuses the residual add into the RMSNorm after attention
@@ -30,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
-from .patch import Entry, PatchReport, Rule, _has_hooks, is_patched, original_class
+from .patch import PatchReport, Rule, _has_hooks, original_class
 
 NAME = "fusedops"
 _SAVED_IMPL = "_fusedops_attn_implementation"
@@ -101,7 +102,8 @@ def _switch_attention(model, options, report) -> None:
     else:
         p = next(model.parameters(), None)
         if p is not None and p.dtype not in (torch.float32, torch.float64):
-            why = f"parameters are {str(p.dtype).replace('torch.', '')} (kernels for float32, float64)"
+            dtype = str(p.dtype).replace("torch.", "")
+            why = f"parameters are {dtype} (kernels for float32, float64)"
     if why:
         report.notes.append(f"attention: left as {current!r} ({why})")
         return
@@ -178,7 +180,9 @@ def _tanh_gelu(act) -> bool:
     from transformers import activations as A
 
     cls = original_class(act)
-    return cls is A.NewGELUActivation or cls is A.GELUTanh or cls is nn.GELU and act.approximate == "tanh"
+    if cls is nn.GELU:
+        return act.approximate == "tanh"
+    return cls is A.NewGELUActivation or cls is A.GELUTanh
 
 
 def _gelu_check(act) -> Optional[str]:
@@ -418,7 +422,7 @@ def _causal_lm_check(model, options):
     return None
 
 
-# ---- the rules for a model ------------------------------------------------------------------------
+# ---- the rules for a model --------------------------------------------------------------------
 
 
 def _gpt2_rules(cls):

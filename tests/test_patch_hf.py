@@ -193,7 +193,8 @@ def test_llama_wiring_with_reference_ops(monkeypatch):
         "rms_norm": rms_norm,
         "add_rms_norm": lambda x, r, w, eps: (rms_norm(x + r, w, eps), x + r),
         "rotary_embedding": lambda q, k, cos, sin: (
-            q * cos[:, None] + rotate(q) * sin[:, None], k * cos[:, None] + rotate(k) * sin[:, None]),
+            q * cos[:, None] + rotate(q) * sin[:, None],
+            k * cos[:, None] + rotate(k) * sin[:, None]),
         "swiglu": lambda a, b: torch.nn.functional.silu(a) * b,
     }
     for name, fn in stand_ins.items():

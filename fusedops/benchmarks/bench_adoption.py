@@ -54,7 +54,7 @@ def cases(quick: bool):
     return [gpt2_case(gpt2), llama_case(llama), cnn_case(quick), lstm_case(quick)]
 
 
-# ---- the user-style models ------------------------------------------------------------------------
+# ---- the user-style models --------------------------------------------------------------------
 
 
 class UserCNN(nn.Module):
