@@ -276,7 +276,7 @@ def _describe(mixin: type) -> str:
         return f"{base.__module__.split('.')[0]}.nn.{base.__name__}"
     if mixin.__module__.startswith("fusedops.nn"):
         return f"fusedops.nn.{name}"
-    return getattr(mixin, "describe", name)
+    return getattr(mixin, "_fusedops_describe", name)
 
 
 def is_patched(m: nn.Module) -> bool:
@@ -362,8 +362,7 @@ def _decide(m: nn.Module, rules: List[Rule], options: dict) -> Tuple[Optional[Ru
                           f"{rule.base.__name__}: cannot prove it equivalent")
     if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
         return None, "lazy module not initialised yet (run one forward before patching)"
-    dtypes = getattr(rule.mixin, "dtypes", _FLOAT_DTYPES)
-    reason = tensor_reason(m, dtypes) or (rule.check(m) if rule.check else None)
+    reason = tensor_reason(m) or (rule.check(m) if rule.check else None)
     if reason:
         return None, reason
     return rule, None

@@ -122,28 +122,28 @@ def _switch_attention(model, options, report) -> None:
 
 
 class _Conv1D:
-    describe = "fusedops linear on weight.t() (no copy)"
+    _fusedops_describe = "fusedops linear on weight.t() (no copy)"
 
     def forward(self, x):
         return ops.linear(x, self.weight.t(), self.bias)
 
 
 class _GELUTanh:
-    describe = "fusedops gelu (tanh)"
+    _fusedops_describe = "fusedops gelu (tanh)"
 
     def forward(self, input):
         return ops.gelu(input, approximate="tanh")
 
 
 class _GELUErf:
-    describe = "fusedops gelu"
+    _fusedops_describe = "fusedops gelu"
 
     def forward(self, input):
         return ops.gelu(input)
 
 
 class _GPT2MLP:
-    describe = "c_fc as fusedops linear with the tanh-GELU epilogue, then c_proj"
+    _fusedops_describe = "c_fc as fusedops linear with the tanh-GELU epilogue, then c_proj"
 
     def forward(self, hidden_states):
         fc = self.c_fc
@@ -152,7 +152,7 @@ class _GPT2MLP:
 
 
 class _GPT2Block:
-    describe = "residual add fused into ln_2 (fusedops.ops.add_layer_norm)"
+    _fusedops_describe = "residual add fused into ln_2 (fusedops.ops.add_layer_norm)"
 
     def forward(self, hidden_states, cache=None, attention_mask=None, encoder_hidden_states=None,
                 encoder_attention_mask=None, use_cache=False, **kwargs):
@@ -209,21 +209,21 @@ def _gpt2_mlp_check(mlp) -> Optional[str]:
 
 
 class _RMSNorm:
-    describe = "fusedops.ops.rms_norm"
+    _fusedops_describe = "fusedops.ops.rms_norm"
 
     def forward(self, hidden_states):
         return ops.rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
 
 class _LlamaMLP:
-    describe = "fusedops.ops.swiglu between the projections"
+    _fusedops_describe = "fusedops.ops.swiglu between the projections"
 
     def forward(self, x):
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class _LlamaAttention:
-    describe = "fusedops.ops.rotary_embedding on q/k, attention via the interface"
+    _fusedops_describe = "fusedops.ops.rotary_embedding on q/k, attention via the interface"
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None,
                 **kwargs):
@@ -253,7 +253,7 @@ def _llama_eager():
 
 
 class _LlamaDecoderLayer:
-    describe = "residual add fused into post_attention_layernorm (fusedops.ops.add_rms_norm)"
+    _fusedops_describe = "residual add fused into post_attention_layernorm (fusedops.ops.add_rms_norm)"
 
     def forward(self, hidden_states, attention_mask=None, position_ids=None, cache=None,
                 use_cache=False, position_embeddings=None, **kwargs):
@@ -317,7 +317,7 @@ def _same_code(cls, reference, method="forward") -> bool:
 
 
 class _CausalLM:
-    describe = "loss in fusedops.ops.cross_entropy"
+    _fusedops_describe = "loss in fusedops.ops.cross_entropy"
 
     @property
     def loss_function(self):
@@ -341,7 +341,7 @@ class _CausalLM:
 
 
 class _CausalLMFused(_CausalLM):
-    describe = "loss from the last hidden states in fusedops.ops.linear_cross_entropy (no logits)"
+    _fusedops_describe = "loss from the last hidden states in fusedops.ops.linear_cross_entropy (no logits)"
 
 
 def _bound(model, args, kwargs) -> dict:
