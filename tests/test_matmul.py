@@ -4,12 +4,14 @@ Every rank combination the op accepts (2-D and 3-D operands, the batch broadcast
 torch.matmul broadcasts it), per instruction set and dtype, over shapes around the GEMM's
 tiles and blocks; then strided, transposed and expanded operands, empty dimensions, gradients
 (vs torch in fp32 and gradcheck in fp64), opcheck, torch.compile, meta tensors, autocast and
-bad input.
+bad input; the CUDA kernels on the simulator (and a GPU when present).
 """
 import pytest
 import torch
 from torch.autograd import gradcheck
 
+from conftest import BACKENDS, check_close, dev, op
+from conftest import DTYPES as CUDA_DTYPES
 from conftest import assert_raises_named  # tests/ is on sys.path under pytest
 from fusedops.ops import matmul
 
@@ -432,3 +434,27 @@ def test_bad_shapes_rejected_on_meta(case):
     args, _, _ = BAD_MATMUL[case]
     with pytest.raises(RuntimeError, match="fusedops.matmul"):
         matmul(*(a.to("meta") for a in args))
+
+# ---- the CUDA kernels: on the simulator (`fusedops_sim`, CPU tensors, in every build) and on a
+# GPU when one is present. Low precision follows the error-budget rule of conftest.check_close:
+# |ours - ref64| <= 2 |torch_lowp - ref64| + tiny, torch computing in the same dtype on the CPU.
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES)
+@pytest.mark.parametrize("sa,sb", [((5, 6), (6, 7)), ((3, 5, 6), (6, 7)), ((5, 6), (3, 6, 7)),
+                                   ((1, 5, 6), (3, 6, 7)), ((3, 5, 6), (3, 6, 7))])
+def test_cuda_matmul_and_backward(backend, dtype, sa, sb):
+    torch.manual_seed(2)
+    a, b = torch.randn(*sa), torch.randn(*sb)
+    d = dev(backend)
+    out = op(backend, "matmul")(a.to(d, dtype), b.to(d, dtype))
+    check_close(out, torch.matmul(a.double(), b.double()), torch.matmul(a.to(dtype), b.to(dtype)),
+                dtype, "matmul")
+    g = torch.randn(out.shape)
+    ref = torch.ops.fusedops.matmul_backward(g.double(), a.double(), b.double(), [True, True])
+    lowp = [t.to(dtype) for t in torch.ops.fusedops.matmul_backward(
+        g.to(dtype).float(), a.to(dtype).float(), b.to(dtype).float(), [True, True])]
+    ours = op(backend, "matmul_backward")(g.to(d, dtype), a.to(d, dtype), b.to(d, dtype), [True, True])
+    for o, r, lp in zip(ours, ref, lowp):
+        assert o.shape == r.shape
+        check_close(o, r, lp, dtype, "matmul_backward")

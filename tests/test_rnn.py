@@ -1,18 +1,24 @@
 """Recurrent ops (rnn_layer, rnn_layer_backward, the cells) against torch: values and gradients
 vs torch's RNN/LSTM/GRU layers and cells, vs the plain-torch formulation for packed and
 reversed sequences, every instruction set, edge shapes, gradcheck in float64, opcheck,
-torch.compile, and bad input. The modules (fusedops.nn.RNN, ...) are tested in test_rnn_nn.py,
-the CUDA kernels on the simulator in test_rnn_cuda.py."""
+torch.compile, and bad input. Then the modules (fusedops.nn.RNN / LSTM / GRU and the cells)
+against torch's after load_state_dict, and the CUDA kernels on the simulator (and a GPU when
+present) against the CPU op."""
+import zlib
+
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence
 
 import fusedops
-from conftest import assert_raises_named
+from conftest import BACKENDS, assert_raises_named, check_close, dev, op
+from conftest import DTYPES as CUDA_DTYPES
 from fusedops.ops.rnn import reference_rnn_layer
 
-pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:LSTM with projections is not supported with oneDNN",
+    "ignore:dropout option adds dropout after all but last recurrent layer",
+)
 ops = torch.ops.fusedops
 MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -379,3 +385,432 @@ def test_backward_bad_input():
     assert_raises_named(lambda: ops.rnn_layer_backward("gru", out, None, None, x, hx, None, w_ih, w_hh, b_ih,
                                                        b_hh, None, None, False, out, ws, mask),
                         RuntimeError, ["w_hr"], op)
+
+# ---- the modules: fusedops.nn.RNN / LSTM / GRU and the cells against torch's modules after
+# load_state_dict: outputs, final states and every gradient over layers, directions, batch_first,
+# projections, packed variable-length batches, unbatched input, given or omitted states.
+
+KINDS = {"rnn": (torch.nn.RNN, fusedops.nn.RNN), "lstm": (torch.nn.LSTM, fusedops.nn.LSTM),
+         "gru": (torch.nn.GRU, fusedops.nn.GRU)}
+
+
+def _pair(kind, *args, dtype=torch.float64, **kw):
+    theirs_cls, ours_cls = KINDS[kind]
+    theirs = theirs_cls(*args, dtype=dtype, **kw)
+    ours = ours_cls(*args, dtype=dtype, **kw)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def _flat(out):
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        return [out.data]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    return [out]
+
+
+def _fresh_args(kind, x, h, c, with_state):
+    """A callable giving fresh leaf copies of (input, state) for each module under comparison."""
+    def args():
+        xs = x.clone().requires_grad_()
+        if not with_state:
+            return (xs,)
+        hs, cs = h.clone().requires_grad_(), c.clone().requires_grad_()
+        return (xs, (hs, cs)) if kind == "lstm" else (xs, hs)
+    return args
+
+
+def _check(ours, theirs, make_args, tol=1e-9):
+    a1, a2 = make_args(), make_args()
+    o1, o2 = ours(*a1), theirs(*a2)
+    f1, f2 = _flat(o1), _flat(o2)
+    assert len(f1) == len(f2)
+    for x, y in zip(f1, f2):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+    weights = [torch.linspace(-1, 1, t.numel(), dtype=t.dtype).reshape(t.shape) for t in f2]
+    l1 = sum((x * w).sum() for x, w in zip(f1, weights))
+    l2 = sum((y * w).sum() for y, w in zip(f2, weights))
+    leaves1 = list(ours.parameters()) + [t for t in _flat(a1) if t.requires_grad]
+    leaves2 = list(theirs.parameters()) + [t for t in _flat(a2) if t.requires_grad]
+    g1 = torch.autograd.grad(l1, leaves1, allow_unused=True)
+    g2 = torch.autograd.grad(l2, leaves2, allow_unused=True)
+    for x, y in zip(g1, g2):
+        torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+
+
+CONFIGS = [
+    dict(num_layers=1),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=3, batch_first=True, dropout=0.3),
+    dict(num_layers=2, bias=False, bidirectional=True, batch_first=True),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_padded_matches_torch(kind, cfg, with_state):
+    I, H, T, B = 5, 7, 6, 3
+    ours, theirs = _pair(kind, I, H, **cfg)
+    ours.eval(), theirs.eval()
+    D = 2 if cfg.get("bidirectional") else 1
+    shape = (B, T, I) if cfg.get("batch_first") else (T, B, I)
+    torch.manual_seed(1)
+    x = torch.randn(*shape, dtype=torch.float64)
+    h = torch.randn(cfg["num_layers"] * D, B, H, dtype=torch.float64)
+    c = torch.randn(cfg["num_layers"] * D, B, H, dtype=torch.float64)
+
+    _check(ours, theirs, _fresh_args(kind, x, h, c, with_state))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_projection(bidirectional, layers):
+    ours, theirs = _pair("lstm", 4, 9, num_layers=layers, proj_size=3, bidirectional=bidirectional)
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    D = 2 if bidirectional else 1
+    h, c = torch.randn(layers * D, 2, 3, dtype=torch.float64), torch.randn(layers * D, 2, 9, dtype=torch.float64)
+    _check(ours, theirs, lambda: (x.clone().requires_grad_(),
+                                  (h.clone().requires_grad_(), c.clone().requires_grad_())))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_matches_torch(kind, enforce_sorted, bidirectional):
+    I, H = 3, 6
+    ours, theirs = _pair(kind, I, H, num_layers=2, bidirectional=bidirectional)
+    lengths = [7, 5, 5, 2, 1] if enforce_sorted else [2, 7, 1, 5, 5]
+    seqs = [torch.randn(n, I, dtype=torch.float64) for n in lengths]
+    D = 2 if bidirectional else 1
+    h = torch.randn(2 * D, len(lengths), H, dtype=torch.float64)
+    c = torch.randn(2 * D, len(lengths), H, dtype=torch.float64)
+
+    def args():
+        leaves = [s.clone().requires_grad_() for s in seqs]
+        packed = pack_sequence(leaves, enforce_sorted=enforce_sorted)
+        hs, cs = h.clone().requires_grad_(), c.clone().requires_grad_()
+        args.leaves = leaves
+        return (packed, (hs, cs)) if kind == "lstm" else (packed, hs)
+
+    a1 = args()
+    l1 = args.leaves
+    a2 = args()
+    l2 = args.leaves
+    o1, o2 = ours(*a1), theirs(*a2)
+    assert isinstance(o1[0], torch.nn.utils.rnn.PackedSequence)
+    torch.testing.assert_close(o1[0].batch_sizes, o2[0].batch_sizes)
+    f1, f2 = _flat(o1), _flat(o2)
+    for x, y in zip(f1, f2):
+        torch.testing.assert_close(x, y, atol=1e-9, rtol=1e-9)
+    w = [torch.randn_like(t) for t in f2]
+    g1 = torch.autograd.grad(sum((x * v).sum() for x, v in zip(f1, w)), l1 + list(_flat(a1[1:])) + list(ours.parameters()))
+    g2 = torch.autograd.grad(sum((x * v).sum() for x, v in zip(f2, w)), l2 + list(_flat(a2[1:])) + list(theirs.parameters()))
+    for x, y in zip(g1, g2):
+        torch.testing.assert_close(x, y, atol=1e-9, rtol=1e-9)
+
+
+def test_packed_padded_batch_first_fp32():
+    ours, theirs = _pair("lstm", 8, 16, num_layers=2, batch_first=True, dtype=torch.float32)
+    x = torch.randn(4, 9, 8)
+    lengths = torch.tensor([9, 3, 6, 1])
+    p1 = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    o1, (h1, c1) = ours(p1)
+    o2, (h2, c2) = theirs(p1)
+    torch.testing.assert_close(o1.data, o2.data, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h1, h2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c1, c2, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unbatched_and_edges(kind):
+    ours, theirs = _pair(kind, 3, 13, num_layers=2, bidirectional=True)
+    # unbatched, sequence length 1, batch 1, hidden size 13 (not a multiple of 8)
+    _check(ours, theirs, lambda: (torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(),))
+    _check(ours, theirs, lambda: (torch.randn(1, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_(),))
+
+
+def test_fp32_lstm_matches_torch():
+    ours, theirs = _pair("lstm", 32, 48, num_layers=2, dtype=torch.float32)
+    x = torch.randn(10, 4, 32)
+    o1, (h1, c1) = ours(x)
+    o2, (h2, c2) = theirs(x)
+    for a, b in ((o1, o2), (h1, h2), (c1, c2)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_module_cells(kind, batched, with_state):
+    I, H = 5, 9
+    if kind.startswith("rnn"):
+        theirs = torch.nn.RNNCell(I, H, nonlinearity=kind[4:], dtype=torch.float64)
+        ours = fusedops.nn.RNNCell(I, H, nonlinearity=kind[4:], dtype=torch.float64)
+    else:
+        theirs = getattr(torch.nn, kind.upper() + "Cell")(I, H, dtype=torch.float64)
+        ours = getattr(fusedops.nn, kind.upper() + "Cell")(I, H, dtype=torch.float64)
+    ours.load_state_dict(theirs.state_dict())
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(*((3, I) if batched else (I,)), dtype=torch.float64, generator=g)
+    sshape = (3, H) if batched else (H,)
+    h, c = torch.randn(sshape, dtype=torch.float64, generator=g), torch.randn(sshape, dtype=torch.float64, generator=g)
+
+    _check(ours, theirs, _fresh_args(kind, x, h, c, with_state))
+
+
+def test_state_dict_and_repr_match_torch():
+    for ours_cls, theirs_cls, kw in ((fusedops.nn.LSTM, torch.nn.LSTM, dict(num_layers=2, bidirectional=True, proj_size=3)),
+                                     (fusedops.nn.GRU, torch.nn.GRU, dict(bias=False, batch_first=True)),
+                                     (fusedops.nn.RNN, torch.nn.RNN, dict(nonlinearity="relu", num_layers=2))):
+        torch.manual_seed(5)
+        ours = ours_cls(4, 6, **kw)
+        torch.manual_seed(5)
+        theirs = theirs_cls(4, 6, **kw)
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
+            torch.testing.assert_close(a, b)  # same init from the same seed
+        assert repr(ours).split("(", 1)[1] == repr(theirs).split("(", 1)[1]
+        theirs.load_state_dict(ours.state_dict())
+        assert isinstance(ours, theirs_cls)
+
+
+def test_dropout_in_training():
+    m = fusedops.nn.LSTM(4, 8, num_layers=3, dropout=0.5)
+    x = torch.randn(5, 2, 4)
+    m.eval()
+    e1, e2 = m(x)[0], m(x)[0]
+    torch.testing.assert_close(e1, e2)
+    m.train()
+    torch.manual_seed(7)
+    t1 = m(x)[0]
+    torch.manual_seed(7)
+    t2 = m(x)[0]
+    torch.testing.assert_close(t1, t2)  # reproducible under the seed
+    assert not torch.allclose(t1, e1)  # and actually dropping
+
+
+def test_module_compile_fullgraph():
+    m = fusedops.nn.LSTM(6, 8, num_layers=2, batch_first=True)
+    x = torch.randn(3, 5, 6)
+    # Dynamo refuses every torch.nn.RNNBase (our modules subclass it) unless allowed: with the
+    # flag it traces our forward, whose ops are registered custom ops.
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    with torch._dynamo.config.patch(allow_rnn=True):
+        out, (h, c) = compiled(x)
+    ref, (hr, cr) = m(x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(h, hr)
+    (out.sum() + h.sum()).backward()
+    assert m.weight_hh_l1.grad is not None and torch.isfinite(m.weight_hh_l1.grad).all()
+
+
+def test_module_bad_input():
+    m = fusedops.nn.LSTM(4, 8, num_layers=2)
+    with pytest.raises(RuntimeError, match=r"fusedops.nn.LSTM: input.size\(-1\) must be equal to input_size"):
+        m(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="fusedops.nn.LSTM: expected input to be 2-D"):
+        m(torch.randn(5, 2, 3, 4))
+    with pytest.raises(RuntimeError, match=r"fusedops.nn.LSTM: expected hidden state h_0 of shape \[2, 2, 8\]"):
+        m(torch.randn(5, 2, 4), (torch.randn(2, 3, 8), torch.randn(2, 3, 8)))
+    with pytest.raises(RuntimeError, match="fusedops.nn.LSTM: hx must be a tuple"):
+        m(torch.randn(5, 2, 4), torch.randn(2, 2, 8))
+    g = fusedops.nn.GRU(4, 8)
+    with pytest.raises(RuntimeError, match="fusedops.nn.GRU: for unbatched 2-D input, hx should be 2-D"):
+        g(torch.randn(5, 4), torch.randn(1, 1, 8))
+    cell = fusedops.nn.GRUCell(4, 8)
+    with pytest.raises(RuntimeError, match="fusedops.rnn_layer"):
+        cell(torch.randn(3, 4), torch.randn(2, 8))  # mismatched batch
+    with pytest.raises(RuntimeError, match="fusedops.rnn_layer"):
+        cell(torch.randn(3, 5))  # wrong input size
+
+# ---- the CUDA recurrent kernels (rnn_layer, rnn_layer_backward) against the CPU op: on the CUDA
+# simulator (`fusedops_sim`, CPU tensors) and on a GPU when one is present; low precision follows
+# the error-budget rule of conftest.check_close, the budget being the error of the plain-torch
+# formulation (reference_rnn_layer) run in that dtype.
+
+cpu = torch.ops.fusedops
+LOWP = (torch.float16, torch.bfloat16)
+
+# (mode, T, B, I, H, P, batch_sizes, reverse)
+CASES = [
+    ("rnn_tanh", 4, 3, 5, 7, 7, None, False),
+    ("rnn_relu", 3, 2, 4, 9, 9, [2, 2, 1], True),
+    ("lstm", 4, 3, 5, 7, 7, None, False),
+    ("lstm", 4, 3, 6, 9, 9, [3, 2, 2, 1], True),
+    ("lstm", 3, 2, 5, 8, 3, None, True),          # projection
+    ("lstm", 4, 3, 4, 6, 4, [3, 3, 1, 1], False),  # projection, packed
+    ("gru", 4, 3, 5, 7, 7, None, False),
+    ("gru", 5, 4, 3, 10, 10, [4, 3, 3, 2, 1], True),
+]
+
+
+def _case_id(c):
+    mode, T, B, I, H, P, bs, rev = c
+    return f"{mode}-T{T}B{B}I{I}H{H}" + (f"P{P}" if P != H else "") + ("-packed" if bs else "") + ("-rev" if rev else "")
+
+
+def _make(case, seed):
+    mode, T, B, I, H, P, bs, rev = case
+    torch.manual_seed(seed)
+    G = GATES[mode]
+    d = torch.float64
+    batch_sizes = torch.tensor(bs) if bs else None
+    x = torch.randn(sum(bs), I, dtype=d) if bs else torch.randn(T, B, I, dtype=d)
+    hx = torch.randn(B, P, dtype=d)
+    cx = torch.randn(B, H, dtype=d) if mode == "lstm" else None
+    w_ih, w_hh = torch.randn(G * H, I, dtype=d) * 0.4, torch.randn(G * H, P, dtype=d) * 0.4
+    b_ih, b_hh = torch.randn(G * H, dtype=d) * 0.5, torch.randn(G * H, dtype=d) * 0.5
+    w_hr = torch.randn(P, H, dtype=d) * 0.4 if P != H else None
+    return mode, [x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr], batch_sizes, rev
+
+
+def _to(ts, device, dtype):
+    return [None if t is None else t.to(device, dtype) for t in ts]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_cuda_layer_forward_backward(backend, dtype, case):
+    mode, ts, bs, rev = _make(case, zlib.crc32(_case_id(case).encode()) % 1000)
+    lstm, proj = mode == "lstm", ts[7] is not None
+    ref = cpu.rnn_layer(mode, *ts, bs, rev)
+    go, ghy = torch.randn_like(ref[0]), torch.randn_like(ref[1])
+    gcy = torch.randn_like(ref[2]) if lstm else None
+    mask = [True, True, lstm, True, True, True, True, proj]
+    ref_g = cpu.rnn_layer_backward(mode, go, ghy, gcy, *ts, bs, rev, ref[0], ref[3], mask)
+
+    lowp_out, lowp_g = ref[:3], ref_g
+    if dtype in LOWP:  # the plain-torch formulation in `dtype` on the CPU: the error budget
+        leaves = [t.to(dtype).requires_grad_() if t is not None else None for t in ts]
+        outs = reference_rnn_layer(mode, *leaves, bs, rev)
+        loss = sum((o.float() * g.float()).sum() for o, g in zip(outs, (go, ghy, gcy)) if g is not None)
+        grads = torch.autograd.grad(loss, [t for t in leaves if t is not None])
+        it = iter(grads)
+        full = [next(it) if t is not None else None for t in leaves]
+        lowp_out = outs
+        # grad order of rnn_layer_backward: input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+        lowp_g = full
+
+    d = dev(backend)
+    ours = op(backend, "rnn_layer")(mode, *_to(ts, d, dtype), bs, rev)
+    for name, o, r, lp in zip(("output", "hy", "cy"), ours, ref, lowp_out):
+        if name == "cy" and not lstm:
+            assert o.numel() == 0
+            continue
+        assert o.dtype == dtype and o.shape == r.shape
+        check_close(o, r, lp, dtype, f"{mode} {name}")
+    if dtype in (torch.float32, torch.float64):  # same workspace layout as the CPU op
+        check_close(ours[3], ref[3], None, dtype, f"{mode} workspace")
+
+    g = op(backend, "rnn_layer_backward")(mode, *_to([go, ghy, gcy], d, dtype), *_to(ts, d, dtype), bs, rev,
+                                          ours[0], ours[3], mask)
+    if mode == "rnn_relu" and dtype in LOWP:
+        # Near a relu kink, rounding may switch a unit on or off, and the gradient through it
+        # with it. The gradients are then judged given our forward's activation pattern: the
+        # float64 backward from our saved tensors, with the budget of a float32 run of the same
+        # rounded inputs.
+        wide = [None if t is None else t.double() for t in (go, ghy, gcy, *ts, ours[0], ours[3])]
+        ref_g = cpu.rnn_layer_backward(mode, *wide[:11], bs, rev, *wide[11:], mask)
+        narrow = [None if t is None else t.to(dtype).float() for t in wide]
+        lowp_g = [None if t is None else t.to(dtype)
+                  for t in cpu.rnn_layer_backward(mode, *narrow[:11], bs, rev, *narrow[11:], mask)]
+    names = ("grad_input", "grad_hx", "grad_cx", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh", "grad_w_hr")
+    for name, want, o, r, lp in zip(names, mask, g, ref_g, lowp_g):
+        if not want:
+            assert o is None
+            continue
+        assert o.dtype == dtype and o.shape == r.shape
+        check_close(o, r, lp, dtype, f"{mode} {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", list(GATES))
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (0, 2, 3, 4), (3, 0, 2, 5), (2, 2, 33, 17), (1, 5, 3, 40)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_edge_shapes(backend, mode, shape):
+    T, B, I, H = shape
+    case = (mode, T, B, I, H, H, None, False)
+    _, ts, _, _ = _make(case, T * 100 + H)
+    lstm = mode == "lstm"
+    ref = cpu.rnn_layer(mode, *_to(ts, "cpu", torch.float32), None, False)
+    d = dev(backend)
+    ours = op(backend, "rnn_layer")(mode, *_to(ts, d, torch.float32), None, False)
+    for o, r in zip(ours, ref):
+        assert o.shape == r.shape
+        if r.numel():
+            check_close(o, r.double(), None, torch.float32, f"{mode} {shape} forward")
+    mask = [True, True, lstm, True, True, True, True, False]
+    go, ghy = torch.randn_like(ref[0]), torch.randn_like(ref[1])
+    gcy = torch.randn_like(ref[2]) if lstm else None
+    ref_g = cpu.rnn_layer_backward(mode, go, ghy, gcy, *_to(ts, "cpu", torch.float32), None, False,
+                                   ref[0], ref[3], mask)
+    g = op(backend, "rnn_layer_backward")(mode, *_to([go, ghy, gcy], d, torch.float32),
+                                          *_to(ts, d, torch.float32), None, False, ours[0], ours[3], mask)
+    for o, r in zip(g, ref_g):
+        assert (o is None) == (r is None)
+        if o is not None:
+            assert o.shape == r.shape
+            if r.numel():
+                check_close(o, r.double(), None, torch.float32, f"{mode} {shape} backward")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_grad_masks_and_missing_grads(backend):
+    # Only some gradients asked for, no grad_output / grad_hy / grad_cy: the same as the CPU.
+    mode, ts, bs, rev = _make(("lstm", 3, 2, 4, 5, 5, None, False), 7)
+    ref = cpu.rnn_layer(mode, *ts, bs, rev)
+    d = dev(backend)
+    ours = op(backend, "rnn_layer")(mode, *_to(ts, d, torch.float64), bs, rev)
+    for mask in ([True, False, False, False, False, False, False, False],
+                 [False, False, True, False, True, False, True, False]):
+        ref_g = cpu.rnn_layer_backward(mode, ref[0], None, None, *ts, bs, rev, ref[0], ref[3], mask)
+        g = op(backend, "rnn_layer_backward")(mode, ours[0], None, None, *_to(ts, d, torch.float64), bs, rev,
+                                              ours[0], ours[3], mask)
+        for o, r, want in zip(g, ref_g, mask):
+            assert (o is not None) == want and (r is not None) == want
+            if want:
+                check_close(o, r, None, torch.float64, "masked gradient")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_bad_input(backend):
+    mode, ts, bs, rev = _make(("gru", 3, 2, 4, 5, 5, None, False), 1)
+    d = dev(backend)
+    f = op(backend, "rnn_layer")
+    x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = _to(ts, d, torch.float32)
+    args = [x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr]
+    bad = [(4, w_hh.double(), TypeError, ["w_hh", "dtype"]),   # dtype mismatch
+           (1, hx[:1], RuntimeError, ["hx", "shape"]),            # batch mismatch
+           (0, x[..., :3], RuntimeError, ["input_size"]),         # wrong input size
+           (0, x.int(), TypeError, ["input"])]                    # integer input
+    for i, t, exc, words in bad:
+        a = list(args)
+        a[i] = t
+        assert_raises_named(lambda: f(mode, *a, bs, rev), exc, words, "rnn_layer")
+    assert_raises_named(lambda: f("lstmx", *args, bs, rev), RuntimeError, ["mode"], "rnn_layer")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
+def test_modules_on_gpu(cls):
+    # The modules on CUDA tensors run the CUDA kernels; torch's module is the reference.
+    torch.manual_seed(3)
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
+    ref = getattr(torch.nn, cls)(5, 8, **kw).cuda().double()
+    ours = getattr(fusedops.nn, cls)(5, 8, **kw).cuda().double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 6, 5, device="cuda", dtype=torch.float64)
+    outs = []
+    for m in (ours, ref):
+        xi = x.clone().requires_grad_()
+        y, _ = m(xi)
+        y.pow(2).sum().backward()
+        outs.append((y, xi.grad, [p.grad for p in m.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+    for a, b in zip(outs[0][2], outs[1][2]):
+        torch.testing.assert_close(a, b)
