@@ -375,3 +375,17 @@ def test_deepcopy_and_pickle_keep_the_patch():
     assert is_patched(model.lstm)
     already = fusedops.patch(nn.Sequential(fusedops.nn.Linear(3, 3)))
     assert already["0"].reason == "already a fusedops layer"
+
+
+def test_rms_norm_module_when_the_build_has_it():
+    norm = nn.RMSNorm(24, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.add_(0.1 * torch.randn(24))
+    x = torch.randn(5, 24)
+    ref = norm(x)
+    report = fusedops.patch(norm)
+    if hasattr(fusedops.nn, "RMSNorm"):
+        assert report[""].became == "fusedops.nn.RMSNorm"
+        torch.testing.assert_close(norm(x), ref, rtol=1e-5, atol=1e-6)
+    else:
+        assert report[""].reason == "no fusedops kernel for this layer"

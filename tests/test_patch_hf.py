@@ -237,3 +237,34 @@ def test_library_model_inside_a_user_model():
     assert model.config._attn_implementation == "sdpa"
     assert model(input_ids=ids, labels=ids).logits is not None
     assert torch.equal(wrapper(ids), ref)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patched_step_runs_our_kernels(name):
+    """Forward and backward of a patched model with fused_head_loss: the projections,
+    attention, norms and loss are fusedops operators; no torch matmul or attention is left."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model, ids = _build(name)
+    fusedops.patch(model, fused_head_loss=True)
+    seen = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(f"{func.namespace}::{func.__name__.split('.')[0]}")
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        model(input_ids=ids, labels=ids).loss.backward()
+    want = {"fusedops::linear", "fusedops::linear_cross_entropy",
+            "fusedops::scaled_dot_product_attention", "fusedops::embedding"}
+    if name == "gpt2":
+        want |= {"fusedops::linear_act", "fusedops::add_layer_norm_stats"}
+    else:
+        want |= {f"fusedops::{op}" for op in ("rms_norm", "add_rms_norm", "rotary_embedding",
+                                              "swiglu") if hasattr(ops, op)}
+    missing = [w for w in want if not any(s == w or s.startswith(w + "_") for s in seen)]
+    assert not missing, (missing, sorted(seen))
+    torch_math = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::_log_softmax",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::native_layer_norm"}
+    assert not seen & torch_math, sorted(seen & torch_math)
