@@ -54,6 +54,7 @@ _check_isa_setting()
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 from . import optim  # noqa: E402
+from .patch import PatchReport, patch, unpatch  # noqa: E402
 
 
 def empty_cache() -> int:
@@ -90,4 +91,5 @@ def build_info():
     }
 
 
-__all__ = ["__version__", "ops", "nn", "optim", "cpu_info", "empty_cache", "build_info"]
+__all__ = ["__version__", "ops", "nn", "optim", "patch", "unpatch", "PatchReport", "cpu_info",
+           "empty_cache", "build_info"]
