@@ -878,3 +878,35 @@ def test_cuda_swiglu(backend, dtype, shape):
     check_close(y, ref.detach(), ref.detach().to(dtype), dtype, "swiglu")
     check_close(da, a64.grad, a64.grad.to(dtype), dtype, "swiglu grad a")
     check_close(db, b64.grad, b64.grad.to(dtype), dtype, "swiglu grad b")
+
+
+# ---- strided views are read in place ------------------------------------------------------------
+
+COPIES = {"aten::copy_", "aten::clone", "aten::contiguous"}
+
+
+def _aten_ops(fn):
+    """The ATen ops that fn runs (what the profiler records, ours' internals included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        fn()
+    return {e.name for e in p.events()}
+
+
+def test_strided_views_are_not_copied():
+    q, k = qk_views(2, 5, 4, 2, 16)  # transposed projections
+    cos, sin = rope_tables(2, 5, 16)
+    x = torch.randn(3, 7, 2 * 33)
+    a, b = x.chunk(2, -1)  # halves of one projection
+    g = torch.randn(3, 7, 33)
+    for what, fn in (("rotary_embedding", lambda: ops.rotary_embedding(q, k, cos, sin)),
+                     ("rotary_embedding_", lambda: ops.rotary_embedding_(q, k, cos, sin)),
+                     ("rotary_embedding_backward", lambda: ops.rotary_embedding_backward(q, k, cos, sin)),
+                     ("swiglu", lambda: ops.swiglu(a, b)),
+                     ("swiglu_backward", lambda: ops.swiglu_backward(g, a, b, [True, True]))):
+        ran = _aten_ops(fn)
+        assert f"fusedops::{what}" in ran, ran
+        assert not ran & COPIES, f"{what} copied an input: {sorted(ran & COPIES)}"
+    # a strided last dimension is copied, and the check above would see it
+    assert _aten_ops(lambda: ops.swiglu(x.transpose(0, 2)[:33], x.transpose(0, 2)[33:])) & COPIES
