@@ -910,3 +910,62 @@ def test_strided_views_are_not_copied():
         assert not ran & COPIES, f"{what} copied an input: {sorted(ran & COPIES)}"
     # a strided last dimension is copied, and the check above would see it
     assert _aten_ops(lambda: ops.swiglu(x.transpose(0, 2)[:33], x.transpose(0, 2)[33:])) & COPIES
+
+
+# ---- in a Hugging Face Llama ---------------------------------------------------------------------
+
+
+def test_in_a_tiny_hf_llama():
+    """The three ops in place of a tiny random LlamaForCausalLM's RMSNorms, rotary embedding and
+    MLP activation (as Hugging Face calls them: its shapes, strides and dtypes) give its logits,
+    loss and every gradient."""
+    from unittest import mock
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-6, attn_implementation="eager")
+    torch.manual_seed(0)
+    ref = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    ids = torch.randint(0, 97, (2, 13))
+
+    def run(model):
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        return out.logits.detach(), out.loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    want = run(ref)
+    ours = LlamaForCausalLM(cfg).eval()
+    ours.load_state_dict(ref.state_dict())
+    for parent in list(ours.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, modeling_llama.LlamaRMSNorm):
+                fused = fusedops.nn.RMSNorm(child.weight.shape[0], eps=child.variance_epsilon)
+                fused.load_state_dict(child.state_dict())
+                setattr(parent, child_name, fused)
+    calls = {"rope": 0, "swiglu": 0}
+
+    def rope(q, k, cos, sin, unsqueeze_dim=1):
+        calls["rope"] += 1
+        return rotary_embedding(q, k, cos, sin)
+
+    def mlp(self, x):
+        calls["swiglu"] += 1
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+    with mock.patch.object(modeling_llama, "apply_rotary_pos_emb", rope), \
+            mock.patch.object(modeling_llama.LlamaMLP, "forward", mlp):
+        got = run(ours)
+    assert calls == {"rope": 2, "swiglu": 2}
+    assert sum(isinstance(m, fusedops.nn.RMSNorm) for m in ours.modules()) == 5
+    torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+    assert got[2].keys() == want[2].keys()
+    for name in want[2]:
+        torch.testing.assert_close(got[2][name], want[2][name], rtol=1e-4, atol=1e-6, msg=name)
