@@ -565,6 +565,9 @@ def test_rotary_gradcheck(isa, shape, direct):
     f = ops.rotary_embedding if direct else rotary_embedding
     assert gradcheck(lambda q, k: f(q, k, cos, sin), (q, k))
     assert torch.autograd.gradgradcheck(lambda q, k: f(q, k, cos, sin), (q, k))
+    # tables whose halves differ: the backward is the exact transpose, not only a rotation by -theta
+    c, s = torch.randn(B, T, R, dtype=torch.float64), torch.randn(B, T, R, dtype=torch.float64)
+    assert gradcheck(lambda q, k: f(q, k, c, s), (q, k))
 
 
 def test_rotary_opcheck():
@@ -854,6 +857,12 @@ def test_cuda_rotary(backend, dtype, shape):
     q64 = f64(Q.cpu()).requires_grad_()
     ref_rotary(q64, f64(K.cpu()), f64(C.cpu()), f64(S.cpu()))[0].backward(f64(oq.cpu()))
     check_close(gq, q64.grad, q64.grad.to(dtype), dtype, "rotary grad q")
+    # tables whose halves differ: the exact transpose
+    C2, S2 = (torch.randn(B, T, R).to(dtype).to(d) for _ in range(2))
+    _, gk2 = op(backend, "rotary_embedding_backward")(None, ok, C2, S2)
+    k64 = f64(K.cpu()).requires_grad_()
+    ref_rotary(f64(Q.cpu()), k64, f64(C2.cpu()), f64(S2.cpu()))[1].backward(f64(ok.cpu()))
+    check_close(gk2, k64.grad, k64.grad.to(dtype), dtype, "rotary grad k, random tables")
     Q2, K2 = Q.clone(), K.clone()
     op(backend, "rotary_embedding_")(Q2, K2, C, S)
     assert torch.equal(Q2, oq) and torch.equal(K2, ok)
