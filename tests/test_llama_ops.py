@@ -652,6 +652,12 @@ def test_rotary_bad_input():
                         ["grad_q", "None"], "rotary_embedding_backward")
     with pytest.raises(RuntimeError, match="require grad"):
         rotary_embedding_(q.detach().requires_grad_(), k, cos, sin)
+    # views of one fused qkv buffer: refused in place (documented), rotated by the functional op
+    qkv = torch.randn(2, 4, 3 * 3 * 8)
+    fq, fk = (qkv[..., i * 24:(i + 1) * 24].view(2, 4, 3, 8).transpose(1, 2) for i in range(2))
+    assert_raises_named(lambda: ops.rotary_embedding_(fq, fk, cos, sin), RuntimeError, ["q and k"],
+                        "rotary_embedding_")
+    rope_close(rotary_embedding(fq, fk, cos, sin), ref_rotary(fq, fk, cos, sin))
 
 
 # ---- SwiGLU -------------------------------------------------------------------------------------
