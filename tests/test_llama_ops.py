@@ -565,6 +565,9 @@ def test_rotary_gradcheck(isa, shape, direct):
     f = ops.rotary_embedding if direct else rotary_embedding
     assert gradcheck(lambda q, k: f(q, k, cos, sin), (q, k))
     assert torch.autograd.gradgradcheck(lambda q, k: f(q, k, cos, sin), (q, k))
+    # tables whose halves differ: the backward is the exact transpose, not only a rotation by -theta
+    c, s = torch.randn(B, T, R, dtype=torch.float64), torch.randn(B, T, R, dtype=torch.float64)
+    assert gradcheck(lambda q, k: f(q, k, c, s), (q, k))
 
 
 def test_rotary_opcheck():
@@ -649,6 +652,12 @@ def test_rotary_bad_input():
                         ["grad_q", "None"], "rotary_embedding_backward")
     with pytest.raises(RuntimeError, match="require grad"):
         rotary_embedding_(q.detach().requires_grad_(), k, cos, sin)
+    # views of one fused qkv buffer: refused in place (documented), rotated by the functional op
+    qkv = torch.randn(2, 4, 3 * 3 * 8)
+    fq, fk = (qkv[..., i * 24:(i + 1) * 24].view(2, 4, 3, 8).transpose(1, 2) for i in range(2))
+    assert_raises_named(lambda: ops.rotary_embedding_(fq, fk, cos, sin), RuntimeError, ["q and k"],
+                        "rotary_embedding_")
+    rope_close(rotary_embedding(fq, fk, cos, sin), ref_rotary(fq, fk, cos, sin))
 
 
 # ---- SwiGLU -------------------------------------------------------------------------------------
@@ -854,6 +863,12 @@ def test_cuda_rotary(backend, dtype, shape):
     q64 = f64(Q.cpu()).requires_grad_()
     ref_rotary(q64, f64(K.cpu()), f64(C.cpu()), f64(S.cpu()))[0].backward(f64(oq.cpu()))
     check_close(gq, q64.grad, q64.grad.to(dtype), dtype, "rotary grad q")
+    # tables whose halves differ: the exact transpose
+    C2, S2 = (torch.randn(B, T, R).to(dtype).to(d) for _ in range(2))
+    _, gk2 = op(backend, "rotary_embedding_backward")(None, ok, C2, S2)
+    k64 = f64(K.cpu()).requires_grad_()
+    ref_rotary(f64(Q.cpu()), k64, f64(C2.cpu()), f64(S2.cpu()))[1].backward(f64(ok.cpu()))
+    check_close(gk2, k64.grad, k64.grad.to(dtype), dtype, "rotary grad k, random tables")
     Q2, K2 = Q.clone(), K.clone()
     op(backend, "rotary_embedding_")(Q2, K2, C, S)
     assert torch.equal(Q2, oq) and torch.equal(K2, ok)
@@ -878,3 +893,94 @@ def test_cuda_swiglu(backend, dtype, shape):
     check_close(y, ref.detach(), ref.detach().to(dtype), dtype, "swiglu")
     check_close(da, a64.grad, a64.grad.to(dtype), dtype, "swiglu grad a")
     check_close(db, b64.grad, b64.grad.to(dtype), dtype, "swiglu grad b")
+
+
+# ---- strided views are read in place ------------------------------------------------------------
+
+COPIES = {"aten::copy_", "aten::clone", "aten::contiguous"}
+
+
+def _aten_ops(fn):
+    """The ATen ops that fn runs (what the profiler records, ours' internals included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        fn()
+    return {e.name for e in p.events()}
+
+
+def test_strided_views_are_not_copied():
+    q, k = qk_views(2, 5, 4, 2, 16)  # transposed projections
+    cos, sin = rope_tables(2, 5, 16)
+    x = torch.randn(3, 7, 2 * 33)
+    a, b = x.chunk(2, -1)  # halves of one projection
+    g = torch.randn(3, 7, 33)
+    for what, fn in (("rotary_embedding", lambda: ops.rotary_embedding(q, k, cos, sin)),
+                     ("rotary_embedding_", lambda: ops.rotary_embedding_(q, k, cos, sin)),
+                     ("rotary_embedding_backward", lambda: ops.rotary_embedding_backward(q, k, cos, sin)),
+                     ("swiglu", lambda: ops.swiglu(a, b)),
+                     ("swiglu_backward", lambda: ops.swiglu_backward(g, a, b, [True, True]))):
+        ran = _aten_ops(fn)
+        assert f"fusedops::{what}" in ran, ran
+        assert not ran & COPIES, f"{what} copied an input: {sorted(ran & COPIES)}"
+    # a strided last dimension is copied, and the check above would see it
+    assert _aten_ops(lambda: ops.swiglu(x.transpose(0, 2)[:33], x.transpose(0, 2)[33:])) & COPIES
+
+
+# ---- in a Hugging Face Llama ---------------------------------------------------------------------
+
+
+def test_in_a_tiny_hf_llama():
+    """The three ops in place of a tiny random LlamaForCausalLM's RMSNorms, rotary embedding and
+    MLP activation (as Hugging Face calls them: its shapes, strides and dtypes) give its logits,
+    loss and every gradient."""
+    from unittest import mock
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                      rms_norm_eps=1e-6, attn_implementation="eager")
+    torch.manual_seed(0)
+    ref = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    ids = torch.randint(0, 97, (2, 13))
+
+    def run(model):
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        return out.logits.detach(), out.loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    want = run(ref)
+    ours = LlamaForCausalLM(cfg).eval()
+    ours.load_state_dict(ref.state_dict())
+    for parent in list(ours.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, modeling_llama.LlamaRMSNorm):
+                fused = fusedops.nn.RMSNorm(child.weight.shape[0], eps=child.variance_epsilon)
+                fused.load_state_dict(child.state_dict())
+                setattr(parent, child_name, fused)
+    calls = {"rope": 0, "swiglu": 0}
+
+    def rope(q, k, cos, sin, unsqueeze_dim=1):
+        calls["rope"] += 1
+        return rotary_embedding(q, k, cos, sin)
+
+    def mlp(self, x):
+        calls["swiglu"] += 1
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+    with mock.patch.object(modeling_llama, "apply_rotary_pos_emb", rope), \
+            mock.patch.object(modeling_llama.LlamaMLP, "forward", mlp):
+        got = run(ours)
+    assert calls == {"rope": 2, "swiglu": 2}
+    assert sum(isinstance(m, fusedops.nn.RMSNorm) for m in ours.modules()) == 5
+    torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+    assert got[2].keys() == want[2].keys()
+    for name in want[2]:
+        torch.testing.assert_close(got[2][name], want[2][name], rtol=1e-4, atol=1e-6, msg=name)

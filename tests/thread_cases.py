@@ -267,11 +267,28 @@ def batch_norm():  # planar (NCHW), channels-last and [N, C] (interleaved)
             + _grads(ops.batch_norm(x2, None, None, w2, b2, True), [x2, w2, b2]))
 
 
+def llama_ops():  # rms_norm / add_rms_norm, rotary_embedding, swiglu (fp32 and bf16)
+    x, r, w = _inputs(29, (301, 257), (301, 257), (257,))
+    out = _grads(ops.add_rms_norm(x, r, w), [x, r, w]) + _grads(ops.rms_norm(x, w), [x, w])
+    qp, kp = _inputs(30, (4, 64, 6 * 64), (4, 64, 2 * 64))
+    pos = torch.arange(64, dtype=torch.float32)[:, None] / (100.0 ** (torch.arange(32) / 32))
+    cos, sin = torch.cat((pos, pos), -1).cos(), torch.cat((pos, pos), -1).sin()
+    q, k = qp.view(4, 64, 6, 64).transpose(1, 2), kp.view(4, 64, 2, 64).transpose(1, 2)
+    out += _grads(ops.rotary_embedding(q, k, cos, sin), [qp, kp])
+    (h,) = _inputs(31, (257, 2 * 1031))
+    out += _grads(ops.swiglu(*h.chunk(2, -1)), [h])
+    hb = h.detach().bfloat16().requires_grad_()
+    xb, wb = x.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
+    return (out + _grads(ops.swiglu(*hb.chunk(2, -1)), [hb]) + _grads(ops.rms_norm(xb, wb), [xb, wb])
+            + list(ops.rotary_embedding(q.detach().bfloat16(), k.detach().bfloat16(), cos.bfloat16(),
+                                        sin.bfloat16())))
+
+
 CASES = {f.__name__: f for f in (
     linear, linear_small_m, linear_bf16, matmul_bf16, matmul, conv_padded, conv_first_layer, conv_strided, conv_pointwise, conv_thin, max_pool,
     attention_one_head, attention_causal_heads, attention_dropout, layer_norm, add_layer_norm,
     activations, norm_bf16, activations_bf16, attention_bf16, cross_entropy_bf16, optimizers_bf16, cross_entropy, linear_cross_entropy, other_losses, lstm, gru, rnn, cells,
-    optimizers, dropout, embedding, batch_norm)}
+    optimizers, dropout, embedding, batch_norm, llama_ops)}
 
 
 def run(names=None):

@@ -33,7 +33,7 @@ TESTS=("$@")
 if [[ ${#TESTS[@]} -eq 0 ]]; then
   TESTS=(-m "not slow" tests/test_activation.py tests/test_norm.py tests/test_loss.py tests/test_linear.py
          tests/test_matmul.py tests/test_conv.py tests/test_attention.py tests/test_rnn.py
-         tests/test_optim.py tests/test_fuzz.py tests/test_bad_inputs.py)
+         tests/test_optim.py tests/test_llama_ops.py tests/test_fuzz.py tests/test_bad_inputs.py)
 fi
 echo "asan_test.sh: LD_PRELOAD=$LIBASAN; reports to $LOGS"
 (cd "$TREE" && env LD_PRELOAD="$LIBASAN" \
