@@ -50,7 +50,8 @@ PyObject* cpu_info(PyObject*, PyObject*) {
   return d;
 }
 
-// _set_bf16(mode) -> str: how bf16 products run ("auto", "native", "widen"; as FUSEDOPS_BF16);
+// _set_bf16(mode) -> str: how bf16 products run ("auto", "native", "widen", "avx512_bf16"; as
+// FUSEDOPS_BF16);
 // returns the path in force (cpu_info()["bf16"]).
 PyObject* set_bf16(PyObject*, PyObject* arg) {
   PyObject* bytes = PyUnicode_AsUTF8String(arg);
@@ -59,7 +60,7 @@ PyObject* set_bf16(PyObject*, PyObject* arg) {
   Py_DECREF(bytes);
   fusedops::Bf16Mode mode;
   if (!fusedops::parse_bf16_mode(name, &mode)) {
-    PyErr_SetString(PyExc_ValueError, "fusedops._set_bf16: expected 'auto', 'native' or 'widen'");
+    PyErr_SetString(PyExc_ValueError, "fusedops._set_bf16: expected 'auto', 'native', 'widen' or 'avx512_bf16'");
     return nullptr;
   }
   fusedops::set_bf16_mode(mode);

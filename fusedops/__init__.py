@@ -39,14 +39,19 @@ def _check_isa_setting():
     import os
     import warnings
 
-    want = os.environ.get("FUSEDOPS_ISA")
-    if want is not None and want not in ("generic", "avx2", "avx512"):
-        warnings.warn(
-            f"fusedops: FUSEDOPS_ISA={want!r} is not one of 'generic', 'avx2', 'avx512'; "
-            f"ignored, the kernels use {_C._cpu_info()['isa']!r}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    info = _C._cpu_info()
+    for var, allowed, key in (
+        ("FUSEDOPS_ISA", ("generic", "avx2", "avx512"), "isa"),
+        ("FUSEDOPS_BF16", ("auto", "native", "widen", "avx512_bf16"), "bf16"),
+    ):
+        want = os.environ.get(var)
+        if want is not None and want not in allowed:
+            names = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+            warnings.warn(
+                f"fusedops: {var}={want!r} is not one of {names}; ignored, the kernels use {info[key]!r}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 _check_isa_setting()

@@ -109,7 +109,14 @@ def test_unknown_isa_setting_warns():
     proc = subprocess.run([sys.executable, "-W", "always", "-c", "import fusedops"], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "FUSEDOPS_ISA": "avx9"})
     assert proc.returncode == 0, proc.stderr
-    assert "FUSEDOPS_ISA='avx9' is not one of 'generic', 'avx2', 'avx512'" in proc.stderr
+    assert "FUSEDOPS_ISA='avx9' is not one of 'generic', 'avx2' or 'avx512'" in proc.stderr
+
+
+def test_unknown_bf16_setting_warns():
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", "import fusedops"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "FUSEDOPS_BF16": "wide"})
+    assert proc.returncode == 0, proc.stderr
+    assert "FUSEDOPS_BF16='wide' is not one of 'auto', 'native', 'widen' or 'avx512_bf16'" in proc.stderr
 
 
 def test_isa_switched_while_a_packed_weight_is_in_use():

@@ -80,6 +80,13 @@ struct RnnDims {
   std::vector<int64_t> bs, off;  // rows of step t: off[t] .. off[t] + bs[t]
   // The step processed k-th (reverse layers run T-1 .. 0).
   int64_t step(int64_t k, bool reverse) const { return reverse ? T - 1 - k : k; }
+  // The row that step t's row b started from: the previous step's row of the same sequence
+  // where that sequence had one (>= 0), else -1 - b (row b of the initial state).
+  int64_t prev_row(int64_t t, int64_t b, bool reverse) const {
+    const int64_t tp = reverse ? t + 1 : t - 1;
+    const int64_t n_seq = (tp >= 0 && tp < T) ? (bs[t] < bs[tp] ? bs[t] : bs[tp]) : 0;
+    return b < n_seq ? off[tp] + b : -1 - b;
+  }
 };
 
 }  // namespace fusedops

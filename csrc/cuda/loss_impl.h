@@ -15,6 +15,7 @@
 #include "common/linear_args.h"
 #include "common/loss_args.h"
 #include "common/tuning.h"
+#include "cuda/kernels/lce.cuh"
 #include "cuda/kernels/loss.cuh"
 #include "cuda/gemm_launch.h"
 
@@ -164,74 +165,37 @@ inline LceRun lce_inputs(const at::Tensor& input, const at::Tensor& weight, cons
   return r;
 }
 
-// Rows per chunk: about 64 MB of logits, at least 128 rows (common/tuning.h's setting, when
-// set, overrides).
-inline int64_t lce_rows(int64_t N, int64_t V, int64_t elem) {
-  int64_t rows = (int64_t(64) << 20) / (V * elem > 0 ? V * elem : 1);
-  rows = rows < 128 ? 128 : rows;
-  if (const int64_t forced = lce_chunk_rows_setting().load(); forced > 0) rows = forced;
-  return rows < N ? rows : (N > 0 ? N : 1);
-}
-
 // Loss rows into acc (Acc [N]) and/or loss_rows (T [N]); gradients (scaled by 1 / *denom when
-// given, by scale, and per row by row_scale) into gx / gw / gb when defined.
+// given, by scale, and per row by row_scale) into gx / gw / gb when defined: the chunk loop of
+// cuda/kernels/lce.cuh over a [rows, V] buffer (common/tuning.h's setting, when set, gives the
+// rows).
 template <typename T>
 void lce_run(const char* op, const LceRun& R, int64_t ignore_index, double ls, at::Tensor* acc,
              at::Tensor* loss_rows, const at::Tensor* denom, double scale, const at::Tensor* row_scale,
              at::Tensor* gx, at::Tensor* gw, at::Tensor* gb, const at::Tensor& flag, cudaStream_t s) {
   using Acc = k::gemm_acc_t<T>;
-  const bool grads = gx || gw || gb;
-  if (gw) gw->zero_();
-  if (gb) gb->zero_();
-  if (R.N == 0) return;
-  const int64_t rows = lce_rows(R.N, R.V, int64_t(sizeof(T)));
-  at::Tensor buf = at::empty({rows, R.V}, R.x2.options());
-  for (int64_t r0 = 0; r0 < R.N; r0 += rows) {
-    const int64_t bm = rows < R.N - r0 ? rows : R.N - r0;
-    {
-      k::GemmParams<T> p;
-      p.M = bm, p.N = R.V, p.K = R.K;
-      p.A = ptr<T>(R.x2) + r0 * R.K, p.rsa = R.K, p.csa = 1;
-      p.B = ptr<T>(R.w), p.rsb = R.w.stride(1), p.csb = R.w.stride(0);
-      p.C = ptr<T>(buf), p.ldc = R.V, p.batch_stride_c = bm * R.V;
-      if (R.bias.defined()) p.bias = ptr<T>(R.bias), p.bias_mode = BiasMode::per_col;
-      p.allow_tf32 = tf32_allowed();
-      run_gemm<T>(op, p, s);
-    }
-    k::CrossEntropyParams c;
-    c.N = bm, c.C = R.V, c.x = ptr<T>(buf), c.ldx = R.V;
-    c.target = R.target.data_ptr<int64_t>() + r0;
-    c.ignore_index = ignore_index;
-    c.label_smoothing = ls;
-    c.loss_acc = acc ? ptr<Acc>(*acc) + r0 : nullptr;
-    c.loss_rows = loss_rows ? ptr<T>(*loss_rows) + r0 : nullptr;
-    if (grads) c.grad = ptr<T>(buf), c.ldg = R.V;
-    c.scale_ptr = denom ? ptr<Acc>(*denom) : nullptr;
-    c.scale = scale;
-    c.row_scale = row_scale ? ptr<T>(*row_scale) + r0 : nullptr;
-    launch(op, [&] { k::cross_entropy_launch<T>(c, ptr<int>(flag), s); });
-    if (gx) {
-      k::GemmParams<T> p;
-      p.M = bm, p.N = R.K, p.K = R.V;
-      p.A = ptr<T>(buf), p.rsa = R.V, p.csa = 1;
-      p.B = ptr<T>(R.w), p.rsb = R.w.stride(0), p.csb = R.w.stride(1);
-      p.C = ptr<T>(*gx) + r0 * R.K, p.ldc = R.K, p.batch_stride_c = bm * R.K;
-      p.allow_tf32 = tf32_allowed();
-      run_gemm<T>(op, p, s);
-    }
-    if (gw) {
-      k::GemmParams<T> p;
-      p.M = R.V, p.N = R.K, p.K = bm;
-      p.A = ptr<T>(buf), p.rsa = 1, p.csa = R.V;
-      p.B = ptr<T>(R.x2) + r0 * R.K, p.rsb = R.K, p.csb = 1;
-      p.C = ptr<T>(*gw), p.ldc = R.K, p.batch_stride_c = R.V * R.K;
-      p.beta = 1;
-      p.allow_tf32 = tf32_allowed();
-      run_gemm<T>(op, p, s);
-    }
-    if (gb)
-      launch(op, [&] { k::column_sums_launch<T>(bm, R.V, ptr<T>(buf), R.V, ptr<T>(*gb), s); });
-  }
+  k::LceChunkArgs<T> a;
+  a.N = R.N, a.K = R.K, a.V = R.V;
+  a.x = ptr<T>(R.x2);
+  a.w = ptr<T>(R.w), a.rsw = R.w.stride(0), a.csw = R.w.stride(1);
+  a.bias = R.bias.defined() ? ptr<T>(R.bias) : nullptr;
+  a.target = R.target.data_ptr<int64_t>();
+  a.ignore_index = ignore_index;
+  a.label_smoothing = ls;
+  a.loss_acc = acc ? ptr<Acc>(*acc) : nullptr;
+  a.loss_rows = loss_rows ? ptr<T>(*loss_rows) : nullptr;
+  a.denom = denom ? ptr<Acc>(*denom) : nullptr;
+  a.scale = scale;
+  a.row_scale = row_scale ? ptr<T>(*row_scale) : nullptr;
+  a.gx = gx ? ptr<T>(*gx) : nullptr;
+  a.gw = gw ? ptr<T>(*gw) : nullptr;
+  a.gb = gb ? ptr<T>(*gb) : nullptr;
+  a.bad = ptr<int>(flag);
+  a.chunk_rows = k::lce_chunk_rows(R.N, R.V, int64_t(sizeof(T)), lce_chunk_rows_setting().load());
+  a.allow_tf32 = tf32_allowed();
+  at::Tensor buf = at::empty({R.N > 0 ? a.chunk_rows : 0, R.V}, R.x2.options());
+  a.buf = ptr<T>(buf);
+  launch(op, [&] { k::lce_chunks_launch<T>(a, s); });
 }
 
 inline std::tuple<at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>,

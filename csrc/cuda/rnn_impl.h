@@ -1,9 +1,7 @@
 // rnn_layer / rnn_layer_backward bindings on the CUDA kernels, shared by the CUDA build
-// (rnn.cu) and the simulator build (sim/sim_rnn.cpp). The algorithm and the workspace are the
-// CPU binding's (cpu/rnn.cpp): one GEMM for the input projections of every step, then per step
-// one recurrent GEMM and one gate kernel (cuda/kernels/rnn.cuh); backward per step one gate
-// kernel and one GEMM, then the input and weight gradients as single GEMMs over all steps.
-// Shapes are checked by common/rnn_args.h, as on the CPU. Include after the kernel headers.
+// (rnn.cu) and the simulator build (sim/sim_rnn.cpp): checks (common/rnn_args.h, as on the
+// CPU), outputs and scratch, then the time loops of cuda/kernels/rnn_layer.cuh.
+// Include after the kernel headers.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -14,9 +12,8 @@
 
 #include "common/checks.h"
 #include "common/rnn_args.h"
-#include "cuda/kernels/rnn.cuh"
 #include "cuda/gemm_launch.h"
-#include "cuda/kernels/pointwise.cuh"
+#include "cuda/kernels/rnn_layer.cuh"
 
 namespace fusedops::FUSEDOPS_CUDA_NS::bind {
 
@@ -37,43 +34,11 @@ inline void check_all(std::initializer_list<std::pair<const char*, const at::Ten
     if (t && t->defined()) check_tensor(*t, input, op, name, "input");
 }
 
-// C[M, N] (ldc) = A @ B + beta * C with A(i, k) = A[i * rsa + k * csa], B(k, j) = B[k * rsb + j * csb].
-template <typename T>
-void gemm(const char* op, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
-          int64_t rsb, int64_t csb, float beta, T* C, int64_t ldc, const T* bias, cudaStream_t s) {
-  k::GemmParams<T> p;
-  p.M = M, p.N = N, p.K = K;
-  p.A = A, p.rsa = rsa, p.csa = csa;
-  p.B = B, p.rsb = rsb, p.csb = csb;
-  p.C = C, p.ldc = ldc, p.beta = beta;
-  if (bias) p.bias = bias, p.bias_mode = BiasMode::per_col;
-  p.allow_tf32 = tf32_allowed();
-  run_gemm<T>(op, p, s);
-}
-
-// For each row n (step t, sequence b) the row its step started from: the previous step's row
-// of the same sequence where there is one (>= 0), else -1 - b (the initial state's row b).
+// For each row the row its step started from (k::prev_rows), on the input's device.
 inline at::Tensor prev_rows(const RnnDims& d, bool reverse, const at::Tensor& like) {
   std::vector<int64_t> idx(size_t(d.N));
-  for (int64_t t = 0; t < d.T; ++t) {
-    const int64_t tp = reverse ? t + 1 : t - 1;
-    const int64_t n_seq = (tp >= 0 && tp < d.T) ? std::min(d.bs[t], d.bs[tp]) : 0;
-    for (int64_t b = 0; b < d.bs[t]; ++b) idx[size_t(d.off[t] + b)] = b < n_seq ? d.off[tp] + b : -1 - b;
-  }
+  k::prev_rows(d, reverse, idx.data());
   return at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(like.device());
-}
-
-// Column sums of g [N, C] into out [C].
-template <typename T>
-void column_sums(const char* op, int64_t N, int64_t C, const T* g, T* out, const at::Tensor& like, cudaStream_t s) {
-  const k::LaunchPlan plan = k::bias_act_backward_plan<T>(N, C);
-  at::Tensor ws;
-  if (plan.workspace_bytes > 0)
-    ws = at::empty({int64_t(plan.workspace_bytes / sizeof(float)) + 1}, like.options().dtype(at::kFloat));
-  launch(op, [&] {
-    k::bias_act_backward_launch<T>(plan, N, C, g, C, 1, nullptr, 0, nullptr, Activation::none, out,
-                                   ws.defined() ? ptr<float>(ws) : nullptr, s);
-  });
 }
 
 }  // namespace rnn_bind
@@ -105,30 +70,13 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer(
   at::Tensor m = proj ? at::empty({d.B, H}, o) : at::Tensor();
   dispatch(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    T* const wsp = ptr<T>(ws);
-    T* const hyp = ptr<T>(hy);
-    T* const outp = ptr<T>(out);
-    gemm<T>(op, d.N, GH, d.I, ptr<T>(x), d.I, 1, ptr<T>(wi), 1, d.I, 0.f, wsp, W, optr<T>(bi), s);
-    for (int64_t kk = 0; kk < d.T; ++kk) {
-      const int64_t t = d.step(kk, reverse), rows = d.bs[t], r0 = d.off[t];
-      T* const wsr = wsp + r0 * W;
-      RnnStepForward<T> a;
-      a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W, a.b_hh = optr<T>(bh);
-      if (gru) {
-        gemm<T>(op, rows, GH, P, hyp, P, 1, ptr<T>(wh), 1, P, 0.f, ptr<T>(hgates), GH, nullptr, s);
-        a.gh = ptr<T>(hgates), a.ldgh = GH, a.h_prev = hyp, a.ldhp = P;
-      } else {
-        gemm<T>(op, rows, GH, P, hyp, P, 1, ptr<T>(wh), 1, P, 1.f, wsr, W, nullptr, s);
-      }
-      a.c = optr<T>(cy);
-      if (proj) a.out = ptr<T>(m), a.ldo = H;
-      else a.out = outp + r0 * P, a.ldo = P, a.out2 = hyp, a.ldo2 = P;
-      launch(op, [&] { k::rnn_step_forward_launch<T>(a, s); });
-      if (proj) {
-        gemm<T>(op, rows, P, H, ptr<T>(m), H, 1, ptr<T>(wr), 1, H, 0.f, outp + r0 * P, P, nullptr, s);
-        launch(op, [&] { k::rnn_rows_update_launch<T>(rows, P, outp + r0 * P, P, hyp, P, false, s); });
-      }
-    }
+    k::RnnLayerForward<T> p;
+    p.x = ptr<T>(x), p.w_ih = ptr<T>(wi), p.w_hh = ptr<T>(wh);
+    p.b_ih = optr<T>(bi), p.b_hh = optr<T>(bh), p.w_hr = optr<T>(wr);
+    p.out = ptr<T>(out), p.hy = ptr<T>(hy), p.cy = optr<T>(cy), p.ws = ptr<T>(ws);
+    p.hgates = optr<T>(hgates), p.m = optr<T>(m);
+    p.allow_tf32 = tf32_allowed();
+    launch(op, [&] { k::rnn_layer_forward_launch<T>(d, reverse, p, s); });
   });
   return {out, hy, cy, ws};
 }
@@ -162,7 +110,7 @@ rnn_layer_backward(c10::string_view mode, const std::optional<at::Tensor>& grad_
   FUSEDOPS_CHECK(!mask[7] || proj, op, "output_mask[7] asks for grad_w_hr, but w_hr is None");
   DeviceGuard guard(input);
   const cudaStream_t s = stream_for(input);
-  const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W, N = d.N;
+  const int64_t GH = d.G * d.H, H = d.H, P = d.P, N = d.N;
   const auto o = input.options();
   // The running state gradients are always needed; returned only when asked.
   at::Tensor dh0 = ghy.defined() ? ghy.clone() : at::zeros({d.B, P}, o);
@@ -181,48 +129,24 @@ rnn_layer_backward(c10::string_view mode, const std::optional<at::Tensor>& grad_
   at::Tensor cprev = lstm ? at::empty({N, H}, o) : at::Tensor();
   at::Tensor dH = proj ? at::empty({N, P}, o) : at::Tensor();
   at::Tensor dm = proj ? at::empty({d.B, H}, o) : at::Tensor();
+  at::Tensor mm = mask[7] ? at::empty({N, H}, o) : at::Tensor();
   dispatch(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const T* const wsp = ptr<T>(ws);
-    const T* const outp = ptr<T>(out);
-    T* const dh = ptr<T>(dh0);
-    T* const dgi = ptr<T>(dGi);
-    T* const dgh = ptr<T>(dGh);
-    if (need_hprev)
-      launch(op, [&] { k::rnn_gather_rows_launch<T>(N, P, ptr<int64_t>(idx), outp, P, ptr<T>(h0), P, ptr<T>(hprev), s); });
-    if (lstm)
-      launch(op, [&] { k::rnn_gather_rows_launch<T>(N, H, ptr<int64_t>(idx), wsp + 4 * H, W, ptr<T>(c0), H, ptr<T>(cprev), s); });
-    for (int64_t kk = d.T - 1; kk >= 0; --kk) {
-      const int64_t t = d.step(kk, reverse), rows = d.bs[t], r0 = d.off[t];
-      if (go.defined())
-        launch(op, [&] { k::rnn_rows_update_launch<T>(rows, P, ptr<T>(go) + r0 * P, P, dh, P, true, s); });
-      T* dgate_in = dh;
-      int64_t ld_in = P;
-      if (proj) {
-        launch(op, [&] { k::rnn_rows_update_launch<T>(rows, P, dh, P, ptr<T>(dH) + r0 * P, P, false, s); });
-        gemm<T>(op, rows, H, P, dh, P, 1, ptr<T>(wr), H, 1, 0.f, ptr<T>(dm), H, nullptr, s);
-        dgate_in = ptr<T>(dm), ld_in = H;
-      }
-      RnnStepBackward<T> a;
-      a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsp + r0 * W, a.ldw = W;
-      a.dh = dgate_in, a.lddh = ld_in, a.h = outp + r0 * P, a.ldh = P, a.dc = optr<T>(dc0);
-      if (lstm) a.prev = ptr<T>(cprev) + r0 * H, a.ldp = H;
-      if (gru) a.prev = ptr<T>(hprev) + r0 * P, a.ldp = P;
-      a.dgi = dgi + r0 * GH, a.ldgi = GH, a.dgh = dgh + r0 * GH, a.ldgh = GH;
-      launch(op, [&] { k::rnn_step_backward_launch<T>(a, s); });
-      // d h_prev = dGh W_hh (gru: plus the dh * z the kernel left in dh).
-      gemm<T>(op, rows, P, GH, dgh + r0 * GH, GH, 1, ptr<T>(wh), P, 1, gru ? 1.f : 0.f, dh, P, nullptr, s);
-    }
-    if (mask[0]) gemm<T>(op, N, d.I, GH, dgi, GH, 1, ptr<T>(wi), d.I, 1, 0.f, ptr<T>(dx), d.I, nullptr, s);
-    if (mask[3]) gemm<T>(op, GH, d.I, N, dgi, 1, GH, ptr<T>(x), d.I, 1, 0.f, ptr<T>(dwi), d.I, nullptr, s);
-    if (mask[4]) gemm<T>(op, GH, P, N, dgh, 1, GH, ptr<T>(hprev), P, 1, 0.f, ptr<T>(dwh), P, nullptr, s);
-    if (mask[5]) column_sums<T>(op, N, GH, dgi, ptr<T>(dbi), input, s);
-    if (mask[6]) column_sums<T>(op, N, GH, dgh, ptr<T>(dbh), input, s);
-    if (mask[7]) {
-      at::Tensor mm = at::empty({N, H}, o);
-      launch(op, [&] { k::lstm_cell_output_launch<T>(N, H, wsp, W, ptr<T>(mm), H, s); });
-      gemm<T>(op, P, H, N, ptr<T>(dH), 1, P, ptr<T>(mm), H, 1, 0.f, ptr<T>(dwr), H, nullptr, s);
-    }
+    const size_t cs_bytes = (mask[5] || mask[6]) ? k::rnn_colsum_workspace_bytes<T>(N, GH) : 0;
+    at::Tensor cs_ws = cs_bytes ? at::empty({int64_t(cs_bytes / sizeof(float)) + 1}, o.dtype(at::kFloat))
+                                : at::Tensor();
+    k::RnnLayerBackwardIn<T> in;
+    in.x = ptr<T>(x), in.h0 = ptr<T>(h0), in.c0 = optr<T>(c0), in.w_ih = ptr<T>(wi), in.w_hh = ptr<T>(wh);
+    in.w_hr = optr<T>(wr), in.out = ptr<T>(out), in.ws = ptr<T>(ws), in.gout = optr<T>(go);
+    k::RnnLayerBackwardOut<T> g;
+    g.dx = optr<T>(dx), g.dh0 = ptr<T>(dh0), g.dc0 = optr<T>(dc0), g.dw_ih = optr<T>(dwi);
+    g.dw_hh = optr<T>(dwh), g.db_ih = optr<T>(dbi), g.db_hh = optr<T>(dbh), g.dw_hr = optr<T>(dwr);
+    k::RnnLayerBackwardScratch<T> sc;
+    sc.dgi = ptr<T>(dGi), sc.dgh = ptr<T>(dGh), sc.prev = idx.defined() ? ptr<int64_t>(idx) : nullptr;
+    sc.hprev = optr<T>(hprev), sc.cprev = optr<T>(cprev), sc.dH = optr<T>(dH), sc.dm = optr<T>(dm);
+    sc.mm = optr<T>(mm), sc.colsum_ws = cs_ws.defined() ? ptr<float>(cs_ws) : nullptr;
+    sc.allow_tf32 = tf32_allowed();
+    launch(op, [&] { k::rnn_layer_backward_launch<T>(d, reverse, in, g, sc, s); });
   });
   auto ret = [](bool want, const at::Tensor& t) { return want ? std::optional<at::Tensor>(t) : std::nullopt; };
   return {ret(mask[0], dx), ret(mask[1], dh0), ret(mask[2], dc0), ret(mask[3], dwi),

@@ -11,6 +11,8 @@
 #           every case, and ASan+UBSan on a few small shapes per variant (--quick)
 #   grid    tests/sim/grid_tests.cu (conv and attention blocks numbered over grid.y and z, with
 #           the plans' limit lowered): fibers -O2, and ASan+UBSan
+#   loop    tests/sim/loop_tests.cu (the host loops over kernels: linear cross-entropy chunks,
+#           RNN time steps, against double references): fibers -O2, and ASan+UBSan
 # Two steps use the CUDA toolkit where there is one, and are skipped, saying so, where not:
 #   fp16    tests/sim/fp16_tests.cu: the simulator's __half and __nv_bfloat16 against CUDA's
 #           own headers, bit for bit
@@ -92,7 +94,12 @@ BUILD_CMD[grid_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $GRID_SRC -o $OUT/grid_tests_p
 # bounds-checked arrays' operator[] takes ambiguously)
 BUILD_CMD[grid_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=undefined $GRID_SRC -o $OUT/grid_tests_asan"
-BUILDS=(tsan asan gemm_asan plain gemm_plain grid_plain grid_asan)
+# Host loops over the kernels (tests/sim/loop_tests.cu: linear cross-entropy chunks, RNN time loops)
+LOOP_SRC=tests/sim/loop_tests.cu
+BUILD_CMD[loop_plain]="$CXX ${SIM_FLAGS[*]@Q} -O2 $LOOP_SRC -o $OUT/loop_tests_plain"
+BUILD_CMD[loop_asan]="$CXX ${SIM_FLAGS[*]@Q} -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=undefined $LOOP_SRC -o $OUT/loop_tests_asan"
+BUILDS=(tsan asan gemm_asan plain gemm_plain grid_plain grid_asan loop_plain loop_asan)
 if [[ -n "$CUDA_INC" ]]; then
   BUILD_CMD[fp16]="$CXX -std=c++20 -O2 -Wall -Wextra -Werror -isystem ${CUDA_INC@Q} -Icsrc -x c++ \
     tests/sim/fp16_tests.cu -o $OUT/fp16_tests"
@@ -149,7 +156,7 @@ expect_report asan --oob "ERROR: AddressSanitizer: heap-buffer-overflow" "in sim
 run_tests tsan
 expect_report tsan --race "WARNING: ThreadSanitizer: data race" "sim_selftest::racy_reverse" "sim_selftest.cuh:"
 
-run_kernel_tests() {  # run_kernel_tests SUITE MODE [ARGS...]: SUITE gemm or grid
+run_kernel_tests() {  # run_kernel_tests SUITE MODE [ARGS...]: SUITE gemm, grid or loop
   local suite=$1 mode=$2 bin="$OUT/$1_tests_$2" log="$OUT/run_$1_$2.log" t
   shift 2
   t=$(now)
@@ -162,6 +169,8 @@ run_kernel_tests gemm plain
 run_kernel_tests gemm asan --quick
 run_kernel_tests grid plain
 run_kernel_tests grid asan
+run_kernel_tests loop plain
+run_kernel_tests loop asan
 if [[ -n "$CUDA_INC" ]]; then
   t=$(now)
   "$OUT/fp16_tests" >"$OUT/run_fp16.log" 2>&1

@@ -26,28 +26,28 @@ struct Mat {
 
 size_t elem_size(DType t) { return t == DType::bf16 ? 2 : 4; }
 
-// C[M, N] (= beta C) + A B (+ bias per column), on the GEMM the operand types call for.
+// C[M, N] (= beta C) + A B (+ bias per column) with every operand of type T.
+template <typename T>
+void typed_product(int64_t M, int64_t N, int64_t K, Mat A, Mat B, void* C, int64_t ldc, bool accumulate,
+                   const void* bias) {
+  GemmArgs<T> g;
+  g.M = M, g.N = N, g.K = K;
+  g.A = static_cast<const T*>(A.p), g.rsa = A.rs, g.csa = A.cs;
+  g.B = static_cast<const T*>(B.p), g.rsb = B.rs, g.csb = B.cs;
+  g.C = static_cast<T*>(C), g.ldc = ldc;
+  g.beta = accumulate ? T(1) : T(0);
+  if (bias) g.bias = static_cast<const T*>(bias), g.bias_mode = BiasMode::per_col;
+  gemm<T>(g);
+}
+
+// The same on the GEMM the operand types call for: fp64, fp32, else the mixed-precision one.
 template <typename Acc>
 void product(int64_t M, int64_t N, int64_t K, Mat A, Mat B, void* C, DType ct, int64_t ldc,
              bool accumulate, const void* bias, DType bias_t) {
   if constexpr (std::is_same_v<Acc, double>) {
-    GemmArgs<double> g;
-    g.M = M, g.N = N, g.K = K;
-    g.A = static_cast<const double*>(A.p), g.rsa = A.rs, g.csa = A.cs;
-    g.B = static_cast<const double*>(B.p), g.rsb = B.rs, g.csb = B.cs;
-    g.C = static_cast<double*>(C), g.ldc = ldc;
-    g.beta = accumulate ? 1.0 : 0.0;
-    if (bias) g.bias = static_cast<const double*>(bias), g.bias_mode = BiasMode::per_col;
-    gemm<double>(g);
+    typed_product<double>(M, N, K, A, B, C, ldc, accumulate, bias);
   } else if (A.t == DType::f32 && B.t == DType::f32 && ct == DType::f32 && (!bias || bias_t == DType::f32)) {
-    GemmArgs<float> g;
-    g.M = M, g.N = N, g.K = K;
-    g.A = static_cast<const float*>(A.p), g.rsa = A.rs, g.csa = A.cs;
-    g.B = static_cast<const float*>(B.p), g.rsb = B.rs, g.csb = B.cs;
-    g.C = static_cast<float*>(C), g.ldc = ldc;
-    g.beta = accumulate ? 1.0f : 0.0f;
-    if (bias) g.bias = static_cast<const float*>(bias), g.bias_mode = BiasMode::per_col;
-    gemm<float>(g);
+    typed_product<float>(M, N, K, A, B, C, ldc, accumulate, bias);
   } else {
     GemmMixedArgs g;
     g.M = M, g.N = N, g.K = K;

@@ -61,14 +61,12 @@ struct PackedWeight {
 template <typename T>
 void gather_prev(const RnnDims& d, bool reverse, const T* seq, int64_t ld_seq, const T* init,
                  int64_t ld_init, int64_t D, T* dst) {
-  for (int64_t t = 0; t < d.T; ++t) {
-    const int64_t tp = reverse ? t + 1 : t - 1;
-    const int64_t n_seq = (tp >= 0 && tp < d.T) ? std::min(d.bs[t], d.bs[tp]) : 0;
+  for (int64_t t = 0; t < d.T; ++t)
     for (int64_t b = 0; b < d.bs[t]; ++b) {
-      const T* src = b < n_seq ? seq + (d.off[tp] + b) * ld_seq : init + b * ld_init;
+      const int64_t r = d.prev_row(t, b, reverse);
+      const T* src = r >= 0 ? seq + r * ld_seq : init + b * ld_init;
       std::memcpy(dst + (d.off[t] + b) * D, src, size_t(D) * sizeof(T));
     }
-  }
 }
 
 }  // namespace

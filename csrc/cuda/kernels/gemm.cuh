@@ -580,6 +580,12 @@ void gemm_launch(const GemmParams<T>& p, const LaunchPlan& plan, cudaStream_t st
   }
 }
 
+// Plans and launches one product: what a host loop over products (lce.cuh, rnn_layer.cuh) runs.
+template <typename T>
+void gemm_run(const GemmParams<T>& p, cudaStream_t stream) {
+  gemm_launch<T>(p, gemm_plan<T>(p), stream);
+}
+
 // Instantiates every kernel (so that a compile of this header alone builds and reports them).
 inline void gemm_instantiate_all_() {
   (void)&gemm_launch<__half>;

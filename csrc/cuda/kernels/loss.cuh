@@ -306,14 +306,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[j] += sum_i g[i, j] (one thread per column, rows in order).
+// out[j] (+)= sum_i g[i, j] (one thread per column, rows in order); accumulate: add to out.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    column_sums_kernel(int64_t N, int64_t C, const T* g, int64_t ldg, T* out) {
+    column_sums_kernel(int64_t N, int64_t C, const T* g, int64_t ldg, T* out, bool accumulate) {
   using Acc = gemm_acc_t<T>;
   const int64_t j = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (j >= C) return;
-  Acc s = to_acc(out[j]);
+  Acc s = accumulate ? to_acc(out[j]) : Acc(0);
   for (int64_t i = 0; i < N; ++i) s += to_acc(g[i * ldg + j]);
   out[j] = from_acc<T>(s);
 }
@@ -418,10 +418,11 @@ void scale_launch(int64_t N, int64_t C, const T* g, const T* sc, int64_t ss, T* 
 }
 
 template <typename T>
-void column_sums_launch(int64_t N, int64_t C, const T* g, int64_t ldg, T* out, cudaStream_t s) {
+void column_sums_launch(int64_t N, int64_t C, const T* g, int64_t ldg, T* out, bool accumulate,
+                        cudaStream_t s) {
   if (C <= 0) return;
   LAUNCH(loss_detail::column_sums_kernel<T>, dim3(unsigned((C + loss_detail::kThreads - 1) / loss_detail::kThreads)),
-         dim3(loss_detail::kThreads), 0, s, N, C, g, ldg, out);
+         dim3(loss_detail::kThreads), 0, s, N, C, g, ldg, out, accumulate);
 }
 
 template <typename T>
