@@ -414,6 +414,21 @@ def test_autocast_recurrent_as_torch(name):
     assert all(p.grad is not None and p.grad.dtype == p.dtype for p in ours.parameters())
 
 
+def test_autocast_recurrent_ops_compile():
+    x, h, c = torch.randn(5, 2, 3), torch.zeros(2, 4), torch.zeros(2, 4)
+    w_ih, w_hh = torch.randn(16, 3), torch.randn(16, 4)
+
+    def fn(x):
+        with torch.autocast("cpu", dtype=BF):
+            return ops.rnn_layer("lstm", x, h, c, w_ih, w_hh)[0], ops.lstm_cell(x[0], (h, c), w_ih, w_hh)[1]
+
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(x)
+    want = fn(x)
+    assert [t.dtype for t in got] == [t.dtype for t in want] == [BF, torch.float32]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
 # ---- attention -------------------------------------------------------------------------------
 
 ATTN_CASES = [  # (B, H, L, S, E, Ev, causal, mask)

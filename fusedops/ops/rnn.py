@@ -30,9 +30,10 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
     recurrent kernels have no bf16 storage path yet). Under CPU autocast the results take the
     dtypes torch's layer (``cell=False``) or cell returns (`_autocast_dtypes`)."""
     if torch.is_autocast_enabled("cpu"):
-        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+        low = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):  # (a context torch.compile traces)
             return _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                            batch_sizes, reverse, cell)
+                                            batch_sizes, reverse, cell, low)
     if input.dtype != torch.bfloat16:
         return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     up = lambda t: t.float() if t is not None and t.is_floating_point() else t  # noqa: E731
@@ -42,7 +43,7 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
     return down(out), down(hy), down(cy), ws
 
 
-def _autocast_dtypes(mode, hx, cx, w_hr, fused):
+def _autocast_dtypes(mode, hx, cx, w_hr, fused, low):
     """The dtypes of (output and h_n, c_n) that torch's recurrent layers and cells return under
     CPU autocast. torch's oneDNN path (``fused``: an LSTM layer over an unpacked sequence without
     projection; every RNN layer) computes in the autocast dtype throughout. Elsewhere (GRU layers,
@@ -50,7 +51,6 @@ def _autocast_dtypes(mode, hx, cx, w_hr, fused):
     dtype and the state update promotes them with the state's dtype: an RNN's new state is
     the autocast dtype, a GRU's promote(autocast, h), an LSTM's promote(autocast, c) (its
     projection, a linear, back to the autocast dtype)."""
-    low = torch.get_autocast_dtype("cpu")
     if mode != "gru" and (mode != "lstm" or fused):
         return low, low
     state = torch.promote_types(low, (hx if mode == "gru" else cx).dtype)
@@ -58,8 +58,8 @@ def _autocast_dtypes(mode, hx, cx, w_hr, fused):
 
 
 def _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
-                             reverse, cell):
-    """Under CPU autocast (its dispatch key excluded): computes in float32 (the recurrent
+                             reverse, cell, low):
+    """Under CPU autocast (`low` its dtype; autocast itself off): computes in float32 (the recurrent
     kernels have no bf16 storage path) and casts the results to torch's autocast dtypes.
     float64 is not autocast-eligible: such a call runs as it is."""
     args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -67,15 +67,16 @@ def _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, 
         return _rnn_layer_op(mode, *args, batch_sizes, reverse)
     out, hy, cy, ws = _ops.rnn_layer(mode, *_to_float32(args), batch_sizes, reverse)
     fused = not cell and batch_sizes is None and w_hr is None
-    d_out, d_c = _autocast_dtypes(mode, hx, cx, w_hr, fused)
+    d_out, d_c = _autocast_dtypes(mode, hx, cx, w_hr, fused, low)
     return out.to(d_out), hy.to(d_out), (cy.to(d_c) if mode == "lstm" else cy), ws
 
 
 def _rnn_layer_autocast(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                         batch_sizes=None, reverse=False):
+    low = torch.get_autocast_dtype("cpu")
     with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
         return _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                        batch_sizes, reverse, cell=False)
+                                        batch_sizes, reverse, False, low)
 
 
 def rnn_layer(
