@@ -148,6 +148,55 @@ def test_native_and_widened_agree():
         check(outs[p], ref, S, 300, p != "widen", what=p)
 
 
+def test_native_and_widened_agree_linear_cross_entropy():
+    """linear_cross_entropy runs its products on the bf16 GEMM: each path against float64
+    within the budget above. A logit z_ij is off by at most e_ij (the product's budget, the
+    fp32 master rounded to bf16 on the native paths); a row's loss lse(z_i) - z_it by at most
+    2 max_j e_ij plus the fp32 log-sum-exp's 4 V u32 (|lse| + 1); the mean by the mean of those.
+    The input gradient (p - y) / n @ W: the budget of a product of length V over |p - y| / n,
+    plus the rounding of p - y to bf16 (2 u16 of its terms) and the softmax's shift from the
+    logits' error (|dp_ij| <= 2.01 max_j e_ij p_ij)."""
+    if len(PATHS) == 1:
+        pytest.skip("the CPU lacks AVX512-BF16: only the widening path runs here")
+    N, K, V = 37, 300, 130
+    x, w = rand(N, K), rand(V, K, dtype=torch.float32, scale=0.3)
+    t = torch.randint(0, V, (N,))
+    t[4] = -100
+    outs = {}
+    for p in PATHS:
+        fusedops._C._set_bf16(p)
+        try:
+            xr = x.clone().requires_grad_()
+            loss = ops.linear_cross_entropy(xr, w, t)
+            outs[p] = (loss.detach(), torch.autograd.grad(loss, xr)[0])
+        finally:
+            fusedops._C._set_bf16("auto")
+    xd, wd = x.double(), w.double()
+    keep = t != -100
+    n = int(keep.sum())
+    z = xd @ wd.T
+    ref = torch.nn.functional.cross_entropy(z, t)
+    prob = torch.softmax(z, -1)
+    dz = (prob - torch.nn.functional.one_hot(t.clamp(min=0), V).double()) * keep[:, None] / n
+    S = xd.abs() @ wd.abs().T
+    bounds = {}
+    for p in PATHS:
+        m = p != "widen"
+        e = 1.2 * ((K + 2) * U32 + (2 * U16 if m else 0.0)) * S + 1e-6
+        E = e.max(1).values
+        lse = torch.logsumexp(z, -1)
+        bounds[p] = float(((2 * E + 4 * V * U32 * (lse.abs() + 1)) * keep).sum() / n)
+        loss, gx = outs[p]
+        assert loss.dtype == torch.float32 and gx.dtype == BF
+        assert abs(float(loss) - float(ref)) <= bounds[p], f"{p}: loss off by {abs(float(loss) - float(ref)):.3g}"
+        shift = 2.01 * E[:, None] * prob * keep[:, None] / n
+        check(gx, dz @ wd, dz.abs() @ wd.abs(), V, m, what=f"{p} grad input",
+              extra=(2 * U16 * dz.abs() + shift) @ wd.abs())
+    for p in PATHS[1:]:
+        diff = abs(float(outs[p][0]) - float(outs["widen"][0]))
+        assert diff <= bounds[p] + bounds["widen"], f"{p} and widen disagree by {diff:.3g}"
+
+
 def test_bad_dtypes_name_the_argument():
     x = rand(3, 4)
     with pytest.raises(TypeError, match=r"fusedops.linear: weight must be bfloat16 or float32 when input is bfloat16"):

@@ -242,6 +242,193 @@ def test_autocast_add_layer_norm_promotes_mixed_inputs():
     torch.testing.assert_close(s, want_s)
 
 
+# ---- autocast against torch's own ops: output dtypes, values within a budget -------------------
+
+
+def _under_autocast(fn, *args):
+    with torch.autocast("cpu", dtype=BF):
+        return fn(*args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF])
+def test_autocast_conv2d_as_torch(dtype):
+    # both round the input to bf16 and sum in fp32, the output rounded once to bf16 (u16); torch
+    # also rounds the fp32 weight to bf16 (2 u16 of the terms' scale S), ours reads it as it is
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 8).to(dtype).requires_grad_()
+    w, b = torch.randn(5, 3, 3, 3, requires_grad=True), torch.randn(5, requires_grad=True)
+    got = _under_autocast(ops.conv2d, x, w, b, 1, 1)
+    want = _under_autocast(F.conv2d, x, w, b, 1, 1)
+    assert got.dtype == want.dtype == BF
+    xd = x.detach().to(BF).double()
+    ref = F.conv2d(xd, w.detach().double(), b.detach().double(), 1, 1)
+    S = F.conv2d(xd.abs(), w.detach().double().abs(), b.detach().double().abs(), 1, 1)
+    K = 27
+    assert_close(got, ref, "conv2d", U16, 1.2 * (K + 2) * U32 * S + 1e-6)
+    assert_close(want, ref, "torch conv2d", U16, (2 * U16 + 1.2 * (K + 2) * U32) * S + 1e-6)
+    g = torch.randn(got.shape).to(BF)
+    gx, gw, gb = torch.autograd.grad(got, (x, w, b), g)
+    tx, tw, tb = torch.autograd.grad(want, (x, w, b), g)
+    assert (gx.dtype, gw.dtype, gb.dtype) == (tx.dtype, tw.dtype, tb.dtype) == (dtype, torch.float32, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF])
+def test_autocast_max_pool2d_as_torch(dtype):
+    x = torch.randn(2, 3, 9, 8).to(dtype)
+    got = _under_autocast(ops.max_pool2d, x, 3, 2, 1)
+    want = _under_autocast(F.max_pool2d, x, 3, 2, 1)
+    assert got.dtype == want.dtype == dtype
+    assert torch.equal(got, want)  # a max is exact
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_autocast_mse_and_bce_return_float32_as_torch(dtype, reduction):
+    # both compute in fp32 on the same widened values: the sums differ by at most n u32 of their
+    # (non-negative) terms, an element by a few u32 of its terms (log1p/exp formulations)
+    x, y, t = torch.randn(5, 24).to(dtype), torch.randn(5, 24).to(dtype), torch.rand(5, 24).to(dtype)
+    n = x.numel()
+    for ours, theirs, a in ((ops.mse_loss, F.mse_loss, (x, y)),
+                            (ops.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, (x, t))):
+        got = _under_autocast(lambda *v: ours(*v, reduction=reduction), *a)
+        want = _under_autocast(lambda *v: theirs(*v, reduction=reduction), *a)
+        assert got.dtype == want.dtype == torch.float32, ours.__name__
+        torch.testing.assert_close(got, want, rtol=(n + 8) * U32, atol=8 * U32 * (1 + float(x.float().abs().max())))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_autocast_cross_entropy_as_torch(dtype, reduction):
+    # bf16 logits run the bf16 kernel, whose loss is rounded once to bf16 (half an ulp: 2^-9
+    # relative) and returned as float32; torch widens the logits and sums in fp32. Both carry the
+    # fp32 log-sum-exp's error (64 C u32 per row). The gradient, bf16 for bf16 logits in both,
+    # is rounded once (u16)
+    torch.manual_seed(0)
+    N, C = 6, 40
+    x = (torch.randn(N, C) * 3).to(dtype).requires_grad_()
+    t = torch.randint(0, C, (N,))
+    t[2] = -100
+    got = _under_autocast(lambda: ops.cross_entropy(x, t, reduction=reduction))
+    want = _under_autocast(lambda: F.cross_entropy(x, t, reduction=reduction))
+    assert got.dtype == want.dtype == torch.float32
+    rows = N if reduction == "sum" else 1
+    rel = 2.0**-9 if dtype == BF else 0.0
+    assert_close(got, want.double(), f"cross_entropy {reduction}", rel + 64 * C * U32,
+                 64 * C * U32 * rows)
+    g = torch.ones_like(got)
+    (gx,) = torch.autograd.grad(got, x, g)
+    (tx,) = torch.autograd.grad(want, x, g)
+    assert gx.dtype == tx.dtype == dtype
+    assert_close(gx, tx.double(), "cross_entropy grad", U16 if dtype == BF else 64 * C * U32, 1e-7)
+
+
+def _saved_dtypes(fn):
+    """Runs fn under autocast and returns the tensors autograd saved for backward."""
+    saved = []
+    with torch.autocast("cpu", dtype=BF), torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        fn()
+    return saved
+
+
+def test_autocast_conv2d_saves_no_float32_copy_of_a_bf16_input():
+    x = torch.randn(2, 3, 9, 8).to(BF).requires_grad_()
+    w, b = torch.randn(5, 3, 3, 3, requires_grad=True), torch.randn(5, requires_grad=True)
+    saved = _saved_dtypes(lambda: ops.conv2d(x, w, b, 1, 1))
+    assert any(t.dtype == BF and t.data_ptr() == x.data_ptr() for t in saved), "the input itself is saved"
+    # the only float32 tensors saved are the master weight and bias themselves, not copies
+    for t in saved:
+        if t.dtype == torch.float32:
+            assert t.data_ptr() in (w.data_ptr(), b.data_ptr()), f"a float32 copy {list(t.shape)} was saved"
+
+
+def test_autocast_cross_entropy_saves_no_float32_copy_of_bf16_logits():
+    x = torch.randn(6, 40).to(BF).requires_grad_()
+    t = torch.randint(0, 40, (6,))
+    saved = _saved_dtypes(lambda: ops.cross_entropy(x, t))
+    assert any(s.dtype == BF and s.data_ptr() == x.data_ptr() for s in saved), "the logits themselves are saved"
+    assert not [s for s in saved if s.dtype == torch.float32], [(s.dtype, list(s.shape)) for s in saved]
+
+
+# Recurrent layers and cells under autocast against torch's, the state arguments as given. torch
+# runs LSTM (unpacked, no projection) and RNN layers on oneDNN in bf16 throughout; its GRU layers,
+# packed or projected LSTMs and cells take their gates from bf16 linears and promote them with
+# the state's dtype.
+def _pk(x):
+    return torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]))
+
+
+RNN_AUTOCAST = {  # name: (class, kwargs, input, extra args)
+    "LSTM": ("LSTM", {}, lambda: torch.randn(5, 2, 6), ()),
+    "LSTM bf16": ("LSTM", {}, lambda: torch.randn(5, 2, 6).to(BF), ()),
+    "LSTM 2 layers bidirectional": ("LSTM", dict(num_layers=2, bidirectional=True), lambda: torch.randn(5, 2, 6), ()),
+    "LSTM batch_first": ("LSTM", dict(batch_first=True), lambda: torch.randn(2, 5, 6), ()),
+    "LSTM packed": ("LSTM", {}, lambda: _pk(torch.randn(5, 2, 6)), ()),
+    "LSTM proj": ("LSTM", dict(proj_size=3), lambda: torch.randn(5, 2, 6), ()),
+    "LSTM proj bf16": ("LSTM", dict(proj_size=3), lambda: torch.randn(5, 2, 6).to(BF), ()),
+    "GRU": ("GRU", {}, lambda: torch.randn(5, 2, 6), ()),
+    "GRU bf16": ("GRU", {}, lambda: torch.randn(5, 2, 6).to(BF), ()),
+    "GRU bf16 x fp32 h": ("GRU", {}, lambda: torch.randn(5, 2, 6).to(BF), (torch.randn(1, 2, 8),)),
+    "GRU fp32 x bf16 h": ("GRU", {}, lambda: torch.randn(5, 2, 6), (torch.randn(1, 2, 8).to(BF),)),
+    "GRU packed": ("GRU", {}, lambda: _pk(torch.randn(5, 2, 6)), ()),
+    "RNN": ("RNN", {}, lambda: torch.randn(5, 2, 6), ()),
+    "RNN relu packed": ("RNN", dict(nonlinearity="relu"), lambda: _pk(torch.randn(5, 2, 6)), ()),
+    "RNN unbatched": ("RNN", {}, lambda: torch.randn(5, 6), ()),
+    "LSTMCell": ("LSTMCell", {}, lambda: torch.randn(2, 6), ()),
+    "LSTMCell bf16": ("LSTMCell", {}, lambda: torch.randn(2, 6).to(BF), ()),
+    "LSTMCell bf16 h fp32 c": ("LSTMCell", {}, lambda: torch.randn(2, 6),
+                               ((torch.randn(2, 8).to(BF), torch.randn(2, 8)),)),
+    "GRUCell": ("GRUCell", {}, lambda: torch.randn(2, 6), ()),
+    "GRUCell fp32 x bf16 h": ("GRUCell", {}, lambda: torch.randn(2, 6), (torch.randn(2, 8).to(BF),)),
+    "RNNCell": ("RNNCell", {}, lambda: torch.randn(2, 6), ()),
+    "RNNCell unbatched": ("RNNCell", {}, lambda: torch.randn(6), ()),
+}
+
+
+def _flat(o):
+    if isinstance(o, torch.nn.utils.rnn.PackedSequence):
+        return [o.data]
+    if isinstance(o, (tuple, list)):
+        return [t for v in o for t in _flat(v)]
+    return [o]
+
+
+@pytest.mark.parametrize("name", list(RNN_AUTOCAST))
+def test_autocast_recurrent_as_torch(name):
+    # torch rounds the inputs, weights and each step's gates to bf16, ours computes in fp32 and
+    # rounds the results once: a few bf16 roundings of the gate terms, O(1) here (unit inputs,
+    # the default init), not compounding since the states stay bounded: 8 u16 (1 + |torch's|)
+    from fusedops import nn as fnn
+
+    cls, kw, make, extra = RNN_AUTOCAST[name]
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, cls)(6, 8, **kw)
+    ours = getattr(fnn, cls)(6, 8, **kw)
+    ours.load_state_dict(theirs.state_dict())
+    x = make()
+    got, want = _flat(_under_autocast(ours, x, *extra)), _flat(_under_autocast(theirs, x, *extra))
+    assert [t.dtype for t in got] == [t.dtype for t in want], name
+    for g, w in zip(got, want):
+        assert_close(g, w.double(), name, 8 * U16, 8 * U16)
+    sum(t.float().sum() for t in got).backward()
+    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in ours.parameters())
+
+
+def test_autocast_recurrent_ops_compile():
+    x, h, c = torch.randn(5, 2, 3), torch.zeros(2, 4), torch.zeros(2, 4)
+    w_ih, w_hh = torch.randn(16, 3), torch.randn(16, 4)
+
+    def fn(x):
+        with torch.autocast("cpu", dtype=BF):
+            return ops.rnn_layer("lstm", x, h, c, w_ih, w_hh)[0], ops.lstm_cell(x[0], (h, c), w_ih, w_hh)[1]
+
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(x)
+    want = fn(x)
+    assert [t.dtype for t in got] == [t.dtype for t in want] == [BF, torch.float32]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
 # ---- attention -------------------------------------------------------------------------------
 
 ATTN_CASES = [  # (B, H, L, S, E, Ev, causal, mask)

@@ -18,6 +18,11 @@ SQUARE = (1024, 2048, 4096)
 GPT2 = {"qkv": (768, 2304), "fc": (768, 3072), "proj": (3072, 768), "lm_head": (768, 50304)}
 TOKENS = 4096
 QUICK_TOKENS = 512
+# issue 19's goals against torch (the full-size cases): the bf16 GEMM >= 1.0x torch's bf16
+# matmul; Linear + bias + GELU forward + backward under autocast >= 1.2x torch under autocast
+GOALS = {(f"square {n}", "fwd", "torch"): 1.0 for n in SQUARE}
+GOALS.update({(f"{name} {TOKENS}x{k}x{n}", "fwd", "torch"): 1.0 for name, (k, n) in GPT2.items()})
+GOALS[(f"linear+gelu {TOKENS}x{GPT2['fc'][0]}x{GPT2['fc'][1]}", "fwd+bwd", "torch")] = 1.2
 
 
 def cases(quick: bool):

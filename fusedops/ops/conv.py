@@ -251,4 +251,7 @@ torch.library.register_autograd(
     "fusedops::max_pool2d_with_indices", _pool_backward, setup_context=_pool_setup
 )
 
-register_autocast_cpu_lowp("conv2d")
+# bf16 autocast: the input in bfloat16, the weight and bias as they are (fp32 masters are read in
+# place), so no float32 copy of a bfloat16 input and no bfloat16 copy of a weight is saved; the
+# output is bfloat16, as torch's conv2d under autocast.
+register_autocast_cpu_lowp("conv2d", bf16_args=(0,))

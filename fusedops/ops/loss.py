@@ -378,11 +378,32 @@ torch.library.register_autograd(
     "fusedops::binary_cross_entropy_with_logits", _bce_backward, setup_context=_bce_setup
 )
 
-# Under CPU autocast the losses return float32: torch's policy for cross_entropy. Logits are
-# widened to float32; linear_cross_entropy's hidden states go to bfloat16 instead, so its three
-# products run on the bf16 GEMM over the fp32 master weight read in place (the logits chunk,
-# the loss and the weight gradient stay fp32).
-register_autocast_cpu_fp32("cross_entropy")
+# Under CPU autocast the losses return float32: torch's policy for cross_entropy, mse_loss and
+# binary_cross_entropy_with_logits. bf16 logits go to cross_entropy's bf16 kernel as they are
+# (fp32 log-sum-exp and loss, the loss rounded once to bf16 by the kernel and returned as
+# float32), so no float32 copy of them is made or saved; linear_cross_entropy's hidden states go
+# to bfloat16, so its three products run on the bf16 GEMM over the fp32 master weight read in
+# place (the logits chunk, the loss and the weight gradient stay fp32). mse_loss and
+# binary_cross_entropy_with_logits compute in float32 (they have no bf16 kernels of their own).
+register_autocast_cpu_fp32("mse_loss")
+register_autocast_cpu_fp32("binary_cross_entropy_with_logits")
+
+
+def _ce_autocast(input, target, weight=None, *rest):
+    from ._registry import _AUTOCAST_KEYS, _to_float32
+
+    op = _ops.cross_entropy.default
+    bf16 = (input.dtype == torch.bfloat16
+            and (not target.is_floating_point() or target.dtype == torch.bfloat16)
+            and (weight is None or weight.dtype in (torch.float32, torch.bfloat16)))
+    with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+        if not bf16:
+            return op(*_to_float32((input, target, weight, *rest)))
+        loss, grad = op(input, target, weight, *rest)
+    return loss.float(), grad
+
+
+_LIB.impl("cross_entropy", _ce_autocast, "AutocastCPU")
 
 
 def _lce_autocast(input, weight, *rest):

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 
 from ._autograd import needs_grad
-from ._registry import register_fake
+from ._registry import _AUTOCAST_KEYS, _LIB, _has_float64, _to_float32, register_fake
 
 
 _ops = torch.ops.fusedops
@@ -23,11 +23,17 @@ _WORKSPACE = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 5, "gru": 4}
 
 
 def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-                  batch_sizes=None, reverse=False):
+                  batch_sizes=None, reverse=False, cell=False):
     """The rnn_layer op. A bfloat16 input (its state and weights bf16 or fp32) is widened to
     float32 for the fp32 kernels and the results rounded back once: bf16 in, bf16 out, the
     gradients in each tensor's own dtype (through the casts), but no faster than fp32 (the
-    recurrent kernels have no bf16 storage path yet)."""
+    recurrent kernels have no bf16 storage path yet). Under CPU autocast the results take the
+    dtypes torch's layer (``cell=False``) or cell returns (`_autocast_dtypes`)."""
+    if torch.is_autocast_enabled("cpu"):
+        low = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):  # (a context torch.compile traces)
+            return _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                            batch_sizes, reverse, cell, low)
     if input.dtype != torch.bfloat16:
         return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     up = lambda t: t.float() if t is not None and t.is_floating_point() else t  # noqa: E731
@@ -35,6 +41,42 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
                                      up(b_hh), up(w_hr), batch_sizes, reverse)
     down = lambda t: t.to(torch.bfloat16) if t is not None else t  # noqa: E731
     return down(out), down(hy), down(cy), ws
+
+
+def _autocast_dtypes(mode, hx, cx, w_hr, fused, low):
+    """The dtypes of (output and h_n, c_n) that torch's recurrent layers and cells return under
+    CPU autocast. torch's oneDNN path (``fused``: an LSTM layer over an unpacked sequence without
+    projection; every RNN layer) computes in the autocast dtype throughout. Elsewhere (GRU layers,
+    packed or projected LSTM layers, the cells) the gates come from linears in the autocast
+    dtype and the state update promotes them with the state's dtype: an RNN's new state is
+    the autocast dtype, a GRU's promote(autocast, h), an LSTM's promote(autocast, c) (its
+    projection, a linear, back to the autocast dtype)."""
+    if mode != "gru" and (mode != "lstm" or fused):
+        return low, low
+    state = torch.promote_types(low, (hx if mode == "gru" else cx).dtype)
+    return (low if mode == "lstm" and w_hr is not None else state), state
+
+
+def _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+                             reverse, cell, low):
+    """Under CPU autocast (`low` its dtype; autocast itself off): computes in float32 (the recurrent
+    kernels have no bf16 storage path) and casts the results to torch's autocast dtypes.
+    float64 is not autocast-eligible: such a call runs as it is."""
+    args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if _has_float64(args):
+        return _rnn_layer_op(mode, *args, batch_sizes, reverse)
+    out, hy, cy, ws = _ops.rnn_layer(mode, *_to_float32(args), batch_sizes, reverse)
+    fused = not cell and batch_sizes is None and w_hr is None
+    d_out, d_c = _autocast_dtypes(mode, hx, cx, w_hr, fused, low)
+    return out.to(d_out), hy.to(d_out), (cy.to(d_c) if mode == "lstm" else cy), ws
+
+
+def _rnn_layer_autocast(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
+                        batch_sizes=None, reverse=False):
+    low = torch.get_autocast_dtype("cpu")
+    with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+        return _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                        batch_sizes, reverse, False, low)
 
 
 def rnn_layer(
@@ -87,7 +129,8 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "t
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"fusedops.rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "rnn_cell", w_hh.shape[0])
-    out, hy, _, _ = _rnn_layer_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    out, hy, _, _ = _rnn_layer_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh,
+                                 cell=True)
     return hy if batched else hy.squeeze(0)
 
 
@@ -102,14 +145,14 @@ def lstm_cell(input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]], w_ih, w_hh
         h, c = hx
     x, h, batched = _cell_input(input, h, w_ih, w_hh, "lstm_cell", w_hh.shape[1])
     _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", H)
-    _, hy, cy, _ = _rnn_layer_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
+    _, hy, cy, _ = _rnn_layer_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
     return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s step (torch's placement of b_hn inside ``r * (W_hn h + b_hn)``)."""
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "gru_cell", w_hh.shape[1])
-    _, hy, _, _ = _rnn_layer_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
+    _, hy, _, _ = _rnn_layer_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh, cell=True)
     return hy if batched else hy.squeeze(0)
 
 
@@ -230,3 +273,7 @@ def _backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
 
 
 torch.library.register_autograd("fusedops::rnn_layer", _backward, setup_context=_setup)
+
+# Under CPU autocast a layer returns the dtypes torch's layer returns (`_autocast_dtypes`); the
+# cells (fusedops.ops.rnn_cell, lstm_cell, gru_cell) apply torch's cell rule themselves.
+_LIB.impl("rnn_layer", _rnn_layer_autocast, "AutocastCPU")
