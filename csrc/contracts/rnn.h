@@ -89,4 +89,18 @@ struct RnnDims {
   }
 };
 
+// A layer's backward over all its steps (cpu/kernels/rnn_layer.h, cuda/kernels/rnn_layer.cuh):
+// what it reads, and the gradients it writes.
+template <typename T>
+struct RnnLayerBackwardIn {
+  const T *x, *h0, *c0, *w_ih, *w_hh, *w_hr, *out, *ws, *gout;  // c0, w_hr, gout may be nullptr
+};
+
+template <typename T>
+struct RnnLayerBackwardOut {
+  // dh0 / dc0 (lstm) are required, seeded with grad_hy / grad_cy or zeros; the rest may be
+  // nullptr
+  T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
+};
+
 }  // namespace fusedops

@@ -135,10 +135,10 @@ rnn_layer_backward(c10::string_view mode, const std::optional<at::Tensor>& grad_
     const size_t cs_bytes = (mask[5] || mask[6]) ? k::rnn_colsum_workspace_bytes<T>(N, GH) : 0;
     at::Tensor cs_ws = cs_bytes ? at::empty({int64_t(cs_bytes / sizeof(float)) + 1}, o.dtype(at::kFloat))
                                 : at::Tensor();
-    k::RnnLayerBackwardIn<T> in;
+    RnnLayerBackwardIn<T> in;
     in.x = ptr<T>(x), in.h0 = ptr<T>(h0), in.c0 = optr<T>(c0), in.w_ih = ptr<T>(wi), in.w_hh = ptr<T>(wh);
     in.w_hr = optr<T>(wr), in.out = ptr<T>(out), in.ws = ptr<T>(ws), in.gout = optr<T>(go);
-    k::RnnLayerBackwardOut<T> g;
+    RnnLayerBackwardOut<T> g;
     g.dx = optr<T>(dx), g.dh0 = ptr<T>(dh0), g.dc0 = optr<T>(dc0), g.dw_ih = optr<T>(dwi);
     g.dw_hh = optr<T>(dwh), g.db_ih = optr<T>(dbi), g.db_hh = optr<T>(dbh), g.dw_hr = optr<T>(dwr);
     k::RnnLayerBackwardScratch<T> sc;

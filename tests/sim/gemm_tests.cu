@@ -4,6 +4,7 @@
 
    Usage: gemm_tests [--quick] [NAME...]   all tests (or those whose name contains NAME);
           --quick runs a few small shapes per variant (the sanitizer build). */
+#include "kernel_check.h"
 #include "../../csrc/cuda/kernels/gemm.cuh"
 #include "../../csrc/cuda/kernels/pointwise.cuh"
 
@@ -20,17 +21,12 @@ using namespace fusedops::cuda;
 using fusedops::Activation;
 using fusedops::BiasMode;
 
+using kernel_check::Failure;
+using kernel_check::Test;
+
 namespace {
 bool g_quick = false;
 int g_cases = 0;
-
-struct Failure {
-  std::string what;
-};
-#define CHECK(cond, msg)                                                                      \
-  do {                                                                                        \
-    if (!(cond)) throw Failure{std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " + (msg)}; \
-  } while (0)
 
 template <typename T> double to_d(T x) { return double(gemm_detail::to_acc(x)); }
 template <typename T> T from_d(double v) { return gemm_detail::from_acc<T>(gemm_acc_t<T>(v)); }
@@ -362,10 +358,6 @@ void gemm_all(bool tf32, const char* name_part) {
   batched<T>(tf32);
 }
 
-struct Test {
-  const char* name;
-  void (*fn)();
-};
 const Test kTests[] = {
     {"gemm_f64_simt", [] { gemm_all<double>(false, "simt_f64"); }},
     {"gemm_f32_simt", [] { gemm_all<float>(false, "simt_f32"); }},

@@ -7,6 +7,7 @@
    Built by tests/sim/run.sh as C++ with the simulator force-included.
 
    Usage: grid_tests */
+#include "kernel_check.h"
 #include "../../csrc/cuda/kernels/attention.cuh"
 #include "../../csrc/cuda/kernels/conv.cuh"
 
@@ -19,15 +20,10 @@
 
 using namespace fusedops::cuda;
 
-namespace {
+using kernel_check::Failure;
+using kernel_check::Test;
 
-struct Failure {
-  std::string what;
-};
-#define CHECK(cond, msg)                                                                             \
-  do {                                                                                               \
-    if (!(cond)) throw Failure{std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " + (msg)}; \
-  } while (0)
+namespace {
 
 template <typename T>
 std::vector<T> random_values(size_t n, unsigned seed) {
@@ -114,10 +110,6 @@ void attention_forward_backward() {
   }
 }
 
-struct Test {
-  const char* name;
-  void (*fn)();
-};
 const Test kTests[] = {
     {"conv_forward_f32", conv_forward<float>},
     {"conv_forward_f16", conv_forward<__half>},
@@ -127,22 +119,4 @@ const Test kTests[] = {
 
 }  // namespace
 
-int main() {
-  int passed = 0, failed = 0;
-  for (const Test& t : kTests) {
-    try {
-      t.fn();
-      ++passed;
-      std::printf("ok    %s\n", t.name);
-    } catch (const Failure& f) {
-      ++failed;
-      std::printf("FAIL  %s: %s\n", t.name, f.what.c_str());
-    } catch (const std::exception& e) {
-      ++failed;
-      std::printf("FAIL  %s: exception: %s\n", t.name, e.what());
-    }
-    std::fflush(stdout);
-  }
-  std::printf("grid tests: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
-}
+int main() { return kernel_check::run_tests("grid", kTests); }

@@ -8,6 +8,7 @@
            backward against central differences of the reference forward.
    Built by tests/sim/run.sh as C++ with the simulator force-included (fibers -O2, and
    ASan+UBSan). Usage: loop_tests */
+#include "kernel_check.h"
 #include "../../csrc/cuda/kernels/lce.cuh"
 #include "../../csrc/cuda/kernels/rnn_layer.cuh"
 
@@ -21,20 +22,17 @@
 
 using namespace fusedops::cuda;
 using fusedops::RnnDims;
+using fusedops::RnnLayerBackwardIn;
+using fusedops::RnnLayerBackwardOut;
 using fusedops::RnnMode;
+
+using kernel_check::Failure;
+using kernel_check::Test;
 
 namespace {
 
 // An element count as size_t (a function, so that declarations like v(U(n)) parse as variables).
 size_t U(int64_t n) { return static_cast<size_t>(n); }
-
-struct Failure {
-  std::string what;
-};
-#define CHECK(cond, msg)                                                                             \
-  do {                                                                                               \
-    if (!(cond)) throw Failure{std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " + (msg)}; \
-  } while (0)
 
 template <typename T>
 std::vector<T> random_values(size_t n, unsigned seed, double scale = 1.0) {
@@ -305,10 +303,6 @@ void rnn() {
   rnn_case<T>({RnnMode::gru, 1, 1, 1, {1}, false});
 }
 
-struct Test {
-  const char* name;
-  void (*fn)();
-};
 const Test kTests[] = {
     {"lce_f32", lce<float>},
     {"lce_f64", lce<double>},
@@ -318,22 +312,4 @@ const Test kTests[] = {
 
 }  // namespace
 
-int main() {
-  int passed = 0, failed = 0;
-  for (const Test& t : kTests) {
-    try {
-      t.fn();
-      ++passed;
-      std::printf("ok    %s\n", t.name);
-    } catch (const Failure& f) {
-      ++failed;
-      std::printf("FAIL  %s: %s\n", t.name, f.what.c_str());
-    } catch (const std::exception& e) {
-      ++failed;
-      std::printf("FAIL  %s: exception: %s\n", t.name, e.what());
-    }
-    std::fflush(stdout);
-  }
-  std::printf("loop tests: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
-}
+int main() { return kernel_check::run_tests("loop", kTests); }

@@ -28,17 +28,6 @@ template <typename T>
 void rnn_layer_forward(const RnnDims& d, bool reverse, const RnnLayerForward<T>& p);
 
 template <typename T>
-struct RnnLayerBackwardIn {
-  const T *x, *h0, *c0, *w_ih, *w_hh, *w_hr, *out, *ws, *gout;  // c0, w_hr, gout may be nullptr
-};
-
-template <typename T>
-struct RnnLayerBackwardOut {
-  // dh0 / dc0 are required (seeded with grad_hy / grad_cy, or zeros); the rest may be nullptr
-  T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
-};
-
-template <typename T>
 void rnn_layer_backward(const RnnDims& d, bool reverse, const RnnLayerBackwardIn<T>& in,
                         const RnnLayerBackwardOut<T>& o);
 

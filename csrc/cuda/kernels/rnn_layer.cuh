@@ -36,18 +36,6 @@ struct RnnLayerForward {
   bool allow_tf32;
 };
 
-template <typename T>
-struct RnnLayerBackwardIn {
-  const T *x, *h0, *c0, *w_ih, *w_hh, *w_hr, *out, *ws, *gout;  // c0, w_hr, gout may be nullptr
-};
-
-template <typename T>
-struct RnnLayerBackwardOut {
-  // dh0 / dc0 (lstm) are required, seeded with grad_hy / grad_cy or zeros; the rest may be
-  // nullptr
-  T *dx, *dh0, *dc0, *dw_ih, *dw_hh, *db_ih, *db_hh, *dw_hr;
-};
-
 // The backward's scratch, sizes in elements of T unless said.
 template <typename T>
 struct RnnLayerBackwardScratch {
