@@ -38,7 +38,8 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
     if input.dtype != torch.bfloat16:
         return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     bf = torch.bfloat16
-    return _RnnLayerLowp.apply(mode, batch_sizes, reverse, bf, bf, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return _RnnLayerLowp.apply(mode, batch_sizes, reverse, cell, bf, bf, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                               w_hr)
 
 
 def _up(t):
@@ -50,30 +51,33 @@ class _RnnLayerLowp(torch.autograd.Function):
     it saves narrow. forward widens the floating tensors to float32 (a float32 tensor goes in
     as it is), runs the op without grad, and returns output and h_n in `d_out`, c_n in `d_c`
     and the workspace in bfloat16. It saves the caller's own input, state and weight tensors
-    (bf16 ones bf16, float32 masters as given, never a widened copy), the output it returns and
-    the bf16 workspace. backward widens them and runs `rnn_layer_backward`; each gradient comes
-    back in its tensor's dtype. The workspace (gate activations, LSTM's c, GRU's W_hn h + b_hn,
-    the RNN pre-activation) and the output (each step's h, the next step's h_prev) are rounded
-    to bf16 once, which costs the gradients bf16's unit roundoff per saved factor
-    (tests/test_bf16_ops.py states the budget); the forward's results are those of the fp32
-    kernels rounded once, as before."""
+    (bf16 ones bf16, float32 masters as given, never a widened copy), the output it returns (a
+    cell: h_n, the same values) and the bf16 workspace. backward widens them and runs
+    `rnn_layer_backward`; each gradient comes back in its tensor's dtype. The workspace (gate
+    activations, LSTM's c, GRU's W_hn h + b_hn, the RNN pre-activation) and a bf16 output (each
+    step's h, the next step's h_prev) are rounded to bf16 once, which costs the gradients bf16's
+    unit roundoff per saved factor (tests/test_bf16_ops.py states the budget); the forward's
+    results are those of the fp32 kernels rounded once, as before."""
 
     @staticmethod
-    def forward(ctx, mode, batch_sizes, reverse, d_out, d_c, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr):
+    def forward(ctx, mode, batch_sizes, reverse, cell, d_out, d_c, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr):
         args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
         out, hy, cy, ws = _ops.rnn_layer(mode, *[_up(t) for t in args], batch_sizes, reverse)
         out, hy = out.to(d_out), hy.to(d_out)
         cy = cy.to(d_c)
         ws = ws.to(torch.bfloat16)
-        ctx.mode, ctx.reverse = mode, reverse
+        ctx.mode, ctx.reverse, ctx.cell = mode, reverse, cell
         ctx.mark_non_differentiable(*((ws,) if mode == "lstm" else (cy, ws)))
-        ctx.save_for_backward(*args, batch_sizes, out, ws)
+        # a cell (one step) returns h_n, whose values are the output's: it saves that one
+        ctx.save_for_backward(*args, batch_sizes, hy if cell else out, ws)
         return out, hy, cy, ws
 
     @staticmethod
     def backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
         *args, batch_sizes, out, ws = ctx.saved_tensors
-        needs = needs_grad(ctx, 13)[5:13]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+        needs = needs_grad(ctx, 14)[6:14]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+        if ctx.cell:
+            out = out.unsqueeze(0)
         if ctx.mode != "lstm":
             grad_cy = None
         grads = (_up(grad_out), _up(grad_hy), _up(grad_cy))
@@ -90,7 +94,7 @@ class _RnnLayerLowp(torch.autograd.Function):
             grads_in = list(_ops.rnn_layer_backward(
                 ctx.mode, *grads, *[_up(t) for t in args], batch_sizes, ctx.reverse, _up(out), _up(ws), needs))
         grads_in = [g.to(t.dtype) if g is not None else None for g, t in zip(grads_in, args)]
-        return (None, None, None, None, None, *grads_in)
+        return (None, None, None, None, None, None, *grads_in)
 
 
 def _autocast_dtypes(mode, hx, cx, w_hr, fused, low):
@@ -122,7 +126,7 @@ def _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, 
     if low == torch.bfloat16:
         # (c_n of a non-LSTM, an empty placeholder, stays float32 as below)
         d_c = d_c if mode == "lstm" else torch.float32
-        return _RnnLayerLowp.apply(mode, batch_sizes, reverse, d_out, d_c, *args)
+        return _RnnLayerLowp.apply(mode, batch_sizes, reverse, cell, d_out, d_c, *args)
     out, hy, cy, ws = _ops.rnn_layer(mode, *_to_float32(args), batch_sizes, reverse)
     return out.to(d_out), hy.to(d_out), (cy.to(d_c) if mode == "lstm" else cy), ws
 
