@@ -719,6 +719,239 @@ def test_cells_in_bf16():
     assert_bits(cy, cy32, "lstm_cell c")
 
 
+# ---- recurrent layers: what a bf16 call saves, and its gradients ------------------------------
+#
+# A bf16 recurrent call runs the fp32 kernels on widened operands (the forward's results are the
+# fp32 kernel's rounded once, checked bit for bit above) but saves only what it was given (bf16
+# tensors, or the caller's fp32 master weights as they are), the bf16 output it returns and the
+# workspace rounded to bf16. So the backward reads rounded gate values, and its gradients are no
+# longer the fp32 kernel's bit for bit. The budget, to first order in u = u16 = 2^-8:
+# - every saved value v (the gates i, f, g, o, r, z in (0, 1) and g, n in (-1, 1), LSTM's c, GRU's
+#   W_hn h + b_hn, the RNN pre-activation, each step's h, which is the next step's h_prev) is
+#   off by at most u |v|;
+# - a step's backward multiplies the incoming gradient by local derivatives that are products of
+#   at most three saved factors (LSTM dc = dh o (1 - tanh^2 c) + dc' f, di = dc g i (1 - i); GRU
+#   dn = dh (1 - z) (1 - n^2); RNN (1 - tanh^2)), and a weight gradient's term multiplies one more
+#   (h_prev). A factor like 1 - s, s a gate, is off by at most u s <= u, i.e. u of its scale 1:
+#   each local derivative, and so each step, carries at most 4u of its scale;
+# - a gradient term that crosses k steps is a product of k such derivatives: at most 4 k u <=
+#   4 T u of the term's size; the gradient sums such terms, so |g - ref| <= 4 T u sum |terms|;
+# - plus the results' rounding to bf16 (u) and, per layer after the first, the bf16 output the
+#   next layer reads (u, as in the forward): L + 1 more u over L layers.
+# The terms carry random signs (random inputs and weights), so the test takes the tensor's largest
+# reference gradient as the scale of the terms: max |g - ref| <= (4 T + L + 1) u max |ref|, the
+# reference being the same module run in float64 on the same bf16 values (the fp64 kernels). The
+# gates contract, so the errors do not compound: measured, the worst case is 1-2 u, whatever T.
+
+
+def _rnn_budget(T, layers):
+    return (4 * T + layers + 1) * U16
+
+
+RNN_BF16 = {  # name: (class, kwargs, T, packed)
+    "LSTM": ("LSTM", {}, 9, False),
+    "LSTM packed": ("LSTM", {}, 9, True),
+    "LSTM 2 layers bidirectional": ("LSTM", dict(num_layers=2, bidirectional=True), 7, False),
+    "LSTM bidirectional packed": ("LSTM", dict(bidirectional=True), 7, True),
+    "LSTM proj": ("LSTM", dict(proj_size=5), 6, False),
+    "GRU": ("GRU", {}, 9, False),
+    "GRU 2 layers bidirectional packed": ("GRU", dict(num_layers=2, bidirectional=True), 7, True),
+    "RNN": ("RNN", {}, 9, False),
+    "RNN relu bidirectional packed": ("RNN", dict(nonlinearity="relu", bidirectional=True), 7, True),
+    "RNN 2 layers bidirectional": ("RNN", dict(num_layers=2, bidirectional=True), 5, False),
+}
+RNN_CELLS = ["LSTMCell", "GRUCell", "RNNCell"]
+
+
+def _record_saved(fn):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+def _assert_no_float32_copy(saved, own, what):
+    """Every floating tensor saved is bf16, or one of the caller's own fp32 tensors (`own`)."""
+    ptrs = {t.data_ptr() for t in own if t is not None and t.dtype == torch.float32}
+    wide = [(t.dtype, list(t.shape)) for t in saved
+            if t.is_floating_point() and t.dtype != BF and t.data_ptr() not in ptrs]
+    assert not wide, f"{what}: saved {wide}"
+
+
+def _rnn_case(name, dtype=BF, seed=0):
+    from fusedops import nn as fnn
+
+    cls, kw, T, packed = RNN_BF16[name]
+    torch.manual_seed(seed)
+    m = getattr(fnn, cls)(12, 16, **kw).to(dtype)
+    dirs = 2 if kw.get("bidirectional") else 1
+    P = kw.get("proj_size", 16)
+    B = 5
+    x = rand(T, B, 12, scale=1.0)
+    h0 = rand(kw.get("num_layers", 1) * dirs, B, P, scale=0.5)
+    hx = (h0, rand(kw.get("num_layers", 1) * dirs, B, 16, scale=0.5)) if cls == "LSTM" else h0
+    lengths = torch.tensor([T, T - 1, T - 3, 2, 1]) if packed else None
+    return m, x, hx, lengths, T, kw.get("num_layers", 1)
+
+
+def _rnn_run(m, x, hx, lengths, dtype):
+    """Runs module m on x (cast to dtype), hx (cast) with a fixed bf16-valued gradient of the
+    output and of h_n; returns the saved tensors and the gradients of x, the states and the
+    parameters."""
+    x = x.to(dtype).requires_grad_()
+    hx = tuple(h.to(dtype).requires_grad_() for h in hx) if isinstance(hx, tuple) else hx.to(dtype).requires_grad_()
+    inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
+    (out, h_n), saved = _record_saved(lambda: m(inp, hx))
+    o = out.data if lengths is not None else out
+    h_last = h_n[0] if isinstance(h_n, tuple) else h_n
+    gen = torch.Generator().manual_seed(1)
+    go = torch.randn(o.shape, generator=gen).to(BF).to(dtype)
+    gh = torch.randn(h_last.shape, generator=gen).to(BF).to(dtype)
+    states = list(hx) if isinstance(hx, tuple) else [hx]
+    grads = torch.autograd.grad([o, h_last], [x, *states, *m.parameters()], [go, gh])
+    return saved, grads, [x, *states]
+
+
+@pytest.mark.parametrize("name", list(RNN_BF16))
+def test_recurrent_bf16_saves_bf16_and_grads_within_budget(name):
+    m, x, hx, lengths, T, L = _rnn_case(name)
+    m64 = type(m)(12, 16, **RNN_BF16[name][1]).double()
+    m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+    saved, grads, leaves = _rnn_run(m, x, hx, lengths, BF)
+    floating = [t for t in saved if t.is_floating_point()]
+    assert floating and all(t.dtype == BF for t in floating), [(t.dtype, list(t.shape)) for t in floating]
+    _, ref, _ = _rnn_run(m64, x, hx, lengths, torch.float64)
+    names = ["input"] + ["h0", "c0"][:len(leaves) - 1] + [n for n, _ in m.named_parameters()]
+    for n, g, r in zip(names, grads, ref):
+        assert g.dtype == BF, n
+        scale = r.abs().max().item()
+        err = (g.double() - r).abs().max().item()
+        assert err <= _rnn_budget(T, L) * scale, f"{name} grad {n}: {err:.3g} > budget {_rnn_budget(T, L) * scale:.3g}"
+
+
+def _cell_case(cls, wdtype, seed=0):
+    from fusedops import nn as fnn
+
+    torch.manual_seed(seed)
+    m = getattr(fnn, cls)(12, 16).to(wdtype)
+    x, h = rand(5, 12, scale=1.0), rand(5, 16, scale=0.5)
+    hx = (h, rand(5, 16, scale=0.5)) if cls == "LSTMCell" else h
+    return m, x, hx
+
+
+@pytest.mark.parametrize("wdtype", [BF, torch.float32], ids=["bf16-weights", "fp32-masters"])
+@pytest.mark.parametrize("cls", RNN_CELLS)
+def test_recurrent_cell_bf16_saves_bf16_and_grads_within_budget(cls, wdtype):
+    m, x, hx = _cell_case(cls, wdtype)
+    m64 = type(m)(12, 16).double()
+    m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+
+    def run(m, dtype):
+        xs = x.to(dtype).requires_grad_()
+        hs = tuple(h.to(dtype).requires_grad_() for h in hx) if isinstance(hx, tuple) else hx.to(dtype).requires_grad_()
+        out, saved = _record_saved(lambda: m(xs, hs))
+        outs = list(out) if isinstance(out, tuple) else [out]
+        gen = torch.Generator().manual_seed(1)
+        gs = [torch.randn(o.shape, generator=gen).to(BF).to(o.dtype) for o in outs]
+        states = list(hs) if isinstance(hs, tuple) else [hs]
+        return saved, outs, torch.autograd.grad(outs, [xs, *states, *m.parameters()], gs)
+
+    saved, outs, grads = run(m, BF)
+    assert all(o.dtype == BF for o in outs)
+    _assert_no_float32_copy(saved, list(m.parameters()), cls)
+    _, _, ref = run(m64, torch.float64)
+    for g, r, t in zip(grads, ref, [x, *(hx if isinstance(hx, tuple) else [hx]), *m.parameters()]):
+        assert g.dtype == t.dtype
+        assert (g.double() - r).abs().max().item() <= _rnn_budget(1, 1) * r.abs().max().item(), cls
+
+
+def test_recurrent_bf16_saved_bytes_halved():
+    # an LSTM layer over bf16 saves its input, states, weights, output and the 5-wide workspace,
+    # all in bf16: 2 bytes an element (the fp32 copies it saved before took 4)
+    from fusedops import nn as fnn
+
+    T, B, I, H = 6, 3, 8, 10
+    m = fnn.LSTM(I, H).to(BF)
+    x = rand(T, B, I).requires_grad_()
+    _, saved = _record_saved(lambda: m(x))
+    elements = T * B * I + 2 * B * H + 4 * H * (I + H) + 2 * 4 * H + T * B * H + T * B * 5 * H
+    assert sum(t.numel() * t.element_size() for t in saved) == 2 * elements
+
+
+@pytest.mark.parametrize("name", ["LSTM", "LSTM bf16", "LSTM packed", "LSTM proj bf16", "GRU bf16",
+                                  "GRU bf16 x fp32 h", "GRU fp32 x bf16 h", "RNN relu packed",
+                                  "LSTMCell bf16", "LSTMCell bf16 h fp32 c", "GRUCell fp32 x bf16 h",
+                                  "RNNCell"])
+def test_autocast_recurrent_saves_no_float32_copy(name):
+    # under autocast the results keep torch's dtypes (test_autocast_recurrent_as_torch); what is
+    # saved is the caller's own tensors as given, the returned output and a bf16 workspace
+    from fusedops import nn as fnn
+
+    cls, kw, make, extra = RNN_AUTOCAST[name]
+    torch.manual_seed(0)
+    m = getattr(fnn, cls)(6, 8, **kw)
+    x = make()
+    if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+        x.data.requires_grad_()
+    else:
+        x.requires_grad_()
+    got = []
+    saved = _saved_dtypes(lambda: got.append(m(x, *extra)))
+    # (an fp32 result, as torch returns for an fp32 state, is saved as it is returned)
+    own = [*m.parameters(), *_flat(x), *_flat(list(extra)), *_flat(got)]
+    if _flat(x)[0].dtype == torch.float32 and not extra:
+        # the zero initial states a module makes for an fp32 input are fp32, as torch's are
+        own += [t for t in saved if t.dtype == torch.float32 and t.dim() <= 2 and not t.any()]
+    _assert_no_float32_copy(saved, own, name)
+
+
+def test_recurrent_float32_and_float64_keep_the_op_autograd():
+    # fp32 and fp64 calls go straight to the op (its registered autograd), as before
+    from fusedops import nn as fnn
+
+    for dtype in (torch.float32, torch.float64):
+        m = fnn.GRU(4, 5).to(dtype)
+        out, _ = m(torch.randn(3, 2, 4, dtype=dtype))
+        assert "Lowp" not in type(out.grad_fn).__name__ and "Lowp" not in out.grad_fn.name()
+    m = fnn.GRU(4, 5).to(BF)
+    out, _ = m(torch.randn(3, 2, 4).to(BF))
+    assert "Lowp" in out.grad_fn.name()
+
+
+def test_recurrent_bf16_double_backward():
+    # create_graph differentiates the torch formulation in fp32 on the widened saved tensors
+    from fusedops import nn as fnn
+
+    torch.manual_seed(2)
+    m = fnn.LSTM(6, 8).to(BF)
+    x = rand(3, 2, 6, scale=1.0).requires_grad_()
+    (g,) = torch.autograd.grad(m(x)[0].float().sum(), x, create_graph=True)
+    (g1,) = torch.autograd.grad(m(x)[0].float().sum(), x)
+    assert g.dtype == BF
+    assert (g.double() - g1.double()).abs().max() <= _rnn_budget(3, 1) * g1.double().abs().max()
+    (gw,) = torch.autograd.grad(g.float().square().sum(), m.weight_ih_l0)
+    assert gw.dtype == BF and torch.isfinite(gw.float()).all() and gw.abs().max() > 0
+
+
+def test_recurrent_bf16_compile():
+    from fusedops import nn as fnn
+
+    torch.manual_seed(4)
+    m = fnn.LSTM(6, 8, num_layers=2).to(BF)
+    x = rand(5, 3, 6, scale=1.0)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    with torch._dynamo.config.patch(allow_rnn=True):
+        got, _ = compiled(x)
+    want, _ = m(x)
+    assert got.dtype == BF and torch.equal(got, want)
+    got.float().sum().backward()
+    g1 = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    want.float().sum().backward()
+    for a, b in zip(g1, m.parameters()):
+        assert torch.equal(a, b.grad)
+
+
 # ---- optimizers on bf16 parameters -----------------------------------------------------------
 
 

@@ -24,11 +24,12 @@ _WORKSPACE = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 5, "gru": 4}
 
 def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                   batch_sizes=None, reverse=False, cell=False):
-    """The rnn_layer op. A bfloat16 input (its state and weights bf16 or fp32) is widened to
-    float32 for the fp32 kernels and the results rounded back once: bf16 in, bf16 out, the
-    gradients in each tensor's own dtype (through the casts), but no faster than fp32 (the
-    recurrent kernels have no bf16 storage path yet). Under CPU autocast the results take the
-    dtypes torch's layer (``cell=False``) or cell returns (`_autocast_dtypes`)."""
+    """The rnn_layer op. A bfloat16 input (its state and weights bf16 or fp32) runs the fp32
+    kernels through `_RnnLayerLowp`, which widens at entry and rounds the results back once:
+    bf16 in, bf16 out, the gradients in each tensor's own dtype, but no faster than fp32 (the
+    recurrent kernels have no bf16 storage path yet); what it saves for backward is bf16 (or
+    the caller's own fp32 tensors). Under CPU autocast the results take the dtypes torch's layer
+    (``cell=False``) or cell returns (`_autocast_dtypes`)."""
     if torch.is_autocast_enabled("cpu"):
         low = torch.get_autocast_dtype("cpu")
         with torch.autocast("cpu", enabled=False):  # (a context torch.compile traces)
@@ -36,11 +37,64 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
                                             batch_sizes, reverse, cell, low)
     if input.dtype != torch.bfloat16:
         return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
-    up = lambda t: t.float() if t is not None and t.is_floating_point() else t  # noqa: E731
-    out, hy, cy, ws = _ops.rnn_layer(mode, up(input), up(hx), up(cx), up(w_ih), up(w_hh), up(b_ih),
-                                     up(b_hh), up(w_hr), batch_sizes, reverse)
-    down = lambda t: t.to(torch.bfloat16) if t is not None else t  # noqa: E731
-    return down(out), down(hy), down(cy), ws
+    bf = torch.bfloat16
+    return _RnnLayerLowp.apply(mode, batch_sizes, reverse, cell, bf, bf, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                               w_hr)
+
+
+def _up(t):
+    return t.float() if t is not None and t.is_floating_point() else t
+
+
+class _RnnLayerLowp(torch.autograd.Function):
+    """`rnn_layer` in the fp32 kernels for bf16 operands (and under bf16 autocast), keeping what
+    it saves narrow. forward widens the floating tensors to float32 (a float32 tensor goes in
+    as it is), runs the op without grad, and returns output and h_n in `d_out`, c_n in `d_c`
+    and the workspace in bfloat16. It saves the caller's own input, state and weight tensors
+    (bf16 ones bf16, float32 masters as given, never a widened copy), the output it returns (a
+    cell: h_n, the same values) and the bf16 workspace. backward widens them and runs
+    `rnn_layer_backward`; each gradient comes back in its tensor's dtype. The workspace (gate
+    activations, LSTM's c, GRU's W_hn h + b_hn, the RNN pre-activation) and a bf16 output (each
+    step's h, the next step's h_prev) are rounded to bf16 once, which costs the gradients bf16's
+    unit roundoff per saved factor (tests/test_bf16_ops.py states the budget); the forward's
+    results are those of the fp32 kernels rounded once, as before."""
+
+    @staticmethod
+    def forward(ctx, mode, batch_sizes, reverse, cell, d_out, d_c, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr):
+        args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+        out, hy, cy, ws = _ops.rnn_layer(mode, *[_up(t) for t in args], batch_sizes, reverse)
+        out, hy = out.to(d_out), hy.to(d_out)
+        cy = cy.to(d_c)
+        ws = ws.to(torch.bfloat16)
+        ctx.mode, ctx.reverse, ctx.cell = mode, reverse, cell
+        ctx.mark_non_differentiable(*((ws,) if mode == "lstm" else (cy, ws)))
+        # a cell (one step) returns h_n, whose values are the output's: it saves that one
+        ctx.save_for_backward(*args, batch_sizes, hy if cell else out, ws)
+        return out, hy, cy, ws
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
+        *args, batch_sizes, out, ws = ctx.saved_tensors
+        needs = needs_grad(ctx, 14)[6:14]  # input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr
+        if ctx.cell:
+            out = out.unsqueeze(0)
+        if ctx.mode != "lstm":
+            grad_cy = None
+        grads = (_up(grad_out), _up(grad_hy), _up(grad_cy))
+        if torch.is_grad_enabled():  # create_graph: differentiate the torch formulation in fp32
+            with torch.enable_grad():
+                wide = [_up(t) for t in args]
+                res = reference_rnn_layer(ctx.mode, *wide, batch_sizes=batch_sizes, reverse=ctx.reverse)
+                pairs = [(o, g) for o, g in zip(res, grads) if o is not None and g is not None]
+                wrt = [t for t, n in zip(wide, needs) if n]
+                got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                                               create_graph=True, allow_unused=True))
+            grads_in = [next(got) if n else None for n in needs]
+        else:
+            grads_in = list(_ops.rnn_layer_backward(
+                ctx.mode, *grads, *[_up(t) for t in args], batch_sizes, ctx.reverse, _up(out), _up(ws), needs))
+        grads_in = [g.to(t.dtype) if g is not None else None for g, t in zip(grads_in, args)]
+        return (None, None, None, None, None, None, *grads_in)
 
 
 def _autocast_dtypes(mode, hx, cx, w_hr, fused, low):
@@ -60,14 +114,20 @@ def _autocast_dtypes(mode, hx, cx, w_hr, fused, low):
 def _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
                              reverse, cell, low):
     """Under CPU autocast (`low` its dtype; autocast itself off): computes in float32 (the recurrent
-    kernels have no bf16 storage path) and casts the results to torch's autocast dtypes.
-    float64 is not autocast-eligible: such a call runs as it is."""
+    kernels have no bf16 storage path) and casts the results to torch's autocast dtypes. With
+    bfloat16 that is `_RnnLayerLowp`, which saves the tensors as given (a bf16 input is not
+    widened for backward), the output it returns and a bf16 workspace. float64 is not
+    autocast-eligible: such a call runs as it is."""
     args = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
     if _has_float64(args):
         return _rnn_layer_op(mode, *args, batch_sizes, reverse)
-    out, hy, cy, ws = _ops.rnn_layer(mode, *_to_float32(args), batch_sizes, reverse)
     fused = not cell and batch_sizes is None and w_hr is None
     d_out, d_c = _autocast_dtypes(mode, hx, cx, w_hr, fused, low)
+    if low == torch.bfloat16:
+        # (c_n of a non-LSTM, an empty placeholder, stays float32 as below)
+        d_c = d_c if mode == "lstm" else torch.float32
+        return _RnnLayerLowp.apply(mode, batch_sizes, reverse, cell, d_out, d_c, *args)
+    out, hy, cy, ws = _ops.rnn_layer(mode, *_to_float32(args), batch_sizes, reverse)
     return out.to(d_out), hy.to(d_out), (cy.to(d_c) if mode == "lstm" else cy), ws
 
 
