@@ -6,12 +6,22 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/checks.h"
 #include "contracts/rnn.h"
 
 namespace fusedops {
+
+// The biases as RnnLayerForward takes them: {added to Gi, kept for the step kernel}. rnn / lstm
+// add both to Gi; gru keeps b_hh apart (b_hn sits inside r * (.)). Either may be undefined.
+inline std::pair<at::Tensor, at::Tensor> rnn_gate_biases(RnnMode mode, const at::Tensor& b_ih,
+                                                         const at::Tensor& b_hh) {
+  if (mode == RnnMode::gru) return {b_ih, b_hh};
+  if (!b_hh.defined()) return {b_ih, at::Tensor()};
+  return {b_ih.defined() ? b_ih + b_hh : b_hh, at::Tensor()};
+}
 
 inline RnnMode parse_rnn_mode(c10::string_view mode, const char* op) {
   if (mode == "rnn_tanh") return RnnMode::rnn_tanh;

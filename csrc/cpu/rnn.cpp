@@ -51,10 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   check_args(d, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, op);
   const at::Tensor x = input.contiguous(), wi = w_ih.contiguous(), wh = w_hh.contiguous();
   const at::Tensor wr = opt(w_hr), bi = opt(b_ih), bh = opt(b_hh);
-  const bool gru = d.mode == RnnMode::gru;
-  // rnn / lstm add both biases to Gi; gru keeps b_hh for the kernel (b_hn sits inside r * (.)).
-  at::Tensor bias = bi;
-  if (!gru && bh.defined()) bias = bi.defined() ? bi + bh : bh;
+  at::Tensor bias, b_step;  // (not a structured binding: the dispatch lambda captures them)
+  std::tie(bias, b_step) = rnn_gate_biases(d.mode, bi, bh);
   at::Tensor out = d.packed ? empty_output({d.N, d.P}, input.options())
                             : empty_output({d.T, d.B, d.P}, input.options());
   at::Tensor hy = hx.contiguous().clone();
@@ -64,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     using T = scalar_t;
     cpu::rnn_layer_forward<T>(d, reverse,
                               {x.data_ptr<T>(), wi.data_ptr<T>(), wh.data_ptr<T>(), cptr<T>(bias),
-                               gru ? cptr<T>(bh) : nullptr, cptr<T>(wr), out.data_ptr<T>(), hy.data_ptr<T>(),
+                               cptr<T>(b_step), cptr<T>(wr), out.data_ptr<T>(), hy.data_ptr<T>(),
                                cy.numel() ? cy.data_ptr<T>() : nullptr, ws.data_ptr<T>()});
   });
   return {out, hy, cy, ws};

@@ -68,15 +68,14 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer(
   // step's workspace rows.
   at::Tensor hgates = gru ? at::empty({d.B, GH}, o) : at::Tensor();
   at::Tensor m = proj ? at::empty({d.B, H}, o) : at::Tensor();
+  at::Tensor bias, b_step;  // (not a structured binding: the dispatch lambda captures them)
+  std::tie(bias, b_step) = rnn_gate_biases(d.mode, bi, bh);
   dispatch(input.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    k::RnnLayerForward<T> p;
-    p.x = ptr<T>(x), p.w_ih = ptr<T>(wi), p.w_hh = ptr<T>(wh);
-    p.b_ih = optr<T>(bi), p.b_hh = optr<T>(bh), p.w_hr = optr<T>(wr);
-    p.out = ptr<T>(out), p.hy = ptr<T>(hy), p.cy = optr<T>(cy), p.ws = ptr<T>(ws);
-    p.hgates = optr<T>(hgates), p.m = optr<T>(m);
-    p.allow_tf32 = tf32_allowed();
-    launch(op, [&] { k::rnn_layer_forward_launch<T>(d, reverse, p, s); });
+    RnnLayerForward<T> p{ptr<T>(x), ptr<T>(wi), ptr<T>(wh), optr<T>(bias), optr<T>(b_step), optr<T>(wr),
+                         ptr<T>(out), ptr<T>(hy), optr<T>(cy), ptr<T>(ws)};
+    k::RnnLayerForwardScratch<T> sc{optr<T>(hgates), optr<T>(m), tf32_allowed()};
+    launch(op, [&] { k::rnn_layer_forward_launch<T>(d, reverse, p, sc, s); });
   });
   return {out, hy, cy, ws};
 }

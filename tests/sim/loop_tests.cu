@@ -24,6 +24,7 @@ using namespace fusedops::cuda;
 using fusedops::RnnDims;
 using fusedops::RnnLayerBackwardIn;
 using fusedops::RnnLayerBackwardOut;
+using fusedops::RnnLayerForward;
 using fusedops::RnnMode;
 
 using kernel_check::Failure;
@@ -211,7 +212,7 @@ template <typename T>
 void rnn_case(const RnnCase& c) {
   const RnnDims d = dims_of(c);
   const int64_t H = d.H, P = d.P, GH = d.G * d.H, N = d.N, B = d.B, W = d.W;
-  const bool lstm = d.mode == RnnMode::lstm, proj = P != H;
+  const bool lstm = d.mode == RnnMode::lstm, gru = d.mode == RnnMode::gru, proj = P != H;
   const std::string at = std::string("mode ") + std::to_string(int(d.mode)) + (proj ? " proj" : "") +
                          (c.reverse ? " reverse" : "");
   RnnParams p;
@@ -237,11 +238,14 @@ void rnn_case(const RnnCase& c) {
   const auto wr = cast<T>(p.wr), h0 = cast<T>(p.h0), c0 = cast<T>(p.c0);
   std::vector<T> out(U(N * P)), hy = h0, cy = c0, ws(U(N * W)), hgates(U(B * GH)), m(U(B * H));
   poison(out), poison(ws);
-  RnnLayerForward<T> f{};
-  f.x = x.data(), f.w_ih = wi.data(), f.w_hh = wh.data(), f.b_ih = bi.data(), f.b_hh = bh.data();
-  f.w_hr = proj ? wr.data() : nullptr, f.out = out.data(), f.hy = hy.data(), f.cy = lstm ? cy.data() : nullptr;
-  f.ws = ws.data(), f.hgates = hgates.data(), f.m = m.data();
-  rnn_layer_forward_launch<T>(d, c.reverse, f, nullptr);
+  // the biases as the layer takes them: rnn / lstm both in Gi's, gru b_hh apart
+  std::vector<T> gate_bias = bi;
+  if (!gru)
+    for (size_t i = 0; i < gate_bias.size(); ++i) gate_bias[i] = T(p.bi[i] + p.bh[i]);
+  const RnnLayerForward<T> f{x.data(),  wi.data(), wh.data(), gate_bias.data(), gru ? bh.data() : nullptr,
+                             proj ? wr.data() : nullptr, out.data(), hy.data(), lstm ? cy.data() : nullptr,
+                             ws.data()};
+  rnn_layer_forward_launch<T>(d, c.reverse, f, {hgates.data(), m.data(), false}, nullptr);
   std::vector<double> ro, rhy, rcy;
   reference_forward(d, c.reverse, p, ro, rhy, rcy);
   const double tol = tolerance<T>();

@@ -15,16 +15,6 @@
 namespace fusedops::cpu {
 
 template <typename T>
-struct RnnLayerForward {
-  const T *x, *w_ih, *w_hh;  // x [N, I], w_ih [G*H, I], w_hh [G*H, P], contiguous
-  const T* bias;             // [G*H] added to Gi (rnn / lstm: b_ih + b_hh; gru: b_ih), or nullptr
-  const T* b_hh;             // gru only: [G*H], inside r * (.), else nullptr
-  const T* w_hr;             // [P, H] projection, or nullptr
-  T *out, *hy, *cy, *ws;     // out [N, P]; hy [B, P], cy [B, H] (lstm) seeded with the initial
-                             // state; ws [N, W] the workspace the backward reads
-};
-
-template <typename T>
 void rnn_layer_forward(const RnnDims& d, bool reverse, const RnnLayerForward<T>& p);
 
 template <typename T>

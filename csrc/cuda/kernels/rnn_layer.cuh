@@ -2,16 +2,17 @@
    and step kernels the CUDA and simulator bindings (cuda/rnn_impl.h) run, reachable from the
    simulator's C++ tests (tests/sim/sim_tests.cu). The algorithm and the workspace layout are
    the CPU's (cpu/kernels/rnn_layer.h, contracts/rnn.h):
-     forward:  Gi = X W_ih^T + b_ih for every row in one GEMM, straight into the workspace; per
-               step one recurrent GEMM (rnn / lstm: added into the step's workspace rows; gru:
-               into a [B, G*H] buffer, as b_hn sits inside r * (.)) and one gate kernel, which
-               also adds b_hh; with a projection h = m W_hr^T.
+     forward:  Gi = X W_ih^T + bias for every row in one GEMM, straight into the workspace;
+               per step one recurrent GEMM (rnn / lstm: added into the step's workspace rows;
+               gru: into a [B, G*H] buffer, as b_hn sits inside r * (.)) and one gate kernel
+               (gru: adding b_hh); with a projection h = m W_hr^T.
      backward: per step (last first) the gate kernel turns d h (and d c) into the gate
                gradients and one GEMM carries them back to the previous state; then the input
                and weight gradients are single GEMMs over all steps, the bias gradients column
                sums.
-   The caller allocates every buffer (the sizes are given beside each pointer) and copies
-   prev_rows() to the device. All launches go on one stream, in order; launch errors are left
+   The operands are contracts/rnn.h's RnnLayerForward and RnnLayerBackwardIn / Out; the caller
+   allocates every buffer, the scratch too (sizes beside each pointer), and copies prev_rows()
+   to the device. All launches go on one stream, in order; launch errors are left
    for the caller's one check after the loop (a CUDA error stays set until read). */
 #pragma once
 #include "gemm.cuh"
@@ -24,15 +25,11 @@
 
 namespace fusedops::FUSEDOPS_CUDA_NS {
 
+// The forward's scratch, and whether fp32 products may use TF32.
 template <typename T>
-struct RnnLayerForward {
-  const T *x, *w_ih, *w_hh;  // x [N, I], w_ih [G*H, I], w_hh [G*H, P], contiguous
-  const T *b_ih, *b_hh;      // [G*H] each, or nullptr
-  const T* w_hr;             // [P, H] projection, or nullptr
-  T *out, *hy, *cy, *ws;     // out [N, P]; hy [B, P], cy [B, H] (lstm) seeded with the initial
-                             // state; ws [N, W] the workspace the backward reads
-  T* hgates;                 // gru: [B, G*H] scratch, else unused
-  T* m;                      // with w_hr: [B, H] scratch, else unused
+struct RnnLayerForwardScratch {
+  T* hgates;  // gru: [B, G*H], else unused
+  T* m;       // with w_hr: [B, H], else unused
   bool allow_tf32;
 };
 
@@ -81,29 +78,30 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa,
 }  // namespace rnn_layer_detail
 
 template <typename T>
-void rnn_layer_forward_launch(const RnnDims& d, bool reverse, const RnnLayerForward<T>& p, cudaStream_t s) {
+void rnn_layer_forward_launch(const RnnDims& d, bool reverse, const RnnLayerForward<T>& p,
+                              const RnnLayerForwardScratch<T>& sc, cudaStream_t s) {
   using rnn_layer_detail::gemm;
   const int64_t GH = d.G * d.H, H = d.H, P = d.P, W = d.W;
   const bool gru = d.mode == RnnMode::gru, proj = p.w_hr != nullptr;
-  const bool tf = p.allow_tf32;
-  gemm<T>(d.N, GH, d.I, p.x, d.I, 1, p.w_ih, 1, d.I, 0.f, p.ws, W, p.b_ih, tf, s);
+  const bool tf = sc.allow_tf32;
+  gemm<T>(d.N, GH, d.I, p.x, d.I, 1, p.w_ih, 1, d.I, 0.f, p.ws, W, p.bias, tf, s);
   for (int64_t kk = 0; kk < d.T; ++kk) {
     const int64_t t = d.step(kk, reverse), rows = d.bs[t], r0 = d.off[t];
     T* const wsr = p.ws + r0 * W;
     RnnStepForward<T> a;
     a.mode = d.mode, a.rows = rows, a.H = H, a.ws = wsr, a.ldw = W, a.b_hh = p.b_hh;
     if (gru) {
-      gemm<T>(rows, GH, P, p.hy, P, 1, p.w_hh, 1, P, 0.f, p.hgates, GH, nullptr, tf, s);
-      a.gh = p.hgates, a.ldgh = GH, a.h_prev = p.hy, a.ldhp = P;
+      gemm<T>(rows, GH, P, p.hy, P, 1, p.w_hh, 1, P, 0.f, sc.hgates, GH, nullptr, tf, s);
+      a.gh = sc.hgates, a.ldgh = GH, a.h_prev = p.hy, a.ldhp = P;
     } else {
       gemm<T>(rows, GH, P, p.hy, P, 1, p.w_hh, 1, P, 1.f, wsr, W, nullptr, tf, s);
     }
     a.c = p.cy;
-    if (proj) a.out = p.m, a.ldo = H;
+    if (proj) a.out = sc.m, a.ldo = H;
     else a.out = p.out + r0 * P, a.ldo = P, a.out2 = p.hy, a.ldo2 = P;
     rnn_step_forward_launch<T>(a, s);
     if (proj) {
-      gemm<T>(rows, P, H, p.m, H, 1, p.w_hr, 1, H, 0.f, p.out + r0 * P, P, nullptr, tf, s);
+      gemm<T>(rows, P, H, sc.m, H, 1, p.w_hr, 1, H, 0.f, p.out + r0 * P, P, nullptr, tf, s);
       rnn_rows_update_launch<T>(rows, P, p.out + r0 * P, P, p.hy, P, false, s);
     }
   }
