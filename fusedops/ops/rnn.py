@@ -45,6 +45,7 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
 
 
 _rnn_layer_default = _ops.rnn_layer.default
+_rnn_layer_backward_default = _ops.rnn_layer_backward.default
 _below_autograd = torch._C._AutoDispatchBelowAutograd
 _functorch_active = torch._C._are_functorch_transforms_active
 
@@ -67,18 +68,33 @@ def _rnn_layer_eager(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_si
 
 class _RnnLayerFn(torch.autograd.Function):
     """`rnn_layer` with the autograd formula registered for it (`_setup`, `_backward`), applied
-    directly in eager mode (`_rnn_layer_eager`)."""
+    directly in eager mode (`_rnn_layer_eager`). Gradients of unused outputs stay None (the op
+    takes them as optional) rather than being materialized as zeros."""
 
     @staticmethod
     def forward(ctx, mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
         with _below_autograd():
-            output = _rnn_layer_default(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
-        _setup(ctx, (mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse), output)
-        return output
+            out, hy, cy, ws = _rnn_layer_default(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                                 batch_sizes, reverse)
+        ctx.mode, ctx.reverse = mode, reverse
+        ctx.set_materialize_grads(False)
+        if mode == "lstm":
+            ctx.mark_non_differentiable(ws)
+        else:
+            ctx.mark_non_differentiable(cy, ws)
+        ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws)
+        return out, hy, cy, ws
 
     @staticmethod
     def backward(ctx, grad_out, grad_hy, grad_cy, grad_ws):
-        return _backward(ctx, grad_out, grad_hy, grad_cy, grad_ws)
+        if torch.is_grad_enabled():  # create_graph: the torch formulation
+            return _backward(ctx, grad_out, grad_hy, grad_cy, grad_ws)
+        input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws = ctx.saved_tensors
+        with _below_autograd():
+            grads = _rnn_layer_backward_default(
+                ctx.mode, grad_out, grad_hy, grad_cy if ctx.mode == "lstm" else None, input, hx, cx, w_ih,
+                w_hh, b_ih, b_hh, w_hr, batch_sizes, ctx.reverse, out, ws, ctx.needs_input_grad[1:9])
+        return (None, *grads, None, None)
 
 
 def _up(t):
