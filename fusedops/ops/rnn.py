@@ -238,36 +238,51 @@ def _cell_input(input, hx, w_ih, w_hh, name, state_size):
     return x, hx, batched
 
 
+def _cell_op(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One step of the op for a cell: x ``[1, B, I]``; returns (h', c'). A float32 / float64
+    call outside autocast, torch.compile and functorch goes straight to `_rnn_layer_eager`."""
+    if (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
+            or _functorch_active()):
+        _, hy, cy, _ = _rnn_layer_op(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
+    else:
+        _, hy, cy, _ = _rnn_layer_eager(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, None, None, False)
+    return hy, cy
+
+
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
     """``torch.nn.RNNCell``'s step: ``h' = tanh|relu(x W_ih^T + b_ih + h W_hh^T + b_hh)``;
     input ``[B, I]`` or unbatched ``[I]``; hx None means zeros."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"fusedops.rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if hx is not None and input.dim() == 2 and hx.dim() == 2:  # batched, state given: no reshaping
+        return _cell_op("rnn_" + nonlinearity, input.unsqueeze(0), hx, None, w_ih, w_hh, b_ih, b_hh)[0]
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "rnn_cell", w_hh.shape[0])
-    out, hy, _, _ = _rnn_layer_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh,
-                                 cell=True)
+    hy, _ = _cell_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 
 def lstm_cell(input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]], w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.LSTMCell``'s step: returns ``(h', c')``; hx is ``(h, c)`` or None (zeros)."""
-    H = w_hh.shape[0] // 4
     if hx is None:
         h = c = None
     else:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise ValueError("fusedops.lstm_cell: hx must be a tuple (h, c) or None")
         h, c = hx
+        if h is not None and c is not None and input.dim() == 2 and h.dim() == 2 and c.dim() == 2:
+            return _cell_op("lstm", input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     x, h, batched = _cell_input(input, h, w_ih, w_hh, "lstm_cell", w_hh.shape[1])
-    _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", H)
-    _, hy, cy, _ = _rnn_layer_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
+    _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", w_hh.shape[0] // 4)
+    hy, cy = _cell_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s step (torch's placement of b_hn inside ``r * (W_hn h + b_hn)``)."""
+    if hx is not None and input.dim() == 2 and hx.dim() == 2:  # batched, state given: no reshaping
+        return _cell_op("gru", input.unsqueeze(0), hx, None, w_ih, w_hh, b_ih, b_hh)[0]
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "gru_cell", w_hh.shape[1])
-    _, hy, _, _ = _rnn_layer_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh, cell=True)
+    hy, _ = _cell_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 
