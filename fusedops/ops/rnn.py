@@ -402,6 +402,8 @@ def _backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
     return (None, *grads_in, None, None)
 
 
+# (what torch.compile, functorch and opcheck see; eager calls apply the same formula through
+# `_RnnLayerFn`, without this registration's Python autograd kernel)
 torch.library.register_autograd("fusedops::rnn_layer", _backward, setup_context=_setup)
 
 # Under CPU autocast a layer returns the dtypes torch's layer returns (`_autocast_dtypes`); the
