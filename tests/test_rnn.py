@@ -297,6 +297,38 @@ def test_compile_fullgraph():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("wrt", ["all", "weights"])
+@pytest.mark.parametrize("loss_of", ["all", "h_n"])
+def test_eager_path_matches_registered_autograd(mode, wrt, loss_of):
+    """fusedops.ops.rnn_layer (and the cells) run eagerly through their own autograd.Function
+    over the op below autograd (fusedops.ops.rnn._RnnLayerFn); torch.ops.fusedops.rnn_layer
+    goes through the formula registered with torch.library, which torch.compile and opcheck
+    see. Both give the same bits: outputs, gradients (all inputs, or the weights only; of a loss
+    of every output, or of h_n alone, whose other output gradients stay None) and second
+    derivatives."""
+    I, H, B = 3, 5, 2
+    P = 4 if mode == "lstm" else H
+    w = list(_params(mode, I, H, P))
+    hx, cx = _states(mode, B, H, P, grad=wrt == "all")
+    x = torch.randn(3, B, I, dtype=torch.float64, requires_grad=wrt == "all")
+    leaves = [t for t in (x, hx, cx, *w) if t is not None and t.requires_grad]
+    results = []
+    for call in (fusedops.ops.rnn_layer, ops.rnn_layer):
+        out, hy, cy = call(mode, x, hx, cx, *w, None, False)[:3]
+        outs = [out, hy] + ([cy] if mode == "lstm" else [])
+        loss = _weighted_sum(outs if loss_of == "all" else [hy])
+        grads = torch.autograd.grad(loss, leaves, retain_graph=True)
+        first = torch.autograd.grad(loss, leaves, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in first), leaves, allow_unused=True)
+        results.append((outs, grads, second))
+    for a, b in zip(*results):
+        for u, v in zip(a, b):
+            assert (u is None) == (v is None)
+            if u is not None:
+                assert torch.equal(u, v)
+
+
 def test_threads_agree():
     # The result must not depend on the thread count beyond rounding of the bias sums.
     I, H, B = 32, 64, 16

@@ -36,10 +36,65 @@ def _rnn_layer_op(mode, input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=No
             return _rnn_layer_autocast_impl(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
                                             batch_sizes, reverse, cell, low)
     if input.dtype != torch.bfloat16:
-        return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+        if torch.compiler.is_compiling() or _functorch_active():
+            return _ops.rnn_layer(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+        return _rnn_layer_eager(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     bf = torch.bfloat16
     return _RnnLayerLowp.apply(mode, batch_sizes, reverse, cell, bf, bf, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
                                w_hr)
+
+
+_rnn_layer_default = _ops.rnn_layer.default
+_rnn_layer_backward_default = _ops.rnn_layer_backward.default
+_below_autograd = torch._C._AutoDispatchBelowAutograd
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def _rnn_layer_eager(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    """The op in eager mode, without the Python autograd kernel that torch.library registers
+    (measured at ~40 us per call, twice what a small cell's own work costs): a call that
+    records no graph runs the op below autograd; one that does goes through `_RnnLayerFn`,
+    the same formula (`_setup` / `_backward`) in a plain autograd.Function. torch.compile and
+    functorch transforms take the registered op (the caller checks)."""
+    if torch.is_grad_enabled() and (
+        input.requires_grad or hx.requires_grad or w_ih.requires_grad or w_hh.requires_grad
+        or (cx is not None and cx.requires_grad) or (b_ih is not None and b_ih.requires_grad)
+        or (b_hh is not None and b_hh.requires_grad) or (w_hr is not None and w_hr.requires_grad)
+    ):
+        return _RnnLayerFn.apply(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    with _below_autograd():
+        return _rnn_layer_default(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+
+
+class _RnnLayerFn(torch.autograd.Function):
+    """`rnn_layer` with the autograd formula registered for it (`_setup`, `_backward`), applied
+    directly in eager mode (`_rnn_layer_eager`). Gradients of unused outputs stay None (the op
+    takes them as optional) rather than being materialized as zeros."""
+
+    @staticmethod
+    def forward(ctx, mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+        with _below_autograd():
+            out, hy, cy, ws = _rnn_layer_default(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                                 batch_sizes, reverse)
+        ctx.mode, ctx.reverse = mode, reverse
+        ctx.set_materialize_grads(False)
+        if mode == "lstm":
+            ctx.mark_non_differentiable(ws)
+        else:
+            ctx.mark_non_differentiable(cy, ws)
+        ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws)
+        return out, hy, cy, ws
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hy, grad_cy, grad_ws):
+        if torch.is_grad_enabled():  # create_graph: the torch formulation
+            return _backward(ctx, grad_out, grad_hy, grad_cy, grad_ws)
+        input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, out, ws = ctx.saved_tensors
+        with _below_autograd():
+            grads = _rnn_layer_backward_default(
+                ctx.mode, grad_out, grad_hy, grad_cy if ctx.mode == "lstm" else None, input, hx, cx, w_ih,
+                w_hh, b_ih, b_hh, w_hr, batch_sizes, ctx.reverse, out, ws, ctx.needs_input_grad[1:9])
+        return (None, *grads, None, None)
 
 
 def _up(t):
@@ -183,36 +238,51 @@ def _cell_input(input, hx, w_ih, w_hh, name, state_size):
     return x, hx, batched
 
 
+def _cell_op(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One step of the op for a cell: x ``[1, B, I]``; returns (h', c'). A float32 / float64
+    call outside autocast, torch.compile and functorch goes straight to `_rnn_layer_eager`."""
+    if (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
+            or _functorch_active()):
+        _, hy, cy, _ = _rnn_layer_op(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
+    else:
+        _, hy, cy, _ = _rnn_layer_eager(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, None, None, False)
+    return hy, cy
+
+
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
     """``torch.nn.RNNCell``'s step: ``h' = tanh|relu(x W_ih^T + b_ih + h W_hh^T + b_hh)``;
     input ``[B, I]`` or unbatched ``[I]``; hx None means zeros."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"fusedops.rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if hx is not None and input.dim() == 2 and hx.dim() == 2:  # batched, state given: no reshaping
+        return _cell_op("rnn_" + nonlinearity, input.unsqueeze(0), hx, None, w_ih, w_hh, b_ih, b_hh)[0]
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "rnn_cell", w_hh.shape[0])
-    out, hy, _, _ = _rnn_layer_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh,
-                                 cell=True)
+    hy, _ = _cell_op("rnn_" + nonlinearity, x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 
 def lstm_cell(input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]], w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.LSTMCell``'s step: returns ``(h', c')``; hx is ``(h, c)`` or None (zeros)."""
-    H = w_hh.shape[0] // 4
     if hx is None:
         h = c = None
     else:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise ValueError("fusedops.lstm_cell: hx must be a tuple (h, c) or None")
         h, c = hx
+        if h is not None and c is not None and input.dim() == 2 and h.dim() == 2 and c.dim() == 2:
+            return _cell_op("lstm", input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     x, h, batched = _cell_input(input, h, w_ih, w_hh, "lstm_cell", w_hh.shape[1])
-    _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", H)
-    _, hy, cy, _ = _rnn_layer_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, cell=True)
+    _, c, _ = _cell_input(input, c, w_ih, w_hh, "lstm_cell", w_hh.shape[0] // 4)
+    hy, cy = _cell_op("lstm", x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     return (hy, cy) if batched else (hy.squeeze(0), cy.squeeze(0))
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     """``torch.nn.GRUCell``'s step (torch's placement of b_hn inside ``r * (W_hn h + b_hn)``)."""
+    if hx is not None and input.dim() == 2 and hx.dim() == 2:  # batched, state given: no reshaping
+        return _cell_op("gru", input.unsqueeze(0), hx, None, w_ih, w_hh, b_ih, b_hh)[0]
     x, h, batched = _cell_input(input, hx, w_ih, w_hh, "gru_cell", w_hh.shape[1])
-    _, hy, _, _ = _rnn_layer_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh, cell=True)
+    hy, _ = _cell_op("gru", x.unsqueeze(0), h, None, w_ih, w_hh, b_ih, b_hh)
     return hy if batched else hy.squeeze(0)
 
 
@@ -332,6 +402,8 @@ def _backward(ctx, grad_out, grad_hy, grad_cy, _grad_ws):
     return (None, *grads_in, None, None)
 
 
+# (what torch.compile, functorch and opcheck see; eager calls apply the same formula through
+# `_RnnLayerFn`, without this registration's Python autograd kernel)
 torch.library.register_autograd("fusedops::rnn_layer", _backward, setup_context=_setup)
 
 # Under CPU autocast a layer returns the dtypes torch's layer returns (`_autocast_dtypes`); the
