@@ -258,7 +258,9 @@ def _two_ranks(runs: list) -> list:
                                       stderr=subprocess.STDOUT, text=True))
     logs = []
     for p in procs:
-        output, _ = p.communicate(timeout=120)
+        # gloo ranks wait by polling: on a machine busy with other work they can take minutes
+        # (a run took 4 of them beside two compilers), so the limit only guards against a hang
+        output, _ = p.communicate(timeout=300)
         assert p.returncode == 0, output
         logs.append(json.loads(output.split("BATCHES ")[-1]))
     return [[logs[rank][run] for rank in range(2)] for run in range(len(runs))]
