@@ -460,17 +460,29 @@ def test_attention_forward_backward(isa, case):
     assert out.dtype == BF and lse.dtype == torch.float32
     m32 = m.float() if m is not None and m.dtype == BF else m
     out32, lse32 = sdpa(q.float(), k.float(), v.float(), m32, 0.0, causal, None, False, None)
-    # the same arithmetic on the widened operands, rounded once
-    assert_bits(out, out32, f"attention out {case}")
-    assert torch.equal(lse, lse32)
+    native = fusedops._C._cpu_info()["bf16"].startswith("native")
+    if native:
+        # the products on the bf16 units (P rounded to bf16 for P V): within the budget below;
+        # the scores are the same fp32 sums of exact bf16 products in another order
+        qk = (q.double().abs().amax(-1, keepdim=True) * k.double().abs().amax(-1).unsqueeze(-2)).amax(-1) \
+            if S > 0 and E > 0 else torch.zeros_like(lse32, dtype=torch.float64)
+        budget = (E + 8) * U32 * (E * qk / max(E, 1) ** 0.5 + lse32.double().abs().nan_to_num(0, 0, 0))
+        assert ((lse.double() - lse32.double()).abs().nan_to_num(0) <= budget).all(), f"attention lse {case}"
+        assert torch.equal(lse.isinf(), lse32.isinf())
+    else:
+        # the same arithmetic on the widened operands, rounded once
+        assert_bits(out, out32, f"attention out {case}")
+        assert torch.equal(lse, lse32)
     ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
                                          None if m is None else m.double() if m.dtype == BF else m,
                                          is_causal=causal)
     if S > 0 and out.numel():
-        # |P V| <= max |v|: a u16 rounding of the output plus fp32 sums over S keys
+        # |P V| <= max |v|: a u16 rounding of the output plus fp32 sums over S keys; natively P
+        # is rounded to bf16 too (|dP_j| <= u16 P_j: another u16 max |v|)
         vmax = v.double().abs().max().item()
         err = (out.double() - ref).abs().max().item()
-        assert err <= U16 * vmax + (S + E + 64) * U32 * 8 * vmax, f"attention out {case}: {err}"
+        bound = (2 if native else 1) * U16 * vmax + (S + E + 64) * U32 * 8 * vmax
+        assert err <= bound, f"attention out {case}: {err}"
     g = rand(B, H, L, Ev, scale=1.0)
     grads = bwd(g, q, k, v, out, lse, m, 0.0, causal, None, False, None, [True, True, True])
     grads32 = bwd(g.float(), q.float(), k.float(), v.float(), out.float(), lse, m32, 0.0, causal, None, False,
@@ -478,6 +490,72 @@ def test_attention_forward_backward(isa, case):
     for name, gt, g32 in zip("qkv", grads, grads32):
         assert gt.dtype == BF
         assert_bits(gt, g32, f"attention d{name} {case}")
+
+
+NATIVE_ATTN_CASES = [  # (B, H, L, S, E, Ev, causal, mask, dropout): tile remainders on both sides
+    (1, 1, 1, 1, 1, 1, False, None, 0.0),
+    (2, 3, 17, 17, 8, 8, True, None, 0.0),
+    (1, 2, 33, 70, 64, 40, False, "bool", 0.0),
+    (2, 2, 65, 65, 64, 64, True, "float", 0.0),
+    (1, 2, 130, 300, 80, 72, True, None, 0.0),
+    (1, 2, 200, 129, 33, 31, False, None, 0.0),
+    (1, 3, 97, 97, 64, 64, True, None, 0.3),
+    (1, 1, 5, 0, 4, 4, False, None, 0.0),
+]
+
+
+@pytest.mark.skipif(not any(p != "widen" for p in __import__("test_bf16").PATHS),
+                    reason="the CPU lacks AVX512-BF16: only the widening path runs here")
+@pytest.mark.parametrize("case", NATIVE_ATTN_CASES)
+def test_attention_native_products_agree_with_widened(case):
+    """The forward with Q K^T and P V on the bf16 units (AMX, vdpbf16ps) against the widened
+    fp32 kernel and a float64 reference: the output within two bf16 roundings of max |v| (P and
+    the output) plus fp32 sums; rows with no visible key, NaN rows and dropout as the fp32 kernel."""
+    from test_bf16 import PATHS
+    B, H, L, S, E, Ev, causal, mask, p = case
+    q, k, v, m = _attn_inputs(B, H, L, S, E, Ev, mask)
+    if L > 3:
+        q[0, 0, 2, 0] = float("nan")  # a NaN query row stays NaN
+    sdpa = torch.ops.fusedops.scaled_dot_product_attention
+    outs = {}
+    try:
+        for path in PATHS:
+            fusedops._C._set_bf16(path)
+            rng = torch.tensor([5, 0], dtype=torch.int64) if p > 0 else None  # the same keys dropped
+            outs[path] = sdpa(q, k, v, m, p, causal, None, False, rng)
+    finally:
+        fusedops._C._set_bf16("auto")
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                         None if m is None else m.double() if m.dtype == BF else m,
+                                         is_causal=causal)
+    vmax = v.double().abs().max().item() if v.numel() else 0.0
+    wide, wlse = outs["widen"]
+    for path, (out, lse) in outs.items():
+        assert out.dtype == BF and out.shape == (B, H, L, Ev)
+        assert torch.equal(out.isnan(), wide.isnan()), path
+        assert torch.equal(lse.isinf(), wlse.isinf()) and torch.equal(lse.isnan(), wlse.isnan()), path
+        fin = ~wide.isnan()
+        if p == 0.0 and S > 0:
+            err = (out.double() - ref)[fin].abs().max().item() if fin.any() else 0.0
+            assert err <= 2 * U16 * vmax + (S + E + 64) * U32 * 8 * vmax, f"{path} {case}: {err}"
+        # the same keys dropped: native and widened within the two roundings (scaled by 1/(1-p))
+        d = (out.double() - wide.double())[fin].abs().max().item() if fin.any() else 0.0
+        assert d <= (3 * U16 * vmax + (S + E + 64) * U32 * 8 * vmax) / (1 - p), f"{path} vs widen {case}: {d}"
+
+
+def test_attention_native_threads_give_the_same_bits():
+    q, k, v = rand(1, 3, 150, 64, scale=1.0), rand(1, 3, 150, 64, scale=1.0), rand(1, 3, 150, 64, scale=1.0)
+    sdpa = torch.ops.fusedops.scaled_dot_product_attention
+    n = torch.get_num_threads()
+    try:
+        got = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            got.append(sdpa(q, k, v, None, 0.0, True, None, False, None))
+    finally:
+        torch.set_num_threads(n)
+    for o, lse in got[1:]:
+        assert torch.equal(o, got[0][0]) and torch.equal(lse, got[0][1])
 
 
 def test_attention_gqa_and_strided_views():

@@ -202,6 +202,45 @@ struct FlashAttention {
     }
   }
 
+  // One row's step of the online softmax over keys [j0, j0 + n): the scores s (rup(n, W)
+  // wide, scaled) become the probabilities P (masked, dropout applied), the row's running max
+  // mrow and sum lrow are updated, and corr is the factor its output accumulator takes first.
+  static void online_softmax_row(const Args& a, int64_t b, int64_t row, int64_t j0, int64_t n, T* s, T& mrow,
+                                 T& lrow, T& corr) {
+    const int64_t ncol = visible(a, row, j0, n);
+    mask_row(a, b, row, j0, n, ncol, s);
+    T mnew = std::max(mrow, row_max(s, rup(n, W)));
+    if (mnew == kNegInf) {
+      // a NaN score (NaN in q or k) is no masked key: the row becomes NaN, as in torch
+      if (std::any_of(s, s + n, [](T v) { return std::isnan(v); })) {
+        mnew = std::numeric_limits<T>::quiet_NaN();
+      } else {  // nothing visible yet: P = 0, O stays 0
+        std::fill(s, s + rup(n, W), T(0));
+        corr = T(0);
+        return;
+      }
+    }
+    corr = std::exp(mrow - mnew);
+    const T sum = exp_row(s, rup(n, W), mnew);
+    lrow = lrow * corr + sum;
+    mrow = mnew;
+    if (a.dropout_p > 0.0) {
+      const uint64_t thr = attention_drop_threshold(a.dropout_p), key = attention_seed_key(a.seed);
+      const T inv_keep = a.dropout_p < 1.0 ? T(1.0 / (1.0 - a.dropout_p)) : T(0);
+      const uint64_t base = a.offset + uint64_t((b * a.L + row) * a.S + j0);
+      for (int64_t c = 0; c < ncol; ++c) s[c] = attention_keep(key, base + c, thr) ? s[c] * inv_keep : T(0);
+    }
+  }
+
+  // A finished row: out = o / l and the row's log-sum-exp.
+  static void finish_row(const Args& a, int64_t b, int64_t row, const T* o, T l, T mrow) {
+    St* out = a.out + (b * a.L + row) * a.Ev;
+    const T inv = l > T(0) ? T(1) / l : T(0);
+    for (int64_t c = 0; c < a.Ev; ++c) out[c] = from_t<St>(o[c] * inv);
+    a.lse[b * a.L + row] =  // +inf marks a row with no visible key; NaN stays NaN
+        l > T(0) || std::isnan(l) ? mrow + std::log(l) : std::numeric_limits<T>::infinity();
+  }
+
   static void forward_block(const Args& a, int64_t b, int64_t i0, FwdScratch& w) {
     const int64_t L = a.L, S = a.S, E = a.E, Ev = a.Ev;
     const int64_t Evp = rup(Ev, NR);
@@ -216,49 +255,15 @@ struct FlashAttention {
       w.lrow[r] = T(0);
       w.corr[r] = T(0);
     }
-    const bool drop = a.dropout_p > 0.0;
-    const uint64_t thr = attention_drop_threshold(a.dropout_p), key = attention_seed_key(a.seed);
-    const T inv_keep = a.dropout_p < 1.0 ? T(1.0 / (1.0 - a.dropout_p)) : T(0);
     const int64_t kend = a.causal ? std::min(S, i0 + m) : S;
     for (int64_t j0 = 0; j0 < kend; j0 += FBN) {
       const int64_t n = std::min<int64_t>(FBN, kend - j0);
       block<0>(m, n, E, w.qs, E, 1, w.kt + (j0 / FBN) * E * FBN, FBN, w.s, FBN);
-      for (int64_t r = 0; r < m; ++r) {
-        const int64_t row = i0 + r;
-        T* s = w.s + r * FBN;
-        const int64_t ncol = visible(a, row, j0, n);
-        mask_row(a, b, row, j0, n, ncol, s);
-        T mnew = std::max(w.mrow[r], row_max(s, rup(n, W)));
-        if (mnew == kNegInf) {
-          // a NaN score (NaN in q or k) is no masked key: the row becomes NaN, as in torch
-          if (std::any_of(s, s + n, [](T v) { return std::isnan(v); })) {
-            mnew = std::numeric_limits<T>::quiet_NaN();
-          } else {  // nothing visible yet: P = 0, O stays 0
-            std::fill(s, s + rup(n, W), T(0));
-            w.corr[r] = T(0);
-            continue;
-          }
-        }
-        w.corr[r] = std::exp(w.mrow[r] - mnew);
-        const T sum = exp_row(s, rup(n, W), mnew);
-        w.lrow[r] = w.lrow[r] * w.corr[r] + sum;
-        w.mrow[r] = mnew;
-        if (drop) {
-          const uint64_t base = a.offset + uint64_t((b * L + row) * S + j0);
-          for (int64_t c = 0; c < ncol; ++c)
-            s[c] = attention_keep(key, base + c, thr) ? s[c] * inv_keep : T(0);
-        }
-      }
+      for (int64_t r = 0; r < m; ++r)
+        online_softmax_row(a, b, i0 + r, j0, n, w.s + r * FBN, w.mrow[r], w.lrow[r], w.corr[r]);
       block<2>(m, Ev, n, w.s, FBN, 1, w.vp + j0 * Evp, Evp, w.o, Evp, w.corr);
     }
-    St* out = a.out + (b * L + i0) * Ev;
-    for (int64_t r = 0; r < m; ++r) {
-      const T l = w.lrow[r];
-      const T inv = l > T(0) ? T(1) / l : T(0);
-      for (int64_t c = 0; c < Ev; ++c) out[r * Ev + c] = from_t<St>(w.o[r * Evp + c] * inv);
-      a.lse[b * L + i0 + r] =  // +inf marks a row with no visible key; NaN stays NaN
-          l > T(0) || std::isnan(l) ? w.mrow[r] + std::log(l) : std::numeric_limits<T>::infinity();
-    }
+    for (int64_t r = 0; r < m; ++r) finish_row(a, b, i0 + r, w.o + r * Evp, w.lrow[r], w.mrow[r]);
   }
 
   static void forward(const Args& a) {
@@ -465,7 +470,9 @@ struct FlashAttention {
 
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS
 
-// Instantiation for the instruction set of the including file.
+// Instantiation for the instruction set of the including file (not where a file includes this
+// one for the helpers alone: attention_avx512bf16.cpp).
+#ifndef FUSEDOPS_ATTN_HELPERS_ONLY
 namespace fusedops::cpu::FUSEDOPS_ISA_NS {
 #ifndef FUSEDOPS_ATTN_FBN_F32
 #define FUSEDOPS_ATTN_FBN_F32 FUSEDOPS_ATTN_BN_F32
@@ -484,6 +491,12 @@ using AttnFor = std::conditional_t<std::is_same_v<T, float>, AttnF32,
 
 template <typename T>
 void attention_forward_run(const AttentionArgs<T>& a) {
+#ifdef FUSEDOPS_ATTN_NATIVE_BF16
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    const Bf16Kernel k = bf16_kernel();
+    if (k != Bf16Kernel::widened) return avx512bf16::attention_forward_bf16(a, k == Bf16Kernel::amx);
+  }
+#endif
   AttnFor<T>::forward(a);
 }
 template <typename T>
@@ -498,3 +511,4 @@ template AttentionKernels<float> attention_table<float>();
 template AttentionKernels<double> attention_table<double>();
 template AttentionKernels<bf16_t> attention_table<bf16_t>();
 }  // namespace fusedops::cpu::FUSEDOPS_ISA_NS
+#endif  // FUSEDOPS_ATTN_HELPERS_ONLY

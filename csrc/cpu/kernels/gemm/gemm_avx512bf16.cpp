@@ -28,6 +28,7 @@
 #include "../vec/vec.h"
 #include "../vec/math.h"
 #include "../vec/activation_impl.h"
+#include "amx.h"
 
 namespace fusedops::cpu::avx512bf16 {
 namespace {
@@ -192,19 +193,6 @@ void microkernel(int64_t kp, const uint32_t* __restrict Ap, const uint32_t* __re
 // A packed as rows (kAmxMR rows of kcp bf16, K padded with zeros to a multiple of 32); B as the
 // pair-major panels above, padded with zero pairs to a multiple of 16: a 16-pair x 16-column
 // slice of a panel is one B tile (rows 128 bytes apart).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-void amx_begin() {
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
-  _tile_loadconfig(&c);
-}
-
 void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_t* Bp, float* tile) {
   _tile_zero(0);
   _tile_zero(1);

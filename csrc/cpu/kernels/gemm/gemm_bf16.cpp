@@ -63,8 +63,6 @@ bool bf16_dot_is_fast() {
 }
 }  // namespace
 
-enum class Bf16Kernel { widened, dot, amx };
-
 Bf16Kernel bf16_kernel() {
   const Bf16Mode mode = bf16_mode();
   if (mode == Bf16Mode::widen || !cpu_info().avx512_bf16 || active_isa() != Isa::avx512) return Bf16Kernel::widened;

@@ -28,6 +28,10 @@ namespace fusedops::cpu {
 // for a millisecond: on some CPUs (measured: a Sapphire-Rapids-class Xeon) it runs at half the
 // fp32 FMA's flops, and the fp32 kernels over widened operands are faster.
 bool bf16_native();
+// Which kernel runs bf16 products now: widened to fp32, vdpbf16ps, or AMX tiles (for the
+// families that have their own products on the bf16 units, as attention).
+enum class Bf16Kernel { widened, dot, amx };
+Bf16Kernel bf16_kernel();
 // Why: "native (avx512_bf16)", "widened: ..." with the reason; for cpu_info().
 const char* bf16_path();
 // The sustained rate of the bf16 path in force on `threads` threads, GFLOP/s (the fp32 FMA's

@@ -1,0 +1,267 @@
+// Flash attention forward for bf16 tensors with both products on the bf16 units: the scores
+// Q K^T and P V as bf16 x bf16 -> fp32 on AMX tiles (tdpbf16ps) where the CPU lends them, else
+// on vdpbf16ps. The scale, the mask, the online softmax, dropout, the row sums and the output
+// accumulator stay fp32 and run through the fp32 kernel's row helpers (attention_isa.h), so
+// masks, causal rows, empty rows and NaNs behave as there. P is rounded to bf16 for its
+// product (as in torch's bf16 flash attention); the row sums are those of the fp32 P.
+//
+// Operands per thread, every padding zero (tiles need no edge cases):
+//   Q block:  bf16 rows [BM][Ep], Ep = E rounded up to 32 (one tile's depth)
+//   K of the head: per key block a pair-major panel [Ep / 2][FBN] of 32-bit words, the word
+//             (p, j) holding (K[j][2p], K[j][2p + 1]): the B operand of Q K^T
+//   V of the head: pair-major along keys [Sp / 2][Evp], word (p, c) = (V[2p][c], V[2p + 1][c])
+//   P block:  bf16 rows [BM][FBN]
+// Threads as the fp32 forward: (head, query block) tasks interleaved, K and V packed when a
+// thread's head changes.
+#if defined(__x86_64__)
+#include "attention.h"
+#include "vec/isa_std.h"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,amx-tile,amx-bf16")
+#define FUSEDOPS_WITH_AVX512 1
+#define FUSEDOPS_ISA_NS avx512bf16
+#define FUSEDOPS_VEC_F32 VecF32Avx512
+#define FUSEDOPS_VEC_F64 VecF64Avx512
+#include "vec/vec.h"
+#include "vec/math.h"
+#define FUSEDOPS_ATTN_HELPERS_ONLY 1
+#include "attention_isa.h"
+#include "gemm/amx.h"
+
+namespace fusedops::cpu::avx512bf16 {
+namespace {
+
+using V = VecF32Avx512;
+constexpr int BM = 64, FBN = 128;  // query rows and keys per block (multiples of 32)
+// The fp32 kernel over bf16 tensors, for its row helpers (mask, online softmax, finish).
+using Rows = FlashAttention<V, 8, 2, BM, 64, FBN, bf16_t>;
+
+int64_t rup(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? 0 : __mmask16((1u << n) - 1u); }
+inline __mmask32 lanes32(int64_t n) { return n >= 32 ? __mmask32(~0u) : n <= 0 ? 0 : __mmask32((1u << n) - 1u); }
+
+// C[M][N] = A B, fp32 (row stride ldc): A bf16 rows (stride lda elements) over depth K, B
+// pair-major words (stride ldb words per pair). M, N and K multiples of 32.
+void mm_amx(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint32_t* B, int64_t ldb,
+            float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i += 32)
+    for (int64_t j = 0; j < N; j += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t k = 0; k < K; k += 32) {
+        _tile_loadd(4, A + i * lda + k, lda * 2);
+        _tile_loadd(5, A + (i + 16) * lda + k, lda * 2);
+        _tile_loadd(6, B + (k / 2) * ldb + j, ldb * 4);
+        _tile_loadd(7, B + (k / 2) * ldb + j + 16, ldb * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      float* c = C + i * ldc + j;
+      _tile_stored(0, c, ldc * 4);
+      _tile_stored(1, c + 16, ldc * 4);
+      _tile_stored(2, c + 16 * ldc, ldc * 4);
+      _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+    }
+}
+
+// The same product on vdpbf16ps: 8 x 32 tiles, A broadcast by pairs.
+void mm_dot(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint32_t* B, int64_t ldb,
+            float* C, int64_t ldc) {
+  constexpr int MR = 8;
+  for (int64_t j = 0; j < N; j += 32)
+    for (int64_t i = 0; i < M; i += MR) {
+      __m512 acc[MR][2];
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+      const uint16_t* a = A + i * lda;
+      const uint32_t* b = B + j;
+#pragma GCC unroll 2
+      for (int64_t p = 0; p < K / 2; ++p, b += ldb) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+          uint32_t w;
+          std::memcpy(&w, a + r * lda + 2 * p, 4);
+          const __m512bh x = (__m512bh)_mm512_set1_epi32(int(w));
+          acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
+          acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        _mm512_storeu_ps(C + (i + r) * ldc + j, acc[r][0]);
+        _mm512_storeu_ps(C + (i + r) * ldc + j + 16, acc[r][1]);
+      }
+    }
+}
+
+struct Scratch {
+  std::vector<uint32_t> kt, vp;
+  std::vector<uint16_t> qb, pb;
+  std::vector<float> s, ot, o, mrow, lrow, corr;
+  int64_t k_cached = -1, v_cached = -1;
+};
+
+template <bool AMX>
+struct NativeForward {
+  static void mm(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint32_t* B, int64_t ldb,
+                 float* C, int64_t ldc) {
+    if constexpr (AMX) mm_amx(M, N, K, A, lda, B, ldb, C, ldc);
+    else mm_dot(M, N, K, A, lda, B, ldb, C, ldc);
+  }
+
+  static void pack_head(const AttentionArgs<bf16_t>& a, int64_t b, Scratch& w) {
+    const int64_t E = a.E, Ev = a.Ev, S = a.S, Ep = rup(E, 32), Evp = rup(Ev, 32), Sp = rup(S, FBN);
+    if (a.k_off[b] != w.k_cached) {  // a key row's words scattered down its panel's column
+      const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(FBN));
+      for (int64_t j = 0; j < Sp; ++j) {
+        uint32_t* d = w.kt.data() + (j / FBN) * (Ep / 2) * FBN + j % FBN;
+        const bf16_t* kr = a.k + a.k_off[b] + j * a.k_rs;
+        for (int64_t e = 0; e < Ep; e += 32) {
+          const __m512i x = j < S ? _mm512_maskz_loadu_epi16(lanes32(E - e), kr + e) : _mm512_setzero_si512();
+          _mm512_i32scatter_epi32(d + (e / 2) * FBN, idx, x, 4);
+        }
+      }
+      w.k_cached = a.k_off[b];
+    }
+    if (a.v_off[b] != w.v_cached) {  // two key rows interleaved per pair
+      const bf16_t* v = a.v + a.v_off[b];
+      for (int64_t p = 0; p < Sp / 2; ++p) {
+        uint32_t* d = w.vp.data() + p * Evp;
+        const bf16_t* r0 = v + 2 * p * a.v_rs;
+        const bool has0 = 2 * p < S, has1 = 2 * p + 1 < S;
+        for (int64_t c = 0; c < Evp; c += 16) {
+          const __mmask16 mk = lanes(Ev - c);
+          const __m512i lo = has0 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, r0 + c)) : _mm512_setzero_si512();
+          const __m512i hi = has1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, r0 + a.v_rs + c))
+                                  : _mm512_setzero_si512();
+          _mm512_storeu_si512(d + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+      }
+      w.v_cached = a.v_off[b];
+    }
+  }
+
+  // The online softmax step of row r over keys [j0, j0 + n) without a mask or dropout: the
+  // raw scores s scaled, their max and exponentials in one register pass each, P stored as bf16
+  // into p (zeros up to n32). As Rows::online_softmax_row, fused.
+  static void fast_row(const AttentionArgs<bf16_t>& a, int64_t row, int64_t j0, int64_t n, int64_t n32,
+                       const float* s, uint16_t* p, float& mrow, float& lrow, float& corr) {
+    const int64_t ncol = Rows::visible(a, row, j0, n);
+    const __m512 scale = _mm512_set1_ps(a.scale), ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    __m512 mx = ninf;
+    for (int64_t c = 0; c < ncol; c += 16)
+      mx = _mm512_mask_max_ps(mx, lanes(ncol - c), mx, _mm512_mul_ps(scale, _mm512_loadu_ps(s + c)));
+    float mnew = std::max(mrow, _mm512_reduce_max_ps(mx));
+    if (mnew == -std::numeric_limits<float>::infinity()) {
+      if (std::any_of(s, s + ncol, [](float v) { return std::isnan(v); })) {
+        mnew = std::numeric_limits<float>::quiet_NaN();  // as the fp32 kernel: the row becomes NaN
+      } else {  // nothing visible yet: P = 0, O stays 0
+        std::fill(p, p + n32, uint16_t(0));
+        corr = 0.0f;
+        return;
+      }
+    }
+    corr = std::exp(mrow - mnew);
+    const __m512 sub = _mm512_set1_ps(-mnew);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < n32; c += 16) {
+      const __mmask16 mk = lanes(ncol - c);
+      const __m512 e = _mm512_maskz_mov_ps(mk, vexp<V>(_mm512_fmadd_ps(_mm512_loadu_ps(s + c), scale, sub)));
+      sum = _mm512_add_ps(sum, e);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + c), (__m256i)_mm512_cvtneps_pbh(e));
+    }
+    lrow = lrow * corr + _mm512_reduce_add_ps(sum);
+    mrow = mnew;
+  }
+
+  static void block(const AttentionArgs<bf16_t>& a, int64_t b, int64_t i0, Scratch& w) {
+    const int64_t E = a.E, S = a.S, Ep = rup(E, 32), Evp = rup(a.Ev, 32);
+    const int64_t m = std::min<int64_t>(BM, a.L - i0), mp = rup(m, 32);
+    const bf16_t* q = a.q + a.q_off[b] + i0 * a.q_rs;
+    uint16_t* qb = w.qb.data();
+    for (int64_t r = 0; r < mp; ++r) {
+      if (r < m) std::memcpy(qb + r * Ep, q + r * a.q_rs, size_t(E) * 2);
+      std::fill(qb + r * Ep + (r < m ? E : 0), qb + (r + 1) * Ep, uint16_t(0));
+    }
+    std::fill(w.pb.data() + m * FBN, w.pb.data() + mp * FBN, uint16_t(0));
+    std::fill(w.o.begin(), w.o.begin() + m * Evp, 0.0f);
+    std::fill(w.mrow.begin(), w.mrow.end(), -std::numeric_limits<float>::infinity());
+    std::fill(w.lrow.begin(), w.lrow.end(), 0.0f);
+    const __m512 scale = _mm512_set1_ps(a.scale);
+    const bool plain = a.mask == AttnMask::none && a.dropout_p == 0.0;  // the fused row step
+    const int64_t kend = a.causal ? std::min(S, i0 + m) : S;
+    for (int64_t j0 = 0; j0 < kend; j0 += FBN) {
+      const int64_t n = std::min<int64_t>(FBN, kend - j0), n16 = rup(n, 16), n32 = rup(n, 32);
+      mm(mp, n32, Ep, qb, Ep, w.kt.data() + (j0 / FBN) * (Ep / 2) * FBN, FBN, w.s.data(), FBN);
+      for (int64_t r = 0; r < m; ++r) {
+        float* s = w.s.data() + r * FBN;
+        uint16_t* p = w.pb.data() + r * FBN;
+        if (plain) {
+          fast_row(a, i0 + r, j0, n, n32, s, p, w.mrow[r], w.lrow[r], w.corr[r]);
+          continue;
+        }
+        for (int64_t c = 0; c < n16; c += 16) _mm512_storeu_ps(s + c, _mm512_mul_ps(scale, _mm512_loadu_ps(s + c)));
+        Rows::online_softmax_row(a, b, i0 + r, j0, n, s, w.mrow[r], w.lrow[r], w.corr[r]);
+        for (int64_t c = 0; c < n32; c += 16)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + c),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes(n16 - c), s + c)));
+      }
+      mm(mp, Evp, n32, w.pb.data(), FBN, w.vp.data() + (j0 / 2) * Evp, Evp, w.ot.data(), Evp);
+      for (int64_t r = 0; r < m; ++r) {
+        const __m512 f = _mm512_set1_ps(w.corr[r]);
+        float* o = w.o.data() + r * Evp;
+        const float* t = w.ot.data() + r * Evp;
+        for (int64_t c = 0; c < Evp; c += 16)
+          _mm512_storeu_ps(o + c, _mm512_fmadd_ps(f, _mm512_loadu_ps(o + c), _mm512_loadu_ps(t + c)));
+      }
+    }
+    for (int64_t r = 0; r < m; ++r) Rows::finish_row(a, b, i0 + r, w.o.data() + r * Evp, w.lrow[r], w.mrow[r]);
+  }
+
+  static void run(const AttentionArgs<bf16_t>& a) {
+    if (a.batch <= 0 || a.L <= 0) return;
+    const int64_t nib = (a.L + BM - 1) / BM, tasks = a.batch * nib;
+    const int nt = threads_for_work(2.0 * double(a.batch) * a.L * a.S * (a.E + a.Ev), 1e6);
+    const int64_t Ep = rup(a.E, 32), Evp = rup(a.Ev, 32), Sp = rup(a.S, FBN);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      Scratch w;  // per call: the packed K and V of a head are megabytes; not kept between calls
+      w.kt.assign(size_t(std::max<int64_t>(Sp, FBN) * Ep / 2), 0);
+      w.vp.assign(size_t(std::max<int64_t>(Sp, FBN) / 2 * Evp), 0);
+      w.qb.assign(size_t(BM * Ep), 0);
+      w.pb.assign(size_t(BM * FBN), 0);
+      w.s.assign(size_t(BM * FBN), 0.0f);
+      w.ot.assign(size_t(BM * Evp), 0.0f);
+      w.o.assign(size_t(BM * Evp), 0.0f);
+      w.mrow.assign(BM, 0.0f);
+      w.lrow.assign(BM, 0.0f);
+      w.corr.assign(BM, 0.0f);
+      if constexpr (AMX) amx_begin();
+#pragma omp for schedule(static, 1)
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t b = t / nib, i0 = (t % nib) * BM;
+        pack_head(a, b, w);
+        block(a, b, i0, w);
+      }
+      if constexpr (AMX) _tile_release();
+    }
+  }
+};
+
+}  // namespace
+
+void attention_forward_bf16(const AttentionArgs<bf16_t>& a, bool amx) {
+  if (amx) NativeForward<true>::run(a);
+  else NativeForward<false>::run(a);
+}
+
+}  // namespace fusedops::cpu::avx512bf16
+#endif
