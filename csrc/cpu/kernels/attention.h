@@ -65,11 +65,13 @@ struct AttentionKernels {
 template <typename T>
 const AttentionKernels<T>& attention_kernels(Isa isa = active_isa());
 
-// The bf16 forward with both products on the bf16 units (attention_avx512bf16.cpp): AMX tiles
+// The bf16 forward with its products on the bf16 units (attention_avx512bf16.cpp): AMX tiles
 // (amx) or vdpbf16ps; only where the CPU has them. The avx512 table runs it when bf16_kernel()
 // (gemm/gemm_bf16.h) says bf16 products run natively.
 namespace avx512bf16 {
 void attention_forward_bf16(const AttentionArgs<bf16_t>& args, bool amx);
+// The backward likewise; false where there are no products (the caller's kernel writes the zeros).
+bool attention_backward_bf16(const AttentionArgs<bf16_t>& args, bool amx);
 }
 
 }  // namespace fusedops::cpu

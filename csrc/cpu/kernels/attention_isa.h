@@ -501,6 +501,12 @@ void attention_forward_run(const AttentionArgs<T>& a) {
 }
 template <typename T>
 void attention_backward_run(const AttentionArgs<T>& a) {
+#ifdef FUSEDOPS_ATTN_NATIVE_BF16
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    const Bf16Kernel k = bf16_kernel();
+    if (k != Bf16Kernel::widened && avx512bf16::attention_backward_bf16(a, k == Bf16Kernel::amx)) return;
+  }
+#endif
   AttnFor<T>::backward(a);
 }
 template <typename T>
