@@ -113,10 +113,31 @@ void mm_dot(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, con
     }
 }
 
+// A zero-filled buffer starting on a cache line: a tile row that straddles two lines loads at
+// a third of the speed (measured with AMX on a Sapphire-Rapids-class Xeon).
+template <typename T>
+class Aligned {
+ public:
+  void assign(size_t n, T x) {
+    v_.assign(n + 64 / sizeof(T), x);
+    p_ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(v_.data()) + 63) & ~uintptr_t(63));
+    n_ = n;
+  }
+  T* data() { return p_; }
+  T* begin() { return p_; }
+  T* end() { return p_ + n_; }
+  T& operator[](size_t i) { return p_[i]; }
+
+ private:
+  std::vector<T> v_;
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
 struct Scratch {
-  std::vector<uint32_t> kt, vp;
-  std::vector<uint16_t> qb, pb;
-  std::vector<float> s, ot, o, mrow, lrow, corr;
+  Aligned<uint32_t> kt, vp;
+  Aligned<uint16_t> qb, pb;
+  Aligned<float> s, ot, o, mrow, lrow, corr;
   int64_t k_cached = -1, v_cached = -1;
 };
 
@@ -297,9 +318,9 @@ struct NativeForward {
 // Tasks as the fp32 backward: (head, group of key blocks), partial dQ per group summed in group
 // order, so the bits do not depend on the thread count.
 struct BwdScratch {
-  std::vector<uint16_t> qb, dob, qT, doT, dsb;
-  std::vector<uint32_t> kt, vt, kp, ppair, dspair;
-  std::vector<float> D, dq, dkT, dvT, s, dp;
+  Aligned<uint16_t> qb, dob, qT, doT, dsb;
+  Aligned<uint32_t> kt, vt, kp, ppair, dspair;
+  Aligned<float> D, dq, dkT, dvT, s, dp;
 };
 
 template <bool AMX>

@@ -193,11 +193,21 @@ void microkernel(int64_t kp, const uint32_t* __restrict Ap, const uint32_t* __re
 // A packed as rows (kAmxMR rows of kcp bf16, K padded with zeros to a multiple of 32); B as the
 // pair-major panels above, padded with zero pairs to a multiple of 16: a 16-pair x 16-column
 // slice of a panel is one B tile (rows 128 bytes apart).
-void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_t* Bp, float* tile) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+// The sums start from cin (fp32, row stride ldi; an fp32 C's earlier K steps) or zero and go
+// to out (row stride ldo).
+void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_t* Bp, const float* cin,
+                     int64_t ldi, float* out, int64_t ldo) {
+  if (cin) {
+    _tile_loadd(0, cin, ldi * 4);
+    _tile_loadd(1, cin + 16, ldi * 4);
+    _tile_loadd(2, cin + 16 * ldi, ldi * 4);
+    _tile_loadd(3, cin + 16 * ldi + 16, ldi * 4);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   const int64_t lda = kcp * 2;
   for (int64_t p = 0; p < kpp; p += 16) {
     _tile_loadd(4, Ap + 2 * p, lda);
@@ -209,10 +219,10 @@ void amx_microkernel(int64_t kpp, const uint16_t* Ap, int64_t kcp, const uint32_
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, tile, NR * 4);
-  _tile_stored(1, tile + 16, NR * 4);
-  _tile_stored(2, tile + 16 * NR, NR * 4);
-  _tile_stored(3, tile + 16 * NR + 16, NR * 4);
+  _tile_stored(0, out, ldo * 4);
+  _tile_stored(1, out + 16, ldo * 4);
+  _tile_stored(2, out + 16 * ldo, ldo * 4);
+  _tile_stored(3, out + 16 * ldo + 16, ldo * 4);
 }
 
 // A rows [i0, i0 + mc) x K [k0, k0 + kc) -> rows of kcp bf16 (zeros past kc and past mc, to a
@@ -388,7 +398,11 @@ void run_blocked(const GemmMixedArgs& g) {
   // micro-panel (kc x NR bf16) about the size of L1. Equal steps, even (whole pairs).
   int64_t kc_max = g.K;
   if (g.c_type == DType::f32) {
-    const int64_t kc = std::clamp<int64_t>(ci.l1d / (NR * 2), 256, 2048);
+    // AMX: a third of L1, so that a 32-row A group and a B panel both stay there (with the
+    // K steps accumulated in the tiles below, 10-20% faster than L1-sized B panels alone on a
+    // Sapphire-Rapids-class Xeon: the weight gradients' GEMMs)
+    const int64_t kc = AMX ? std::clamp<int64_t>(ci.l1d / (NR * 2) / 3, 128, 512)
+                           : std::clamp<int64_t>(ci.l1d / (NR * 2), 256, 2048);
     const int64_t ksteps = (g.K + kc - 1) / kc;
     kc_max = ((g.K + ksteps - 1) / ksteps + 1) / 2 * 2;
   }
@@ -400,10 +414,10 @@ void run_blocked(const GemmMixedArgs& g) {
   int64_t mc_max = std::clamp<int64_t>(ci.l2 * 11 / 20 / (kp_max * 4), MRK, 1024) / MRK * MRK;
   const int64_t l3 = std::clamp<int64_t>(ci.l3, 2 << 20, 32 << 20);
   int64_t nc_blk = std::clamp<int64_t>(l3 / 8 / (kp_max * 4), NR, 8192) / NR * NR;
+  const int nt = choose_threads(g);
   const int64_t nsteps = (g.N + nc_blk - 1) / nc_blk;
   const int64_t nc_max = ((g.N + nsteps - 1) / nsteps + NR - 1) / NR * NR;
 
-  const int nt = choose_threads(g);
   // C (and the pre-activation) past twice the L2 of the threads: its last stores stream.
   const bool stream = double(g.M) * double(g.N) * double(elem_size(g.c_type)) * (g.preact ? 2 : 1) >
                       2.0 * double(ci.l2) * nt;
@@ -424,6 +438,11 @@ void run_blocked(const GemmMixedArgs& g) {
   std::unique_ptr<std::atomic<int64_t>[]> counters(new std::atomic<int64_t>[2 * steps]);
   for (int64_t i = 0; i < 2 * steps; ++i) counters[i].store(0, std::memory_order_relaxed);
 
+  // AMX on an fp32 C with alpha 1: K steps accumulate in the tiles (above); the last step's
+  // epilogue then reads no C (its sums are in the tile).
+  const bool tile_acc = AMX && g.c_type == DType::f32 && g.alpha == 1.0f;
+  GemmMixedArgs g_sums = g;
+  g_sums.beta = 0.0f;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     ScratchVec<uint32_t> abuf;
@@ -459,10 +478,22 @@ void run_blocked(const GemmMixedArgs& g) {
           for (int64_t p = p0; p < p1; ++p) {
             const int64_t j0 = jc + p * NR, n = std::min<int64_t>(NR, g.N - j0);
             for (int64_t i0 = 0; i0 < mcur; i0 += MRK) {
-              if constexpr (AMX)
-                amx_microkernel(kp, reinterpret_cast<const uint16_t*>(Ap) + i0 * 2 * kp, 2 * kp, Bp + p * NR * kp, tile);
-              else
+              if constexpr (AMX) {
+                // A whole tile of an fp32 C across K steps: the tiles start from C's partial
+                // sums and, before the last step, go straight back to C (no epilogue pass).
+                const bool direct = tile_acc && n == NR && mcur - i0 >= MRK;
+                float* const c = direct ? static_cast<float*>(g.C) + (ic + i0) * g.ldc + j0 : nullptr;
+                const bool cin = direct && !first, cout = direct && !last && (!first || g.beta == 0.0f);
+                amx_microkernel(kp, reinterpret_cast<const uint16_t*>(Ap) + i0 * 2 * kp, 2 * kp, Bp + p * NR * kp,
+                                cin ? c : nullptr, g.ldc, cout ? c : tile, cout ? g.ldc : NR);
+                if (cout) continue;
+                if (cin) {  // the last step over C's sums: the epilogue alone
+                  finish_cols32(g_sums, tile, ic + i0, j0, MRK, true, stream);
+                  continue;
+                }
+              } else {
                 microkernel(kp, Ap + i0 * kp, Bp + p * NR * kp, tile);
+              }
               if (last && n == NR)
                 finish_cols32(g, tile, ic + i0, j0, std::min<int64_t>(MRK, mcur - i0), first, stream);
               else
