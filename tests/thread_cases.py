@@ -135,7 +135,7 @@ def norm_bf16():  # bf16 activations, fp32 parameters and statistics
             + _grads(ops.add_layer_norm(xb, rb, [384], w, b), [xb, rb, w, b]))
 
 
-def attention_bf16():  # q, k, v widened while packed; dQ of one head split over key-block groups
+def attention_bf16():  # the products on the bf16 units (or widened); dQ of a head split over key-block groups
     q, k, v = _inputs(17, (1, 2, 200, 64), (1, 2, 200, 64), (1, 2, 200, 64))
     qb, kb, vb = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
     return _grads(ops.scaled_dot_product_attention(qb, kb, vb, is_causal=True), [qb, kb, vb])
