@@ -235,8 +235,9 @@ struct FlashAttention {
   // A finished row: out = o / l and the row's log-sum-exp.
   static void finish_row(const Args& a, int64_t b, int64_t row, const T* o, T l, T mrow) {
     St* out = a.out + (b * a.L + row) * a.Ev;
-    const T inv = l > T(0) ? T(1) / l : T(0);
-    for (int64_t c = 0; c < a.Ev; ++c) out[c] = from_t<St>(o[c] * inv);
+    const R inv = V::set1(l > T(0) ? T(1) / l : T(0));
+    for (int64_t c = 0; c < a.Ev; c += W)  // o is padded to whole vectors
+      st_n<V, St>(out + c, V::mul(V::loadu(o + c), inv), std::min<int64_t>(W, a.Ev - c));
     a.lse[b * a.L + row] =  // +inf marks a row with no visible key; NaN stays NaN
         l > T(0) || std::isnan(l) ? mrow + std::log(l) : std::numeric_limits<T>::infinity();
   }
@@ -246,8 +247,12 @@ struct FlashAttention {
     const int64_t Evp = rup(Ev, NR);
     const int64_t m = std::min<int64_t>(BM, L - i0), mp = rup(m, MR);
     const St* q = a.q + a.q_off[b] + i0 * a.q_rs;
+    const R sc = V::set1(a.scale);
     for (int64_t r = 0; r < m; ++r)
-      for (int64_t e = 0; e < E; ++e) w.qs[r * E + e] = a.scale * to_t<T>(q[r * a.q_rs + e]);
+      for (int64_t e = 0; e < E; e += W) {
+        const int64_t n = std::min<int64_t>(W, E - e);
+        st_n<V, T>(w.qs + r * E + e, V::mul(sc, ld_n<V>(q + r * a.q_rs + e, n)), n);
+      }
     std::fill(w.qs + m * E, w.qs + mp * E, T(0));
     std::fill(w.o, w.o + mp * Evp, T(0));
     for (int64_t r = 0; r < mp; ++r) {
