@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import fusedops
 from fusedops import ops
+from test_bf16 import PATHS as BF16_PATHS  # the bf16 paths this CPU runs
 
 BF = torch.bfloat16
 U16, U32 = 2.0**-8, 2.0**-24
@@ -541,15 +542,13 @@ NATIVE_ATTN_CASES = [  # (B, H, L, S, E, Ev, causal, mask, dropout): tile remain
 ]
 
 
-@pytest.mark.skipif(not any(p != "widen" for p in __import__("test_bf16").PATHS),
-                    reason="the CPU lacks AVX512-BF16: only the widening path runs here")
+@pytest.mark.skipif(BF16_PATHS == ["widen"], reason="the CPU lacks AVX512-BF16: only the widening path runs here")
 @pytest.mark.parametrize("case", NATIVE_ATTN_CASES)
 def test_attention_native_products_agree_with_widened(case):
     """Forward and backward with their products on the bf16 units (AMX, vdpbf16ps) against the
     widened fp32 kernel and a float64 reference: the output within two bf16 roundings of max |v|
     (P and the output) plus fp32 sums, the gradients within the budget of rounding P and dS;
     rows with no visible key, NaN rows and dropout as the fp32 kernel."""
-    from test_bf16 import PATHS
     B, H, L, S, E, Ev, causal, mask, p = case
     q, k, v, m = _attn_inputs(B, H, L, S, E, Ev, mask)
     if L > 3:
@@ -557,7 +556,7 @@ def test_attention_native_products_agree_with_widened(case):
     sdpa = torch.ops.fusedops.scaled_dot_product_attention
     outs = {}
     try:
-        for path in PATHS:
+        for path in BF16_PATHS:
             fusedops._C._set_bf16(path)
             rng = torch.tensor([5, 0], dtype=torch.int64) if p > 0 else None  # the same keys dropped
             outs[path] = sdpa(q, k, v, m, p, causal, None, False, rng)
@@ -589,13 +588,13 @@ def test_attention_native_products_agree_with_widened(case):
     try:
         out, lse = sdpa(q, k, v, m, p, causal, None, False, rng)
         grads = {}
-        for path in PATHS:
+        for path in BF16_PATHS:
             fusedops._C._set_bf16(path)
             grads[path] = bwd(g, q, k, v, out, lse, m, p, causal, None, False, rng, [True, True, True])
     finally:
         fusedops._C._set_bf16("auto")
     budgets = _attn_grad_budgets(q, k, v, g, m, causal, p)
-    for path in PATHS:
+    for path in BF16_PATHS:
         for name, got, want, budget in zip("qkv", grads[path], grads["widen"], budgets):
             assert got.dtype == BF and got.shape == want.shape
             _assert_within(got, want, budget, f"{path} d{name} {case}")

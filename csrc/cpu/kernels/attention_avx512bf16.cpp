@@ -15,17 +15,7 @@
 // thread's head changes.
 #if defined(__x86_64__)
 #include "attention.h"
-#include "vec/isa_std.h"
-
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,amx-tile,amx-bf16")
-#define FUSEDOPS_WITH_AVX512 1
-#define FUSEDOPS_ISA_NS avx512bf16
-#define FUSEDOPS_VEC_F32 VecF32Avx512
-#define FUSEDOPS_VEC_F64 VecF64Avx512
-#include "vec/vec.h"
-#include "vec/math.h"
+#include "vec/isa_avx512bf16.h"
 #define FUSEDOPS_ATTN_HELPERS_ONLY 1
 #include "attention_isa.h"
 #include "gemm/amx.h"
@@ -181,10 +171,6 @@ void pack_row_pairs(const bf16_t* x, int64_t rs, int64_t len, int64_t n, int64_t
 
 template <bool AMX>
 struct NativeForward {
-  static void mm(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint32_t* B, int64_t ldb,
-                 float* C, int64_t ldc) {
-    avx512bf16::mm<AMX>(M, N, K, A, lda, B, ldb, C, ldc);
-  }
 
   static void pack_head(const AttentionArgs<bf16_t>& a, int64_t b, Scratch& w) {
     const int64_t Ep = rup(a.E, 32), Evp = rup(a.Ev, 32), Sp = rup(a.S, FBN);
@@ -251,7 +237,7 @@ struct NativeForward {
     const int64_t kend = a.causal ? std::min(S, i0 + m) : S;
     for (int64_t j0 = 0; j0 < kend; j0 += FBN) {
       const int64_t n = std::min<int64_t>(FBN, kend - j0), n16 = rup(n, 16), n32 = rup(n, 32);
-      mm(mp, n32, Ep, qb, Ep, w.kt.data() + (j0 / FBN) * (Ep / 2) * FBN, FBN, w.s.data(), FBN);
+      mm<AMX>(mp, n32, Ep, qb, Ep, w.kt.data() + (j0 / FBN) * (Ep / 2) * FBN, FBN, w.s.data(), FBN);
       for (int64_t r = 0; r < m; ++r) {
         float* s = w.s.data() + r * FBN;
         uint16_t* p = w.pb.data() + r * FBN;
@@ -265,7 +251,7 @@ struct NativeForward {
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + c),
                               (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes(n16 - c), s + c)));
       }
-      mm(mp, Evp, n32, w.pb.data(), FBN, w.vp.data() + (j0 / 2) * Evp, Evp, w.ot.data(), Evp);
+      mm<AMX>(mp, Evp, n32, w.pb.data(), FBN, w.vp.data() + (j0 / 2) * Evp, Evp, w.ot.data(), Evp);
       for (int64_t r = 0; r < m; ++r) {
         const __m512 f = _mm512_set1_ps(w.corr[r]);
         float* o = w.o.data() + r * Evp;
@@ -490,26 +476,15 @@ struct NativeBackward {
         if (b != prepared) prepare_head(a, b, w), prepared = b;
         std::fill(w.dq.begin(), w.dq.end(), 0.0f);
         for (int64_t kb = grp * nkb / groups, k1 = (grp + 1) * nkb / groups; kb < k1; ++kb) key_block(a, b, kb * BN, w);
-        if (a.dq && groups > 1) {
-          std::copy(w.dq.begin(), w.dq.end(), partial.begin() + task * Lp * Ep);
-        } else if (a.dq) {
-          bf16_t* dq = a.dq + b * L * E;
-          for (int64_t r = 0; r < L; ++r)
-            for (int64_t e = 0; e < E; ++e) dq[r * E + e] = float_to_bf16(a.scale * w.dq[r * Ep + e]);
-        }
+        if (a.dq && groups > 1) std::copy(w.dq.begin(), w.dq.end(), partial.begin() + task * Lp * Ep);
+        else if (a.dq) Rw::store_dq(a, b, 0, L, w.dq.data(), 1, 0, Ep);
       }
       if constexpr (AMX) _tile_release();
       if (a.dq && groups > 1) {
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < a.batch * L; ++row) {
           const int64_t b = row / L, r = row % L;
-          const float* p = partial.data() + b * groups * Lp * Ep + r * Ep;
-          bf16_t* dq = a.dq + row * E;
-          for (int64_t e = 0; e < E; ++e) {
-            float acc = p[e];
-            for (int64_t g = 1; g < groups; ++g) acc += p[g * Lp * Ep + e];
-            dq[e] = float_to_bf16(a.scale * acc);
-          }
+          Rw::store_dq(a, b, r, r + 1, partial.data() + b * groups * Lp * Ep, groups, Lp * Ep, Ep);
         }
       }
     }

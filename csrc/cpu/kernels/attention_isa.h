@@ -415,6 +415,19 @@ struct FlashAttention {
     }
   }
 
+  // Rows [r0, r1) of head b's dQ = scale * the sum, in group order, of `groups` accumulators
+  // (rows Ep apart, `stride` apart from one group to the next), rounded once into the tensor.
+  static void store_dq(const Args& a, int64_t b, int64_t r0, int64_t r1, const T* acc, int64_t groups,
+                       int64_t stride, int64_t Ep) {
+    St* dq = a.dq + b * a.L * a.E;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t e = 0; e < a.E; ++e) {
+        T sum = acc[r * Ep + e];
+        for (int64_t g = 1; g < groups; ++g) sum += acc[g * stride + r * Ep + e];
+        dq[r * a.E + e] = from_t<St>(a.scale * sum);
+      }
+  }
+
   static void backward(const Args& a) {
     if (a.batch <= 0) return;
     const int64_t L = a.L, S = a.S, E = a.E, Ep = rup(E, NR);
@@ -449,24 +462,14 @@ struct FlashAttention {
         if (a.dq) std::fill(w.dq, w.dq + Lr * Ep, T(0));
         for (int64_t kb = grp * nkb / groups, k1 = (grp + 1) * nkb / groups; kb < k1; ++kb)
           backward_key_block(a, b, kb * BN, w);
-        if (a.dq && groups == 1) {
-          St* dq = a.dq + b * L * E;
-          for (int64_t r = 0; r < L; ++r)
-            for (int64_t e = 0; e < E; ++e) dq[r * E + e] = from_t<St>(a.scale * w.dq[r * Ep + e]);
-        }
+        if (a.dq && groups == 1) store_dq(a, b, 0, L, w.dq, 1, 0, Ep);
         w.dq = own_dq;
       }
       if (a.dq && groups > 1) {
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < a.batch * L; ++row) {
           const int64_t b = row / L, r = row % L;
-          const T* p = partial.data() + b * groups * Lr * Ep + r * Ep;
-          St* dq = a.dq + row * E;
-          for (int64_t e = 0; e < E; ++e) {
-            T acc = p[e];
-            for (int64_t g = 1; g < groups; ++g) acc += p[g * Lr * Ep + e];
-            dq[e] = from_t<St>(a.scale * acc);
-          }
+          store_dq(a, b, r, r + 1, partial.data() + b * groups * Lr * Ep, groups, Lr * Ep, Ep);
         }
       }
     }

@@ -14,19 +14,11 @@
 #if defined(__x86_64__)
 #include "gemm_bf16.h"
 
-#include "../vec/isa_std.h"
-
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,amx-tile,amx-bf16")
-#define FUSEDOPS_WITH_AVX512 1
-#define FUSEDOPS_ISA_NS avx512bf16
-#include "../vec/vec.h"
-#include "../vec/math.h"
+#include "../vec/isa_avx512bf16.h"
 #include "../vec/activation_impl.h"
 #include "amx.h"
 
